@@ -1,0 +1,94 @@
+"""The contributor's task script: train the creator's model on this contributor's shard.
+
+Keeps the seed's function names (load_data, load_model, train_model, save_model) but saves
+weights only, as safetensors, and sends them through the decentralml client. Run it with
+./start_task.sh --task-id N --shard-index I [--config configs/mnist.yaml].
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import string
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import settings
+
+from decentralml.config import load_config
+from decentralml.contributor import assign, fetch_inputs, submit, upload_result
+from decentralml.data.federated import contributor_shard, test_split
+from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
+from decentralml.runtime import contributor_keypair, open_marketplace, open_store
+from decentralml.training import TrainingOutcome, train_contribution
+from decentralml.weights import decode, encode
+
+
+def load_data(shard_index: int):
+    """This contributor's shard of the training set, and the test set (normalized)."""
+    return contributor_shard(settings.DATA, shard_index), test_split()
+
+
+def load_model(weights_path: str | Path):
+    """The creator's model, compiled, with the global weights from a safetensors file."""
+    model = build_model(settings.MODEL_NAME, settings.LEARNING_RATE)
+    set_model_tensors(model, decode(Path(weights_path).read_bytes()))
+    return model
+
+
+def train_model(
+    model, x_train, y_train, epoch: int = settings.EPOCHS, batch_size: int = settings.BATCH_SIZE
+):
+    model.fit(x_train, y_train, epochs=epoch, batch_size=batch_size, verbose=2)
+    return model
+
+
+def save_model(
+    model, output_path: str | Path, model_name: str, contributor_id_length: int = 10
+) -> Path:
+    """Save the weights (never the code) as <model_name>_<random id>.safetensors."""
+    alphabet = string.ascii_lowercase
+    contributor_id = "".join(secrets.choice(alphabet) for _ in range(contributor_id_length))
+    target = Path(output_path) / f"{model_name}_{contributor_id}.safetensors"
+    target.write_bytes(encode(model_tensors(model)))
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task-id", type=int, required=True)
+    parser.add_argument("--shard-index", type=int, default=0)
+    parser.add_argument("--config", default="configs/mnist.yaml")
+    args = parser.parse_args(argv)
+
+    config = load_config(args.config)
+    market, store = open_marketplace(config.marketplace), open_store(config.storage)
+    worker = contributor_keypair(config.marketplace, None)
+    task = market.get_task(args.task_id)
+    submission_id = assign(market, worker, task.task_id)
+    with tempfile.TemporaryDirectory() as workdir:
+        inputs = fetch_inputs(store, task, Path(workdir))
+    (x, y), (x_test, y_test) = load_data(args.shard_index)
+    outcome: TrainingOutcome = train_contribution(
+        settings.MODEL_NAME,
+        inputs.global_tensors,
+        x,
+        y,
+        epochs=settings.EPOCHS,
+        batch_size=settings.BATCH_SIZE,
+        learning_rate=settings.LEARNING_RATE,
+    )
+    model = build_model(settings.MODEL_NAME, settings.LEARNING_RATE)
+    set_model_tensors(model, outcome.tensors)
+    print(f"local test metrics: {evaluate(model, x_test, y_test)}")
+    artifact = upload_result(store, task, submission_id, outcome)
+    submit(market, worker, task, submission_id, artifact, outcome)
+    print(f"submission {submission_id}: {outcome.num_examples} examples sent as {artifact.url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""Marketplace records as ``System.remark_with_event`` payloads, and back.
+
+The chain has no marketplace pallet, so every marketplace action is a remark whose bytes say
+what happened; an indexer replays them in chain order through the marketplace rules
+(docs/chain-protocol.md). The encoding, version 1::
+
+    payload := b"dml1" kind body
+    kind    := one ASCII byte: b"T" TaskCreated, b"A" Assign, b"R" Result, b"V" Verdict,
+               b"C" Close
+    body    := one JSON object in UTF-8 with exactly the fields of that kind (below)
+
+    T  {"assets_path": str, "assets_sha256": str, "expiration_block": u32,
+        "global_weights_path": str, "global_weights_sha256": str, "max_assignments": u32,
+        "pays_amount": u128, "question": str, "round_number": u32,
+        "task_type": "DataAnnotators"|"ModelContributor"|"ModelEngineer",
+        "validation_strategy": "AutoAccept"|"ManualAccept"|"CustomAccept"}
+    A  {"task_id": u64}
+    R  {"result": {"base_fingerprint": str, "metrics": {str: float|null}, "num_examples": u64,
+                   "result_path": str, "sha256": str},
+        "submission_id": u64}
+    V  {"accept": bool, "reason": str, "submission_id": u64}
+    C  {"task_id": u64}
+
+Why this shape: the whole payload is valid UTF-8, so explorers (polkadot.js) show a remark as
+readable text, and any language can produce it with a JSON library. The encoder writes the
+canonical form (sorted keys, no spaces, no NaN; a non-finite metric is written as null and read
+back as NaN). The decoder accepts any JSON object with exactly the listed keys and types: a
+foreign, truncated or hostile remark decodes to ``None`` and is never evaluated (no eval, no
+pickle; duplicate keys, unknown keys, bools posing as ints and out-of-range numbers are all
+refused). An incompatible change gets a new prefix (``b"dml2"``).
+
+Ids are not in the TaskCreated/Assign records: like the pallet's counters, a task id is the
+0-based position of the record among ACCEPTED TaskCreated records in chain order (block number,
+extrinsic index, call index inside a batch), and a submission id the position among accepted
+Assign records. The indexer derives them by replaying; a writer learns its id by reading back
+the outcome of its own record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from decentralml.domain import TaskResult, TaskSpec, TaskType, ValidationStrategy
+
+PREFIX = b"dml1"
+"""Magic and version of every payload; remarks without it are not ours and are ignored."""
+
+MAX_PAYLOAD_BYTES = 16 * 1024
+"""Larger remarks are refused both ways: they cost fees and no valid record needs that much."""
+
+MAX_TEXT_CHARS = 4096
+U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
+U128_MAX = 2**128 - 1
+
+
+class CodecError(ValueError):
+    """A record cannot be encoded (a value is out of range or too long); nothing was sent."""
+
+
+@dataclass(frozen=True)
+class TaskCreated:
+    spec: TaskSpec
+
+
+@dataclass(frozen=True)
+class Assign:
+    task_id: int
+
+
+@dataclass(frozen=True)
+class Result:
+    submission_id: int
+    result: TaskResult
+
+
+@dataclass(frozen=True)
+class VerdictRecord:
+    """A creator's decision; named apart from ``domain.Verdict`` which it carries on chain."""
+
+    submission_id: int
+    accept: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Close:
+    task_id: int
+
+
+Record = TaskCreated | Assign | Result | VerdictRecord | Close
+
+_KIND_OF: dict[type, bytes] = {
+    TaskCreated: b"T",
+    Assign: b"A",
+    Result: b"R",
+    VerdictRecord: b"V",
+    Close: b"C",
+}
+
+_SPEC_INT_BOUNDS: dict[str, int] = {
+    "pays_amount": U128_MAX,
+    "max_assignments": U32_MAX,
+    "expiration_block": U32_MAX,
+    "round_number": U32_MAX,
+}
+_SPEC_TEXT_FIELDS = (
+    "question",
+    "assets_path",
+    "assets_sha256",
+    "global_weights_path",
+    "global_weights_sha256",
+)
+_SPEC_KEYS = frozenset({*_SPEC_INT_BOUNDS, *_SPEC_TEXT_FIELDS, "validation_strategy", "task_type"})
+_RESULT_KEYS = frozenset({"result_path", "sha256", "num_examples", "metrics", "base_fingerprint"})
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def encode(record: Record) -> bytes:
+    """The remark payload for ``record``; raises CodecError if a value cannot be represented."""
+    kind = _KIND_OF.get(type(record))
+    if kind is None:
+        raise CodecError(f"not a chain record: {type(record).__name__}")
+    try:
+        payload = PREFIX + kind + _canonical_json(_body_of(record))
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"record cannot be encoded as JSON: {exc}") from None
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise CodecError(
+            f"record is {len(payload)} bytes, the limit is {MAX_PAYLOAD_BYTES}: "
+            "shorten the question, paths or metrics"
+        )
+    if decode(payload) is None:  # a value out of range: refuse here, not silently on replay
+        raise CodecError(f"record has a value out of range or too long: {record!r}")
+    return payload
+
+
+def _body_of(record: Record) -> dict[str, Any]:
+    if isinstance(record, TaskCreated):
+        return _spec_body(record.spec)
+    if isinstance(record, Assign):
+        return {"task_id": record.task_id}
+    if isinstance(record, Result):
+        return {"submission_id": record.submission_id, "result": _result_body(record.result)}
+    if isinstance(record, VerdictRecord):
+        return {
+            "submission_id": record.submission_id,
+            "accept": record.accept,
+            "reason": record.reason,
+        }
+    return {"task_id": record.task_id}
+
+
+def _spec_body(spec: TaskSpec) -> dict[str, Any]:
+    body: dict[str, Any] = {name: getattr(spec, name) for name in _SPEC_INT_BOUNDS}
+    body.update({name: getattr(spec, name) for name in _SPEC_TEXT_FIELDS})
+    body["validation_strategy"] = ValidationStrategy(spec.validation_strategy).value
+    body["task_type"] = TaskType(spec.task_type).value
+    return body
+
+
+def _result_body(result: TaskResult) -> dict[str, Any]:
+    body = result.to_json_dict()
+    # JSON has no NaN/Infinity: a diverged training run reports null rather than failing.
+    body["metrics"] = {
+        str(k): (float(v) if math.isfinite(float(v)) else None) for k, v in body["metrics"].items()
+    }
+    return body
+
+
+def _canonical_json(body: dict[str, Any]) -> bytes:
+    text = json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return text.encode("utf-8")
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """Internal: the payload is not a valid record."""
+
+
+def decode(payload: bytes | bytearray) -> Record | None:
+    """The record in a remark payload, or None for anything that is not a valid v1 record.
+
+    Never raises: remarks are written by anyone, so garbage is expected input."""
+    try:
+        return _decode(bytes(payload))
+    except (_Refused, ValueError, TypeError, KeyError, RecursionError, OverflowError):
+        return None
+
+
+def _decode(payload: bytes) -> Record:
+    if len(payload) > MAX_PAYLOAD_BYTES or len(payload) < len(PREFIX) + 3:
+        raise _Refused
+    if not payload.startswith(PREFIX):
+        raise _Refused
+    kind = payload[len(PREFIX) : len(PREFIX) + 1]
+    body = json.loads(
+        payload[len(PREFIX) + 1 :].decode("utf-8"),
+        object_pairs_hook=_no_duplicate_keys,
+        parse_constant=_refuse_constant,
+    )
+    if not isinstance(body, dict):
+        raise _Refused
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise _Refused
+    return parser(body)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Two parsers could disagree on which duplicate wins: refuse the ambiguity instead."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _Refused
+    return result
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Refused  # NaN, Infinity, -Infinity are not JSON
+
+
+def _keys(body: dict[str, Any], expected: frozenset[str]) -> None:
+    if body.keys() != expected:
+        raise _Refused
+
+
+def _uint(value: Any, maximum: int) -> int:
+    if type(value) is not int or not 0 <= value <= maximum:  # bool is not an int here
+        raise _Refused
+    return value
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str or len(value) > MAX_TEXT_CHARS:
+        raise _Refused
+    return value
+
+
+def _parse_task_created(body: dict[str, Any]) -> TaskCreated:
+    _keys(body, _SPEC_KEYS)
+    ints = {name: _uint(body[name], bound) for name, bound in _SPEC_INT_BOUNDS.items()}
+    texts = {name: _text(body[name]) for name in _SPEC_TEXT_FIELDS}
+    spec = TaskSpec(
+        validation_strategy=ValidationStrategy(_text(body["validation_strategy"])),
+        task_type=TaskType(_text(body["task_type"])),
+        **ints,
+        **texts,
+    )
+    return TaskCreated(spec)
+
+
+def _parse_assign(body: dict[str, Any]) -> Assign:
+    _keys(body, frozenset({"task_id"}))
+    return Assign(_uint(body["task_id"], U64_MAX))
+
+
+def _parse_close(body: dict[str, Any]) -> Close:
+    _keys(body, frozenset({"task_id"}))
+    return Close(_uint(body["task_id"], U64_MAX))
+
+
+def _parse_result(body: dict[str, Any]) -> Result:
+    _keys(body, frozenset({"submission_id", "result"}))
+    raw = body["result"]
+    if not isinstance(raw, dict):
+        raise _Refused
+    _keys(raw, _RESULT_KEYS)
+    result = TaskResult(
+        result_path=_text(raw["result_path"]),
+        sha256=_text(raw["sha256"]),
+        num_examples=_uint(raw["num_examples"], U64_MAX),
+        metrics=_metrics(raw["metrics"]),
+        base_fingerprint=_text(raw["base_fingerprint"]),
+    )
+    return Result(_uint(body["submission_id"], U64_MAX), result)
+
+
+def _metrics(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict) or len(value) > 64:
+        raise _Refused
+    metrics: dict[str, float] = {}
+    for name, number in value.items():
+        if number is None:
+            metrics[_text(name)] = math.nan
+        elif type(number) in (int, float):
+            metrics[_text(name)] = float(number)
+        else:
+            raise _Refused
+    return metrics
+
+
+def _parse_verdict(body: dict[str, Any]) -> VerdictRecord:
+    _keys(body, frozenset({"submission_id", "accept", "reason"}))
+    if type(body["accept"]) is not bool:
+        raise _Refused
+    return VerdictRecord(
+        submission_id=_uint(body["submission_id"], U64_MAX),
+        accept=body["accept"],
+        reason=_text(body["reason"]),
+    )
+
+
+_PARSERS = {
+    b"T": _parse_task_created,
+    b"A": _parse_assign,
+    b"R": _parse_result,
+    b"V": _parse_verdict,
+    b"C": _parse_close,
+}

@@ -1,0 +1,201 @@
+"""The `decentralml` command: demo, creator, contributor and inspection commands.
+
+Flows are imported lazily inside commands: listing tasks or balances must not pay for
+TensorFlow and Prefect start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from decentralml.config import RunConfig, load_config
+from decentralml.errors import DecentralMLError
+
+DEFAULT_CONFIG = Path("configs/mnist.yaml")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    found = {}
+    for dotted, attr in (
+        ("rounds", "rounds"),
+        ("contributors", "contributors"),
+        ("data.partition", "partition"),
+        ("marketplace.backend", "marketplace"),
+        ("storage.url", "storage"),
+        ("task.validation_strategy", "validation"),
+        ("training.epochs", "epochs"),
+    ):
+        value = getattr(args, attr, None)
+        if value is not None:
+            found[dotted] = value
+    if getattr(args, "contributors", None) is not None and getattr(args, "command", "") == "demo":
+        found.setdefault("task.max_assignments", args.contributors)
+    return found
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    return load_config(args.config, _overrides(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.demo import run_demo
+
+    config = _config(args)
+    print(
+        f"demo: {config.contributors} contributors, {config.rounds} rounds, "
+        f"{config.data.partition} data, {config.marketplace.backend} marketplace"
+    )
+    summary = run_demo(config)
+    print_round_table(summary["rounds"])
+    print(f"final test accuracy {summary['final_accuracy']:.4f} in {summary['wall_seconds']} s")
+    for payment in summary["payments"]:
+        print(f"  paid {payment['amount']:>12} to {payment['contributor']}")
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+def print_round_table(rounds: list[dict]) -> None:
+    print(f"{'round':>5} {'task':>5} {'accuracy':>9} {'accepted':>9} {'rejected':>9}")
+    for row in rounds:
+        print(
+            f"{row['round']:>5} {row['task_id']:>5} {row['accuracy']:>9.4f} "
+            f"{len(row['accepted']):>9} {len(row['rejected']):>9}"
+        )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from flows.creator import train
+
+    reports = train(_config(args))
+    print_round_table(
+        [
+            {
+                "round": r.round_number,
+                "task_id": r.task_id,
+                "accuracy": r.accuracy,
+                "accepted": r.accepted,
+                "rejected": r.rejected,
+            }
+            for r in reports
+        ]
+    )
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from decentralml.runtime import open_marketplace
+
+    market = open_marketplace(_config(args).marketplace)
+    print(
+        f"{'id':>4} {'round':>5} {'status':<11} {'slots':>7} {'reward':>12} {'expires':>8} question"
+    )
+    for task in market.list_tasks(open_only=not args.all):
+        print(
+            f"{task.task_id:>4} {task.spec.round_number:>5} {task.status.value:<11} "
+            f"{task.assigned:>3}/{task.spec.max_assignments:<3} {task.spec.pays_amount:>12} "
+            f"{task.spec.expiration_block:>8}  {task.spec.question}"
+        )
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from decentralml.runtime import open_marketplace
+
+    market = open_marketplace(_config(args).marketplace)
+    for sub in market.list_task_results(args.task_id):
+        examples = sub.result.num_examples if sub.result else "-"
+        print(
+            f"{sub.submission_id:>4} {sub.status.value:<17} {examples:>7} {sub.paid:>10} "
+            f"{sub.worker} {sub.reason}"
+        )
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    from decentralml.accounts import keypair_from_uri
+    from decentralml.runtime import open_marketplace
+
+    market = open_marketplace(_config(args).marketplace)
+    address = (
+        args.address
+        if not args.address.startswith("//")
+        else keypair_from_uri(args.address).ss58_address
+    )
+    print(f"{address} {market.balance(address)}")
+    return 0
+
+
+def cmd_contribute(args: argparse.Namespace) -> int:
+    import threading
+
+    from decentralml.runtime import contributor_keypair, open_marketplace, open_store
+    from flows.demo import contributor_agent
+
+    config = _config(args)
+    market = open_marketplace(config.marketplace)
+    worker = contributor_keypair(config.marketplace, args.index)
+    first = 0 if args.include_existing else len(market.list_tasks(open_only=False))
+    contributions = contributor_agent(
+        market, open_store(config.storage), worker, args.index, config, first, threading.Event()
+    )
+    for c in contributions:
+        print(f"task {c.task_id}: submission {c.submission_id}, {c.num_examples} examples")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="decentralml", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+        command.set_defaults(handler=handler)
+        return command
+
+    demo = add("demo", cmd_demo, "run a whole federated training on this machine")
+    demo.add_argument("--rounds", type=int)
+    demo.add_argument("--contributors", type=int)
+    demo.add_argument("--partition", choices=["iid", "shards", "dirichlet"])
+    demo.add_argument("--marketplace", choices=["embedded", "substrate"])
+    demo.add_argument("--validation", choices=["AutoAccept", "ManualAccept", "CustomAccept"])
+    demo.add_argument("--epochs", type=int)
+    demo.add_argument("--summary-json", type=Path)
+    train_cmd = add(
+        "train", cmd_train, "creator: publish and run every round (contributors elsewhere)"
+    )
+    train_cmd.add_argument("--rounds", type=int)
+    tasks_cmd = add("tasks", cmd_tasks, "list open tasks")
+    tasks_cmd.add_argument("--all", action="store_true", help="include finished tasks")
+    results = add("results", cmd_results, "list a task's submissions")
+    results.add_argument("task_id", type=int)
+    balance = add("balance", cmd_balance, "show an account's balance")
+    balance.add_argument("address", help="SS58 address or dev URI such as //Bob")
+    contribute_cmd = add(
+        "contribute", cmd_contribute, "contributor: work on new tasks as they appear"
+    )
+    contribute_cmd.add_argument("--index", type=int, default=0, help="data shard index")
+    contribute_cmd.add_argument("--rounds", type=int, help="stop after this many tasks")
+    contribute_cmd.add_argument(
+        "--include-existing",
+        action="store_true",
+        help="also work on tasks published before this command started",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except DecentralMLError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

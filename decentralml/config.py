@@ -1,0 +1,200 @@
+"""Configuration: pydantic models loaded from YAML.
+
+One file describes a whole federated training (model, training, task, data, marketplace,
+storage, rounds). Switching from one machine to a shared deployment is a change of this file
+(marketplace backend, storage URL), never of code. Secrets are not configuration: keys and
+storage credentials come from the environment, so a config file can be committed safely.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from decentralml.domain import ValidationStrategy
+from decentralml.errors import ConfigError
+
+_SECRET_KEYS = re.compile(r"(secret|password|passphrase|mnemonic|private|token)", re.IGNORECASE)
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    name: str = "mnist_mlp"
+
+
+class TrainingConfig(_Section):
+    """The creator's instructions to contributors (and its own optional warm-up training)."""
+
+    epochs: PositiveInt = 2
+    batch_size: PositiveInt = 32
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 0.001
+    initial_epochs: Annotated[int, Field(ge=0)] = 0
+
+
+class TaskConfig(_Section):
+    question: str = "Train the MNIST digit classifier on your shard of the data"
+    pays_amount: PositiveInt = 1_000_000
+    max_assignments: PositiveInt = 5
+    expiry_blocks: PositiveInt = 200
+    validation_strategy: ValidationStrategy = ValidationStrategy.AutoAccept
+    custom_validator: str | None = None
+    min_accuracy: Annotated[float, Field(ge=0, le=1)] = 0.5
+    manual_decisions: str | None = None
+
+    @field_validator("question")
+    @classmethod
+    def _question_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty: contributors read it to decide")
+        return value
+
+    @field_validator("custom_validator")
+    @classmethod
+    def _module_function(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.]+:[\w]+", value):
+            raise ValueError(f"{value!r} is not 'package.module:function'")
+        return value
+
+    @model_validator(mode="after")
+    def _reward_covers_slots(self) -> TaskConfig:
+        if self.pays_amount < self.max_assignments:
+            raise ValueError(
+                f"pays_amount {self.pays_amount} is smaller than max_assignments "
+                f"{self.max_assignments}: each accepted result would be paid 0"
+            )
+        if (
+            self.validation_strategy is ValidationStrategy.CustomAccept
+            and not self.custom_validator
+        ):
+            object.__setattr__(
+                self, "custom_validator", "decentralml.validation.builtin:min_accuracy"
+            )
+        return self
+
+
+class DataConfig(_Section):
+    source: Literal["mnist"] = "mnist"
+    partition: Literal["iid", "shards", "dirichlet"] = "iid"
+    classes_per_contributor: PositiveInt = 2
+    alpha: Annotated[float, Field(gt=0)] = 0.5
+    seed: int = 42
+    holdout_examples: Annotated[int, Field(ge=0, le=20_000)] = 5_000
+    cache_dir: str | None = None
+
+
+class MarketplaceConfig(_Section):
+    backend: Literal["embedded", "substrate"] = "embedded"
+    path: str = ".decentralml/marketplace.sqlite"
+    block_time_seconds: Annotated[float, Field(gt=0)] = 6.0
+    url: str = "ws://127.0.0.1:9950"
+    index_path: str = ".decentralml/chain-index.sqlite"
+    start_block: Annotated[int, Field(ge=0)] = 0
+    creator_key_env: str = "DECENTRALML_CREATOR_URI"
+    contributor_key_env: str = "DECENTRALML_CONTRIBUTOR_URI"
+    dev_accounts: bool = True
+    dev_funds: Annotated[int, Field(ge=0)] = 10_000_000_000
+
+    @field_validator("creator_key_env", "contributor_key_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name (keys never go here)")
+        return value
+
+
+class StorageConfig(_Section):
+    url: str = "file://.decentralml/storage"
+    endpoint_url: str | None = None
+    max_result_bytes: PositiveInt = 50_000_000
+
+    @field_validator("url")
+    @classmethod
+    def _no_inline_credentials(cls, value: str) -> str:
+        if re.match(r"^\w+://[^/]*:[^/]*@", value):
+            raise ValueError("must not embed credentials; set them in the environment instead")
+        return value
+
+
+class RunConfig(_Section):
+    """A whole federated training: what the creator publishes and how the demo simulates it."""
+
+    name: str = "mnist"
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    task: TaskConfig = TaskConfig()
+    data: DataConfig = DataConfig()
+    marketplace: MarketplaceConfig = MarketplaceConfig()
+    storage: StorageConfig = StorageConfig()
+    strategy: Literal["fedavg", "average"] = "fedavg"
+    rounds: PositiveInt = 3
+    contributors: PositiveInt = 5
+    round_timeout_seconds: Annotated[float, Field(gt=0)] = 900.0
+    poll_seconds: Annotated[float, Field(gt=0)] = 0.5
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_secrets(cls, data: object) -> object:
+        _check_no_secrets(data, "")
+        return data
+
+
+def _check_no_secrets(node: object, path: str) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            child = f"{path}.{key}" if path else str(key)
+            if _SECRET_KEYS.search(str(key)):
+                raise ValueError(f"{child}: secrets do not belong in config; use the environment")
+            _check_no_secrets(value, child)
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, source: str = "<dict>") -> RunConfig:
+    """Validate a mapping; errors list each field path and why it is wrong."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {source}: expected a mapping at the top level")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, source)) from None
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
+    """Read a YAML file, apply dotted ``overrides`` (e.g. {"rounds": 1}), validate."""
+    source = Path(path)
+    try:
+        data = yaml.safe_load(source.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {source} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"configuration file {source} is not valid YAML: {error}") from None
+    data = data or {}
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    return parse_config(data, str(source))
+
+
+def _set_dotted(data: dict, dotted: str, value: object) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value

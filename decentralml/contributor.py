@@ -1,0 +1,92 @@
+"""The contributor's steps, plain Python: find a task, take a slot, fetch, train, submit.
+
+The contributor verifies everything it downloads against the digests on the task record, and
+sends back weights only, with the digest of the global model it started from.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+from substrateinterface import Keypair
+
+from decentralml.accounts import same_account
+from decentralml.domain import Task, TaskResult
+from decentralml.marketplace.base import Marketplace
+from decentralml.packaging import unpack_package
+from decentralml.storage import ArtifactStore, StoredArtifact
+from decentralml.training import TrainingOutcome
+from decentralml.weights import decode, encode
+
+
+@dataclass(frozen=True)
+class TaskInputs:
+    settings: dict
+    global_tensors: dict
+    package_dir: Path
+
+
+def holds_slot(market: Marketplace, worker: Keypair, task_id: int) -> int | None:
+    """The worker's submission id on this task, if it already has one (makes retries safe)."""
+    for submission in market.list_task_results(task_id):
+        if same_account(submission.worker, worker.ss58_address):
+            return submission.submission_id
+    return None
+
+
+def find_open_task(market: Marketplace, worker: Keypair, done: set[int]) -> Task | None:
+    """The oldest open task this worker has not worked on yet."""
+    for task in sorted(market.list_tasks(open_only=True), key=lambda t: t.task_id):
+        if task.task_id not in done and holds_slot(market, worker, task.task_id) is None:
+            return task
+    return None
+
+
+def assign(market: Marketplace, worker: Keypair, task_id: int) -> int:
+    """Take a slot, or return the one already held (a retried step must not take two)."""
+    existing = holds_slot(market, worker, task_id)
+    return existing if existing is not None else market.assign_task(worker, task_id)
+
+
+def fetch_inputs(store: ArtifactStore, task: Task, workdir: Path) -> TaskInputs:
+    """Download and verify the package and the global weights named by the task."""
+    package = store.get(task.spec.assets_path, task.spec.assets_sha256)
+    settings = unpack_package(package, workdir)
+    global_bytes = store.get(task.spec.global_weights_path, task.spec.global_weights_sha256)
+    return TaskInputs(settings, decode(global_bytes), workdir)
+
+
+def result_url(task: Task, submission_id: int) -> str:
+    """Results sit next to the round's global weights, named by submission."""
+    round_dir = posixpath.dirname(task.spec.global_weights_path)
+    return posixpath.join(round_dir, "results", f"submission-{submission_id}.safetensors")
+
+
+def upload_result(
+    store: ArtifactStore, task: Task, submission_id: int, outcome: TrainingOutcome
+) -> StoredArtifact:
+    metadata = {"num_examples": outcome.num_examples, "base": task.spec.global_weights_sha256}
+    return store.put(result_url(task, submission_id), encode(outcome.tensors, metadata))
+
+
+def submit(
+    market: Marketplace,
+    worker: Keypair,
+    task: Task,
+    submission_id: int,
+    artifact: StoredArtifact,
+    outcome: TrainingOutcome,
+) -> TaskResult:
+    result = TaskResult(
+        result_path=artifact.url,
+        sha256=artifact.sha256,
+        num_examples=outcome.num_examples,
+        metrics=outcome.metrics,
+        base_fingerprint=task.spec.global_weights_sha256,
+    )
+    current = market.get_submission(submission_id)
+    if current.result is None:
+        market.send_task_result(worker, submission_id, result)
+    return result

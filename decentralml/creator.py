@@ -1,0 +1,182 @@
+"""The model creator's steps, plain Python: publish a round, collect, screen, federate, settle.
+
+Prefect wraps each of these in a task (tasks/creator.py); the flow (flows/creator.py) strings
+them together. Keeping them here means they run and test without an orchestrator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from substrateinterface import Keypair
+
+from decentralml.config import RunConfig
+from decentralml.domain import ResultSubmissionStatus, Submission, Task, TaskSpec, Verdict
+from decentralml.marketplace.base import Marketplace
+from decentralml.packaging import build_package
+from decentralml.storage import ArtifactStore, StoredArtifact
+from decentralml.strategies import Contribution, get_strategy
+from decentralml.validation import Candidate, Policy, screen
+from decentralml.weights import Layout, encode
+
+log = logging.getLogger(__name__)
+Tensors = dict[str, np.ndarray]
+Evaluator = Callable[[Mapping[str, np.ndarray]], dict]
+
+
+@dataclass(frozen=True)
+class Creator:
+    """Everything a creator's step needs; cheap to pass around."""
+
+    config: RunConfig
+    market: Marketplace
+    store: ArtifactStore
+    keypair: Keypair
+    run: str
+    assets_dir: Path
+
+
+@dataclass
+class RoundReview:
+    verdicts: list[Verdict] = field(default_factory=list)
+    new_global: Tensors | None = None
+
+    @property
+    def accepted(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.accept]
+
+    @property
+    def rejected(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.accept]
+
+
+def task_settings(config: RunConfig) -> dict[str, object]:
+    """What contributors must know to train: travels inside the package as task.json."""
+    return {
+        "model": config.model.name,
+        "epochs": config.training.epochs,
+        "batch_size": config.training.batch_size,
+        "learning_rate": config.training.learning_rate,
+        "data": {
+            "source": config.data.source,
+            "partition": config.data.partition,
+            "num_partitions": config.contributors,
+            "classes_per_contributor": config.data.classes_per_contributor,
+            "alpha": config.data.alpha,
+            "seed": config.data.seed,
+            "holdout_examples": config.data.holdout_examples,
+        },
+    }
+
+
+def upload_global(creator: Creator, round_number: int, tensors: Tensors) -> StoredArtifact:
+    url = creator.store.round_url(creator.run, round_number, "global.safetensors")
+    return creator.store.put(url, encode(tensors, {"round": round_number}))
+
+
+def upload_assets(creator: Creator, round_number: int) -> StoredArtifact:
+    package = build_package(creator.assets_dir, task_settings(creator.config))
+    return creator.store.put(
+        creator.store.round_url(creator.run, round_number, "assets.tar.gz"), package
+    )
+
+
+def create_round_task(
+    creator: Creator, round_number: int, assets: StoredArtifact, global_weights: StoredArtifact
+) -> int:
+    task = creator.config.task
+    spec = TaskSpec(
+        question=task.question,
+        pays_amount=task.pays_amount,
+        max_assignments=task.max_assignments,
+        expiration_block=creator.market.current_block() + task.expiry_blocks,
+        validation_strategy=task.validation_strategy,
+        assets_path=assets.url,
+        assets_sha256=assets.sha256,
+        global_weights_path=global_weights.url,
+        global_weights_sha256=global_weights.sha256,
+        round_number=round_number,
+    )
+    return creator.market.create_task(creator.keypair, spec)
+
+
+def results_complete(task: Task, submissions: list[Submission], block: int) -> bool:
+    """All slots hold a result, or no more can come (expired or closed)."""
+    with_result = [s for s in submissions if s.status is not ResultSubmissionStatus.Assigned]
+    if len(with_result) >= task.spec.max_assignments:
+        return True
+    return block >= task.spec.expiration_block
+
+
+def wait_for_results(
+    market: Marketplace, task_id: int, timeout_s: float, poll_s: float
+) -> list[Submission]:
+    """Poll until every slot has a result, the task expires, or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        submissions = market.list_task_results(task_id)
+        if results_complete(market.get_task(task_id), submissions, market.current_block()):
+            break
+        if time.monotonic() >= deadline:
+            log.warning("task %s: deadline reached with %d submissions", task_id, len(submissions))
+            break
+        time.sleep(poll_s)
+    return [s for s in submissions if s.status is ResultSubmissionStatus.PendingValidation]
+
+
+def review(
+    creator: Creator,
+    task: Task,
+    submissions: list[Submission],
+    layout: Layout,
+    policy: Policy,
+    evaluate_holdout: Evaluator,
+) -> RoundReview:
+    """Screen and decide every result, folding accepted ones into the strategy as they pass.
+
+    One pass, one download per result, about two models in memory: the strategy accumulates
+    in place and each contributor's weights are dropped once folded in.
+    """
+    outcome = RoundReview()
+    params = {"min_accuracy": creator.config.task.min_accuracy}
+
+    def accepted_contributions() -> Iterator[Contribution]:
+        for submission in submissions:
+            tensors = screen(
+                submission,
+                lambda url, digest: creator.store.get(
+                    url, digest, creator.config.storage.max_result_bytes
+                ),
+                layout,
+                task.spec.global_weights_sha256,
+                creator.config.storage.max_result_bytes,
+            )
+            if isinstance(tensors, Verdict):
+                outcome.verdicts.append(tensors)
+                continue
+            verdict = policy.decide(Candidate(submission, tensors, evaluate_holdout, params))
+            outcome.verdicts.append(verdict)
+            if verdict.accept:
+                yield Contribution(tensors, submission.result.num_examples)
+
+    strategy = get_strategy(creator.config.strategy)
+    try:
+        outcome.new_global = strategy.aggregate(accepted_contributions())
+    except ValueError:
+        log.warning("task %s: no result accepted; the global model stays as it was", task.task_id)
+    return outcome
+
+
+def settle(market: Marketplace, keypair: Keypair, verdicts: list[Verdict]) -> dict[int, int]:
+    """Record every verdict; accepted results are paid (once: a repeat pays 0)."""
+    return market.settle(keypair, verdicts)
+
+
+def checkpoint(creator: Creator, round_number: int, tensors: Tensors) -> StoredArtifact:
+    url = creator.store.checkpoint_url(creator.run, round_number)
+    return creator.store.put(url, encode(tensors, {"round": round_number}))

@@ -1,0 +1,33 @@
+"""Training data: MNIST resolved offline (``mnist``) and split among contributors (``partition``).
+
+``load_shard(index, num_partitions, scheme, seed)`` is what a contributor calls: its own,
+deterministic, normalized share of the MNIST training set.
+"""
+
+from decentralml.data.mnist import (
+    MnistSplits,
+    default_cache_dir,
+    load_mnist,
+    load_mnist_from_wheel,
+    load_shard,
+    normalize,
+)
+from decentralml.data.partition import (
+    SCHEMES,
+    label_histogram,
+    partition_for,
+    partition_indices,
+)
+
+__all__ = [
+    "SCHEMES",
+    "MnistSplits",
+    "default_cache_dir",
+    "label_histogram",
+    "load_mnist",
+    "load_mnist_from_wheel",
+    "load_shard",
+    "normalize",
+    "partition_for",
+    "partition_indices",
+]

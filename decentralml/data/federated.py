@@ -1,0 +1,57 @@
+"""Who sees which examples: the creator's held-out split and each contributor's shard.
+
+The creator keeps ``holdout_examples`` training images for validating results (CustomAccept);
+contributors partition the rest, so validation never scores a contributor on its own data.
+The MNIST test set is only used for the reported accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from decentralml.data.mnist import load_mnist, normalize
+from decentralml.data.partition import partition_for
+
+Split = tuple[NDArray[np.float32], NDArray[np.uint8]]
+
+
+def holdout_and_pool(num_examples: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint index sets (holdout, pool) from one seeded permutation."""
+    if not 0 <= holdout < num_examples:
+        raise ValueError(f"holdout_examples={holdout} must be in [0, {num_examples})")
+    order = np.random.default_rng(seed).permutation(num_examples)
+    return np.sort(order[:holdout]), np.sort(order[holdout:])
+
+
+def contributor_shard(
+    data: Mapping[str, object], index: int, cache_dir: Path | str | None = None
+) -> Split:
+    """Contributor ``index``'s examples under the task's data settings (task.json "data")."""
+    (x_train, y_train), _ = load_mnist(cache_dir)
+    _, pool = holdout_and_pool(len(y_train), int(data["holdout_examples"]), int(data["seed"]))
+    local = partition_for(
+        y_train[pool],
+        index,
+        int(data["num_partitions"]),
+        str(data["partition"]),
+        int(data["seed"]),
+        classes_per_partition=int(data["classes_per_contributor"]),
+        alpha=float(data["alpha"]),
+    )
+    chosen = pool[local]
+    return normalize(x_train[chosen]), y_train[chosen]
+
+
+def creator_holdout(holdout_examples: int, seed: int, cache_dir: Path | str | None = None) -> Split:
+    (x_train, y_train), _ = load_mnist(cache_dir)
+    held, _ = holdout_and_pool(len(y_train), holdout_examples, seed)
+    return normalize(x_train[held]), y_train[held]
+
+
+def test_split(cache_dir: Path | str | None = None) -> Split:
+    _, (x_test, y_test) = load_mnist(cache_dir)
+    return normalize(x_test), y_test

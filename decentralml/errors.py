@@ -1,0 +1,81 @@
+"""Typed errors. Each message says what was wrong and, where it helps, what to do next."""
+
+
+class DecentralMLError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(DecentralMLError):
+    """A configuration file or value is invalid; the message names the field path."""
+
+
+class MarketplaceError(DecentralMLError):
+    """A marketplace rule refused an operation. Nothing was changed."""
+
+
+class UnknownTask(MarketplaceError):
+    pass
+
+
+class UnknownSubmission(MarketplaceError):
+    pass
+
+
+class InvalidTaskSpec(MarketplaceError):
+    pass
+
+
+class InsufficientBalance(MarketplaceError):
+    pass
+
+
+class TaskNotOpen(MarketplaceError):
+    """The task is closed, completed or past its expiration block."""
+
+
+class TaskFull(MarketplaceError):
+    """Every one of the task's max_assignments slots is taken."""
+
+
+class AlreadyAssigned(MarketplaceError):
+    """A contributor holds at most one slot per task."""
+
+
+class NotAssignee(MarketplaceError):
+    """Only the contributor the submission was assigned to may send its result."""
+
+
+class ResultAlreadySent(MarketplaceError):
+    pass
+
+
+class NotCreator(MarketplaceError):
+    """Only the task's creator may give verdicts or close it."""
+
+
+class VerdictAlreadyGiven(MarketplaceError):
+    pass
+
+
+class NoResultYet(MarketplaceError):
+    """A verdict needs a result: the submission is still Assigned."""
+
+
+class PendingResults(MarketplaceError):
+    """The task still has results waiting for a verdict; settle them before closing."""
+
+
+class ChainError(MarketplaceError):
+    """An extrinsic failed on chain; the message carries the module error name."""
+
+
+class StorageError(DecentralMLError):
+    """An artifact is missing, unreadable, or its digest does not match the record."""
+
+
+class IntegrityError(DecentralMLError):
+    """A contributor's weights do not fit the creator's model (names, shapes, dtypes, values)."""
+
+
+class DataError(DecentralMLError):
+    """The dataset cannot be found or does not have the expected content."""

@@ -1,0 +1,12 @@
+"""Seed API: list tasks (never built in DecentralML)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from decentralml.domain import Task
+from decentralml.seed_api import as_marketplace
+
+
+def list_tasks(substrate: Any, open_only: bool = True) -> list[Task]:
+    return as_marketplace(substrate).list_tasks(open_only=open_only)

@@ -1,0 +1,49 @@
+"""The one small interface every marketplace backend implements.
+
+Actors are substrate-interface ``Keypair`` objects: the embedded backend only reads their SS58
+address, the Substrate backend signs with them. Either way the caller's identity is the key, so
+switching backends is a config change, not a code change.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from substrateinterface import Keypair
+
+from decentralml.domain import Submission, Task, TaskResult, TaskSpec, Verdict
+
+
+@runtime_checkable
+class Marketplace(Protocol):
+    def create_task(self, creator: Keypair, spec: TaskSpec) -> int:
+        """Escrow ``spec.pays_amount`` from the creator and open a task; returns its id."""
+
+    def get_task(self, task_id: int) -> Task: ...
+
+    def list_tasks(self, open_only: bool = True) -> list[Task]: ...
+
+    def assign_task(self, worker: Keypair, task_id: int) -> int:
+        """Take one slot of the task; returns the submission id."""
+
+    def send_task_result(self, worker: Keypair, submission_id: int, result: TaskResult) -> None: ...
+
+    def get_submission(self, submission_id: int) -> Submission: ...
+
+    def list_task_results(self, task_id: int) -> list[Submission]: ...
+
+    def accept(self, creator: Keypair, submission_id: int) -> int:
+        """Pay the contributor ``pays_amount // max_assignments``; a repeat pays 0."""
+
+    def reject(self, creator: Keypair, submission_id: int, reason: str) -> None: ...
+
+    def settle(self, creator: Keypair, verdicts: list[Verdict]) -> dict[int, int]:
+        """Record a round's verdicts and pay the accepted ones, as one unit where the backend
+        can (one batch on chain); returns what each submission was paid by this call."""
+
+    def close_task(self, creator: Keypair, task_id: int) -> int:
+        """End the task early and refund what was not paid; returns the refund."""
+
+    def balance(self, address: str) -> int: ...
+
+    def current_block(self) -> int: ...

@@ -1,0 +1,663 @@
+"""The marketplace rules, on SQLite, with the clock and the identities supplied by the caller.
+
+Every method that changes state takes the actor's ADDRESS and the BLOCK at which it acts, so
+the same rules serve two callers: the embedded marketplace (its own block clock, keypairs from
+the environment) and, later, an indexer that replays Substrate records with the signer's
+address and the record's block number (it catches ``MarketplaceError`` and skips the record).
+
+Concurrency: each operation opens its own connection and runs in ONE transaction started with
+``BEGIN IMMEDIATE`` (WAL mode, 30 s busy timeout), so several processes can share one file and
+a refused operation rolls back and changes nothing.
+
+Amounts are stored as decimal TEXT: the pallet's Balance is u128, which SQLite's 64-bit
+INTEGER cannot hold. No storage credentials exist in the schema.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from decentralml.accounts import canonical_address
+from decentralml.domain import (
+    ResultSubmissionStatus,
+    Submission,
+    Task,
+    TaskResult,
+    TaskSpec,
+    TaskStatus,
+    TaskType,
+    ValidationStrategy,
+    Verdict,
+)
+from decentralml.errors import (
+    AlreadyAssigned,
+    InsufficientBalance,
+    InvalidTaskSpec,
+    NoResultYet,
+    NotAssignee,
+    NotCreator,
+    PendingResults,
+    ResultAlreadySent,
+    TaskFull,
+    TaskNotOpen,
+    UnknownSubmission,
+    UnknownTask,
+    VerdictAlreadyGiven,
+)
+
+BUSY_TIMEOUT_SECONDS = 30.0
+MAX_AMOUNT = 2**128 - 1
+"""The pallet's Balance type is u128; larger amounts could never exist on chain."""
+
+_PENDING = ResultSubmissionStatus.PendingValidation.value
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('total_issuance', '0');
+CREATE TABLE IF NOT EXISTS accounts (address TEXT PRIMARY KEY, balance TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id INTEGER PRIMARY KEY,
+    creator TEXT NOT NULL,
+    question TEXT NOT NULL,
+    pays_amount TEXT NOT NULL,
+    max_assignments INTEGER NOT NULL,
+    expiration_block INTEGER NOT NULL,
+    validation_strategy TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    assets_path TEXT NOT NULL,
+    assets_sha256 TEXT NOT NULL,
+    global_weights_path TEXT NOT NULL,
+    global_weights_sha256 TEXT NOT NULL,
+    round_number INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_block INTEGER NOT NULL,
+    assigned INTEGER NOT NULL DEFAULT 0,
+    paid TEXT NOT NULL DEFAULT '0',
+    refunded TEXT NOT NULL DEFAULT '0',
+    finished_block INTEGER
+);
+CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks (expiration_block)
+    WHERE finished_block IS NULL;
+CREATE TABLE IF NOT EXISTS submissions (
+    submission_id INTEGER PRIMARY KEY,
+    task_id INTEGER NOT NULL REFERENCES tasks (task_id),
+    worker TEXT NOT NULL,
+    status TEXT NOT NULL,
+    assigned_block INTEGER NOT NULL,
+    result_path TEXT,
+    result_sha256 TEXT,
+    num_examples INTEGER,
+    metrics_json TEXT,
+    base_fingerprint TEXT,
+    result_block INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    paid TEXT NOT NULL DEFAULT '0',
+    verdict_block INTEGER,
+    UNIQUE (task_id, worker)
+);
+CREATE INDEX IF NOT EXISTS submissions_pending ON submissions (task_id)
+    WHERE status = '{_PENDING}';
+"""
+
+_SETTLEABLE = f"""
+SELECT * FROM tasks AS t
+WHERE t.finished_block IS NULL AND t.expiration_block <= ?
+  AND NOT EXISTS (
+    SELECT 1 FROM submissions AS s WHERE s.task_id = t.task_id AND s.status = '{_PENDING}')
+ORDER BY t.task_id
+"""
+
+
+# --- connections and transactions -----------------------------------------------------------
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A fresh connection in autocommit mode: transactions are begun explicitly, so that every
+    write can start with BEGIN IMMEDIATE (take the write lock first, decide second)."""
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+@contextmanager
+def write_transaction(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """One BEGIN IMMEDIATE transaction: committed if the block ends normally, rolled back (so
+    nothing changes) if it raises. Holding the write lock from the first read makes
+    check-then-write races across processes impossible."""
+    conn = connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+@contextmanager
+def read_transaction(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A read snapshot, so that a task and its submissions are read consistently."""
+    conn = connect(path)
+    try:
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+# --- row conversion ---------------------------------------------------------------------------
+
+
+def _task_from_row(row: sqlite3.Row) -> Task:
+    spec = TaskSpec(
+        question=row["question"],
+        pays_amount=int(row["pays_amount"]),
+        max_assignments=row["max_assignments"],
+        expiration_block=row["expiration_block"],
+        validation_strategy=ValidationStrategy(row["validation_strategy"]),
+        task_type=TaskType(row["task_type"]),
+        assets_path=row["assets_path"],
+        assets_sha256=row["assets_sha256"],
+        global_weights_path=row["global_weights_path"],
+        global_weights_sha256=row["global_weights_sha256"],
+        round_number=row["round_number"],
+    )
+    return Task(
+        task_id=row["task_id"],
+        creator=row["creator"],
+        spec=spec,
+        status=TaskStatus(row["status"]),
+        created_block=row["created_block"],
+        assigned=row["assigned"],
+        paid=int(row["paid"]),
+        refunded=int(row["refunded"]),
+    )
+
+
+def _submission_from_row(row: sqlite3.Row) -> Submission:
+    result = None
+    if row["result_path"] is not None:
+        result = TaskResult(
+            result_path=row["result_path"],
+            sha256=row["result_sha256"],
+            num_examples=row["num_examples"],
+            metrics=json.loads(row["metrics_json"]),
+            base_fingerprint=row["base_fingerprint"],
+        )
+    return Submission(
+        submission_id=row["submission_id"],
+        task_id=row["task_id"],
+        worker=row["worker"],
+        status=ResultSubmissionStatus(row["status"]),
+        assigned_block=row["assigned_block"],
+        result=result,
+        reason=row["reason"],
+        paid=int(row["paid"]),
+    )
+
+
+# --- rule checks (raise, never write) ---------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_spec(spec: TaskSpec, block: int) -> None:
+    """The pallet's checks on create_task, plus the one it forgot (a payment per slot >= 1)."""
+    if not _is_int(spec.pays_amount) or not 0 < spec.pays_amount <= MAX_AMOUNT:
+        raise InvalidTaskSpec(f"pays_amount must be a positive integer, got {spec.pays_amount!r}")
+    if not _is_int(spec.max_assignments) or spec.max_assignments <= 0:
+        raise InvalidTaskSpec(f"max_assignments must be >= 1, got {spec.max_assignments!r}")
+    if spec.pays_amount < spec.max_assignments:
+        raise InvalidTaskSpec(
+            f"pays_amount {spec.pays_amount} < max_assignments {spec.max_assignments}: each "
+            "accepted result would be paid 0; raise pays_amount or lower max_assignments"
+        )
+    if not _is_int(spec.expiration_block) or spec.expiration_block <= block:
+        raise InvalidTaskSpec(
+            f"expiration_block {spec.expiration_block!r} is not after the current block {block}"
+        )
+    if not spec.question.strip():
+        raise InvalidTaskSpec("question is empty; describe what contributors should do")
+    try:
+        ValidationStrategy(spec.validation_strategy)
+        TaskType(spec.task_type)
+    except ValueError as exc:
+        raise InvalidTaskSpec(f"{exc}; use a name from decentralml.domain") from None
+
+
+def _task_row(conn: sqlite3.Connection, task_id: int) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+    if row is None:
+        raise UnknownTask(f"no task {task_id}; list_tasks() shows the existing ones")
+    return row
+
+
+def _submission_row(conn: sqlite3.Connection, submission_id: int) -> sqlite3.Row:
+    row = conn.execute(
+        "SELECT * FROM submissions WHERE submission_id = ?", (submission_id,)
+    ).fetchone()
+    if row is None:
+        raise UnknownSubmission(f"no submission {submission_id}")
+    return row
+
+
+def _require_open(task: sqlite3.Row, block: int) -> None:
+    """Assignments and results are accepted only on an unfinished task before its expiry."""
+    if task["finished_block"] is not None:
+        raise TaskNotOpen(f"task {task['task_id']} is {task['status']}; pick an open task")
+    if block >= task["expiration_block"]:
+        raise TaskNotOpen(
+            f"task {task['task_id']} expired at block {task['expiration_block']} "
+            f"(now {block}); pick an open task"
+        )
+
+
+def _require_creator(task: sqlite3.Row, actor: str) -> None:
+    if task["creator"] != actor:
+        raise NotCreator(f"only the creator of task {task['task_id']} may do this")
+
+
+def _require_result(submission: sqlite3.Row) -> None:
+    if submission["status"] == ResultSubmissionStatus.Assigned.value:
+        raise NoResultYet(
+            f"submission {submission['submission_id']} has no result yet; wait for it"
+        )
+
+
+def _pending_ids(conn: sqlite3.Connection, task_id: int) -> list[int]:
+    rows = conn.execute(
+        "SELECT submission_id FROM submissions WHERE task_id = ? AND status = ? "
+        "ORDER BY submission_id",
+        (task_id, _PENDING),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _next_id(conn: sqlite3.Connection, table: str, column: str) -> int:
+    """Ids start at 0, as on chain (an INTEGER PRIMARY KEY alone would start at 1)."""
+    row = conn.execute(f"SELECT COALESCE(MAX({column}) + 1, 0) FROM {table}").fetchone()
+    return int(row[0])
+
+
+# --- balances ---------------------------------------------------------------------------------
+
+
+def _balance(conn: sqlite3.Connection, address: str) -> int:
+    row = conn.execute("SELECT balance FROM accounts WHERE address = ?", (address,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _set_balance(conn: sqlite3.Connection, address: str, amount: int) -> None:
+    conn.execute(
+        "INSERT INTO accounts (address, balance) VALUES (?, ?) "
+        "ON CONFLICT (address) DO UPDATE SET balance = excluded.balance",
+        (address, str(amount)),
+    )
+
+
+def _get_meta_int(conn: sqlite3.Connection, key: str) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return int(row[0])
+
+
+class Ledger:
+    """The marketplace state and its rules. Addresses are stored in one canonical SS58 form
+    (prefix 42), so two spellings of one key are one account.
+
+    ``track_balances=False`` is for an indexer of a chain that holds the balances itself: the
+    rules, escrow bookkeeping (paid/refunded per task) and statuses still apply, but no
+    account balance is read or changed.
+    """
+
+    def __init__(self, path: str | Path, track_balances: bool = True) -> None:
+        self.path = Path(path)
+        self.track_balances = track_balances
+        self._init_schema()
+
+    def _init_schema(self) -> None:
+        conn = connect(self.path)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+        finally:
+            conn.close()
+
+    # --- balance movements (no-ops when the chain tracks balances) ---
+
+    def _credit(self, conn: sqlite3.Connection, address: str, amount: int) -> None:
+        if self.track_balances and amount:
+            _set_balance(conn, address, _balance(conn, address) + amount)
+
+    def _debit(self, conn: sqlite3.Connection, address: str, amount: int) -> None:
+        if not self.track_balances:
+            return
+        held = _balance(conn, address)
+        if held < amount:
+            raise InsufficientBalance(
+                f"{address} holds {held} but {amount} is needed; fund the account first"
+            )
+        _set_balance(conn, address, held - amount)
+
+    # --- settlement ---
+
+    def _finish(self, conn: sqlite3.Connection, task: sqlite3.Row, block: int) -> int:
+        """End a task: refund what was not paid to its creator. Returns the refund."""
+        paid = int(task["paid"])
+        refund = int(task["pays_amount"]) - paid
+        status = TaskStatus.Completed if paid > 0 else TaskStatus.Withdrawn
+        conn.execute(
+            "UPDATE tasks SET status = ?, refunded = ?, finished_block = ? WHERE task_id = ?",
+            (status.value, str(refund), block, task["task_id"]),
+        )
+        self._credit(conn, task["creator"], refund)
+        return refund
+
+    def _settle_expired(self, conn: sqlite3.Connection, block: int) -> list[tuple[int, int]]:
+        rows = conn.execute(_SETTLEABLE, (block,)).fetchall()
+        return [(row["task_id"], self._finish(conn, row, block)) for row in rows]
+
+    def settle_expired(self, block: int) -> list[tuple[int, int]]:
+        """Finish every task past its expiration_block with no result awaiting a verdict and
+        refund its creator; returns [(task_id, refund)]. A read-only check runs first, so
+        calling this before every read costs no write lock when there is nothing to do."""
+        with read_transaction(self.path) as conn:
+            if conn.execute(_SETTLEABLE, (block,)).fetchone() is None:
+                return []
+        with write_transaction(self.path) as conn:
+            return self._settle_expired(conn, block)
+
+    def _settle_if_asked(self, block: int | None) -> None:
+        if block is not None:
+            self.settle_expired(block)
+
+    # --- writes ---
+
+    def fund(self, address: str, amount: int) -> None:
+        """Dev faucet: mint ``amount`` to ``address``, counted in total_issuance so that the
+        conservation of value stays checkable."""
+        if not self.track_balances:
+            raise ValueError("this ledger does not track balances; fund accounts on the chain")
+        if not _is_int(amount) or amount <= 0:
+            raise ValueError(f"amount must be a positive integer, got {amount!r}")
+        account = canonical_address(address)
+        with write_transaction(self.path) as conn:
+            issuance = _get_meta_int(conn, "total_issuance")
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'total_issuance'", (str(issuance + amount),)
+            )
+            self._credit(conn, account, amount)
+
+    def create_task(self, creator: str, spec: TaskSpec, block: int) -> int:
+        """Validate the spec, escrow pays_amount from the creator, open the task (ids from 0)."""
+        account = canonical_address(creator)
+        _validate_spec(spec, block)
+        with write_transaction(self.path) as conn:
+            self._settle_expired(conn, block)
+            self._debit(conn, account, spec.pays_amount)
+            task_id = _next_id(conn, "tasks", "task_id")
+            conn.execute(
+                "INSERT INTO tasks (task_id, creator, question, pays_amount, max_assignments, "
+                "expiration_block, validation_strategy, task_type, assets_path, assets_sha256, "
+                "global_weights_path, global_weights_sha256, round_number, status, "
+                "created_block) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task_id,
+                    account,
+                    spec.question,
+                    str(spec.pays_amount),
+                    spec.max_assignments,
+                    spec.expiration_block,
+                    ValidationStrategy(spec.validation_strategy).value,
+                    TaskType(spec.task_type).value,
+                    spec.assets_path,
+                    spec.assets_sha256,
+                    spec.global_weights_path,
+                    spec.global_weights_sha256,
+                    spec.round_number,
+                    TaskStatus.Created.value,
+                    block,
+                ),
+            )
+            return task_id
+
+    def assign_task(self, worker: str, task_id: int, block: int) -> int:
+        """Give the worker one of the task's slots; returns the (global) submission id."""
+        account = canonical_address(worker)
+        with write_transaction(self.path) as conn:
+            self._settle_expired(conn, block)
+            task = _task_row(conn, task_id)
+            _require_open(task, block)
+            held = conn.execute(
+                "SELECT submission_id FROM submissions WHERE task_id = ? AND worker = ?",
+                (task_id, account),
+            ).fetchone()
+            if held is not None:
+                raise AlreadyAssigned(
+                    f"{account} already holds submission {held[0]} of task {task_id}"
+                )
+            if task["assigned"] >= task["max_assignments"]:
+                raise TaskFull(
+                    f"all {task['max_assignments']} slots of task {task_id} are taken; "
+                    "pick another task"
+                )
+            submission_id = _next_id(conn, "submissions", "submission_id")
+            conn.execute(
+                "INSERT INTO submissions (submission_id, task_id, worker, status, assigned_block)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (submission_id, task_id, account, ResultSubmissionStatus.Assigned.value, block),
+            )
+            conn.execute(
+                "UPDATE tasks SET assigned = assigned + 1, status = ? WHERE task_id = ?",
+                (TaskStatus.InProgress.value, task_id),
+            )
+            return submission_id
+
+    def send_task_result(
+        self, worker: str, submission_id: int, result: TaskResult, block: int
+    ) -> None:
+        """Record the assignee's result, once, before expiry; the submission then awaits a
+        verdict (PendingValidation)."""
+        account = canonical_address(worker)
+        metrics_json = json.dumps(dict(result.metrics), sort_keys=True)
+        with write_transaction(self.path) as conn:
+            self._settle_expired(conn, block)
+            submission = _submission_row(conn, submission_id)
+            if submission["worker"] != account:
+                raise NotAssignee(f"submission {submission_id} is assigned to someone else")
+            if submission["status"] != ResultSubmissionStatus.Assigned.value:
+                raise ResultAlreadySent(f"submission {submission_id} already has a result")
+            _require_open(_task_row(conn, submission["task_id"]), block)
+            conn.execute(
+                "UPDATE submissions SET status = ?, result_path = ?, result_sha256 = ?, "
+                "num_examples = ?, metrics_json = ?, base_fingerprint = ?, result_block = ? "
+                "WHERE submission_id = ?",
+                (
+                    _PENDING,
+                    result.result_path,
+                    result.sha256,
+                    result.num_examples,
+                    metrics_json,
+                    result.base_fingerprint,
+                    block,
+                    submission_id,
+                ),
+            )
+
+    def _verdict_target(
+        self, conn: sqlite3.Connection, creator: str, submission_id: int
+    ) -> tuple[sqlite3.Row, sqlite3.Row]:
+        """The submission and its task, once the creator and the presence of a result are
+        checked: the preconditions shared by every verdict."""
+        submission = _submission_row(conn, submission_id)
+        task = _task_row(conn, submission["task_id"])
+        _require_creator(task, creator)
+        _require_result(submission)
+        return submission, task
+
+    def _accept(
+        self, conn: sqlite3.Connection, creator: str, submission_id: int, reason: str, block: int
+    ) -> int:
+        submission, task = self._verdict_target(conn, creator, submission_id)
+        status = submission["status"]
+        if status == ResultSubmissionStatus.Accepted.value:
+            return 0
+        if status == ResultSubmissionStatus.Rejected.value:
+            raise VerdictAlreadyGiven(f"submission {submission_id} was already rejected")
+        reward = int(task["pays_amount"]) // task["max_assignments"]
+        conn.execute(
+            "UPDATE submissions SET status = ?, paid = ?, reason = ?, verdict_block = ? "
+            "WHERE submission_id = ?",
+            (ResultSubmissionStatus.Accepted.value, str(reward), reason, block, submission_id),
+        )
+        conn.execute(
+            "UPDATE tasks SET paid = ? WHERE task_id = ?",
+            (str(int(task["paid"]) + reward), task["task_id"]),
+        )
+        self._credit(conn, submission["worker"], reward)
+        return reward
+
+    def _reject(
+        self, conn: sqlite3.Connection, creator: str, submission_id: int, reason: str, block: int
+    ) -> None:
+        submission, _ = self._verdict_target(conn, creator, submission_id)
+        status = submission["status"]
+        if status == ResultSubmissionStatus.Rejected.value:
+            return
+        if status == ResultSubmissionStatus.Accepted.value:
+            raise VerdictAlreadyGiven(f"submission {submission_id} was already accepted")
+        conn.execute(
+            "UPDATE submissions SET status = ?, reason = ?, verdict_block = ? "
+            "WHERE submission_id = ?",
+            (ResultSubmissionStatus.Rejected.value, reason, block, submission_id),
+        )
+
+    def accept(self, creator: str, submission_id: int, block: int, reason: str = "") -> int:
+        """Pay the contributor pays_amount // max_assignments. Idempotent: a repeat accept
+        pays 0, so a retried settlement step can never pay twice."""
+        return self.settle(creator, [Verdict(submission_id, True, reason)], block)[submission_id]
+
+    def reject(self, creator: str, submission_id: int, reason: str, block: int) -> None:
+        """Refuse a result and record why. A repeat reject changes nothing (the first reason
+        stays); rejecting an accepted (paid) result is refused."""
+        self.settle(creator, [Verdict(submission_id, False, reason)], block)
+
+    def settle(self, creator: str, verdicts: list[Verdict], block: int) -> dict[int, int]:
+        """Record a round's verdicts (with their reasons) and pay the accepted ones, all in one
+        transaction: if any verdict is refused, none is recorded. Returns what this call paid
+        per submission (0 for a rejection or a repeat), so a retried settle pays nothing twice.
+        An expired task whose last pending result gets its verdict is refunded here."""
+        account = canonical_address(creator)
+        paid: dict[int, int] = {}
+        with write_transaction(self.path) as conn:
+            self._settle_expired(conn, block)
+            for verdict in verdicts:
+                sid = verdict.submission_id
+                if verdict.accept:
+                    paid[sid] = paid.get(sid, 0) + self._accept(
+                        conn, account, sid, verdict.reason, block
+                    )
+                else:
+                    self._reject(conn, account, sid, verdict.reason, block)
+                    paid.setdefault(sid, 0)
+            self._settle_expired(conn, block)
+        return paid
+
+    def close_task(self, creator: str, task_id: int, block: int) -> int:
+        """End the task now and refund what was not paid. Returns the refund; 0 if the task
+        was already finished (closed before, or settled at expiry)."""
+        account = canonical_address(creator)
+        with write_transaction(self.path) as conn:
+            self._settle_expired(conn, block)
+            task = _task_row(conn, task_id)
+            _require_creator(task, account)
+            if task["finished_block"] is not None:
+                return 0
+            pending = _pending_ids(conn, task_id)
+            if pending:
+                raise PendingResults(
+                    f"task {task_id} has results awaiting a verdict: submissions {pending}; "
+                    "accept or reject them, then close"
+                )
+            return self._finish(conn, task, block)
+
+    # --- reads (pass ``block`` to see expired tasks settled first) ---
+
+    def get_task(self, task_id: int, block: int | None = None) -> Task:
+        self._settle_if_asked(block)
+        with read_transaction(self.path) as conn:
+            return _task_from_row(_task_row(conn, task_id))
+
+    def list_tasks(self, open_only: bool = True, block: int | None = None) -> list[Task]:
+        """All tasks by id, or only the open ones: unfinished, with a free slot and, when
+        ``block`` is given, not yet expired at that block."""
+        self._settle_if_asked(block)
+        query = "SELECT * FROM tasks"
+        params: tuple[Any, ...] = ()
+        if open_only:
+            query += " WHERE finished_block IS NULL AND assigned < max_assignments"
+            if block is not None:
+                query += " AND expiration_block > ?"
+                params = (block,)
+        with read_transaction(self.path) as conn:
+            rows = conn.execute(query + " ORDER BY task_id", params).fetchall()
+        return [_task_from_row(row) for row in rows]
+
+    def get_submission(self, submission_id: int) -> Submission:
+        with read_transaction(self.path) as conn:
+            return _submission_from_row(_submission_row(conn, submission_id))
+
+    def list_task_results(self, task_id: int) -> list[Submission]:
+        """Every submission of the task (any status), by id."""
+        with read_transaction(self.path) as conn:
+            _task_row(conn, task_id)
+            rows = conn.execute(
+                "SELECT * FROM submissions WHERE task_id = ? ORDER BY submission_id", (task_id,)
+            ).fetchall()
+        return [_submission_from_row(row) for row in rows]
+
+    def balance(self, address: str, block: int | None = None) -> int:
+        self._require_balances()
+        account = canonical_address(address)
+        self._settle_if_asked(block)
+        with read_transaction(self.path) as conn:
+            return _balance(conn, account)
+
+    def balances(self) -> dict[str, int]:
+        """Every account's balance, by canonical address (for audits and tests)."""
+        self._require_balances()
+        with read_transaction(self.path) as conn:
+            rows = conn.execute("SELECT address, balance FROM accounts").fetchall()
+        return {row["address"]: int(row["balance"]) for row in rows}
+
+    def total_issuance(self) -> int:
+        """Everything ever minted by fund(): equals all balances plus escrow_total()."""
+        with read_transaction(self.path) as conn:
+            return _get_meta_int(conn, "total_issuance")
+
+    def escrow_total(self, block: int | None = None) -> int:
+        """Value held by unfinished tasks: pays_amount - paid for each."""
+        self._settle_if_asked(block)
+        with read_transaction(self.path) as conn:
+            rows = conn.execute(
+                "SELECT pays_amount, paid FROM tasks WHERE finished_block IS NULL"
+            ).fetchall()
+        return sum(int(row["pays_amount"]) - int(row["paid"]) for row in rows)
+
+    def _require_balances(self) -> None:
+        if not self.track_balances:
+            raise ValueError("this ledger does not track balances; read them from the chain")

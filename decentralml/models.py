@@ -1,0 +1,84 @@
+"""Model registry: the seed's MNIST classifier first; more architectures register here.
+
+TensorFlow is imported inside the builders so that importing the core package stays fast for
+tools that never train (marketplace, storage, CLI listing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+ModelBuilder = Callable[[float], "keras.Model"]
+_REGISTRY: dict[str, ModelBuilder] = {}
+
+
+def register(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    def wrap(builder: ModelBuilder) -> ModelBuilder:
+        _REGISTRY[name] = builder
+        return builder
+
+    return wrap
+
+
+@register("mnist_mlp")
+def mnist_mlp(learning_rate: float = 0.001) -> keras.Model:
+    """The seed's model exactly: Flatten(28,28) · Dense(128, relu) · Dense(10) on logits."""
+    import tensorflow as tf
+
+    model = tf.keras.models.Sequential(
+        [
+            tf.keras.Input(shape=(28, 28)),
+            tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(128, activation="relu"),
+            tf.keras.layers.Dense(10),
+        ]
+    )
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(learning_rate),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+    )
+    return model
+
+
+def available_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_model(name: str, learning_rate: float = 0.001) -> keras.Model:
+    """Build and compile a registered model; unknown names list the known ones."""
+    try:
+        builder = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known models: {available_models()}") from None
+    return builder(learning_rate)
+
+
+def model_tensors(model: keras.Model) -> dict[str, np.ndarray]:
+    """The model's weights by stable names ("000.kernel", "001.bias", ...).
+
+    Keras variable paths carry per-process counters ("dense_3/kernel"), so two processes
+    building the same model disagree on them; position plus the variable's own name does not.
+    """
+    return {
+        f"{index:03d}.{variable.name}": np.asarray(variable.numpy())
+        for index, variable in enumerate(model.weights)
+    }
+
+
+def set_model_tensors(model: keras.Model, tensors: dict[str, np.ndarray]) -> None:
+    """Load named tensors into the model in the order ``model_tensors`` produced them."""
+    names = list(model_tensors(model))
+    model.set_weights([tensors[name] for name in names])
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict:
+    """Loss and accuracy on (x, y) as plain floats."""
+    loss, accuracy = model.evaluate(x, y, batch_size=batch_size, verbose=0)
+    return {"loss": float(loss), "accuracy": float(accuracy), "examples": len(y)}

@@ -1,0 +1,65 @@
+"""Turn a RunConfig into live parts: marketplace, storage, keys. The only place that knows
+which backend a config name means, so flows and CLI never branch on it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from substrateinterface import Keypair
+
+from decentralml.accounts import contributor_dev_keypair, dev_keypair, keypair_from_env
+from decentralml.config import MarketplaceConfig, RunConfig, StorageConfig
+from decentralml.errors import ConfigError
+from decentralml.marketplace.base import Marketplace
+from decentralml.storage import ArtifactStore
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ASSETS = PROJECT_ROOT / "assets" / "mnist" / "model_contributor"
+
+
+def open_marketplace(config: MarketplaceConfig) -> Marketplace:
+    if config.backend == "embedded":
+        from decentralml.marketplace.embedded import EmbeddedMarketplace
+
+        Path(config.path).parent.mkdir(parents=True, exist_ok=True)
+        return EmbeddedMarketplace(config.path, block_time_seconds=config.block_time_seconds)
+    from decentralml.marketplace.substrate import SubstrateMarketplace
+
+    Path(config.index_path).parent.mkdir(parents=True, exist_ok=True)
+    return SubstrateMarketplace(config.url, config.index_path, start_block=config.start_block)
+
+
+def open_store(config: StorageConfig) -> ArtifactStore:
+    return ArtifactStore(config.url, endpoint_url=config.endpoint_url)
+
+
+def creator_keypair(config: MarketplaceConfig) -> Keypair:
+    """The creator's key from the environment; //Alice only in dev mode."""
+    if os.environ.get(config.creator_key_env):
+        return keypair_from_env(config.creator_key_env)
+    if config.dev_accounts:
+        return dev_keypair("Alice")
+    raise ConfigError(f"set {config.creator_key_env} to the creator's secret URI or mnemonic")
+
+
+def contributor_keypair(config: MarketplaceConfig, index: int | None = None) -> Keypair:
+    """A contributor's key: from the environment, or a dev key by simulation index."""
+    if index is None and os.environ.get(config.contributor_key_env):
+        return keypair_from_env(config.contributor_key_env)
+    if config.dev_accounts:
+        return contributor_dev_keypair(index or 0)
+    raise ConfigError(
+        f"set {config.contributor_key_env} to the contributor's secret URI or mnemonic"
+    )
+
+
+def fund_dev_accounts(market: Marketplace, config: RunConfig, keypairs: list[Keypair]) -> None:
+    """Give dev accounts tokens on a dev marketplace (embedded faucet) if they are short."""
+    fund = getattr(market, "fund", None)
+    if fund is None or not config.marketplace.dev_accounts:
+        return
+    for keypair in keypairs:
+        shortfall = config.marketplace.dev_funds - market.balance(keypair.ss58_address)
+        if shortfall > 0:
+            fund(keypair.ss58_address, shortfall)

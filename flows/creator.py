@@ -1,0 +1,92 @@
+"""The model creator's procedure (seed steps 1, 2, 6, 7, 8), one round per marketplace task.
+
+publish:  save the global weights, package the contributor assets, create the task
+round:    wait for results → screen + validate + federate → set and evaluate the new weights
+          → settle (accept pays, reject records why) → refund the rest → checkpoint
+train:    publish and run `rounds` rounds, each task carrying the latest global weights
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from prefect import flow, get_run_logger
+
+from decentralml.config import RunConfig
+from decentralml.session import CreatorSession, open_session
+from decentralml.validation import make_policy
+from tasks import creator as steps
+
+
+@dataclass
+class RoundReport:
+    round_number: int
+    task_id: int
+    accuracy: float
+    loss: float
+    accepted: list[int] = field(default_factory=list)
+    rejected: dict[int, str] = field(default_factory=dict)
+    payments: dict[int, int] = field(default_factory=dict)
+    refund: int = 0
+
+
+@flow(
+    name="creator-publish", flow_run_name="publish-round-{round_number}", validate_parameters=False
+)
+def publish(session: CreatorSession, round_number: int) -> int:
+    creator = session.creator
+    global_weights = steps.upload_global(creator, round_number, session.global_tensors)
+    assets = steps.upload_assets(creator, round_number)
+    task_id = steps.create_round_task(creator, round_number, assets, global_weights)
+    get_run_logger().info("round %d published as task %d", round_number, task_id)
+    return task_id
+
+
+@flow(
+    name="creator-round",
+    flow_run_name="round-{round_number}-task-{task_id}",
+    validate_parameters=False,
+)
+def run_round(
+    session: CreatorSession, round_number: int, task_id: int, decider=None
+) -> RoundReport:
+    creator, config = session.creator, session.creator.config
+    submissions = steps.wait_for_results(
+        creator.market, task_id, config.round_timeout_seconds, config.poll_seconds
+    )
+    task = creator.market.get_task(task_id)
+    policy = make_policy(config.task, decider)
+    review = steps.review(
+        creator, task, submissions, session.layout, policy, session.evaluate_tensors
+    )
+    if review.new_global is not None:
+        metrics = session.set_global(review.new_global)
+    else:
+        metrics = session.set_global(session.global_tensors)
+    payments = steps.settle(creator.market, creator.keypair, review.verdicts)
+    refund = steps.close_task(creator.market, creator.keypair, task_id)
+    steps.checkpoint(creator, round_number, session.global_tensors)
+    report = RoundReport(
+        round_number,
+        task_id,
+        metrics["accuracy"],
+        metrics["loss"],
+        accepted=[v.submission_id for v in review.accepted],
+        rejected={v.submission_id: v.reason for v in review.rejected},
+        payments=payments,
+        refund=refund,
+    )
+    get_run_logger().info("round %d: %s", round_number, asdict(report))
+    return report
+
+
+@flow(name="creator-train", flow_run_name="train-{config.name}", validate_parameters=False)
+def train(
+    config: RunConfig, session: CreatorSession | None = None, decider=None
+) -> list[RoundReport]:
+    session = session or open_session(config)
+    reports = []
+    for round_number in range(1, config.rounds + 1):
+        task_id = publish(session, round_number)
+        reports.append(run_round(session, round_number, task_id, decider))
+    return reports

@@ -1,0 +1,19 @@
+"""The contributor's steps as Prefect tasks (core logic in decentralml.contributor)."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from decentralml import contributor as core
+from decentralml.data.federated import contributor_shard
+from decentralml.training import train_contribution
+from tasks.policy import IO_TASK, LOCAL_TASK
+
+find_open_task = task(name="list-tasks", **IO_TASK)(core.find_open_task)
+assign = task(name="assign-task", **IO_TASK)(core.assign)
+fetch_inputs = task(name="download-and-verify-assets", **IO_TASK)(core.fetch_inputs)
+train = task(name="train-on-shard", **LOCAL_TASK)(train_contribution)
+upload_result = task(name="upload-result", **IO_TASK)(core.upload_result)
+submit = task(name="send-task-result", **IO_TASK)(core.submit)
+
+load_shard = task(name="load-data-shard", **LOCAL_TASK)(contributor_shard)

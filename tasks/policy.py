@@ -1,0 +1,35 @@
+"""Shared Prefect task settings: which steps retry, and on what."""
+
+from __future__ import annotations
+
+from prefect.cache_policies import NO_CACHE
+
+from decentralml.errors import ConfigError, IntegrityError, MarketplaceError
+
+# Rule violations are answers, not glitches: retrying "task full" or "not the assignee" only
+# repeats the refusal. Everything else (I/O, connection drops) is retried with backoff.
+PERMANENT_ERRORS = (MarketplaceError, IntegrityError, ConfigError)
+
+
+def _retry_unless_permanent(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except PERMANENT_ERRORS:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+IO_TASK = {
+    "retries": 3,
+    "retry_delay_seconds": [0.5, 1, 2],
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": _retry_unless_permanent,
+    "cache_policy": NO_CACHE,
+}
+"""For marketplace and storage steps. NO_CACHE: arguments hold connections and arrays that
+Prefect would otherwise try to hash on every call."""
+
+LOCAL_TASK = {"cache_policy": NO_CACHE}
+"""For CPU-bound local steps (training, evaluation): a failure there is not transient."""
