@@ -1,0 +1,384 @@
+"""The chain layer: the remark codec (pure) and ChainClient against a real local chain.
+
+The codec tests need no chain. The others are ``integration`` tests on chopsticks executing
+the Rococo Asset Hub runtime; each uses fresh funded accounts, so they share one chain.
+Run alone with ``pytest -p tests.chain_fixture tests/test_chain_client.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+from collections.abc import Callable
+
+import pytest
+from substrateinterface import Keypair
+
+from decentralml.chain import codec
+from decentralml.chain.client import (
+    ChainClient,
+    ChainDispatchError,
+    ChainRecord,
+    Remark,
+    Transfer,
+    compact_decode,
+    compact_encode,
+    public_key_hex,
+)
+from decentralml.domain import TaskResult, TaskSpec, TaskType, ValidationStrategy
+from decentralml.errors import ChainError, InsufficientBalance
+from tests.chain_fixture import manual_blocks, wait_pending
+
+SPEC = TaskSpec(
+    question="Train the MNIST classifier on your shard — ünïcode ok",
+    pays_amount=2**100,
+    max_assignments=5,
+    expiration_block=1234,
+    validation_strategy=ValidationStrategy.ManualAccept,
+    task_type=TaskType.ModelContributor,
+    assets_path="s3://bucket/tasks/7/assets.tar.gz",
+    assets_sha256="ab" * 32,
+    global_weights_path="s3://bucket/tasks/7/global.safetensors",
+    global_weights_sha256="cd" * 32,
+    round_number=3,
+)
+RESULT = TaskResult(
+    result_path="s3://bucket/tasks/7/results/4.safetensors",
+    sha256="ef" * 32,
+    num_examples=12000,
+    metrics={"accuracy": 0.9731, "loss": 0.0912},
+    base_fingerprint="0123abcd",
+)
+RECORDS: list[codec.Record] = [
+    codec.TaskCreated(SPEC),
+    codec.Assign(0),
+    codec.Result(4, RESULT),
+    codec.VerdictRecord(4, True, ""),
+    codec.VerdictRecord(5, False, "accuracy 0.10 < 0.50"),
+    codec.Close(2**64 - 1),
+]
+
+
+# --- codec (no chain) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+def test_codec_round_trip(record: codec.Record) -> None:
+    payload = codec.encode(record)
+    assert payload.startswith(b"dml1")
+    payload.decode("utf-8")  # readable text in explorers
+    assert codec.decode(payload) == record
+    assert codec.decode(bytearray(payload)) == record
+
+
+def test_codec_writes_canonical_compact_json() -> None:
+    assert codec.encode(codec.Assign(7)) == b'dml1A{"task_id":7}'
+    assert codec.encode(codec.VerdictRecord(1, False, "é")) == (
+        b'dml1V{"accept":false,"reason":"\xc3\xa9","submission_id":1}'
+    )
+
+
+def test_codec_accepts_any_json_spelling_of_a_valid_record() -> None:
+    assert codec.decode(b'dml1A{ "task_id" : 7 }') == codec.Assign(7)
+
+
+def test_codec_non_finite_metric_becomes_nan() -> None:
+    result = TaskResult("p", "s", 1, {"loss": math.inf, "acc": math.nan})
+    decoded = codec.decode(codec.encode(codec.Result(1, result)))
+    assert isinstance(decoded, codec.Result)
+    assert all(math.isnan(v) for v in decoded.result.metrics.values())
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        codec.TaskCreated(TaskSpec("q", 2**128, 1, 10)),  # pays_amount above u128
+        codec.TaskCreated(TaskSpec("q" * 5000, 1, 1, 10)),  # question too long
+        codec.TaskCreated(TaskSpec("q", 1, 2**32, 10)),  # max_assignments above u32
+        codec.Assign(-1),
+        codec.Result(1, TaskResult("p", "s", 1, {f"m{i}": 0.0 for i in range(100)})),
+    ],
+)
+def test_codec_refuses_to_encode_out_of_range(record: codec.Record) -> None:
+    with pytest.raises(codec.CodecError):
+        codec.encode(record)
+
+
+def _assign_variant(body: str) -> bytes:
+    return b"dml1A" + body.encode()
+
+
+GARBAGE = [
+    b"",
+    b"dml1",
+    b"dml1A",
+    b"dml1A{}",
+    b"hello world",
+    b"\x00\xff\x01",
+    b"0xdeadbeef",
+    b"dml2A" + b'{"task_id":1}',  # another version
+    b"DML1A" + b'{"task_id":1}',
+    b"dml1Z" + b'{"task_id":1}',  # unknown kind
+    b"dml1A" + b'{"task_id":1',  # truncated
+    b"dml1A" + b"\xff\xfe",  # not UTF-8
+    _assign_variant('{"task_id":-1}'),
+    _assign_variant('{"task_id":1.0}'),
+    _assign_variant('{"task_id":true}'),
+    _assign_variant('{"task_id":"1"}'),
+    _assign_variant('{"task_id":null}'),
+    _assign_variant('{"task_id":18446744073709551616}'),  # u64 + 1
+    _assign_variant('{"task_id":1,"task_id":2}'),  # duplicate key
+    _assign_variant('{"task_id":1,"extra":0}'),
+    _assign_variant('{"task":1}'),
+    _assign_variant("[1]"),
+    _assign_variant('"task_id"'),
+    _assign_variant("NaN"),
+    _assign_variant("[" * 100_000 + "]" * 100_000),  # too large, and deeply nested
+    _assign_variant("[" * 5000 + "]" * 5000),  # deeply nested within the size limit
+    b"dml1V" + b'{"accept":1,"reason":"","submission_id":1}',  # int posing as bool
+    b"dml1V" + b'{"accept":true,"reason":null,"submission_id":1}',
+    b"dml1R" + b'{"result":{},"submission_id":1}',
+    b"dml1R" + b'{"result":[],"submission_id":1}',
+    b"dml1T" + json.dumps({"question": "q"}).encode(),
+    b"dml1A" + b'{"task_id":1} trailing',
+    b"cos\nsystem\n(S'echo pwned'\ntR.",  # a pickle: data, never executed
+    b"\x80\x04\x95" + b"dml1A",
+]
+
+
+@pytest.mark.parametrize("payload", GARBAGE, ids=range(len(GARBAGE)))
+def test_codec_rejects_garbage(payload: bytes) -> None:
+    assert codec.decode(payload) is None
+
+
+def test_codec_rejects_bad_enum_and_metrics() -> None:
+    body = json.loads(codec.encode(codec.TaskCreated(SPEC))[5:])
+    for key, bad in [("validation_strategy", "YoloAccept"), ("task_type", 3)]:
+        assert codec.decode(b"dml1T" + json.dumps({**body, key: bad}).encode()) is None
+    result = json.loads(codec.encode(codec.Result(1, RESULT))[5:])
+    result["result"]["metrics"] = {"acc": "high"}
+    assert codec.decode(b"dml1R" + json.dumps(result).encode()) is None
+
+
+def test_codec_never_raises_on_random_bytes() -> None:
+    rng = random.Random(1234)
+    valid = [codec.encode(r) for r in RECORDS]
+    for _ in range(3000):
+        base = bytearray(rng.choice(valid))
+        for _ in range(rng.randint(1, 4)):  # flip, drop or insert a few bytes
+            pos = rng.randrange(len(base))
+            op = rng.randrange(3)
+            if op == 0:
+                base[pos] = rng.randrange(256)
+            elif op == 1:
+                del base[pos]
+            else:
+                base.insert(pos, rng.randrange(256))
+        decoded = codec.decode(bytes(base))
+        assert decoded is None or type(decoded) in {type(r) for r in RECORDS}
+        codec.decode(bytes(rng.randrange(256) for _ in range(rng.randrange(64))))
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 16383, 16384, 2**30 - 1, 2**30, 2**64, 2**128 - 1])
+def test_scale_compact_round_trip(n: int) -> None:
+    encoded = compact_encode(n)
+    assert compact_decode(encoded + b"tail") == (n, len(encoded))
+
+
+# --- ChainClient on a real chain -----------------------------------------------------------
+
+
+def _records_of(client: ChainClient, first: int, last: int) -> list[ChainRecord]:
+    return list(client.iter_records(first, last))
+
+
+@pytest.mark.integration
+def test_chain_basics(chain_client: ChainClient) -> None:
+    assert chain_client.genesis_hash().startswith("0x")
+    assert chain_client.finalized_head_number() >= 1
+    assert chain_client.existential_deposit() == 3_333_333
+    alice = Keypair.create_from_uri("//Alice")
+    assert chain_client.free_balance(alice.ss58_address) > 0
+    # any SS58 prefix names the same account
+    kusama_spelling = Keypair(public_key=alice.public_key, ss58_format=2).ss58_address
+    assert chain_client.free_balance(kusama_spelling) == chain_client.free_balance(
+        alice.ss58_address
+    )
+
+
+@pytest.mark.integration
+def test_remark_batch_is_read_back_exactly(
+    chain_client: ChainClient, funded_keypair: Callable[..., Keypair]
+) -> None:
+    signer, payee = funded_keypair(), funded_keypair()
+    payloads = [codec.encode(r) for r in RECORDS] + [b"0xff", b"\xff", b"", b"plain text"]
+    calls = [chain_client.remark_call(p) for p in payloads]
+    calls.insert(2, chain_client.transfer_call(payee.ss58_address, 10**12))
+    receipt = chain_client.submit(signer, calls)
+    assert receipt.fee > 0
+
+    records = _records_of(chain_client, receipt.block_number, receipt.block_number)
+    assert [r.payload for r in records] == payloads
+    assert {(r.block_number, r.extrinsic_index) for r in records} == {
+        (receipt.block_number, receipt.extrinsic_index)
+    }
+    assert {r.signer for r in records} == {public_key_hex(signer)}
+    assert [codec.decode(r.payload) for r in records[: len(RECORDS)]] == RECORDS
+
+    (extrinsic,) = chain_client.block_extrinsics(receipt.block_number)
+    assert extrinsic.items[2] == Transfer(public_key_hex(payee), 10**12)
+    assert isinstance(extrinsic.items[0], Remark)
+    assert chain_client.free_balance(payee.ss58_address) == 10**15 + 10**12
+
+
+@pytest.mark.integration
+def test_single_remark_goes_direct(
+    chain_client: ChainClient, funded_keypair: Callable[..., Keypair]
+) -> None:
+    signer = funded_keypair()
+    payload = codec.encode(codec.Assign(3))
+    receipt = chain_client.submit(signer, [chain_client.remark_call(payload)])
+    block = chain_client.substrate.get_block(block_hash=receipt.block_hash)
+    call = block["extrinsics"][receipt.extrinsic_index].value["call"]
+    assert (call["call_module"], call["call_function"]) == ("System", "remark_with_event")
+    records = _records_of(chain_client, receipt.block_number, receipt.block_number)
+    assert records == [
+        ChainRecord(receipt.block_number, receipt.extrinsic_index, public_key_hex(signer), payload)
+    ]
+
+
+@pytest.mark.integration
+def test_remarks_of_several_signers_in_one_block(
+    chain_client: ChainClient, chain_url: str, funded_keypair: Callable[..., Keypair]
+) -> None:
+    """Several remark extrinsics in one block each keep their own bytes and signer (the
+    decoder's shared-object trap), in submission order."""
+    signers = [funded_keypair() for _ in range(3)]
+    clients = [ChainClient(chain_url) for _ in signers]
+    payloads = [codec.encode(codec.Assign(i)) for i in range(3)]
+    calls = [c.remark_call(p) for c, p in zip(clients, payloads, strict=True)]
+    for client, signer, call in zip(clients, signers, calls, strict=True):
+        client.estimate_fee(signer, call)  # load metadata before the block is held
+    receipts: dict[int, object] = {}
+    try:
+        with manual_blocks(chain_client) as build_block:
+            threads = []
+            for i, (client, signer, call) in enumerate(zip(clients, signers, calls, strict=True)):
+                thread = threading.Thread(
+                    target=lambda i=i, c=client, s=signer, k=call: receipts.__setitem__(
+                        i, c.submit(s, [k])
+                    )
+                )
+                thread.start()
+                wait_pending(chain_client, i + 1)  # FIFO: keep the submission order
+                threads.append(thread)
+            build_block()
+            for thread in threads:
+                thread.join(timeout=60)
+    finally:
+        for client in clients:
+            client.close()
+    blocks = {r.block_number for r in receipts.values()}  # type: ignore[attr-defined]
+    assert len(receipts) == 3 and len(blocks) == 1
+    records = _records_of(chain_client, blocks.pop(), max(blocks, default=0) or 10**9)[:3]
+    assert [r.payload for r in records] == payloads
+    assert [r.signer for r in records] == [public_key_hex(s) for s in signers]
+    assert [r.extrinsic_index for r in records] == sorted(r.extrinsic_index for r in records)
+
+
+@pytest.mark.integration
+def test_failed_transfer_names_the_pallet_error(
+    chain_client: ChainClient, funded_keypair: Callable[..., Keypair]
+) -> None:
+    signer, payee = funded_keypair(10**13), funded_keypair()
+    call = chain_client.transfer_call(payee.ss58_address, 10**14)
+
+    with pytest.raises(InsufficientBalance, match="needs"):  # pre-flight: no fee spent
+        chain_client.submit(signer, [call])
+    assert chain_client.free_balance(signer.ss58_address) == 10**13
+
+    with pytest.raises(ChainError, match="Balances.InsufficientBalance") as caught:
+        chain_client.submit(signer, [call], preflight=False)
+    assert isinstance(caught.value, InsufficientBalance)  # catchable either way
+    assert isinstance(caught.value, ChainDispatchError)
+    assert caught.value.error_name == "Balances.InsufficientBalance"
+    assert chain_client.free_balance(payee.ss58_address) == 10**15
+    assert chain_client.free_balance(signer.ss58_address) < 10**13  # the fee was charged
+
+
+@pytest.mark.integration
+def test_existential_deposit_failure(
+    chain_client: ChainClient, funded_keypair: Callable[..., Keypair]
+) -> None:
+    signer = funded_keypair()
+    newcomer = Keypair.create_from_mnemonic(Keypair.generate_mnemonic())
+    with pytest.raises(ChainError, match="ExistentialDeposit") as caught:
+        chain_client.submit(signer, [chain_client.transfer_call(newcomer.ss58_address, 1000)])
+    assert not isinstance(caught.value, InsufficientBalance)
+
+
+@pytest.mark.integration
+def test_unfunded_signer_is_insufficient_balance(
+    chain_client: ChainClient, funded_keypair: Callable[..., Keypair]
+) -> None:
+    pauper = funded_keypair(0)
+    remark = chain_client.remark_call(b"dml1 nobody pays for me")
+    with pytest.raises(InsufficientBalance, match="has 0 free"):
+        chain_client.submit(pauper, [remark])
+    with pytest.raises(InsufficientBalance, match="1010"):  # the pool's own refusal
+        chain_client.submit(pauper, [remark], preflight=False)
+
+
+@pytest.mark.integration
+def test_failed_batch_all_remarks_are_not_records(
+    chain_client: ChainClient, funded_keypair: Callable[..., Keypair]
+) -> None:
+    signer, payee = funded_keypair(10**13), funded_keypair()
+    doomed = codec.encode(codec.VerdictRecord(99, True, "paid?"))
+    calls = [
+        chain_client.remark_call(doomed),
+        chain_client.transfer_call(payee.ss58_address, 10**14),  # more than the signer has
+    ]
+    with pytest.raises(ChainDispatchError) as caught:
+        chain_client.submit(signer, calls, preflight=False)
+    failed_block = caught.value.block_number
+
+    kept = codec.encode(codec.VerdictRecord(99, False, "retry without payment"))
+    receipt = chain_client.submit(signer, [chain_client.remark_call(kept)])
+
+    # the failed extrinsic is in the block body, with its remark ...
+    body = chain_client.substrate.get_block(block_number=failed_block)["extrinsics"]
+    assert "paid?" in json.dumps(body[caught.value.extrinsic_index].value, default=str)
+    # ... but is not a record
+    mine = [
+        r.payload
+        for r in chain_client.iter_records(failed_block, receipt.block_number)
+        if r.signer == public_key_hex(signer)
+    ]
+    assert mine == [kept]
+
+
+@pytest.mark.integration
+def test_client_survives_a_chain_restart(start_chain: Callable[..., object]) -> None:
+    chain = start_chain()
+    client = ChainClient(chain.url)  # type: ignore[attr-defined]
+    try:
+        head = client.finalized_head_number()
+        chain.stop()  # type: ignore[attr-defined]
+        start_chain(port=chain.port)  # type: ignore[attr-defined]
+        assert client.finalized_head_number() <= head + 1  # a new chain from genesis
+        alice = Keypair.create_from_uri("//Alice")
+        receipt = client.submit(alice, [client.remark_call(b"after restart")])
+        assert receipt.block_number >= 1
+    finally:
+        client.close()
+
+
+@pytest.mark.integration
+def test_unreachable_chain_is_a_clear_error() -> None:
+    from tests.chain_fixture import free_port
+
+    with pytest.raises(ChainError, match="cannot connect"):
+        ChainClient(f"ws://127.0.0.1:{free_port()}", connect_timeout=0.5)
