@@ -67,7 +67,7 @@ def decode(data: bytes, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Parse safetensors bytes; truncated or malformed input raises IntegrityError."""
     if max_bytes is not None and len(data) > max_bytes:
         raise IntegrityError(f"weights file is {len(data)} bytes, over the {max_bytes}-byte limit")
-    _parse_header(data)
+    _check_covered(_parse_header(data), data)
     try:
         return dict(_st_load(data))
     except Exception as error:  # safetensors raises its own SafetensorError and others
@@ -89,6 +89,23 @@ def _parse_header(data: bytes) -> dict:
     if not isinstance(header, dict):
         raise IntegrityError("weights file header is not a JSON object")
     return header
+
+
+def _check_covered(header: dict, data: bytes) -> None:
+    """Name truncation plainly: safetensors itself only says "file not fully covered"."""
+    (length,) = struct.unpack("<Q", data[:8])
+    ends = [
+        entry["data_offsets"][1]
+        for name, entry in header.items()
+        if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+    ]
+    needed = max(ends, default=0)
+    present = len(data) - 8 - length
+    if present < needed:
+        raise IntegrityError(
+            f"weights file is truncated: header describes {needed} bytes of tensors, "
+            f"{present} present"
+        )
 
 
 def check_against(tensors: Mapping[str, np.ndarray], expected: Layout) -> None:

@@ -21,6 +21,7 @@ from decentralml.chain.client import (
     ChainClient,
     ChainDispatchError,
     ChainRecord,
+    Receipt,
     Remark,
     Transfer,
     compact_decode,
@@ -261,31 +262,33 @@ def test_remarks_of_several_signers_in_one_block(
     calls = [c.remark_call(p) for c, p in zip(clients, payloads, strict=True)]
     for client, signer, call in zip(clients, signers, calls, strict=True):
         client.estimate_fee(signer, call)  # load metadata before the block is held
-    receipts: dict[int, object] = {}
+    outcomes: dict[int, Receipt | BaseException] = {}
+
+    def submit(i: int) -> None:
+        try:
+            outcomes[i] = clients[i].submit(signers[i], [calls[i]])
+        except BaseException as exc:  # reported by the assertions below
+            outcomes[i] = exc
+
     try:
         with manual_blocks(chain_client) as build_block:
-            threads = []
-            for i, (client, signer, call) in enumerate(zip(clients, signers, calls, strict=True)):
-                thread = threading.Thread(
-                    target=lambda i=i, c=client, s=signer, k=call: receipts.__setitem__(
-                        i, c.submit(s, [k])
-                    )
-                )
+            threads = [threading.Thread(target=submit, args=(i,)) for i in range(3)]
+            for i, thread in enumerate(threads):
                 thread.start()
-                wait_pending(chain_client, i + 1)  # FIFO: keep the submission order
-                threads.append(thread)
+                wait_pending(chain_client, i + 1)  # one at a time: the pool is FIFO
             build_block()
             for thread in threads:
                 thread.join(timeout=60)
     finally:
         for client in clients:
             client.close()
-    blocks = {r.block_number for r in receipts.values()}  # type: ignore[attr-defined]
-    assert len(receipts) == 3 and len(blocks) == 1
-    records = _records_of(chain_client, blocks.pop(), max(blocks, default=0) or 10**9)[:3]
+    receipts = [outcomes[i] for i in range(3)]
+    assert all(isinstance(r, Receipt) for r in receipts), receipts
+    (block,) = {r.block_number for r in receipts}  # type: ignore[union-attr]
+    records = _records_of(chain_client, block, block)
     assert [r.payload for r in records] == payloads
     assert [r.signer for r in records] == [public_key_hex(s) for s in signers]
-    assert [r.extrinsic_index for r in records] == sorted(r.extrinsic_index for r in records)
+    assert [r.extrinsic_index for r in records] == [r.extrinsic_index for r in receipts]  # type: ignore[union-attr]
 
 
 @pytest.mark.integration
@@ -299,7 +302,7 @@ def test_failed_transfer_names_the_pallet_error(
         chain_client.submit(signer, [call])
     assert chain_client.free_balance(signer.ss58_address) == 10**13
 
-    with pytest.raises(ChainError, match="Balances.InsufficientBalance") as caught:
+    with pytest.raises(ChainError, match=r"Balances\.InsufficientBalance") as caught:
         chain_client.submit(signer, [call], preflight=False)
     assert isinstance(caught.value, InsufficientBalance)  # catchable either way
     assert isinstance(caught.value, ChainDispatchError)

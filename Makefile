@@ -1,0 +1,54 @@
+# decentralml — `make demo` and `make test` work from a fresh clone with Python 3.11 and Node 20.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+# Keep Prefect and Keras quiet, offline and inside the project.
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_HOME := $(CURDIR)/.prefect
+export KERAS_HOME := $(CURDIR)/.keras
+export DECENTRALML_DATA_DIR ?= $(CURDIR)/.cache/data
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export PREFECT_LOGGING_LEVEL ?= WARNING
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-fast lint chain chain-deps bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+chain-deps: chain/node_modules/.package-lock.json
+
+chain/node_modules/.package-lock.json: chain/package.json chain/package-lock.json
+	cd chain && npm ci --no-audit --no-fund
+
+demo: venv
+	@mkdir -p .decentralml
+	$(BIN)/decentralml demo --config configs/mnist.yaml --summary-json .decentralml/summary.json
+
+test: venv chain-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+chain: venv chain-deps
+	bash chain/start.sh
+
+bench: venv
+	$(BIN)/python bench/bench_aggregation.py
+
+clean:
+	rm -rf .decentralml .prefect .keras .pytest_cache

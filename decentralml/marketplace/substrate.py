@@ -1,0 +1,328 @@
+"""The marketplace on a Substrate chain without a custom pallet.
+
+Writes are extrinsics (docs/chain-protocol.md): every action is a ``System.remark_with_event``
+record (decentralml.chain.codec), a payment is a ``Balances.transfer_keep_alive`` in the SAME
+``Utility.batch_all`` as the accept verdict it pays, and a round's settlement (all verdicts and
+payments) is ONE batch_all: recorded and paid together, or not at all. Reads come from a local
+index (decentralml.chain.indexer) that replays finalized blocks through the Ledger rules, so
+every party derives the same state from the chain alone.
+
+Trust model. The reward is announced, not escrowed: no pallet can lock it, so
+``create_task`` checks that the creator could pay it, and the "refund" at close or expiry is
+bookkeeping. What the chain does guarantee: a result is Accepted only if the payment was made
+in the same extrinsic (the indexer ignores an unpaid accept), only the creator's verdicts and
+only the assignee's results count, slots are first come first served in chain order, and the
+history of every creator's verdicts and payments is public.
+
+Each write reads the index first and refuses (for free) what the rules would refuse, and what
+was already done: a resubmitted assignment, result or verdict never becomes a second record,
+and a creator restarted mid-round re-running ``settle`` pays nothing twice. After a write the
+client waits for finality, syncs the index and reads its own record's outcome back (the id it
+created, or the rule that refused it, e.g. TaskFull when another contributor won the race).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from substrateinterface import Keypair
+
+from decentralml.accounts import same_account
+from decentralml.chain import codec
+from decentralml.chain.client import ChainClient, ChainOutcomeUnknown, Transfer, public_key_hex
+from decentralml.chain.indexer import ChainIndexer, RecordOutcome
+from decentralml.domain import (
+    ResultSubmissionStatus,
+    Submission,
+    Task,
+    TaskResult,
+    TaskSpec,
+    TaskStatus,
+    Verdict,
+)
+from decentralml.errors import (
+    AlreadyAssigned,
+    ChainError,
+    InsufficientBalance,
+    InvalidTaskSpec,
+    NoResultYet,
+    NotAssignee,
+    NotCreator,
+    PendingResults,
+    ResultAlreadySent,
+    TaskFull,
+    TaskNotOpen,
+    VerdictAlreadyGiven,
+)
+from decentralml.marketplace.ledger import Ledger
+
+_UNFINISHED = (TaskStatus.Created, TaskStatus.InProgress)
+
+Planned = tuple[codec.Record, Transfer | None]
+"""One record to write and the payment that must go with it (accept verdicts)."""
+
+
+class SubstrateMarketplace:
+    """The Marketplace Protocol on a Substrate chain; ``index_path`` is this party's cache.
+
+    Every party of one marketplace must use the same chain and ``start_block``: ids are
+    positions among the records replayed from there."""
+
+    def __init__(
+        self,
+        chain: str | ChainClient,
+        index_path: str | Path,
+        start_block: int = 0,
+        *,
+        finality_timeout: float = 120.0,
+    ) -> None:
+        self.client = chain if isinstance(chain, ChainClient) else ChainClient(chain)
+        self.indexer = ChainIndexer(self.client, index_path, start_block)
+        self.finality_timeout = finality_timeout
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.indexer.ledger
+
+    def sync(self) -> int:
+        """Bring the index up to the finalized head; returns the last indexed block."""
+        return self.indexer.sync()
+
+    # --- reads -------------------------------------------------------------------------
+
+    def current_block(self) -> int:
+        return self.client.finalized_head_number()
+
+    def get_task(self, task_id: int) -> Task:
+        return self.ledger.get_task(task_id, block=self._synced())
+
+    def list_tasks(self, open_only: bool = True) -> list[Task]:
+        return self.ledger.list_tasks(open_only, block=self._synced())
+
+    def get_submission(self, submission_id: int) -> Submission:
+        self.sync()
+        return self.ledger.get_submission(submission_id)
+
+    def list_task_results(self, task_id: int) -> list[Submission]:
+        self.sync()
+        return self.ledger.list_task_results(task_id)
+
+    def balance(self, address: str) -> int:
+        """The chain's free balance: the chain, not the index, holds the money."""
+        return self.client.free_balance(address)
+
+    def _synced(self) -> int | None:
+        last = self.sync()
+        return last if last >= 0 else None
+
+    # --- writes ------------------------------------------------------------------------
+
+    def create_task(self, creator: Keypair, spec: TaskSpec) -> int:
+        """Announce a task; returns its id. An unfinished task of this creator with the very
+        same spec (round, digests, ...) is taken to be this one resubmitted: its id is
+        returned and nothing is written."""
+        last = self.sync()
+        for task in self.ledger.list_tasks(open_only=False):
+            mine = same_account(task.creator, creator.ss58_address)
+            if mine and task.spec == spec and task.status in _UNFINISHED:
+                return task.task_id
+        _dry_run_spec(creator, spec, last + 1)
+        free = self.client.free_balance(creator.ss58_address)
+        if free < spec.pays_amount:
+            raise InsufficientBalance(
+                f"{creator.ss58_address} holds {free} but the task promises {spec.pays_amount}: "
+                "rewards are paid from the creator's account at acceptance; fund it first"
+            )
+        (outcome,) = self._write(creator, [(codec.TaskCreated(spec), None)])
+        outcome.raise_if_refused()
+        return _entity(outcome)
+
+    def assign_task(self, worker: Keypair, task_id: int) -> int:
+        """Take a slot; returns the submission id. The race for the last slots is decided by
+        chain order: a loser's record lands but is refused, and TaskFull is raised."""
+        last = self.sync()
+        task = self.ledger.get_task(task_id, block=max(last, 0))
+        for submission in self.ledger.list_task_results(task_id):
+            if same_account(submission.worker, worker.ss58_address):
+                raise AlreadyAssigned(
+                    f"{worker.ss58_address} already holds submission {submission.submission_id} "
+                    f"of task {task_id}"
+                )
+        _require_open(task, last + 1)
+        if task.open_slots <= 0:
+            raise TaskFull(f"all {task.spec.max_assignments} slots of task {task_id} are taken")
+        (outcome,) = self._write(worker, [(codec.Assign(task_id), None)])
+        outcome.raise_if_refused()
+        return _entity(outcome)
+
+    def send_task_result(self, worker: Keypair, submission_id: int, result: TaskResult) -> None:
+        """Record the assignee's result. Sending the same result again is a no-op."""
+        last = self.sync()
+        submission = self.ledger.get_submission(submission_id)
+        if not same_account(submission.worker, worker.ss58_address):
+            raise NotAssignee(f"submission {submission_id} is assigned to someone else")
+        if submission.status != ResultSubmissionStatus.Assigned:
+            if submission.result == result:
+                return  # already on chain: a resubmission
+            raise ResultAlreadySent(f"submission {submission_id} already has a result")
+        _require_open(self.ledger.get_task(submission.task_id, block=max(last, 0)), last + 1)
+        (outcome,) = self._write(worker, [(codec.Result(submission_id, result), None)])
+        outcome.raise_if_refused()
+
+    def accept(self, creator: Keypair, submission_id: int) -> int:
+        return self.settle(creator, [Verdict(submission_id, True, "")])[submission_id]
+
+    def reject(self, creator: Keypair, submission_id: int, reason: str) -> None:
+        self.settle(creator, [Verdict(submission_id, False, reason)])
+
+    def settle(self, creator: Keypair, verdicts: list[Verdict]) -> dict[int, int]:
+        """Record a round's verdicts and pay the accepted results in ONE batch_all; returns
+        what this call paid per submission. Verdicts already on chain are skipped (0), so a
+        creator re-running settle after a crash pays nothing twice. All verdicts are checked
+        before anything is written: one refused verdict and nothing is sent."""
+        self.sync()
+        paid: dict[int, int] = {}
+        plan: list[Planned] = []
+        decided: dict[int, bool] = {}
+        for verdict in verdicts:
+            sid = verdict.submission_id
+            if sid in decided:
+                if decided[sid] != verdict.accept:
+                    raise VerdictAlreadyGiven(f"submission {sid} has two opposite verdicts")
+                continue
+            decided[sid] = verdict.accept
+            planned = self._plan_verdict(creator, verdict)
+            paid[sid] = 0
+            if planned is not None:
+                plan.append(planned)
+        if not plan:
+            return paid
+        for outcome in self._write(creator, plan):
+            outcome.raise_if_refused()
+            paid[_entity(outcome)] = outcome.amount
+        return paid
+
+    def _plan_verdict(self, creator: Keypair, verdict: Verdict) -> Planned | None:
+        """The record (and payment) for a verdict, None if the chain already has it."""
+        submission = self.ledger.get_submission(verdict.submission_id)
+        task = self.ledger.get_task(submission.task_id)
+        if not same_account(task.creator, creator.ss58_address):
+            raise NotCreator(f"only the creator of task {task.task_id} may give verdicts")
+        status = submission.status
+        if status == ResultSubmissionStatus.Assigned:
+            raise NoResultYet(f"submission {submission.submission_id} has no result yet")
+        if status in (ResultSubmissionStatus.Accepted, ResultSubmissionStatus.Rejected):
+            if (status == ResultSubmissionStatus.Accepted) == verdict.accept:
+                return None  # already decided the same way: nothing to write or pay
+            raise VerdictAlreadyGiven(
+                f"submission {submission.submission_id} was already {status.value.lower()}"
+            )
+        record = codec.VerdictRecord(submission.submission_id, verdict.accept, verdict.reason)
+        payment = Transfer(public_key_hex(submission.worker), task.spec.reward_per_result)
+        return record, payment if verdict.accept else None
+
+    def close_task(self, creator: Keypair, task_id: int) -> int:
+        """End the task now; returns the (bookkept) refund, 0 if it had already ended."""
+        last = self.sync()
+        task = self.ledger.get_task(task_id, block=max(last, 0))
+        if not same_account(task.creator, creator.ss58_address):
+            raise NotCreator(f"only the creator of task {task_id} may close it")
+        if task.status not in _UNFINISHED:
+            return 0
+        pending = [
+            s.submission_id
+            for s in self.ledger.list_task_results(task_id)
+            if s.status == ResultSubmissionStatus.PendingValidation
+        ]
+        if pending:
+            raise PendingResults(
+                f"task {task_id} has results awaiting a verdict: submissions {pending}; "
+                "accept or reject them, then close"
+            )
+        (outcome,) = self._write(creator, [(codec.Close(task_id), None)])
+        outcome.raise_if_refused()
+        return outcome.amount
+
+    # --- the write path ------------------------------------------------------------------
+
+    def _write(self, signer: Keypair, plan: list[Planned]) -> list[RecordOutcome]:
+        """Submit the plan as one extrinsic, then read back each record's outcome."""
+        payloads = [codec.encode(record) for record, _ in plan]
+        calls = []
+        for payload, (_, payment) in zip(payloads, plan, strict=True):
+            calls.append(self.client.remark_call(payload))
+            if payment is not None:
+                calls.append(self.client.transfer_call(payment.dest, payment.amount))
+        head_before = self.client.finalized_head_number()
+        try:
+            receipt = self.client.submit(signer, calls)
+        except ChainOutcomeUnknown:
+            return self._recover(signer, payloads[0], head_before, len(plan))
+        self._wait_finalized(receipt.block_number)
+        self.sync()
+        outcomes = self.indexer.outcomes(receipt.block_number, receipt.extrinsic_index)
+        if len(outcomes) != len(plan):
+            raise ChainError(
+                f"extrinsic {receipt.block_number}-{receipt.extrinsic_index} holds "
+                f"{len(outcomes)} marketplace records, {len(plan)} were sent; is the index "
+                "start_block after this block?"
+            )
+        return outcomes
+
+    def _recover(
+        self, signer: Keypair, first_payload: bytes, head_before: int, expected: int
+    ) -> list[RecordOutcome]:
+        """The connection dropped during submission: find the extrinsic if it landed."""
+        deadline = time.monotonic() + min(self.finality_timeout, 30.0)
+        while time.monotonic() < deadline:
+            self.sync()
+            found = self.indexer.find_outcomes(signer.ss58_address, first_payload, head_before)
+            if len(found) == expected:
+                return found
+            time.sleep(1.0)
+        raise ChainOutcomeUnknown(
+            f"the extrinsic of {signer.ss58_address} was not found on chain after a lost "
+            "connection; it was not applied, retry the operation"
+        )
+
+    def _wait_finalized(self, block_number: int) -> None:
+        deadline = time.monotonic() + self.finality_timeout
+        while self.client.finalized_head_number() < block_number:
+            if time.monotonic() > deadline:
+                raise ChainError(
+                    f"block {block_number} not finalized after {self.finality_timeout:.0f}s; "
+                    "the record is included and will count once finalized"
+                )
+            time.sleep(0.5)
+
+
+def _dry_run_spec(creator: Keypair, spec: TaskSpec, block: int) -> None:
+    """Apply the Ledger's own create_task checks on a scratch ledger: an invalid spec is
+    refused before a fee is spent, with the same message as the embedded marketplace."""
+    try:
+        codec.encode(codec.TaskCreated(spec))
+    except codec.CodecError as exc:
+        raise InvalidTaskSpec(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="dml-spec-") as scratch:
+        Ledger(Path(scratch) / "check.sqlite", track_balances=False).create_task(
+            creator.ss58_address, spec, block
+        )
+
+
+def _require_open(task: Task, next_block: int) -> None:
+    """The record would land in ``next_block`` at the earliest: refuse if it is too late."""
+    if task.status not in _UNFINISHED:
+        raise TaskNotOpen(f"task {task.task_id} is {task.status.value}; pick an open task")
+    if next_block >= task.spec.expiration_block:
+        raise TaskNotOpen(
+            f"task {task.task_id} expires at block {task.spec.expiration_block}; the next "
+            f"block is {next_block}: pick an open task"
+        )
+
+
+def _entity(outcome: RecordOutcome) -> int:
+    if outcome.entity_id is None:
+        raise ChainError(f"the {outcome.kind} record has no id in the index")
+    return outcome.entity_id

@@ -1,0 +1,32 @@
+"""Test-session settings: everything offline, inside ignored project folders.
+
+Prefect gets its own home and is told not to phone home; Keras and the MNIST cache live in the
+project. Integration suites start their own servers (tests/chain_fixture.py for the chain).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_HOME"] = str(ROOT / ".prefect-test")
+os.environ["KERAS_HOME"] = str(ROOT / ".keras")
+os.environ.setdefault("DECENTRALML_DATA_DIR", str(ROOT / ".cache" / "data"))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+pytest_plugins = ["tests.chain_fixture"]
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for the whole session (entering one costs ~10 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,36 @@
+"""Shared builders for tests that run real rounds: a small config in tmp folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from decentralml.config import RunConfig, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def small_config(tmp_path: Path, **overrides: object) -> dict:
+    """configs/mnist.yaml, shrunk for tests, with its state in ``tmp_path``."""
+    data = yaml.safe_load((ROOT / "configs" / "mnist.yaml").read_text())
+    data["marketplace"]["path"] = str(tmp_path / "marketplace.sqlite")
+    data["storage"]["url"] = (tmp_path / "storage").as_uri()
+    data["training"]["epochs"] = 1
+    data["rounds"] = 1
+    data["round_timeout_seconds"] = 300
+    data["poll_seconds"] = 0.2
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return data
+
+
+def write_config(tmp_path: Path, **overrides: object) -> tuple[Path, RunConfig]:
+    data = small_config(tmp_path, **overrides)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path, parse_config(data, str(path))

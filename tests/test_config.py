@@ -1,0 +1,371 @@
+"""decentralml.config: the YAML run description, its validation and its refusals.
+
+Every refusal is a ConfigError whose message names the dotted field path, so a user can find
+the line to fix; secrets are refused wherever they appear.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from decentralml.config import RunConfig, load_config, parse_config
+from decentralml.domain import ValidationStrategy
+from decentralml.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+MNIST_YAML = ROOT / "configs" / "mnist.yaml"
+BUILTIN = "decentralml.validation.builtin:min_accuracy"
+
+
+def _mnist() -> dict:
+    return yaml.safe_load(MNIST_YAML.read_text())
+
+
+def _with(dotted: str, value: object) -> dict:
+    data = _mnist()
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return data
+
+
+def _error(data: object, source: str = "<dict>") -> str:
+    with pytest.raises(ConfigError) as error:
+        parse_config(data, source)
+    return str(error.value)
+
+
+# --- the shipped config --------------------------------------------------------------------
+
+
+def test_mnist_yaml_loads_with_the_documented_values() -> None:
+    config = load_config(MNIST_YAML)
+    assert isinstance(config, RunConfig)
+    assert config.model_dump(mode="json") == {
+        "name": "mnist",
+        "model": {"name": "mnist_mlp"},
+        "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.001, "initial_epochs": 0},
+        "task": {
+            "question": "Train the MNIST digit classifier on your shard of the data",
+            "pays_amount": 1_000_000,
+            "max_assignments": 5,
+            "expiry_blocks": 200,
+            "validation_strategy": "AutoAccept",
+            "custom_validator": None,
+            "min_accuracy": 0.5,
+            "manual_decisions": None,
+        },
+        "data": {
+            "source": "mnist",
+            "partition": "iid",
+            "classes_per_contributor": 2,
+            "alpha": 0.5,
+            "seed": 42,
+            "holdout_examples": 5000,
+            "cache_dir": None,
+        },
+        "marketplace": {
+            "backend": "embedded",
+            "path": ".decentralml/marketplace.sqlite",
+            "block_time_seconds": 6.0,
+            "url": "ws://127.0.0.1:9950",
+            "index_path": ".decentralml/chain-index.sqlite",
+            "start_block": 0,
+            "creator_key_env": "DECENTRALML_CREATOR_URI",
+            "contributor_key_env": "DECENTRALML_CONTRIBUTOR_URI",
+            "dev_accounts": True,
+            "dev_funds": 10_000_000_000,
+        },
+        "storage": {
+            "url": "file://.decentralml/storage",
+            "endpoint_url": None,
+            "max_result_bytes": 50_000_000,
+        },
+        "strategy": "fedavg",
+        "rounds": 3,
+        "contributors": 5,
+        "round_timeout_seconds": 900.0,
+        "poll_seconds": 0.5,
+    }
+    assert config.task.validation_strategy is ValidationStrategy.AutoAccept
+
+
+def test_config_is_frozen() -> None:
+    config = load_config(MNIST_YAML)
+    with pytest.raises(Exception, match="frozen"):
+        config.rounds = 10  # type: ignore[misc]
+    with pytest.raises(Exception, match="frozen"):
+        config.task.pays_amount = 1  # type: ignore[misc]
+
+
+def test_an_empty_file_is_all_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing here\n")
+    assert load_config(path) == RunConfig()
+    assert parse_config(None) == RunConfig()
+
+
+# --- bad values name their field path ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "expected"),
+    [
+        ("training.epochs", -1, "training.epochs: Input should be greater than 0"),
+        ("training.epochs", 0, "training.epochs: Input should be greater than 0"),
+        ("training.batch_size", "many", "training.batch_size: Input should be a valid integer"),
+        ("training.learning_rate", 1.5, "training.learning_rate: Input should be less than 1"),
+        (
+            "data.partition",
+            "zipf",
+            "data.partition: Input should be 'iid', 'shards' or 'dirichlet'",
+        ),
+        ("data.alpha", 0, "data.alpha: Input should be greater than 0"),
+        (
+            "data.holdout_examples",
+            30_000,
+            "data.holdout_examples: Input should be less than or equal to 20000",
+        ),
+        (
+            "task.question",
+            "   ",
+            "task.question: Value error, must not be empty: contributors read it to decide",
+        ),
+        (
+            "task.custom_validator",
+            "my_validators.check",
+            "task.custom_validator: Value error, 'my_validators.check' is not "
+            "'package.module:function'",
+        ),
+        (
+            "task.custom_validator",
+            "my validators:check",
+            "task.custom_validator: Value error, 'my validators:check' is not "
+            "'package.module:function'",
+        ),
+        (
+            "task.validation_strategy",
+            "AcceptAll",
+            "task.validation_strategy: Input should be 'AutoAccept', 'ManualAccept' or "
+            "'CustomAccept'",
+        ),
+        ("task.min_accuracy", 1.2, "task.min_accuracy: Input should be less than or equal to 1"),
+        (
+            "marketplace.backend",
+            "ethereum",
+            "marketplace.backend: Input should be 'embedded' or 'substrate'",
+        ),
+        (
+            "marketplace.creator_key_env",
+            "//Alice",
+            "marketplace.creator_key_env: Value error, '//Alice' is not an environment variable "
+            "name (keys never go here)",
+        ),
+        ("strategy", "median", "strategy: Input should be 'fedavg' or 'average'"),
+        ("rounds", 0, "rounds: Input should be greater than 0"),
+        ("rounds", 2.5, "rounds: Input should be a valid integer, got a number with a fractional"),
+        ("bogus", 1, "bogus: Extra inputs are not permitted"),
+        ("task.bogus", 1, "task.bogus: Extra inputs are not permitted"),
+        ("storage.bucket", "x", "storage.bucket: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_value_names_its_field_path(dotted: str, value: object, expected: str) -> None:
+    message = _error(_with(dotted, value), "configs/mine.yaml")
+    assert message.splitlines()[0] == "invalid configuration in configs/mine.yaml:"
+    assert any(line.startswith(f"  {expected}") for line in message.splitlines()[1:]), message
+
+
+def test_every_bad_field_is_listed() -> None:
+    data = _with("training.epochs", -1)
+    data["data"]["partition"] = "zipf"
+    data["rounds"] = 0
+    lines = _error(data).splitlines()
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "training.epochs",
+        "data.partition",
+        "rounds",
+    ]
+
+
+def test_reward_smaller_than_the_slots_is_refused() -> None:
+    data = _with("task.pays_amount", 4)  # max_assignments is 5
+    message = _error(data)
+    assert message.splitlines()[1] == (
+        "  task: Value error, pays_amount 4 is smaller than max_assignments 5: "
+        "each accepted result would be paid 0"
+    )
+    parse_config(_with("task.pays_amount", 5))  # one unit each is fine
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/runs", "https://user:pass@storage.example/x"],
+)
+def test_storage_url_with_inline_credentials_is_refused(url: str) -> None:
+    message = _error(_with("storage.url", url))
+    assert (
+        "  storage.url: Value error, must not embed credentials; set them in the environment "
+        "instead"
+    ) in message.splitlines()
+    assert url not in message  # the secret is not echoed back into logs
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/prefix", "file:///tmp/x", "memory://root"])
+def test_storage_url_without_credentials_is_fine(url: str) -> None:
+    assert parse_config(_with("storage.url", url)).storage.url == url
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="only storage.url is checked for inline credentials; storage.endpoint_url and "
+    "marketplace.url accept 'scheme://user:password@host'",
+)
+@pytest.mark.parametrize(
+    ("dotted", "url"),
+    [
+        ("storage.endpoint_url", "http://AKIAEXAMPLE:wJalrXUtnFEMI@minio:9000"),
+        ("marketplace.url", "wss://user:password@node.example:443"),
+    ],
+)
+def test_other_urls_with_inline_credentials_are_refused(dotted: str, url: str) -> None:
+    assert f"  {dotted}: Value error, must not embed credentials" in _error(_with(dotted, url))
+
+
+@pytest.mark.parametrize(
+    "dotted",
+    [
+        "secret",
+        "client_secret",
+        "task.mnemonic",
+        "marketplace.creator_private_key",
+        "marketplace.Mnemonic",
+        "storage.aws_secret_access_key",
+        "storage.options.token",
+        "data.cache.Password",
+        "storage.passphrase",
+    ],
+)
+def test_a_secret_anywhere_is_refused_by_its_path(dotted: str) -> None:
+    value = "bottom drive obey lake curtain smoke"
+    message = _error(_with(dotted, value))
+    assert message.splitlines()[1] == (
+        f"  (top level): Value error, {dotted}: secrets do not belong in config; "
+        "use the environment"
+    )
+    assert value not in message  # the secret is not echoed back into logs
+
+
+def test_key_env_names_are_not_secrets() -> None:
+    config = parse_config(_with("marketplace.creator_key_env", "MY_CREATOR_URI"))
+    assert config.marketplace.creator_key_env == "MY_CREATOR_URI"
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    assert _error([1, 2], "x.yaml") == (
+        "invalid configuration in x.yaml: expected a mapping at the top level"
+    )
+    path = tmp_path / "list.yaml"
+    path.write_text("- rounds: 1\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        load_config(path)
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == f"configuration file {path} does not exist"
+
+
+@pytest.mark.parametrize("text", ["rounds: [1\n", "task:\n  question: 'open\n", "a: b: c\n"])
+def test_bad_yaml(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"configuration file {path} is not valid YAML: "):
+        load_config(path)
+
+
+def test_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("rounds: -3\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == (
+        f"invalid configuration in {path}:\n  rounds: Input should be greater than 0"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="load_config catches FileNotFoundError only: a directory (IsADirectoryError) or an "
+    "unreadable file escapes as a raw OSError",
+)
+def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=str(tmp_path)):
+        load_config(tmp_path)
+
+
+# --- overrides -----------------------------------------------------------------------------
+
+
+def test_overrides_apply_dotted_paths() -> None:
+    config = load_config(MNIST_YAML, {"rounds": 1, "data.partition": "shards"})
+    assert config.rounds == 1
+    assert config.data.partition == "shards"
+    # Everything else is still the file's.
+    assert config.data.seed == 42
+    assert config.task.max_assignments == 5
+    assert load_config(MNIST_YAML).rounds == 3  # the file itself is untouched
+
+
+def test_overrides_create_missing_sections(tmp_path: Path) -> None:
+    path = tmp_path / "minimal.yaml"
+    path.write_text("name: tiny\n")
+    config = load_config(path, {"training.epochs": 7, "storage.url": "memory://x"})
+    assert (config.name, config.training.epochs, config.storage.url) == ("tiny", 7, "memory://x")
+
+
+def test_overrides_are_validated_like_the_file() -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(MNIST_YAML, {"data.partition": "zipf", "task.api_token": "t0k"})
+    assert "task.api_token: secrets do not belong in config" in str(error.value)
+    with pytest.raises(ConfigError, match=r"  data\.partition: Input should be"):
+        load_config(MNIST_YAML, {"data.partition": "zipf"})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_set_dotted walks into scalars: an override below a scalar ('rounds.x') raises "
+    "TypeError instead of ConfigError",
+)
+def test_override_below_a_scalar_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="rounds"):
+        load_config(MNIST_YAML, {"rounds.x": 1})
+
+
+# --- validation strategy defaults ----------------------------------------------------------
+
+
+def test_custom_accept_defaults_to_the_builtin_validator() -> None:
+    config = parse_config(_with("task.validation_strategy", "CustomAccept"))
+    assert config.task.validation_strategy is ValidationStrategy.CustomAccept
+    assert config.task.custom_validator == BUILTIN
+
+
+def test_custom_accept_keeps_an_explicit_validator() -> None:
+    data = _with("task.validation_strategy", "CustomAccept")
+    data["task"]["custom_validator"] = "tests.custom_validators:enough_examples"
+    assert parse_config(data).task.custom_validator == "tests.custom_validators:enough_examples"
+
+
+@pytest.mark.parametrize("strategy", ["AutoAccept", "ManualAccept"])
+def test_other_strategies_leave_the_validator_unset(strategy: str) -> None:
+    assert parse_config(_with("task.validation_strategy", strategy)).task.custom_validator is None

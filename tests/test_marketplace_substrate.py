@@ -1,0 +1,411 @@
+"""SubstrateMarketplace on a real local chain (chopsticks running the Asset Hub runtime).
+
+Every test indexes from the head at its start, so its ids start at 0 and other tests' records
+are invisible; accounts are fresh and funded per test, so tests share one chain. Records that
+the API would refuse are written raw (ChainClient) to prove the INDEXER ignores them too.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pytest
+from substrateinterface import Keypair
+
+from decentralml.chain import codec
+from decentralml.chain.client import ChainClient, Receipt, public_key_hex
+from decentralml.chain.indexer import ChainIndexer
+from decentralml.domain import (
+    ResultSubmissionStatus,
+    TaskResult,
+    TaskSpec,
+    TaskStatus,
+    ValidationStrategy,
+    Verdict,
+)
+from decentralml.errors import (
+    AlreadyAssigned,
+    ChainError,
+    ConfigError,
+    InsufficientBalance,
+    InvalidTaskSpec,
+    NotAssignee,
+    NotCreator,
+    PendingResults,
+    TaskFull,
+    TaskNotOpen,
+)
+from decentralml.marketplace import Marketplace
+from decentralml.marketplace.ledger import Ledger
+from decentralml.marketplace.substrate import SubstrateMarketplace
+from tests.chain_fixture import fund, manual_blocks, wait_pending
+
+pytestmark = pytest.mark.integration
+
+REWARD_POOL = 3 * 10**12  # 3 units; 1 unit per accepted result with 3 slots
+
+
+def result_for(n: int) -> TaskResult:
+    return TaskResult(f"file:///r/{n}.safetensors", f"{n:064x}", 100 + n, {"accuracy": 0.9})
+
+
+MarketFactory = Callable[..., SubstrateMarketplace]
+
+
+@pytest.fixture
+def start(chain_client: ChainClient) -> int:
+    """The first block this test indexes: everything earlier belongs to other tests."""
+    return chain_client.finalized_head_number() + 1
+
+
+@pytest.fixture
+def market_at(chain_client: ChainClient, tmp_path: Path, start: int) -> MarketFactory:
+    """``market_at(name="a", client=None)``: a marketplace with its own index file."""
+
+    def make(name: str = "a", client: ChainClient | None = None) -> SubstrateMarketplace:
+        return SubstrateMarketplace(client or chain_client, tmp_path / f"{name}.sqlite", start)
+
+    return make
+
+
+@pytest.fixture
+def people(funded_keypair: Callable[..., Keypair]) -> dict[str, Keypair]:
+    return {name: funded_keypair() for name in ("creator", "w0", "w1", "w2", "w3", "stranger")}
+
+
+def spec_for(market: SubstrateMarketplace, slots: int = 3, expires_in: int = 200) -> TaskSpec:
+    return TaskSpec(
+        question="train on your shard",
+        pays_amount=REWARD_POOL // 3 * slots,
+        max_assignments=slots,
+        expiration_block=market.current_block() + expires_in,
+        validation_strategy=ValidationStrategy.ManualAccept,
+        round_number=1,
+    )
+
+
+def raw(client: ChainClient, signer: Keypair, *records: codec.Record, pay: int = 0,
+        to: str = "") -> Receipt:  # fmt: skip
+    """Write records directly, bypassing the marketplace's own checks."""
+    calls = [client.remark_call(codec.encode(record)) for record in records]
+    if pay:
+        calls.append(client.transfer_call(to, pay))
+    return client.submit(signer, calls)
+
+
+def open_round(market: SubstrateMarketplace, people: dict[str, Keypair], workers: int = 2,
+               slots: int = 3) -> tuple[int, list[int]]:  # fmt: skip
+    """A task with ``workers`` assignments and their results sent."""
+    task_id = market.create_task(people["creator"], spec_for(market, slots))
+    sids = []
+    for i in range(workers):
+        sid = market.assign_task(people[f"w{i}"], task_id)
+        market.send_task_result(people[f"w{i}"], sid, result_for(sid))
+        sids.append(sid)
+    return task_id, sids
+
+
+def statuses(market: SubstrateMarketplace, task_id: int) -> list[ResultSubmissionStatus]:
+    return [s.status for s in market.list_task_results(task_id)]
+
+
+# --- the protocol, end to end ------------------------------------------------------------
+
+
+def test_a_round_through_the_protocol(
+    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
+) -> None:
+    market = market_at()
+    assert isinstance(market, Marketplace)
+    creator, w0, w1 = people["creator"], people["w0"], people["w1"]
+    task_id, (s0, s1) = open_round(market, people)
+    assert (task_id, s0, s1) == (0, 0, 1)
+    task = market.get_task(task_id)
+    assert task.status == TaskStatus.InProgress and task.assigned == 2
+    assert task.creator == creator.ss58_address
+    assert [t.task_id for t in market.list_tasks()] == [task_id]
+    assert market.get_submission(s1).result == result_for(s1)
+    assert statuses(market, task_id) == [ResultSubmissionStatus.PendingValidation] * 2
+
+    before = {k: market.balance(people[k].ss58_address) for k in ("creator", "w0", "w1")}
+    paid = market.settle(creator, [Verdict(s0, True, "good"), Verdict(s1, False, "too weak")])
+    reward = REWARD_POOL // 3
+    assert paid == {s0: reward, s1: 0}
+    assert market.balance(w0.ss58_address) == before["w0"] + reward
+    assert market.balance(w1.ss58_address) == before["w1"]
+    spent = before["creator"] - market.balance(creator.ss58_address)
+    assert reward < spent < reward + 10**9  # the reward plus one extrinsic's fee
+    assert market.get_submission(s1).reason == "too weak"
+
+    assert market.accept(creator, s0) == 0  # a repeat writes and pays nothing
+    assert market.balance(creator.ss58_address) == before["creator"] - spent
+
+    assert market.close_task(creator, task_id) == REWARD_POOL - reward
+    task = market.get_task(task_id)
+    assert (task.status, task.paid, task.refunded) == (TaskStatus.Completed, reward, 2 * reward)
+    assert market.list_tasks() == []
+    assert market.close_task(creator, task_id) == 0
+
+
+def test_refusals_cost_no_fee(
+    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
+) -> None:
+    market = market_at()
+    creator, w0, stranger = people["creator"], people["w0"], people["stranger"]
+    with pytest.raises(InvalidTaskSpec):
+        market.create_task(creator, spec_for(market, expires_in=0))
+    poor = Keypair.create_from_mnemonic(Keypair.generate_mnemonic())
+    fund(chain_client, poor.ss58_address, 10**12)
+    with pytest.raises(InsufficientBalance, match="promises"):
+        market.create_task(poor, spec_for(market))
+    task_id, (s0, _) = open_round(market, people)
+    balances = {k: market.balance(p.ss58_address) for k, p in people.items()}
+    with pytest.raises(AlreadyAssigned):
+        market.assign_task(w0, task_id)
+    with pytest.raises(NotAssignee):
+        market.send_task_result(stranger, s0, result_for(9))
+    with pytest.raises(NotCreator):
+        market.accept(stranger, s0)
+    with pytest.raises(PendingResults):
+        market.close_task(creator, task_id)
+    assert {k: market.balance(p.ss58_address) for k, p in people.items()} == balances
+
+
+def test_resubmitted_writes_are_not_duplicated(
+    market_at: MarketFactory, people: dict[str, Keypair]
+) -> None:
+    market = market_at()
+    creator, w0 = people["creator"], people["w0"]
+    spec = spec_for(market)
+    task_id = market.create_task(creator, spec)
+    sid = market.assign_task(w0, task_id)
+    market.send_task_result(w0, sid, result_for(sid))
+    balances = (market.balance(creator.ss58_address), market.balance(w0.ss58_address))
+    assert market.create_task(creator, spec) == task_id  # the same open spec: the same task
+    market.send_task_result(w0, sid, result_for(sid))  # already there: a no-op
+    assert (market.balance(creator.ss58_address), market.balance(w0.ss58_address)) == balances
+    assert len(market.list_tasks(open_only=False)) == 1
+    assert [o.kind for o in market.indexer.all_outcomes()] == ["TaskCreated", "Assign", "Result"]
+
+
+# --- races and rules the indexer enforces ------------------------------------------------
+
+
+def test_assignment_race_gives_exactly_max_assignments(
+    market_at: MarketFactory,
+    people: dict[str, Keypair],
+    chain_client: ChainClient,
+    chain_url: str,
+) -> None:
+    """Four contributors race for two slots; three of them land in the SAME block."""
+    market = market_at()
+    task_id = market.create_task(people["creator"], spec_for(market, slots=2))
+    racers = [people[f"w{i}"] for i in range(3)]
+    clients = [ChainClient(chain_url) for _ in racers]
+    markets = [market_at(f"racer{i}", client) for i, client in enumerate(clients)]
+    for racer_market in markets:
+        racer_market.sync()  # load metadata and index before the block is held
+    outcomes: dict[int, int | Exception] = {}
+
+    def race(i: int) -> None:
+        try:
+            outcomes[i] = markets[i].assign_task(racers[i], task_id)
+        except Exception as exc:  # noqa: BLE001 - the assertions report it
+            outcomes[i] = exc
+
+    try:
+        with manual_blocks(chain_client) as build_block:
+            threads = [threading.Thread(target=race, args=(i,)) for i in range(3)]
+            for i, thread in enumerate(threads):
+                thread.start()
+                wait_pending(chain_client, i + 1)  # submission order = extrinsic order
+            build_block()
+            for thread in threads:
+                thread.join(timeout=120)
+    finally:
+        for client in clients:
+            client.close()
+
+    assert outcomes[0] == 0 and outcomes[1] == 1, outcomes
+    assert isinstance(outcomes[2], TaskFull), outcomes  # landed, refused by the rules
+    assigns = [o for o in market.indexer.all_outcomes() if o.kind == "Assign"]
+    assert len({o.block_number for o in assigns}) == 1 and len(assigns) == 3
+    assert [o.applied for o in assigns] == [True, True, False]
+    with pytest.raises(TaskFull):  # a late one is refused before writing
+        market.assign_task(people["w3"], task_id)
+    task = market.get_task(task_id)
+    assert task.assigned == 2 and task.open_slots == 0
+    workers = [s.worker for s in market.list_task_results(task_id)]
+    assert workers == [racers[0].ss58_address, racers[1].ss58_address]
+
+
+def test_non_assignee_result_is_ignored(
+    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
+) -> None:
+    market = market_at()
+    task_id = market.create_task(people["creator"], spec_for(market))
+    sid = market.assign_task(people["w0"], task_id)
+    raw(chain_client, people["stranger"], codec.Result(sid, result_for(666)))
+    submission = market.get_submission(sid)
+    assert submission.status == ResultSubmissionStatus.Assigned and submission.result is None
+    (refused,) = [o for o in market.indexer.all_outcomes() if not o.applied]
+    assert (refused.kind, refused.error_type) == ("Result", "NotAssignee")
+    market.send_task_result(people["w0"], sid, result_for(sid))
+    assert market.get_submission(sid).result == result_for(sid)
+
+
+def test_verdicts_count_only_from_the_creator_and_only_paid(
+    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
+) -> None:
+    market = market_at()
+    _, (s0, _) = open_round(market, people)
+    worker = people["w0"].ss58_address
+    reward = REWARD_POOL // 3
+    accept = codec.VerdictRecord(s0, True, "")
+    raw(chain_client, people["stranger"], accept, pay=reward, to=worker)  # not the creator
+    raw(chain_client, people["creator"], accept)  # no payment
+    raw(chain_client, people["creator"], accept, pay=reward - 1, to=worker)  # wrong amount
+    assert market.get_submission(s0).status == ResultSubmissionStatus.PendingValidation
+    refusals = [o.error_type for o in market.indexer.all_outcomes() if not o.applied]
+    assert refusals == ["NotCreator", "UnpaidAccept", "UnpaidAccept"]
+    assert market.accept(people["creator"], s0) == reward
+    assert market.get_submission(s0).status == ResultSubmissionStatus.Accepted
+
+
+def test_expiry(
+    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
+) -> None:
+    market = market_at()
+    task_id = market.create_task(people["creator"], spec_for(market, expires_in=4))
+    market.assign_task(people["w0"], task_id)  # assigned, but never sends a result
+    expiry = market.get_task(task_id).spec.expiration_block
+    chain_client.rpc("dev_newBlock", [{"count": max(0, expiry - market.current_block())}])
+    with pytest.raises(TaskNotOpen):
+        market.assign_task(people["w1"], task_id)
+    raw(chain_client, people["w1"], codec.Assign(task_id))  # written anyway: ignored
+    market.sync()
+    (late,) = [o for o in market.indexer.all_outcomes() if not o.applied]
+    assert late.error_type == "TaskNotOpen"
+    task = market.get_task(task_id)
+    assert (task.status, task.paid, task.refunded) == (TaskStatus.Withdrawn, 0, REWARD_POOL)
+    assert market.list_tasks() == []
+
+
+def test_failed_payment_is_surfaced_and_records_nothing(
+    market_at: MarketFactory,
+    people: dict[str, Keypair],
+    chain_client: ChainClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    market = market_at()
+    creator = people["creator"]
+    _, (s0, _) = open_round(market, people)
+    fund(chain_client, creator.ss58_address, 10**11)  # the creator spent its money elsewhere
+    with pytest.raises(InsufficientBalance, match="needs"):  # the pre-flight check
+        market.accept(creator, s0)
+    monkeypatch.setattr(market.client, "submit", partial(market.client.submit, preflight=False))
+    with pytest.raises(ChainError, match="InsufficientBalance"):  # the chain's own refusal
+        market.accept(creator, s0)
+    assert market.get_submission(s0).status == ResultSubmissionStatus.PendingValidation
+    assert [o.kind for o in market.indexer.all_outcomes()].count("VerdictRecord") == 0
+
+
+# --- restarts and agreement ----------------------------------------------------------------
+
+
+def test_creator_restarted_mid_round_pays_nothing_twice(
+    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
+) -> None:
+    market = market_at()
+    creator = people["creator"]
+    _, (s0, s1) = open_round(market, people)
+    verdicts = [Verdict(s0, True, "ok"), Verdict(s1, True, "ok")]
+    # The settlement batch lands, then the creator process dies before reading it back.
+    reward = REWARD_POOL // 3
+    calls = []
+    for sid, worker in ((s0, people["w0"]), (s1, people["w1"])):
+        calls.append(chain_client.remark_call(codec.encode(codec.VerdictRecord(sid, True, "ok"))))
+        calls.append(chain_client.transfer_call(worker.ss58_address, reward))
+    chain_client.submit(creator, calls)
+    before = market.balance(creator.ss58_address)
+
+    restarted = market_at("a")  # a new process on the same index file
+    assert restarted.settle(creator, verdicts) == {s0: 0, s1: 0}
+    fresh = market_at("fresh")  # or on a brand new index: the chain is the truth
+    assert fresh.settle(creator, verdicts) == {s0: 0, s1: 0}
+    assert market.balance(creator.ss58_address) == before
+    assert statuses(fresh, 0) == [ResultSubmissionStatus.Accepted] * 2
+
+
+def test_indexer_restart_continues_incrementally(
+    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
+) -> None:
+    market = market_at()
+    task_id, _ = open_round(market, people, workers=1)
+    last = market.sync()
+    assert market.indexer.blocks_scanned == last - market.indexer.start_block + 1
+
+    raw(chain_client, people["w1"], codec.Assign(task_id))
+    chain_client.rpc("dev_newBlock", [{"count": 2}])
+    restarted = market_at("a")  # same index file
+    head = restarted.sync()
+    assert restarted.indexer.blocks_scanned == head - last  # only the new blocks
+    assert restarted.indexer.rebuilds == 0
+    assert restarted.get_task(task_id).assigned == 2
+
+
+def test_two_indexers_derive_the_same_state(
+    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
+) -> None:
+    market = market_at()
+    task_id, (s0, s1) = open_round(market, people, workers=3)
+    raw(chain_client, people["stranger"], codec.Result(s0, result_for(1)))  # refused
+    market.settle(people["creator"], [Verdict(s0, True, ""), Verdict(s1, False, "no")])
+    other_task = market.create_task(people["stranger"], spec_for(market, slots=1))
+    market.assign_task(people["w3"], other_task)
+    market.close_task(people["stranger"], other_task)
+
+    def state(m: SubstrateMarketplace) -> tuple[object, ...]:
+        tasks = m.list_tasks(open_only=False)
+        return (
+            tasks,
+            [m.list_task_results(t.task_id) for t in tasks],
+            m.indexer.all_outcomes(),
+        )
+
+    first, second = market_at("b"), market_at("c")
+    second.sync()
+    assert state(first) == state(second) == state(market)
+    assert len(state(market)[0]) == 2
+
+
+def test_chain_restart_rebuilds_the_index(
+    start_chain: Callable[..., object], tmp_path: Path
+) -> None:
+    chain = start_chain()
+    alice = Keypair.create_from_uri("//Alice")
+    market = SubstrateMarketplace(chain.url, tmp_path / "index.sqlite")  # type: ignore[attr-defined]
+    try:
+        assert market.create_task(alice, spec_for(market)) == 0
+        chain.stop()  # type: ignore[attr-defined]
+        start_chain(port=chain.port)  # type: ignore[attr-defined]  # a new chain from genesis
+        assert market.list_tasks(open_only=False) == []
+        assert market.indexer.rebuilds == 1
+        assert market.create_task(alice, spec_for(market)) == 0
+    finally:
+        market.client.close()
+
+
+def test_index_refuses_a_foreign_file(chain_client: ChainClient, tmp_path: Path) -> None:
+    path = tmp_path / "embedded.sqlite"
+    Ledger(path).fund(Keypair.create_from_uri("//Alice").ss58_address, 10)
+    with pytest.raises(ConfigError, match="not a chain index"):
+        ChainIndexer(chain_client, path)
+
+
+def test_public_keys_compare_across_prefixes(people: dict[str, Keypair]) -> None:
+    kusama = Keypair(public_key=people["w0"].public_key, ss58_format=2).ss58_address
+    assert public_key_hex(kusama) == public_key_hex(people["w0"])

@@ -1,0 +1,132 @@
+"""A real federated round: TensorFlow training on MNIST shards, Prefect flows, embedded
+marketplace, file storage — with broken contributions injected beside the honest ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from decentralml.contributor import assign, result_url
+from decentralml.domain import ResultSubmissionStatus, TaskResult
+from decentralml.runtime import contributor_keypair, fund_dev_accounts
+from decentralml.session import open_session
+from decentralml.storage import sha256_hex
+from decentralml.weights import decode, encode
+from flows.contributor import contribute
+from flows.creator import publish, run_round
+from tests.helpers import write_config
+
+pytestmark = [pytest.mark.slow]
+
+HONEST = 2
+FAULTS = ("truncated", "wrong_shape", "nan", "digest_mismatch")
+
+
+def _faulty_bytes(kind: str, good: dict[str, np.ndarray]) -> bytes:
+    tensors = {name: tensor.copy() for name, tensor in good.items()}
+    if kind == "wrong_shape":
+        tensors["001.bias"] = np.zeros(64, dtype=np.float32)
+    if kind == "nan":
+        tensors["000.kernel"][0, 0] = np.nan
+    data = encode(tensors)
+    return data[: len(data) // 2] if kind == "truncated" else data
+
+
+def _send_fault(session, task, index: int, kind: str) -> int:
+    """A contributor who takes a slot and sends a broken result of the given kind."""
+    market, store = session.creator.market, session.creator.store
+    worker = contributor_keypair(session.creator.config.marketplace, index)
+    submission_id = assign(market, worker, task.task_id)
+    artifact = store.put(
+        result_url(task, submission_id), _faulty_bytes(kind, session.global_tensors)
+    )
+    if kind == "digest_mismatch":  # the file is swapped after its digest was recorded
+        store.put(artifact.url, encode({k: v + 1 for k, v in session.global_tensors.items()}))
+    result = TaskResult(artifact.url, artifact.sha256, 1000, {}, task.spec.global_weights_sha256)
+    market.send_task_result(worker, submission_id, result)
+    return submission_id
+
+
+@pytest.fixture(scope="module")
+def finished_round(tmp_path_factory, prefect_harness):
+    tmp_path = tmp_path_factory.mktemp("round")
+    slots = HONEST + len(FAULTS)
+    _, config = write_config(
+        tmp_path, **{"contributors": HONEST, "task.max_assignments": slots, "task.pays_amount": 600}
+    )
+    session = open_session(config, run="test-round")
+    market = session.creator.market
+    fund_dev_accounts(market, config, [session.creator.keypair])
+    initial_accuracy = session.evaluate_tensors(session.global_tensors, session.test)["accuracy"]
+    creator_before = market.balance(session.creator.keypair.ss58_address)
+    issuance_before = market.total_issuance()
+
+    task_id = publish(session, 1)
+    task = market.get_task(task_id)
+    honest = [
+        contribute(
+            market, session.creator.store, contributor_keypair(config.marketplace, i), task, i
+        )
+        for i in range(HONEST)
+    ]
+    faults = {_send_fault(session, task, HONEST + n, kind): kind for n, kind in enumerate(FAULTS)}
+    report = run_round(session, 1, task_id)
+    return locals()
+
+
+def test_honest_results_are_accepted_and_improve_the_model(finished_round):
+    report, honest = finished_round["report"], finished_round["honest"]
+    assert sorted(report.accepted) == sorted(c.submission_id for c in honest)
+    assert finished_round["initial_accuracy"] < 0.3  # an untrained 10-class model
+    assert report.accuracy > 0.85
+
+
+def test_each_broken_result_is_rejected_with_its_reason(finished_round):
+    report, faults = finished_round["report"], finished_round["faults"]
+    expected_words = {
+        "truncated": "truncated",
+        "wrong_shape": "shape",
+        "nan": "NaN",
+        "digest_mismatch": "sha256",
+    }
+    assert set(report.rejected) == set(faults)
+    for submission_id, kind in faults.items():
+        assert expected_words[kind] in report.rejected[submission_id], report.rejected
+
+
+def test_verdicts_are_recorded_and_only_accepted_results_paid(finished_round):
+    market, report = finished_round["market"], finished_round["report"]
+    reward = 600 // (HONEST + len(FAULTS))
+    for sid in report.accepted:
+        submission = market.get_submission(sid)
+        assert submission.status is ResultSubmissionStatus.Accepted
+        assert submission.paid == reward
+        assert market.balance(submission.worker) == reward
+    for sid, reason in report.rejected.items():
+        submission = market.get_submission(sid)
+        assert submission.status is ResultSubmissionStatus.Rejected
+        assert submission.reason == reason and submission.paid == 0
+    expected = {sid: reward for sid in report.accepted} | {sid: 0 for sid in report.rejected}
+    assert report.payments == expected
+
+
+def test_creator_gets_back_what_was_not_paid(finished_round):
+    market, session = finished_round["market"], finished_round["session"]
+    creator = session.creator.keypair.ss58_address
+    paid = sum(finished_round["report"].payments.values())
+    assert market.balance(creator) == finished_round["creator_before"] - paid
+    assert finished_round["report"].refund == 600 - paid
+    assert market.escrow_total() == 0
+    assert market.total_issuance() == finished_round["issuance_before"]
+
+
+def test_checkpoint_holds_the_new_global_weights(finished_round):
+    session = finished_round["session"]
+    store = session.creator.store
+    stored = decode(store.get(store.checkpoint_url("test-round", 1)))
+    for name, tensor in session.global_tensors.items():
+        np.testing.assert_array_equal(stored[name], tensor)
+    task = session.creator.market.get_task(finished_round["task_id"])
+    published = decode(store.get(task.spec.global_weights_path, task.spec.global_weights_sha256))
+    assert any(not np.array_equal(published[n], t) for n, t in session.global_tensors.items())
+    assert sha256_hex(store.get(task.spec.assets_path)) == task.spec.assets_sha256
