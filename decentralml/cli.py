@@ -71,18 +71,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flows.creator import train
 
     reports = train(_config(args))
-    print_round_table(
-        [
-            {
-                "round": r.round_number,
-                "task_id": r.task_id,
-                "accuracy": r.accuracy,
-                "accepted": r.accepted,
-                "rejected": r.rejected,
-            }
-            for r in reports
-        ]
-    )
+    print_round_table([_round_row(r) for r in reports])
+    return 0
+
+
+def _round_row(report) -> dict:
+    return {
+        "round": report.round_number,
+        "task_id": report.task_id,
+        "accuracy": report.accuracy,
+        "accepted": report.accepted,
+        "rejected": report.rejected,
+    }
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from decentralml.session import open_session
+    from decentralml.weights import decode
+    from flows.creator import publish
+
+    config = _config(args)
+    session = open_session(config, run=args.run or config.name)
+    if args.weights:
+        session.set_global(decode(session.creator.store.get(args.weights)))
+    task_id = publish(session, args.round)
+    print(f"round {args.round} published as task {task_id}")
+    return 0
+
+
+def cmd_round(args: argparse.Namespace) -> int:
+    from decentralml.session import open_session
+    from decentralml.weights import decode
+    from flows.creator import run_round
+
+    config = _config(args)
+    session = open_session(config, run=args.run or config.name)
+    task = session.creator.market.get_task(args.task_id)
+    store = session.creator.store
+    global_bytes = store.get(task.spec.global_weights_path, task.spec.global_weights_sha256)
+    session.set_global(decode(global_bytes))
+    report = run_round(session, task.spec.round_number, task.task_id)
+    print_round_table([_round_row(report)])
     return 0
 
 
@@ -130,20 +159,10 @@ def cmd_balance(args: argparse.Namespace) -> int:
 
 
 def cmd_contribute(args: argparse.Namespace) -> int:
-    import threading
+    from flows.contributor import agent
 
-    from decentralml.runtime import contributor_keypair, open_marketplace, open_store
-    from flows.demo import contributor_agent
-
-    config = _config(args)
-    market = open_marketplace(config.marketplace)
-    worker = contributor_keypair(config.marketplace, args.index)
-    first = 0 if args.include_existing else len(market.list_tasks(open_only=False))
-    contributions = contributor_agent(
-        market, open_store(config.storage), worker, args.index, config, first, threading.Event()
-    )
-    for c in contributions:
-        print(f"task {c.task_id}: submission {c.submission_id}, {c.num_examples} examples")
+    done = agent(str(args.config), args.index, args.rounds)
+    print(f"contributed to {done} task(s)")
     return 0
 
 
@@ -169,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         "train", cmd_train, "creator: publish and run every round (contributors elsewhere)"
     )
     train_cmd.add_argument("--rounds", type=int)
+    publish_cmd = add("publish", cmd_publish, "creator: publish one round's task")
+    publish_cmd.add_argument("--round", type=int, default=1)
+    publish_cmd.add_argument("--run", help="run name for storage paths (default: config name)")
+    publish_cmd.add_argument("--weights", help="URL of global weights to start from")
+    round_cmd = add("round", cmd_round, "creator: collect, validate, federate and settle a task")
+    round_cmd.add_argument("task_id", type=int)
+    round_cmd.add_argument("--run", help="run name for storage paths (default: config name)")
     tasks_cmd = add("tasks", cmd_tasks, "list open tasks")
     tasks_cmd.add_argument("--all", action="store_true", help="include finished tasks")
     results = add("results", cmd_results, "list a task's submissions")
@@ -180,11 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     contribute_cmd.add_argument("--index", type=int, default=0, help="data shard index")
     contribute_cmd.add_argument("--rounds", type=int, help="stop after this many tasks")
-    contribute_cmd.add_argument(
-        "--include-existing",
-        action="store_true",
-        help="also work on tasks published before this command started",
-    )
     return parser
 
 

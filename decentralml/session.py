@@ -16,7 +16,13 @@ from decentralml.config import RunConfig
 from decentralml.creator import Creator
 from decentralml.data.federated import Split, creator_holdout, test_split
 from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
-from decentralml.runtime import DEFAULT_ASSETS, creator_keypair, open_marketplace, open_store
+from decentralml.runtime import (
+    DEFAULT_ASSETS,
+    creator_keypair,
+    fund_dev_accounts,
+    open_marketplace,
+    open_store,
+)
 from decentralml.weights import layout_of
 
 
@@ -51,7 +57,11 @@ class CreatorSession:
 
 
 def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
-    """Build and compile the model, optionally warm it up, and load the creator's splits."""
+    """Build and compile the model, optionally warm it up, and load the creator's splits.
+
+    In dev mode on the embedded marketplace the creator's account is topped up by the faucet.
+    The warm-up trains on the creator's held-out split: it is the only data the creator holds,
+    so validation after a warm-up is slightly optimistic for the creator's own model."""
     market = open_marketplace(config.marketplace)
     creator = Creator(
         config=config,
@@ -61,6 +71,7 @@ def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
         run=run or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         assets_dir=DEFAULT_ASSETS,
     )
+    fund_dev_accounts(market, config, [creator.keypair])
     cache = config.data.cache_dir
     holdout = creator_holdout(config.data.holdout_examples, config.data.seed, cache)
     model = build_model(config.model.name, config.training.learning_rate)

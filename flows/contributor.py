@@ -6,16 +6,21 @@ shard → train with the creator's epochs and batch size → save weights → up
 
 from __future__ import annotations
 
+import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from substrateinterface import Keypair
 
-from decentralml.config import RunConfig
+from decentralml.config import RunConfig, load_config
+from decentralml.contributor import find_open_task
 from decentralml.domain import Task
+from decentralml.errors import TaskFull, TaskNotOpen
 from decentralml.marketplace.base import Marketplace
+from decentralml.runtime import contributor_keypair, open_marketplace, open_store
 from decentralml.storage import ArtifactStore
 from tasks import contributor as steps
 
@@ -67,3 +72,53 @@ def contribute(
         outcome.metrics,
     )
     return Contribution(task.task_id, submission_id, outcome.num_examples, outcome.metrics)
+
+
+def run_agent(
+    market: Marketplace,
+    store: ArtifactStore,
+    worker: Keypair,
+    shard_index: int,
+    config: RunConfig,
+    first_task_id: int = 0,
+    stop: threading.Event | None = None,
+    max_tasks: int | None = None,
+) -> list[Contribution]:
+    """Watch the marketplace and contribute to each new task (id >= first_task_id).
+
+    Stops after ``max_tasks`` tasks were seen (None: never) or when ``stop`` is set. A task
+    whose slots went to faster contributors is skipped, not an error.
+    """
+    stop = stop or threading.Event()
+    seen: set[int] = set(range(first_task_id))
+    contributions: list[Contribution] = []
+    while (max_tasks is None or len(seen) - first_task_id < max_tasks) and not stop.is_set():
+        task = find_open_task(market, worker, seen)
+        if task is None:
+            stop.wait(config.poll_seconds)
+            continue
+        seen.add(task.task_id)
+        try:
+            contributions.append(contribute(market, store, worker, task, shard_index, config))
+        except (TaskFull, TaskNotOpen):
+            continue
+    return contributions
+
+
+@flow(name="contributor-agent", flow_run_name="agent-{shard_index}")
+def agent(
+    config_path: str = "configs/mnist.yaml", shard_index: int = 0, max_tasks: int | None = None
+) -> int:
+    """Deployment entry point: a contributor's long-running agent (see prefect.yaml).
+    Its key comes from the environment variable the config names (contributor_key_env)."""
+    config = load_config(config_path)
+    market = open_marketplace(config.marketplace)
+    worker = contributor_keypair(config.marketplace, _dev_index(config, shard_index))
+    first = len(market.list_tasks(open_only=False))
+    store = open_store(config.storage)
+    return len(run_agent(market, store, worker, shard_index, config, first, None, max_tasks))
+
+
+def _dev_index(config: RunConfig, shard_index: int) -> int | None:
+    """The key from the environment when set; else (dev mode) the shard's dev account."""
+    return None if os.environ.get(config.marketplace.contributor_key_env) else shard_index

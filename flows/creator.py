@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from prefect import flow, get_run_logger
 
-from decentralml.config import RunConfig
+from decentralml.config import RunConfig, load_config
 from decentralml.session import CreatorSession, open_session
 from decentralml.validation import make_policy
 from tasks import creator as steps
@@ -90,3 +90,10 @@ def train(
         task_id = publish(session, round_number)
         reports.append(run_round(session, round_number, task_id, decider))
     return reports
+
+
+@flow(name="creator-train-from-config", flow_run_name="train-from-{config_path}")
+def train_from_config(config_path: str = "configs/mnist.yaml") -> list[dict]:
+    """Deployment entry point (see prefect.yaml): every round of the configured training.
+    The creator's key comes from the environment variable the config names."""
+    return [asdict(report) for report in train(load_config(config_path))]

@@ -14,42 +14,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
-from substrateinterface import Keypair
-
 from decentralml.config import RunConfig
-from decentralml.contributor import find_open_task
-from decentralml.errors import TaskFull, TaskNotOpen
-from decentralml.marketplace.base import Marketplace
-from decentralml.runtime import contributor_keypair, fund_dev_accounts
+from decentralml.runtime import contributor_keypair
 from decentralml.session import open_session
-from decentralml.storage import ArtifactStore
-from flows.contributor import Contribution, contribute
+from flows.contributor import run_agent
 from flows.creator import RoundReport, train
-
-
-def contributor_agent(
-    market: Marketplace,
-    store: ArtifactStore,
-    worker: Keypair,
-    index: int,
-    config: RunConfig,
-    first_task_id: int,
-    stop: threading.Event,
-) -> list[Contribution]:
-    """Contribute to each new task (id >= first_task_id) until `rounds` were seen or `stop`."""
-    seen: set[int] = set(range(first_task_id))
-    contributions: list[Contribution] = []
-    while len(seen) - first_task_id < config.rounds and not stop.is_set():
-        task = find_open_task(market, worker, seen)
-        if task is None:
-            stop.wait(config.poll_seconds)
-            continue
-        seen.add(task.task_id)
-        try:
-            contributions.append(contribute(market, store, worker, task, index, config))
-        except (TaskFull, TaskNotOpen):
-            continue  # the slots went to faster contributors; wait for the next round
-    return contributions
 
 
 def run_demo(
@@ -60,7 +29,6 @@ def run_demo(
     session = open_session(config)
     market = session.creator.market
     workers = [contributor_keypair(config.marketplace, i) for i in range(config.contributors)]
-    fund_dev_accounts(market, config, [session.creator.keypair])
     before = {w.ss58_address: market.balance(w.ss58_address) for w in workers}
     first_task_id = len(market.list_tasks(open_only=False))
     stop = threading.Event()
@@ -69,7 +37,7 @@ def run_demo(
     ) as pool:
         agents = [
             pool.submit(
-                contributor_agent,
+                run_agent,
                 market,
                 session.creator.store,
                 worker,
@@ -77,6 +45,7 @@ def run_demo(
                 config,
                 first_task_id,
                 stop,
+                config.rounds,
             )
             for i, worker in enumerate(workers)
         ]

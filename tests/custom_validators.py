@@ -1,4 +1,4 @@
-"""CustomAccept validators for tests/test_validation.py, referenced as "tests.custom_validators:<name>".
+"""CustomAccept validators for tests/test_validation.py: "tests.custom_validators:<name>".
 
 Each shows one return form a creator's validator may use.
 """

@@ -40,7 +40,7 @@ def test_missing_config_file_is_reported(tmp_path):
 
 @pytest.mark.slow
 def test_demo_writes_summary_and_pays_each_accepted_contributor_once(tmp_path):
-    path, config = write_config(tmp_path, **{"task.pays_amount": 1000})
+    path, _ = write_config(tmp_path, **{"task.pays_amount": 1000})
     summary_path = tmp_path / "summary.json"
     done = run_cli(
         "demo",
@@ -68,3 +68,31 @@ def test_demo_writes_summary_and_pays_each_accepted_contributor_once(tmp_path):
     assert listed.returncode == 0 and listed.stdout.count("Accepted") == 2
     balance = run_cli("balance", "//Bob", "--config", str(path))
     assert balance.stdout.split() == [contributor_dev_keypair(0).ss58_address, "1000"]
+
+
+@pytest.mark.slow
+def test_creator_and_contributor_in_separate_processes(tmp_path):
+    """publish → (another process) contribute → round, sharing SQLite and file storage."""
+    path, _ = write_config(tmp_path, **{"task.max_assignments": 1, "contributors": 3})
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"}
+    contributor = subprocess.Popen(
+        [sys.executable, "-m", "decentralml.cli", "contribute", "--config", str(path),
+         "--index", "2", "--rounds", "1"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        published = run_cli("publish", "--config", str(path), "--round", "1", "--run", "cli")
+        assert published.returncode == 0, published.stderr[-3000:]
+        assert "published as task 0" in published.stdout
+        out, err = contributor.communicate(timeout=600)
+    finally:
+        contributor.kill()
+    assert contributor.returncode == 0, err[-3000:]
+    assert "contributed to 1 task(s)" in out
+
+    settled = run_cli("round", "0", "--config", str(path), "--run", "cli")
+    assert settled.returncode == 0, settled.stderr[-3000:]
+    row = settled.stdout.strip().splitlines()[-1].split()
+    assert row[:2] == ["1", "0"] and float(row[2]) > 0.8 and row[3:] == ["1", "0"]
+    balance = run_cli("balance", contributor_dev_keypair(2).ss58_address, "--config", str(path))
+    assert balance.stdout.split()[1] == str(1_000_000)

@@ -8,7 +8,7 @@ import pytest
 
 from decentralml.contributor import assign, result_url
 from decentralml.domain import ResultSubmissionStatus, TaskResult
-from decentralml.runtime import contributor_keypair, fund_dev_accounts
+from decentralml.runtime import contributor_keypair
 from decentralml.session import open_session
 from decentralml.storage import sha256_hex
 from decentralml.weights import decode, encode
@@ -56,7 +56,6 @@ def finished_round(tmp_path_factory, prefect_harness):
     )
     session = open_session(config, run="test-round")
     market = session.creator.market
-    fund_dev_accounts(market, config, [session.creator.keypair])
     initial_accuracy = session.evaluate_tensors(session.global_tensors, session.test)["accuracy"]
     creator_before = market.balance(session.creator.keypair.ss58_address)
     issuance_before = market.total_issuance()

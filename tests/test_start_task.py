@@ -12,7 +12,6 @@ from decentralml.accounts import contributor_dev_keypair
 from decentralml.creator import create_round_task, upload_assets, upload_global
 from decentralml.domain import ResultSubmissionStatus
 from decentralml.packaging import unpack_package
-from decentralml.runtime import fund_dev_accounts
 from decentralml.session import open_session
 from decentralml.storage import sha256_hex
 from decentralml.validation import screen
@@ -25,7 +24,6 @@ def test_start_task_trains_and_submits(tmp_path):
     config_path, config = write_config(tmp_path, contributors=4, **{"task.max_assignments": 2})
     session = open_session(config, run="start-task")
     creator, market = session.creator, session.creator.market
-    fund_dev_accounts(market, config, [creator.keypair])
     task_id = create_round_task(
         creator, 1, upload_assets(creator, 1), upload_global(creator, 1, session.global_tensors)
     )
