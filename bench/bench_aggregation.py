@@ -15,8 +15,9 @@ Reported per N (10, 50, 100):
 - the peak-RSS increase of one call of each path, because tracemalloc does not see
   TensorFlow's allocator. psutil is not a dependency of the project, so this reads Linux's
   /proc/self/status (VmHWM, reset through /proc/self/clear_refs); each measurement runs in a
-  fresh subprocess (inputs loaded, one warm-up call on N=2) so that memory freed by earlier
-  runs and kept by malloc does not hide the growth. Without /proc the columns say "n/a";
+  fresh subprocess (inputs loaded, one warm-up call on N=2, glibc's free lists returned with
+  malloc_trim) so that memory freed earlier and kept by malloc does not hide the growth.
+  Without /proc the columns say "n/a";
 - max |Average − seed mean| over all weights (must be <= 1e-6), and max |FedAvg − float64
   reference| as a correctness check.
 
@@ -26,6 +27,9 @@ itself streams contributions, which the memory test in tests/test_strategies.py 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import os
 import re
 import statistics
@@ -44,7 +48,7 @@ import numpy as np
 from decentralml.strategies import Average, Contribution, FedAvg
 
 SIZES = (10, 50, 100)
-REPEATS = 5
+REPEATS = 11
 MB = 1024 * 1024
 
 
@@ -65,8 +69,17 @@ def _reset_peak_rss() -> bool:
     return True
 
 
+def _return_free_memory_to_the_os() -> None:
+    """glibc keeps freed blocks for reuse; without this a new peak can hide inside them."""
+    name = ctypes.util.find_library("c")
+    if name:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name).malloc_trim(0)
+
+
 def peak_rss_increase(run: Callable[[], object]) -> float | None:
     """MB the resident set grew above its level at the start of ``run`` (None: unmeasurable)."""
+    _return_free_memory_to_the_os()
     if not _reset_peak_rss():
         return None
     before = _status_kb("VmRSS")

@@ -6,10 +6,12 @@
 #
 # Installs node_modules (npm ci) and extracts the genesis spec when missing, starts chopsticks,
 # waits until it logs "RPC listening" and its port accepts connections, then prints its PID as
-# the only line on stdout (messages go to stderr) and exits 0. Stop the chain with `kill PID`.
+# the only line on stdout (messages go to stderr) and exits 0. Stop it with `kill PID`
+# or chain/stop.sh.
 # The chain keeps no state across restarts: every start is a new chain from genesis.
 # Defaults come from the environment: CHAIN_PORT (9950), CHAIN_BLOCK_MODE (Instant),
-# CHAIN_LOG (chain/chopsticks-<port>.log), CHAIN_START_TIMEOUT (60).
+# CHAIN_LOG (chain/chopsticks-<port>.log), CHAIN_START_TIMEOUT (60); the PID is also written to
+# --pidfile (chain/chopsticks-<port>.pid), which chain/stop.sh reads.
 # Exit status: 0 ready, 2 Node.js/npm or the node dependencies are missing and cannot be
 # installed, 1 any other failure (port taken, chopsticks crashed or not ready in time).
 set -euo pipefail
@@ -32,12 +34,13 @@ while [[ $# -gt 0 ]]; do
     --log) log="$2"; shift 2 ;;
     --pidfile) pidfile="$2"; shift 2 ;;
     --timeout) timeout="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
+    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
 [[ "$port" =~ ^[0-9]+$ ]] || die "--port must be a number, got '$port'"
 log="${log:-$here/chopsticks-$port.log}"
+pidfile="${pidfile:-$here/chopsticks-$port.pid}"
 
 command -v node >/dev/null || missing "node is not installed: install Node.js >= 20 (and npm) first"
 command -v npm >/dev/null || missing "npm is not installed: install npm (it comes with Node.js)"
@@ -84,7 +87,7 @@ port_open "$port" && die "port $port is already in use (a chain already running?
 (cd "$here" && exec env -u PORT node node_modules/@acala-network/chopsticks/chopsticks.cjs \
   --config chain.yml --port "$port" --build-block-mode "$block_mode" >>"$log" 2>&1 </dev/null) &
 pid=$!
-if [[ -n "$pidfile" ]]; then echo "$pid" >"$pidfile"; fi
+echo "$pid" >"$pidfile"
 
 deadline=$((SECONDS + timeout))
 until grep -q "RPC listening" "$log" 2>/dev/null && port_open "$port"; do

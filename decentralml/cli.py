@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from decentralml.config import RunConfig, load_config
@@ -48,7 +49,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"demo: {config.contributors} contributors, {config.rounds} rounds, "
         f"{config.data.partition} data, {config.marketplace.backend} marketplace"
     )
-    summary = run_demo(config)
+    with round_progress(config.rounds) as on_round:
+        summary = run_demo(config, on_round=on_round)
     print_round_table(summary["rounds"])
     print(f"final test accuracy {summary['final_accuracy']:.4f} in {summary['wall_seconds']} s")
     for payment in summary["payments"]:
@@ -56,6 +58,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2, sort_keys=True))
     return 0
+
+
+@contextmanager
+def round_progress(rounds: int):
+    """A progress bar over rounds showing the latest test accuracy."""
+    from tqdm import tqdm
+
+    with tqdm(total=rounds, desc="rounds", unit="round", file=sys.stderr) as bar:
+
+        def advance(report) -> None:
+            bar.set_postfix(task=report.task_id, accuracy=f"{report.accuracy:.4f}")
+            bar.update(1)
+
+        yield advance
 
 
 def print_round_table(rounds: list[dict]) -> None:
@@ -70,7 +86,9 @@ def print_round_table(rounds: list[dict]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from flows.creator import train
 
-    reports = train(_config(args))
+    config = _config(args)
+    with round_progress(config.rounds) as on_round:
+        reports = train(config, on_round=on_round)
     print_round_table([_round_row(r) for r in reports])
     return 0
 

@@ -8,6 +8,7 @@ train:    publish and run `rounds` rounds, each task carrying the latest global 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from prefect import flow, get_run_logger
@@ -82,13 +83,18 @@ def run_round(
 
 @flow(name="creator-train", flow_run_name="train-{config.name}", validate_parameters=False)
 def train(
-    config: RunConfig, session: CreatorSession | None = None, decider=None
+    config: RunConfig,
+    session: CreatorSession | None = None,
+    decider=None,
+    on_round: Callable[[RoundReport], None] | None = None,
 ) -> list[RoundReport]:
     session = session or open_session(config)
     reports = []
     for round_number in range(1, config.rounds + 1):
         task_id = publish(session, round_number)
         reports.append(run_round(session, round_number, task_id, decider))
+        if on_round:
+            on_round(reports[-1])
     return reports
 
 

@@ -50,14 +50,11 @@ def run_demo(
             for i, worker in enumerate(workers)
         ]
         try:
-            reports = train(config, session=session, decider=decider)
+            reports = train(config, session=session, decider=decider, on_round=on_round)
         finally:
             stop.set()
         for agent in agents:
             agent.result()
-    if on_round:
-        for report in reports:
-            on_round(report)
     return summarize(session, reports, before, time.perf_counter() - started)
 
 

@@ -364,22 +364,6 @@ def test_failed_batch_all_remarks_are_not_records(
 
 
 @pytest.mark.integration
-def test_client_survives_a_chain_restart(start_chain: Callable[..., object]) -> None:
-    chain = start_chain()
-    client = ChainClient(chain.url)  # type: ignore[attr-defined]
-    try:
-        head = client.finalized_head_number()
-        chain.stop()  # type: ignore[attr-defined]
-        start_chain(port=chain.port)  # type: ignore[attr-defined]
-        assert client.finalized_head_number() <= head + 1  # a new chain from genesis
-        alice = Keypair.create_from_uri("//Alice")
-        receipt = client.submit(alice, [client.remark_call(b"after restart")])
-        assert receipt.block_number >= 1
-    finally:
-        client.close()
-
-
-@pytest.mark.integration
 def test_unreachable_chain_is_a_clear_error() -> None:
     from tests.chain_fixture import free_port
 

@@ -76,9 +76,23 @@ def test_creator_and_contributor_in_separate_processes(tmp_path):
     path, _ = write_config(tmp_path, **{"task.max_assignments": 1, "contributors": 3})
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"}
     contributor = subprocess.Popen(
-        [sys.executable, "-m", "decentralml.cli", "contribute", "--config", str(path),
-         "--index", "2", "--rounds", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "decentralml.cli",
+            "contribute",
+            "--config",
+            str(path),
+            "--index",
+            "2",
+            "--rounds",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         published = run_cli("publish", "--config", str(path), "--round", "1", "--run", "cli")

@@ -16,7 +16,7 @@ import pytest
 from substrateinterface import Keypair
 
 from decentralml.chain import codec
-from decentralml.chain.client import ChainClient, Receipt, public_key_hex
+from decentralml.chain.client import ChainClient, ChainOutcomeUnknown, Receipt, public_key_hex
 from decentralml.chain.indexer import ChainIndexer
 from decentralml.domain import (
     ResultSubmissionStatus,
@@ -381,6 +381,24 @@ def test_two_indexers_derive_the_same_state(
     second.sync()
     assert state(first) == state(second) == state(market)
     assert len(state(market)[0]) == 2
+
+
+def test_lost_connection_during_a_write_is_recovered(
+    market_at: MarketFactory, people: dict[str, Keypair], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The extrinsic lands but the connection drops before its receipt: the marketplace
+    finds its record on chain instead of failing (or writing it twice)."""
+    market = market_at()
+    task_id = market.create_task(people["creator"], spec_for(market))
+    real_submit = market.client.submit
+
+    def submit_then_drop(*args: object, **kwargs: object) -> Receipt:
+        real_submit(*args, **kwargs)  # type: ignore[arg-type]
+        raise ChainOutcomeUnknown("connection lost (simulated)")
+
+    monkeypatch.setattr(market.client, "submit", submit_then_drop)
+    assert market.assign_task(people["w0"], task_id) == 0
+    assert market.get_task(task_id).assigned == 1
 
 
 def test_chain_restart_rebuilds_the_index(

@@ -1,5 +1,6 @@
 """A real federated round: TensorFlow training on MNIST shards, Prefect flows, embedded
-marketplace, file storage — with broken contributions injected beside the honest ones."""
+marketplace, file storage — with broken contributions injected beside the honest ones, and
+the built-in CustomAccept validator (held-out accuracy >= 0.5) as the policy."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tests.helpers import write_config
 pytestmark = [pytest.mark.slow]
 
 HONEST = 2
-FAULTS = ("truncated", "wrong_shape", "nan", "digest_mismatch")
+FAULTS = ("truncated", "wrong_shape", "nan", "digest_mismatch", "lazy")
 
 
 def _faulty_bytes(kind: str, good: dict[str, np.ndarray]) -> bytes:
@@ -28,6 +29,8 @@ def _faulty_bytes(kind: str, good: dict[str, np.ndarray]) -> bytes:
         tensors["001.bias"] = np.zeros(64, dtype=np.float32)
     if kind == "nan":
         tensors["000.kernel"][0, 0] = np.nan
+    if kind == "lazy":  # well-formed, but untrained: only CustomAccept's accuracy check catches it
+        return encode(good)
     data = encode(tensors)
     return data[: len(data) // 2] if kind == "truncated" else data
 
@@ -52,7 +55,14 @@ def finished_round(tmp_path_factory, prefect_harness):
     tmp_path = tmp_path_factory.mktemp("round")
     slots = HONEST + len(FAULTS)
     _, config = write_config(
-        tmp_path, **{"contributors": HONEST, "task.max_assignments": slots, "task.pays_amount": 600}
+        tmp_path,
+        **{
+            "contributors": HONEST,
+            "task.max_assignments": slots,
+            "task.pays_amount": 700,
+            "task.validation_strategy": "CustomAccept",
+            "task.min_accuracy": 0.5,
+        },
     )
     session = open_session(config, run="test-round")
     market = session.creator.market
@@ -87,6 +97,7 @@ def test_each_broken_result_is_rejected_with_its_reason(finished_round):
         "wrong_shape": "shape",
         "nan": "NaN",
         "digest_mismatch": "sha256",
+        "lazy": "held-out accuracy",
     }
     assert set(report.rejected) == set(faults)
     for submission_id, kind in faults.items():
@@ -95,7 +106,7 @@ def test_each_broken_result_is_rejected_with_its_reason(finished_round):
 
 def test_verdicts_are_recorded_and_only_accepted_results_paid(finished_round):
     market, report = finished_round["market"], finished_round["report"]
-    reward = 600 // (HONEST + len(FAULTS))
+    reward = 700 // (HONEST + len(FAULTS))
     for sid in report.accepted:
         submission = market.get_submission(sid)
         assert submission.status is ResultSubmissionStatus.Accepted
@@ -114,7 +125,7 @@ def test_creator_gets_back_what_was_not_paid(finished_round):
     creator = session.creator.keypair.ss58_address
     paid = sum(finished_round["report"].payments.values())
     assert market.balance(creator) == finished_round["creator_before"] - paid
-    assert finished_round["report"].refund == 600 - paid
+    assert finished_round["report"].refund == 700 - paid
     assert market.escrow_total() == 0
     assert market.total_issuance() == finished_round["issuance_before"]
 
