@@ -20,6 +20,14 @@ from decentralml.errors import ConfigError
 
 _SECRET_KEYS = re.compile(r"(secret|password|passphrase|mnemonic|private|token)", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_INLINE_CREDENTIALS = re.compile(r"^\w+://[^/]*:[^/]*@")
+
+
+def _refuse_inline_credentials(value: str | None) -> str | None:
+    if value is not None and _INLINE_CREDENTIALS.match(value):
+        raise ValueError("must not embed credentials; set them in the environment instead")
+    return value
+
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -104,6 +112,11 @@ class MarketplaceConfig(_Section):
     dev_accounts: bool = True
     dev_funds: Annotated[int, Field(ge=0)] = 10_000_000_000
 
+    @field_validator("url")
+    @classmethod
+    def _no_inline_credentials(cls, value: str) -> str:
+        return _refuse_inline_credentials(value)
+
     @field_validator("creator_key_env", "contributor_key_env")
     @classmethod
     def _env_name(cls, value: str) -> str:
@@ -117,12 +130,10 @@ class StorageConfig(_Section):
     endpoint_url: str | None = None
     max_result_bytes: PositiveInt = 50_000_000
 
-    @field_validator("url")
+    @field_validator("url", "endpoint_url")
     @classmethod
-    def _no_inline_credentials(cls, value: str) -> str:
-        if re.match(r"^\w+://[^/]*:[^/]*@", value):
-            raise ValueError("must not embed credentials; set them in the environment instead")
-        return value
+    def _no_inline_credentials(cls, value: str | None) -> str | None:
+        return _refuse_inline_credentials(value)
 
 
 class RunConfig(_Section):
@@ -184,9 +195,13 @@ def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
         data = yaml.safe_load(source.read_text())
     except FileNotFoundError:
         raise ConfigError(f"configuration file {source} does not exist") from None
+    except OSError as error:
+        raise ConfigError(f"configuration file {source} cannot be read: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"configuration file {source} is not valid YAML: {error}") from None
     data = data or {}
+    if not isinstance(data, dict):
+        return parse_config(data, str(source))  # refused there, before overrides
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
     return parse_config(data, str(source))
@@ -195,6 +210,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
 def _set_dotted(data: dict, dotted: str, value: object) -> None:
     *parents, leaf = dotted.split(".")
     node = data
-    for part in parents:
+    for depth, part in enumerate(parents, start=1):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            where = ".".join(parents[:depth])
+            raise ConfigError(f"override {dotted}: {where} is a value, not a section")
     node[leaf] = value

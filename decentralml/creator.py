@@ -20,7 +20,7 @@ from decentralml.domain import ResultSubmissionStatus, Submission, Task, TaskSpe
 from decentralml.marketplace.base import Marketplace
 from decentralml.packaging import build_package
 from decentralml.storage import ArtifactStore, StoredArtifact
-from decentralml.strategies import Contribution, get_strategy
+from decentralml.strategies import Contribution, NothingToAggregate, get_strategy
 from decentralml.validation import Candidate, Policy, screen
 from decentralml.weights import Layout, encode
 
@@ -167,7 +167,7 @@ def review(
     strategy = get_strategy(creator.config.strategy)
     try:
         outcome.new_global = strategy.aggregate(accepted_contributions())
-    except ValueError:
+    except NothingToAggregate:
         log.warning("task %s: no result accepted; the global model stays as it was", task.task_id)
     return outcome
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import zlib
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from decentralml.errors import StorageError
 
@@ -57,10 +58,22 @@ def unpack_package(data: bytes, destination: str | Path) -> dict[str, object]:
     target.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-            archive.extractall(target, filter="data")
-    except (tarfile.TarError, OSError) as error:
+            members = archive.getmembers()  # reads the whole stream: truncation shows here
+            absolute = [m.name for m in members if PurePosixPath(m.name).is_absolute()]
+            if absolute:
+                raise StorageError(
+                    f"contributor package cannot be unpacked: absolute paths {absolute}"
+                )
+            archive.extractall(target, members=members, filter="data")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise StorageError(f"contributor package cannot be unpacked: {error}") from error
     settings_path = target / SETTINGS_FILE
     if not settings_path.is_file():
         raise StorageError(f"contributor package has no {SETTINGS_FILE}")
-    return json.loads(settings_path.read_text())
+    try:
+        settings = json.loads(settings_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise StorageError(f"contributor package's {SETTINGS_FILE} is not JSON: {error}") from None
+    if not isinstance(settings, dict):
+        raise StorageError(f"contributor package's {SETTINGS_FILE} must hold a JSON object")
+    return settings

@@ -35,7 +35,8 @@ def normalize_url(url: str) -> str:
     protocol, path = url.split("://", 1)
     if protocol == "file" and not path.startswith("/"):
         return Path(path).resolve().as_uri()
-    return url.rstrip("/")
+    # Strip a trailing slash but never the "//" after the protocol ("memory://" stays).
+    return f"{protocol}://{path.rstrip('/') or ('/' if protocol == 'file' else '')}"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from safetensors.numpy import save as _st_save
 from decentralml.errors import IntegrityError
 
 _METADATA_KEY = "decentralml"
+_ORDER_KEY = "decentralml.order"
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,21 @@ def encode(
     tensors: Mapping[str, np.ndarray], metadata: Mapping[str, object] | None = None
 ) -> bytes:
     """Serialize tensors (and JSON metadata) to safetensors bytes."""
-    header = {_METADATA_KEY: json.dumps(dict(metadata or {}), sort_keys=True)}
-    return _st_save({name: np.ascontiguousarray(t) for name, t in tensors.items()}, metadata=header)
+    header = {
+        _METADATA_KEY: json.dumps(dict(metadata or {}), sort_keys=True),
+        _ORDER_KEY: json.dumps(list(tensors)),
+    }
+    # ascontiguousarray makes 0-d arrays 1-d: give every tensor its own shape back.
+    arrays = {name: np.ascontiguousarray(t).reshape(np.shape(t)) for name, t in tensors.items()}
+    return _st_save(arrays, metadata=header)
 
 
 def read_metadata(data: bytes) -> dict[str, object]:
     """The JSON metadata from a safetensors header, without touching tensor data."""
-    header = _parse_header(data)
-    raw = header.get("__metadata__", {}).get(_METADATA_KEY, "{}")
+    metadata = _parse_header(data).get("__metadata__", {})
+    raw = metadata.get(_METADATA_KEY, "{}") if isinstance(metadata, dict) else None
+    if not isinstance(raw, str):
+        raise IntegrityError("metadata must be a JSON string in the safetensors header")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as error:
@@ -67,11 +75,24 @@ def decode(data: bytes, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Parse safetensors bytes; truncated or malformed input raises IntegrityError."""
     if max_bytes is not None and len(data) > max_bytes:
         raise IntegrityError(f"weights file is {len(data)} bytes, over the {max_bytes}-byte limit")
-    _check_covered(_parse_header(data), data)
+    header = _parse_header(data)
+    _check_covered(header, data)
     try:
-        return dict(_st_load(data))
+        loaded = _st_load(data)
     except Exception as error:  # safetensors raises its own SafetensorError and others
         raise IntegrityError(f"weights file is not valid safetensors: {error}") from None
+    # safetensors returns a HashMap's order, different on every call: restore the encoder's.
+    return {name: loaded[name] for name in _encoded_order(header, loaded)}
+
+
+def _encoded_order(header: dict, loaded: Mapping[str, np.ndarray]) -> list[str]:
+    try:
+        order = json.loads(header["__metadata__"][_ORDER_KEY])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        order = None
+    if not isinstance(order, list) or sorted(map(str, order)) != sorted(loaded):
+        order = [name for name in header if name in loaded]  # the file's own (offset) order
+    return order
 
 
 def _parse_header(data: bytes) -> dict:
@@ -94,11 +115,21 @@ def _parse_header(data: bytes) -> dict:
 def _check_covered(header: dict, data: bytes) -> None:
     """Name truncation plainly: safetensors itself only says "file not fully covered"."""
     (length,) = struct.unpack("<Q", data[:8])
-    ends = [
-        entry["data_offsets"][1]
-        for name, entry in header.items()
-        if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
-    ]
+    ends = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(type(o) is int and o >= 0 for o in offsets)
+        ):
+            raise IntegrityError(
+                f"weights file header gives tensor {name!r} no valid data_offsets: "
+                "not a safetensors file"
+            )
+        ends.append(offsets[1])
     needed = max(ends, default=0)
     present = len(data) - 8 - length
     if present < needed:

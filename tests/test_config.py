@@ -220,11 +220,6 @@ def test_storage_url_without_credentials_is_fine(url: str) -> None:
     assert parse_config(_with("storage.url", url)).storage.url == url
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="only storage.url is checked for inline credentials; storage.endpoint_url and "
-    "marketplace.url accept 'scheme://user:password@host'",
-)
 @pytest.mark.parametrize(
     ("dotted", "url"),
     [
@@ -303,11 +298,6 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_config catches FileNotFoundError only: a directory (IsADirectoryError) or an "
-    "unreadable file escapes as a raw OSError",
-)
 def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=str(tmp_path)):
         load_config(tmp_path)
@@ -341,11 +331,6 @@ def test_overrides_are_validated_like_the_file() -> None:
         load_config(MNIST_YAML, {"data.partition": "zipf"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_set_dotted walks into scalars: an override below a scalar ('rounds.x') raises "
-    "TypeError instead of ConfigError",
-)
 def test_override_below_a_scalar_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="rounds"):
         load_config(MNIST_YAML, {"rounds.x": 1})

@@ -234,11 +234,6 @@ def test_normalize_url_leaves_absolute_urls_alone_but_the_trailing_slash(
     assert normalize_url(url) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="normalize_url('memory://') strips both slashes to 'memory:', which fsspec then "
-    "treats as a LOCAL folder named 'memory:' in the working directory",
-)
 def test_bare_protocol_root_stays_a_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # if anything is written, it lands in tmp_path
     store = ArtifactStore("memory://")

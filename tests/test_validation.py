@@ -373,11 +373,6 @@ def test_bad_decisions_file_is_a_config_error(tmp_path, name: str, text: str, me
     assert str(error.value).startswith(message.format(path=path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_read_decisions calls int(key) unguarded: a non-numeric submission id raises "
-    "ValueError instead of ConfigError",
-)
 def test_non_numeric_submission_id_is_a_config_error(tmp_path) -> None:
     path = tmp_path / "decisions.json"
     path.write_text(json.dumps({"seven": {"accept": True}}))
@@ -385,10 +380,6 @@ def test_non_numeric_submission_id_is_a_config_error(tmp_path) -> None:
         decisions_from_file(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an empty YAML 'reason:' is None and str(None) records the reason 'None'",
-)
 def test_empty_reason_in_yaml_gets_the_default(tmp_path) -> None:
     path = tmp_path / "decisions.yaml"
     path.write_text("7:\n  accept: true\n  reason:\n")
@@ -486,11 +477,6 @@ def test_custom_accept_refuses_other_return_values(function: str) -> None:
     assert str(error.value).endswith("return a Verdict, a bool or an (accept, reason) pair")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CustomAccept checks isinstance(outcome, bool); numpy's np.bool_ (what a numpy "
-    "comparison returns) is refused as garbage",
-)
 def test_custom_accept_takes_a_numpy_bool(local_update) -> None:
     reference = "tests.custom_validators:numpy_bool"
     policy = CustomAccept(load_function(reference), reference)

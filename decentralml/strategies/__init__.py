@@ -1,7 +1,7 @@
 """Aggregation strategies, one module each; ``get_strategy`` picks one by its config name."""
 
 from decentralml.strategies.average import Average
-from decentralml.strategies.base import Contribution, Strategy, Tensors
+from decentralml.strategies.base import Contribution, NothingToAggregate, Strategy, Tensors
 from decentralml.strategies.fedavg import FedAvg
 
 _STRATEGIES: dict[str, type] = {"fedavg": FedAvg, "average": Average}
@@ -14,4 +14,12 @@ def get_strategy(name: str) -> Strategy:
         raise ValueError(f"unknown strategy {name!r}; known: {sorted(_STRATEGIES)}") from None
 
 
-__all__ = ["Average", "Contribution", "FedAvg", "Strategy", "Tensors", "get_strategy"]
+__all__ = [
+    "Average",
+    "Contribution",
+    "FedAvg",
+    "NothingToAggregate",
+    "Strategy",
+    "Tensors",
+    "get_strategy",
+]

@@ -16,6 +16,10 @@ import numpy as np
 Tensors = dict[str, np.ndarray]
 
 
+class NothingToAggregate(ValueError):
+    """No contribution was accepted this round; the caller keeps the previous weights."""
+
+
 @dataclass(frozen=True)
 class Contribution:
     tensors: Mapping[str, np.ndarray]
@@ -26,7 +30,7 @@ class Strategy(Protocol):
     name: str
 
     def aggregate(self, contributions: Iterable[Contribution]) -> Tensors:
-        """Combine contributions into new global weights. Raises ValueError if there are none."""
+        """Combine contributions into new global weights; NothingToAggregate if none."""
 
 
 def accumulate_weighted(contributions: Iterable[Contribution], weight_of) -> Tensors:
@@ -55,7 +59,7 @@ def accumulate_weighted(contributions: Iterable[Contribution], weight_of) -> Ten
                 accumulator += weight * tensor.astype(np.float64, copy=False)
         weight_sum += weight
     if total is None:
-        raise ValueError("nothing to aggregate: no contribution was accepted")
+        raise NothingToAggregate("nothing to aggregate: no contribution was accepted")
     for accumulator in total.values():
         accumulator /= weight_sum
     return {name: accumulator.astype(dtypes[name]) for name, accumulator in total.items()}

@@ -10,6 +10,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from decentralml.domain import Verdict
 from decentralml.errors import ConfigError
 from decentralml.validation.base import Candidate
@@ -47,10 +49,14 @@ class CustomAccept:
         outcome = self._function(candidate)
         if isinstance(outcome, Verdict):
             return outcome
-        if isinstance(outcome, bool):
-            return Verdict(sid, outcome, f"{self._reference} returned {outcome}")
-        if isinstance(outcome, tuple) and len(outcome) == 2 and isinstance(outcome[0], bool):
-            return Verdict(sid, outcome[0], str(outcome[1]))
+        if isinstance(outcome, bool | np.bool_):
+            return Verdict(sid, bool(outcome), f"{self._reference} returned {bool(outcome)}")
+        if (
+            isinstance(outcome, tuple)
+            and len(outcome) == 2
+            and isinstance(outcome[0], bool | np.bool_)
+        ):
+            return Verdict(sid, bool(outcome[0]), str(outcome[1]))
         raise ConfigError(
             f"custom validator {self._reference} returned {outcome!r}; "
             "return a Verdict, a bool or an (accept, reason) pair"

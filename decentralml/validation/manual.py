@@ -64,7 +64,12 @@ def _read_decisions(source: Path) -> dict[int, tuple[bool, str]]:
     for key, value in raw.items():
         if not isinstance(value, Mapping) or not isinstance(value.get("accept"), bool):
             raise ConfigError(f"{source}: decision for {key} needs a boolean 'accept'")
-        decisions[int(key)] = (value["accept"], str(value.get("reason", "decided by the creator")))
+        try:
+            sid = int(key)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {key!r} is not a submission id (an integer)") from None
+        reason = value.get("reason")
+        decisions[sid] = (value["accept"], str(reason) if reason else "decided by the creator")
     return decisions
 
 

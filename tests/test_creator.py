@@ -1,0 +1,79 @@
+"""The creator's review step on small real parts (SQLite marketplace, memory storage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from decentralml.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.config import parse_config
+from decentralml.contributor import result_url
+from decentralml.creator import Creator, review
+from decentralml.domain import TaskResult, TaskSpec, Verdict
+from decentralml.marketplace.embedded import EmbeddedMarketplace
+from decentralml.storage import ArtifactStore
+from decentralml.weights import encode, layout_of
+
+GLOBAL = {"000.kernel": np.zeros((3, 2), np.float32), "001.bias": np.zeros(2, np.float32)}
+
+
+@pytest.fixture
+def round_with_results(tmp_path: Path):
+    market = EmbeddedMarketplace(tmp_path / "m.sqlite")
+    alice = dev_keypair("Alice")
+    market.fund(alice.ss58_address, 1000)
+    store = ArtifactStore(f"memory://creator-{tmp_path.name}")
+    global_art = store.put(store.round_url("r", 1, "global.safetensors"), encode(GLOBAL))
+    spec = TaskSpec(
+        "q",
+        300,
+        3,
+        market.current_block() + 100,
+        global_weights_path=global_art.url,
+        global_weights_sha256=global_art.sha256,
+    )
+    task = market.get_task(market.create_task(alice, spec))
+    for index, (value, examples) in enumerate([(1.0, 100), (4.0, 300)]):
+        worker = contributor_dev_keypair(index)
+        sid = market.assign_task(worker, task.task_id)
+        tensors = {name: np.full_like(t, value) for name, t in GLOBAL.items()}
+        artifact = store.put(result_url(task, sid), encode(tensors))
+        market.send_task_result(
+            worker, sid, TaskResult(artifact.url, artifact.sha256, examples, {}, global_art.sha256)
+        )
+    creator = Creator(parse_config({}), market, store, alice, "r", Path("."))
+    return creator, task, market.list_task_results(task.task_id)
+
+
+class _Policy:
+    name = "test"
+
+    def __init__(self, decide):
+        self.decide = decide
+
+
+def test_review_federates_accepted_results_weighted_by_examples(round_with_results):
+    creator, task, submissions = round_with_results
+    accept_all = _Policy(lambda c: Verdict(c.submission.submission_id, True, "ok"))
+    outcome = review(creator, task, submissions, layout_of(GLOBAL), accept_all, lambda t: {})
+    assert [v.accept for v in outcome.verdicts] == [True, True]
+    np.testing.assert_allclose(outcome.new_global["001.bias"], [3.25, 3.25])  # (100·1+300·4)/400
+
+
+def test_review_with_nothing_accepted_keeps_no_new_weights(round_with_results):
+    creator, task, submissions = round_with_results
+    reject_all = _Policy(lambda c: Verdict(c.submission.submission_id, False, "no"))
+    outcome = review(creator, task, submissions, layout_of(GLOBAL), reject_all, lambda t: {})
+    assert outcome.new_global is None and len(outcome.rejected) == 2
+
+
+def test_a_crashing_validator_is_not_mistaken_for_no_result(round_with_results):
+    creator, task, submissions = round_with_results
+
+    def broken(candidate):
+        raise ValueError("validator bug")
+
+    with pytest.raises(ValueError, match="validator bug"):
+        review(creator, task, submissions, layout_of(GLOBAL), _Policy(broken), lambda t: {})
