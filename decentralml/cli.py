@@ -27,6 +27,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         ("marketplace.backend", "marketplace"),
         ("storage.url", "storage"),
         ("task.validation_strategy", "validation"),
+        ("task.manual_decisions", "decisions"),
         ("training.epochs", "epochs"),
     ):
         value = getattr(args, attr, None)
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--marketplace", choices=["embedded", "substrate"])
     demo.add_argument("--validation", choices=["AutoAccept", "ManualAccept", "CustomAccept"])
     demo.add_argument("--epochs", type=int)
+    demo.add_argument("--decisions", help="ManualAccept: JSON/YAML file of verdicts by id")
     demo.add_argument("--summary-json", type=Path)
     train_cmd = add(
         "train", cmd_train, "creator: publish and run every round (contributors elsewhere)"
@@ -212,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     publish_cmd.add_argument("--weights", help="URL of global weights to start from")
     round_cmd = add("round", cmd_round, "creator: collect, validate, federate and settle a task")
     round_cmd.add_argument("task_id", type=int)
+    round_cmd.add_argument("--validation", choices=["AutoAccept", "ManualAccept", "CustomAccept"])
+    round_cmd.add_argument("--decisions", help="ManualAccept: JSON/YAML file of verdicts by id")
     round_cmd.add_argument("--run", help="run name for storage paths (default: config name)")
     tasks_cmd = add("tasks", cmd_tasks, "list open tasks")
     tasks_cmd.add_argument("--all", action="store_true", help="include finished tasks")

@@ -104,9 +104,24 @@ def test_creator_and_contributor_in_separate_processes(tmp_path):
     assert contributor.returncode == 0, err[-3000:]
     assert "contributed to 1 task(s)" in out
 
-    settled = run_cli("round", "0", "--config", str(path), "--run", "cli")
+    decisions = tmp_path / "decisions.yaml"
+    decisions.write_text("0: {accept: true, reason: checked by hand}\n")
+    settled = run_cli(
+        "round",
+        "0",
+        "--config",
+        str(path),
+        "--run",
+        "cli",
+        "--validation",
+        "ManualAccept",
+        "--decisions",
+        str(decisions),
+    )
     assert settled.returncode == 0, settled.stderr[-3000:]
     row = settled.stdout.strip().splitlines()[-1].split()
     assert row[:2] == ["1", "0"] and float(row[2]) > 0.8 and row[3:] == ["1", "0"]
     balance = run_cli("balance", contributor_dev_keypair(2).ss58_address, "--config", str(path))
     assert balance.stdout.split()[1] == str(1_000_000)
+    results = run_cli("results", "0", "--config", str(path))
+    assert "Accepted" in results.stdout and "checked by hand" in results.stdout
