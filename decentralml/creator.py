@@ -172,9 +172,14 @@ def review(
     return outcome
 
 
-def settle(market: Marketplace, keypair: Keypair, verdicts: list[Verdict]) -> dict[int, int]:
-    """Record every verdict; accepted results are paid (once: a repeat pays 0)."""
-    return market.settle(keypair, verdicts)
+def settle_and_close(
+    market: Marketplace, keypair: Keypair, task_id: int, verdicts: list[Verdict]
+) -> tuple[dict[int, int], int]:
+    """Record every verdict, pay the accepted results (once: a repeat pays 0) and close the
+    task, refunding what was not paid — one unit, so one extrinsic on chain. Returns the
+    payments and the task's refund."""
+    payments = market.settle(keypair, verdicts, close_task_id=task_id)
+    return payments, market.get_task(task_id).refunded
 
 
 def checkpoint(creator: Creator, round_number: int, tensors: Tensors) -> StoredArtifact:

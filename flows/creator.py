@@ -2,7 +2,8 @@
 
 publish:  save the global weights, package the contributor assets, create the task
 round:    wait for results → screen + validate + federate → set and evaluate the new weights
-          → settle (accept pays, reject records why) → refund the rest → checkpoint
+          → settle and close in one unit (accept pays, reject records why, the rest is
+          refunded) → checkpoint
 train:    publish and run `rounds` rounds, each task carrying the latest global weights
 """
 
@@ -64,8 +65,9 @@ def run_round(
         metrics = session.set_global(review.new_global)
     else:
         metrics = session.set_global(session.global_tensors)
-    payments = steps.settle(creator.market, creator.keypair, review.verdicts)
-    refund = steps.close_task(creator.market, creator.keypair, task_id)
+    payments, refund = steps.settle_and_close(
+        creator.market, creator.keypair, task_id, review.verdicts
+    )
     steps.checkpoint(creator, round_number, session.global_tensors)
     report = RoundReport(
         round_number,

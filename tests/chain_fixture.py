@@ -98,7 +98,7 @@ def launch_chain(log: Path, port: int | None = None, block_mode: str = "Instant"
     port = port or free_port()
     command = [
         "bash", str(START_SCRIPT), "--port", str(port), "--block-mode", block_mode,
-        "--log", str(log),
+        "--log", str(log), "--pidfile", str(log.with_suffix(".pid")),
     ]  # fmt: skip
     try:
         done = subprocess.run(
@@ -106,6 +106,8 @@ def launch_chain(log: Path, port: int | None = None, block_mode: str = "Instant"
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"chain/start.sh did not finish in {START_TIMEOUT_SECONDS}s", pytrace=False)
+    except FileNotFoundError:
+        _unavailable("bash is not installed")
     if done.returncode == MISSING_DEPS_EXIT:
         _unavailable(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "deps")
     if done.returncode != 0:

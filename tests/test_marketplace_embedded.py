@@ -775,3 +775,27 @@ def test_processes_race_for_three_slots(tmp_path: Path) -> None:
     assert task.assigned == 3
     stored = {s.worker for s in market.list_task_results(0)}
     assert stored == {contributor_dev_keypair(i).ss58_address for i in winners}
+
+
+def test_settle_with_close_refunds_in_the_same_transaction(tmp_path) -> None:
+    market = EmbeddedMarketplace(tmp_path / "settle-close.sqlite")
+    alice, bob, charlie = dev_keypair("Alice"), dev_keypair("Bob"), dev_keypair("Charlie")
+    market.fund(alice.ss58_address, 900)
+    spec = TaskSpec("q", 900, 3, market.current_block() + 50)
+    task_id = market.create_task(alice, spec)
+    sids = [market.assign_task(worker, task_id) for worker in (bob, charlie)]
+    for sid, worker in zip(sids, (bob, charlie), strict=True):
+        market.send_task_result(worker, sid, TaskResult("memory://r", "ab" * 32, 10))
+
+    with pytest.raises(PendingResults, match=str(sids[1])):  # charlie's result is undecided
+        market.settle(alice, [Verdict(sids[0], True, "ok")], close_task_id=task_id)
+    assert market.get_submission(sids[0]).status is ResultSubmissionStatus.PendingValidation
+    assert market.balance(bob.ss58_address) == 0  # refused as a whole: nothing paid
+
+    paid = market.settle(
+        alice, [Verdict(sids[0], True, "ok"), Verdict(sids[1], False, "bad")], close_task_id=task_id
+    )
+    assert paid == {sids[0]: 300, sids[1]: 0}
+    task = market.get_task(task_id)
+    assert task.status is TaskStatus.Completed and task.refunded == 600
+    assert market.balance(alice.ss58_address) == 600 and market.escrow_total() == 0

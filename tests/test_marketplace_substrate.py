@@ -418,6 +418,18 @@ def test_chain_restart_rebuilds_the_index(
         market.client.close()
 
 
+def test_dev_faucet_keeps_the_account_usable(
+    market_at: MarketFactory, funded_keypair: Callable[..., Keypair]
+) -> None:
+    market = market_at()
+    keypair = funded_keypair()
+    market.create_task(keypair, spec_for(market))  # nonce 1 now
+    before = market.balance(keypair.ss58_address)
+    market.fund(keypair.ss58_address, 5 * 10**12)
+    assert market.balance(keypair.ss58_address) == before + 5 * 10**12
+    assert market.create_task(keypair, spec_for(market, slots=1)) == 1  # the nonce was kept
+
+
 def test_index_refuses_a_foreign_file(chain_client: ChainClient, tmp_path: Path) -> None:
     path = tmp_path / "embedded.sqlite"
     Ledger(path).fund(Keypair.create_from_uri("//Alice").ss58_address, 10)

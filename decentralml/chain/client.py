@@ -11,7 +11,7 @@ Three things substrate-interface leaves to the caller are done here once:
   Submissions are NOT retried: a lost connection leaves their outcome unknown, so the caller
   must read back before resubmitting (``ChainOutcomeUnknown``).
 * Records are read exactly. A failed extrinsic stays in its block, so only extrinsics with an
-  ``ExtrinsicSuccess`` event count; remark bytes are recovered exactly (see ``_remark_bytes``)
+  ``ExtrinsicSuccess`` event count; remark bytes are recovered exactly (see ``_items``)
   and ``Utility.batch_all`` is flattened in order.
 
 Accounts are compared by public key (``0x``-prefixed lowercase hex): the runtime spells
@@ -245,6 +245,30 @@ class ChainClient:
             constant = self._read(self._substrate.get_constant, "Balances", "ExistentialDeposit")
             self._existential_deposit = int(constant.value)
         return self._existential_deposit
+
+    def dev_fund(self, address: str, amount: int) -> int:
+        """Add ``amount`` to an account's free balance by rewriting its storage (chopsticks'
+        ``dev_setStorage``; nonce and other fields are kept). Dev chains only: a real node
+        refuses, and then funds must be transferred. Returns the new free balance."""
+        if amount <= 0:
+            raise ValueError(f"amount must be positive, got {amount}")
+        info = self._read(self._substrate.query, "System", "Account", [_dest(address)]).value
+        free = int(info["data"]["free"]) + amount
+        entry = {
+            "nonce": int(info["nonce"]),
+            "consumers": int(info["consumers"]),
+            "providers": max(1, int(info["providers"])),
+            "sufficients": int(info["sufficients"]),
+            "data": {**{k: str(v) for k, v in info["data"].items()}, "free": str(free)},
+        }
+        try:
+            self.rpc("dev_setStorage", [{"System": {"Account": [[[address], entry]]}}])
+        except ChainError as exc:
+            raise ChainError(
+                f"cannot mint on {self.url}: dev_setStorage works only on a chopsticks dev "
+                "chain; transfer funds from a funded account instead"
+            ) from exc
+        return free
 
     # --- calls --------------------------------------------------------------------------
 

@@ -37,9 +37,12 @@ class Marketplace(Protocol):
 
     def reject(self, creator: Keypair, submission_id: int, reason: str) -> None: ...
 
-    def settle(self, creator: Keypair, verdicts: list[Verdict]) -> dict[int, int]:
-        """Record a round's verdicts and pay the accepted ones, as one unit where the backend
-        can (one batch on chain); returns what each submission was paid by this call."""
+    def settle(
+        self, creator: Keypair, verdicts: list[Verdict], close_task_id: int | None = None
+    ) -> dict[int, int]:
+        """Record a round's verdicts and pay the accepted ones as one unit (one transaction,
+        one batch on chain), closing ``close_task_id`` in the same unit when given; returns
+        what each submission was paid by this call (0 for rejections and repeats)."""
 
     def close_task(self, creator: Keypair, task_id: int) -> int:
         """End the task early and refund what was not paid; returns the refund."""

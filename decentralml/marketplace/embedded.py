@@ -96,9 +96,13 @@ class EmbeddedMarketplace:
     def reject(self, creator: Keypair, submission_id: int, reason: str) -> None:
         self.ledger.reject(creator.ss58_address, submission_id, reason, self.current_block())
 
-    def settle(self, creator: Keypair, verdicts: list[Verdict]) -> dict[int, int]:
-        """All verdicts in one SQLite transaction: recorded and paid together, or not at all."""
-        return self.ledger.settle(creator.ss58_address, verdicts, self.current_block())
+    def settle(
+        self, creator: Keypair, verdicts: list[Verdict], close_task_id: int | None = None
+    ) -> dict[int, int]:
+        """All verdicts (and the close) in one SQLite transaction: all or nothing."""
+        return self.ledger.settle(
+            creator.ss58_address, verdicts, self.current_block(), close_task_id
+        )
 
     def close_task(self, creator: Keypair, task_id: int) -> int:
         return self.ledger.close_task(creator.ss58_address, task_id, self.current_block())

@@ -556,10 +556,13 @@ class Ledger:
         stays); rejecting an accepted (paid) result is refused."""
         self.settle(creator, [Verdict(submission_id, False, reason)], block)
 
-    def settle(self, creator: str, verdicts: list[Verdict], block: int) -> dict[int, int]:
+    def settle(
+        self, creator: str, verdicts: list[Verdict], block: int, close_task_id: int | None = None
+    ) -> dict[int, int]:
         """Record a round's verdicts (with their reasons) and pay the accepted ones, all in one
         transaction: if any verdict is refused, none is recorded. Returns what this call paid
         per submission (0 for a rejection or a repeat), so a retried settle pays nothing twice.
+        With ``close_task_id`` the task is also closed (refunded) in the same transaction.
         An expired task whose last pending result gets its verdict is refunded here."""
         account = canonical_address(creator)
         paid: dict[int, int] = {}
@@ -575,6 +578,8 @@ class Ledger:
                     self._reject(conn, account, sid, verdict.reason, block)
                     paid.setdefault(sid, 0)
             self._settle_expired(conn, block)
+            if close_task_id is not None:
+                self._close(conn, account, close_task_id, block)
         return paid
 
     def close_task(self, creator: str, task_id: int, block: int) -> int:
@@ -583,17 +588,20 @@ class Ledger:
         account = canonical_address(creator)
         with write_transaction(self.path) as conn:
             self._settle_expired(conn, block)
-            task = _task_row(conn, task_id)
-            _require_creator(task, account)
-            if task["finished_block"] is not None:
-                return 0
-            pending = _pending_ids(conn, task_id)
-            if pending:
-                raise PendingResults(
-                    f"task {task_id} has results awaiting a verdict: submissions {pending}; "
-                    "accept or reject them, then close"
-                )
-            return self._finish(conn, task, block)
+            return self._close(conn, account, task_id, block)
+
+    def _close(self, conn: sqlite3.Connection, account: str, task_id: int, block: int) -> int:
+        task = _task_row(conn, task_id)
+        _require_creator(task, account)
+        if task["finished_block"] is not None:
+            return 0
+        pending = _pending_ids(conn, task_id)
+        if pending:
+            raise PendingResults(
+                f"task {task_id} has results awaiting a verdict: submissions {pending}; "
+                "accept or reject them, then close"
+            )
+        return self._finish(conn, task, block)
 
     # --- reads (pass ``block`` to see expired tasks settled first) ---
 

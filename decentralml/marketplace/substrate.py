@@ -113,6 +113,11 @@ class SubstrateMarketplace:
         """The chain's free balance: the chain, not the index, holds the money."""
         return self.client.free_balance(address)
 
+    def fund(self, address: str, amount: int) -> None:
+        """Dev faucet, as on the embedded marketplace: add ``amount`` to the account. Works on
+        the local chopsticks chain only (raises ChainError elsewhere)."""
+        self.client.dev_fund(address, amount)
+
     def _synced(self) -> int | None:
         last = self.sync()
         return last if last >= 0 else None
@@ -177,11 +182,14 @@ class SubstrateMarketplace:
     def reject(self, creator: Keypair, submission_id: int, reason: str) -> None:
         self.settle(creator, [Verdict(submission_id, False, reason)])
 
-    def settle(self, creator: Keypair, verdicts: list[Verdict]) -> dict[int, int]:
-        """Record a round's verdicts and pay the accepted results in ONE batch_all; returns
-        what this call paid per submission. Verdicts already on chain are skipped (0), so a
-        creator re-running settle after a crash pays nothing twice. All verdicts are checked
-        before anything is written: one refused verdict and nothing is sent."""
+    def settle(
+        self, creator: Keypair, verdicts: list[Verdict], close_task_id: int | None = None
+    ) -> dict[int, int]:
+        """Record a round's verdicts and pay the accepted results in ONE batch_all (with the
+        task's Close record when ``close_task_id`` is given); returns what this call paid per
+        submission. Verdicts already on chain are skipped (0), so a creator re-running settle
+        after a crash pays nothing twice. All verdicts are checked before anything is
+        written: one refused verdict and nothing is sent."""
         self.sync()
         paid: dict[int, int] = {}
         plan: list[Planned] = []
@@ -197,12 +205,36 @@ class SubstrateMarketplace:
             paid[sid] = 0
             if planned is not None:
                 plan.append(planned)
+        if close_task_id is not None and self._needs_close(creator, close_task_id, decided):
+            plan.append((codec.Close(close_task_id), None))
         if not plan:
             return paid
         for outcome in self._write(creator, plan):
             outcome.raise_if_refused()
-            paid[_entity(outcome)] = outcome.amount
+            if outcome.kind != "Close":
+                paid[_entity(outcome)] = outcome.amount
         return paid
+
+    def _needs_close(self, creator: Keypair, task_id: int, decided: dict[int, bool]) -> bool:
+        """Whether a Close record belongs in this settlement; refuses (before any fee) a
+        close that would leave results without a verdict."""
+        task = self.ledger.get_task(task_id)
+        if not same_account(task.creator, creator.ss58_address):
+            raise NotCreator(f"only the creator of task {task_id} may close it")
+        if task.status not in _UNFINISHED:
+            return False
+        undecided = [
+            s.submission_id
+            for s in self.ledger.list_task_results(task_id)
+            if s.status == ResultSubmissionStatus.PendingValidation
+            and s.submission_id not in decided
+        ]
+        if undecided:
+            raise PendingResults(
+                f"task {task_id} has results awaiting a verdict: submissions {undecided}; "
+                "accept or reject them, then close"
+            )
+        return True
 
     def _plan_verdict(self, creator: Keypair, verdict: Verdict) -> Planned | None:
         """The record (and payment) for a verdict, None if the chain already has it."""
