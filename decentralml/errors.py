@@ -65,6 +65,11 @@ class PendingResults(MarketplaceError):
     """The task still has results waiting for a verdict; settle them before closing."""
 
 
+class CreatorCannotPay(MarketplaceError):
+    """The creator's free balance does not cover the rewards it has promised and not paid:
+    on a chain without escrow, a contributor should not work for it."""
+
+
 class ChainError(MarketplaceError):
     """An extrinsic failed on chain; the message carries the module error name."""
 

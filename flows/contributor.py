@@ -6,6 +6,7 @@ shard → train with the creator's epochs and batch size → save weights → up
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -18,11 +19,13 @@ from substrateinterface import Keypair
 from decentralml.config import RunConfig, load_config
 from decentralml.contributor import find_open_task
 from decentralml.domain import Task
-from decentralml.errors import TaskFull, TaskNotOpen
+from decentralml.errors import CreatorCannotPay, TaskFull, TaskNotOpen
 from decentralml.marketplace.base import Marketplace
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
 from decentralml.storage import ArtifactStore
 from tasks import contributor as steps
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,9 @@ def run_agent(
         try:
             contributions.append(contribute(market, store, worker, task, shard_index, config))
         except (TaskFull, TaskNotOpen):
-            continue
+            continue  # the slots went to faster contributors, or the task ended
+        except CreatorCannotPay as refusal:
+            log.warning("skipping task %d: %s", task.task_id, refusal)
     return contributions
 
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from decentralml.config import RunConfig
-from decentralml.runtime import contributor_keypair
+from decentralml.runtime import contributor_keypair, fund_dev_accounts
 from decentralml.session import open_session
 from flows.contributor import run_agent
 from flows.creator import RoundReport, train
@@ -29,8 +29,10 @@ def run_demo(
     session = open_session(config)
     market = session.creator.market
     workers = [contributor_keypair(config.marketplace, i) for i in range(config.contributors)]
+    fund_dev_accounts(market, config, workers)  # on a chain, contributors pay fees
     before = {w.ss58_address: market.balance(w.ss58_address) for w in workers}
     first_task_id = len(market.list_tasks(open_only=False))
+    first_block = market.current_block() + 1
     stop = threading.Event()
     with ThreadPoolExecutor(
         max_workers=config.contributors, thread_name_prefix="contributor"
@@ -55,7 +57,20 @@ def run_demo(
             stop.set()
         for agent in agents:
             agent.result()
-    return summarize(session, reports, before, time.perf_counter() - started)
+    summary = summarize(session, reports, before, time.perf_counter() - started)
+    if hasattr(market, "audit"):
+        add_chain_evidence(summary, market.audit(first_block), session.creator.keypair.ss58_address)
+    return summary
+
+
+def add_chain_evidence(summary: dict, evidence, creator: str) -> None:
+    """On a chain, show the payments as the chain recorded them: Balances.Transfer events
+    from the creator, and what each contributor paid in fees (balance_change = received - fees)."""
+    for payment in summary["payments"]:
+        payment["received_on_chain"] = evidence.received(creator, payment["contributor"])
+        payment["fees_paid"] = evidence.fees.get(payment["contributor"], 0)
+    summary["creator_extrinsics"] = evidence.extrinsics.get(creator, 0)
+    summary["chain_blocks"] = evidence.blocks
 
 
 def summarize(session, reports: list[RoundReport], before: dict[str, int], seconds: float) -> dict:

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from substrateinterface import Keypair
 
 from decentralml.accounts import same_account
 from decentralml.chain import codec
+from decentralml.chain.audit import ChainAudit, audit
 from decentralml.chain.client import ChainClient, ChainOutcomeUnknown, Transfer, public_key_hex
 from decentralml.chain.indexer import ChainIndexer, RecordOutcome
 from decentralml.domain import (
@@ -45,6 +47,7 @@ from decentralml.domain import (
 from decentralml.errors import (
     AlreadyAssigned,
     ChainError,
+    CreatorCannotPay,
     InsufficientBalance,
     InvalidTaskSpec,
     NoResultYet,
@@ -62,6 +65,21 @@ _UNFINISHED = (TaskStatus.Created, TaskStatus.InProgress)
 
 Planned = tuple[codec.Record, Transfer | None]
 """One record to write and the payment that must go with it (accept verdicts)."""
+
+
+@dataclass(frozen=True)
+class CreatorStanding:
+    """What a contributor can check about a creator before working for it (no escrow)."""
+
+    address: str
+    free_balance: int
+    outstanding: int  # rewards promised by unfinished tasks and not yet paid
+    paid_results: int  # accepted results, each paid in the verdict's own extrinsic
+    rejected_results: int
+
+    @property
+    def covered(self) -> bool:
+        return self.free_balance >= self.outstanding
 
 
 class SubstrateMarketplace:
@@ -118,6 +136,33 @@ class SubstrateMarketplace:
         the local chopsticks chain only (raises ChainError elsewhere)."""
         self.client.dev_fund(address, amount)
 
+    def creator_standing(self, creator: str) -> CreatorStanding:
+        """The creator's free balance against its unpaid promises, and its verdict history."""
+        last = self.sync()
+        tasks = [
+            t
+            for t in self.ledger.list_tasks(open_only=False, block=max(last, 0))
+            if same_account(t.creator, creator)
+        ]
+        outstanding = sum(
+            t.spec.reward_per_result * t.spec.max_assignments - t.paid
+            for t in tasks
+            if t.status in _UNFINISHED
+        )
+        statuses = [s.status for t in tasks for s in self.ledger.list_task_results(t.task_id)]
+        return CreatorStanding(
+            address=creator,
+            free_balance=self.client.free_balance(creator),
+            outstanding=outstanding,
+            paid_results=statuses.count(ResultSubmissionStatus.Accepted),
+            rejected_results=statuses.count(ResultSubmissionStatus.Rejected),
+        )
+
+    def audit(self, start_block: int, end_block: int | None = None) -> ChainAudit:
+        """Transfers, fees and extrinsic counts from the chain's own events (not the index)."""
+        end = self.client.finalized_head_number() if end_block is None else end_block
+        return audit(self.client, start_block, end)
+
     def _synced(self) -> int | None:
         last = self.sync()
         return last if last >= 0 else None
@@ -158,6 +203,13 @@ class SubstrateMarketplace:
         _require_open(task, last + 1)
         if task.open_slots <= 0:
             raise TaskFull(f"all {task.spec.max_assignments} slots of task {task_id} are taken")
+        standing = self.creator_standing(task.creator)
+        if not standing.covered:
+            raise CreatorCannotPay(
+                f"creator {task.creator} holds {standing.free_balance} but owes "
+                f"{standing.outstanding} in unpaid rewards of its open tasks: rewards are not "
+                "escrowed on chain, so this task may never pay; not assigning"
+            )
         (outcome,) = self._write(worker, [(codec.Assign(task_id), None)])
         outcome.raise_if_refused()
         return _entity(outcome)
