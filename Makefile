@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast lint chain chain-deps bench clean
+.PHONY: venv demo demo-chain test test-fast lint chain chain-stop chain-deps bench clean
 
 venv: $(VENV)/.installed
 
@@ -47,8 +47,20 @@ lint: venv
 chain: venv chain-deps
 	bash chain/start.sh
 
-bench: venv
+chain-stop:
+	bash chain/stop.sh
+
+# The demo with the marketplace on a local Substrate dev chain (started and stopped here).
+demo-chain: venv chain-deps
+	@mkdir -p .decentralml
+	bash chain/start.sh
+	$(BIN)/decentralml demo --config configs/mnist-substrate.yaml \
+	  --summary-json .decentralml/summary-substrate.json; status=$$?; \
+	  bash chain/stop.sh; exit $$status
+
+bench: venv chain-deps
 	$(BIN)/python bench/bench_aggregation.py
+	$(BIN)/python bench/bench_chain.py
 
 clean:
 	rm -rf .decentralml .prefect .keras .pytest_cache

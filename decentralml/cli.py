@@ -55,7 +55,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_round_table(summary["rounds"])
     print(f"final test accuracy {summary['final_accuracy']:.4f} in {summary['wall_seconds']} s")
     for payment in summary["payments"]:
-        print(f"  paid {payment['amount']:>12} to {payment['contributor']}")
+        line = f"  paid {payment['amount']:>14} to {payment['contributor']}"
+        if "received_on_chain" in payment:
+            line += (
+                f" (Balances.Transfer events: {payment['received_on_chain']},"
+                f" fees paid: {payment['fees_paid']})"
+            )
+        print(line)
+    if "creator_extrinsics" in summary:
+        rounds = len(summary["rounds"])
+        print(f"creator extrinsics: {summary['creator_extrinsics']} for {rounds} rounds")
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2, sort_keys=True))
     return 0
