@@ -1,0 +1,103 @@
+"""The seed's functions (decentralml/<name>.py), with the seed's parameter names, end to end
+over the embedded marketplace and over a SubstrateInterface on the local chain."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+from substrateinterface import SubstrateInterface
+
+from decentralml.accept_task_results import accept_task_results
+from decentralml.accounts import dev_keypair
+from decentralml.assign_task import assign_task
+from decentralml.create_task import create_task_model_contributor
+from decentralml.domain import ResultSubmissionStatus
+from decentralml.list_task_results import list_task_results
+from decentralml.list_tasks import list_tasks
+from decentralml.marketplace.embedded import EmbeddedMarketplace
+from decentralml.packaging import build_package
+from decentralml.reject_task_results import reject_task_results
+from decentralml.runtime import DEFAULT_ASSETS
+from decentralml.send_task_result import send_task_result
+from decentralml.storage import ArtifactStore
+from decentralml.validate_task_results import validate_task_results
+from decentralml.weights import encode
+
+GLOBAL = {"000.kernel": np.zeros((4, 3), np.float32), "001.bias": np.zeros(3, np.float32)}
+SECRET = "AKIA-not-to-be-stored"
+
+
+def publish_assets(root: str) -> tuple[str, str, str]:
+    store = ArtifactStore(root)
+    assets = store.put(store.url_for("assets.tar.gz"), build_package(DEFAULT_ASSETS, {"x": 1}))
+    weights = store.put(store.url_for("global.safetensors"), encode(GLOBAL))
+    return assets.url, weights.url, weights.sha256
+
+
+def create(substrate, root: str, slots: int = 2) -> int:
+    assets_url, weights_url, weights_sha = publish_assets(root)
+    return create_task_model_contributor(
+        expiration_block=10_000,
+        substrate=substrate,
+        sudoaccount="//Alice",
+        passphrase=None,
+        task_type="ModelContributor",
+        question="train mnist",
+        pays_amount=2 * 10**12,
+        max_assignments=slots,
+        validation_strategy="AutoAccept",
+        model_contributor_script_path=assets_url,
+        model_contributor_script_storage_type="S3",
+        model_contributor_script_storage_credentials={"secret": SECRET},
+        global_weights_path=weights_url,
+        global_weights_sha256=weights_sha,
+    )
+
+
+def contribute(substrate, task_id: int, worker: str, tmp_path, value: float) -> int:
+    sid = assign_task(substrate, worker, None, task_id, download_dir=tmp_path / worker.strip("/"))
+    assert (tmp_path / worker.strip("/") / "start_task.sh").exists()  # assets downloaded
+    weights = tmp_path / f"{worker.strip('/')}.safetensors"
+    weights.write_bytes(encode({k: np.full_like(v, value) for k, v in GLOBAL.items()}))
+    send_task_result(substrate, worker, sid, {"num_examples": 50}, weights, "S3", {"key": SECRET})
+    return sid
+
+
+def test_seed_api_on_the_embedded_marketplace(tmp_path):
+    market = EmbeddedMarketplace(tmp_path / "m.sqlite")
+    market.fund(dev_keypair("Alice").ss58_address, 10**13)
+    task_id = create(market, f"memory://seed-{tmp_path.name}")
+    assert [t.task_id for t in list_tasks(market)] == [task_id]
+
+    good = contribute(market, task_id, "//Bob", tmp_path, 1.0)
+    bad = contribute(market, task_id, "//Charlie", tmp_path, np.nan)
+    verdicts = {v.submission_id: v for v in validate_task_results(market, task_id)}
+    assert verdicts[good].accept and not verdicts[bad].accept
+    assert "NaN" in verdicts[bad].reason
+
+    assert accept_task_results(market, "//Alice", None, [good]) == {good: 10**12}
+    assert accept_task_results(market, "//Alice", None, good) == {good: 0}  # paid once
+    reject_task_results(market, "//Alice", None, [bad], verdicts[bad].reason)
+    statuses = {s.submission_id: s.status for s in list_task_results(market, task_id)}
+    assert statuses == {good: ResultSubmissionStatus.Accepted, bad: ResultSubmissionStatus.Rejected}
+    assert market.balance(dev_keypair("Bob").ss58_address) == 10**12
+
+    dump = "\n".join(sqlite3.connect(tmp_path / "m.sqlite").iterdump())
+    assert SECRET not in dump  # credentials are accepted, never stored
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_seed_api_accepts_a_substrate_interface(chain_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default index lives in ./.decentralml
+    substrate = SubstrateInterface(url=chain_url, ss58_format=42)
+    task_id = create(substrate, (tmp_path / "storage").as_uri(), slots=1)
+    assert task_id in [t.task_id for t in list_tasks(substrate)]
+    sid = contribute(substrate, task_id, "//Dave", tmp_path, 2.0)
+    [verdict] = validate_task_results(substrate, task_id)
+    assert verdict.accept
+    assert accept_task_results(substrate, "//Alice", None, [sid]) == {sid: 2 * 10**12}
+    [submission] = list_task_results(substrate, task_id)
+    assert submission.status is ResultSubmissionStatus.Accepted
