@@ -21,6 +21,30 @@ from decentralml.training import TrainingOutcome
 from decentralml.weights import decode, encode
 
 
+class Contributor:
+    """A contributor's live parts: marketplace, storage, key and data shard.
+
+    A slotted plain class on purpose: orchestrators that record call parameters (Prefect
+    stores flow parameters it can serialize) cannot serialize it, so the key never lands in
+    a run record; the repr shows the address only."""
+
+    __slots__ = ("cache_dir", "keypair", "market", "shard_index", "store")
+
+    def __init__(
+        self,
+        market: Marketplace,
+        store: ArtifactStore,
+        keypair: Keypair,
+        shard_index: int,
+        cache_dir: str | None = None,
+    ) -> None:
+        self.market, self.store, self.keypair = market, store, keypair
+        self.shard_index, self.cache_dir = shard_index, cache_dir
+
+    def __repr__(self) -> str:
+        return f"Contributor({self.keypair.ss58_address}, shard {self.shard_index})"
+
+
 @dataclass(frozen=True)
 class TaskInputs:
     settings: dict

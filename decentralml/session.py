@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,13 +25,21 @@ from decentralml.runtime import (
 from decentralml.weights import layout_of
 
 
-@dataclass
 class CreatorSession:
-    creator: Creator
-    model: object
-    holdout: Split
-    test: Split
-    global_tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    """The creator's model, data splits and current global weights, across rounds.
+
+    A slotted plain class on purpose: orchestrators that record call parameters (Prefect
+    serializes flow parameters it can) would otherwise deep-copy the model and the data
+    splits (~50 MB) on every flow call, and could record the creator's key."""
+
+    __slots__ = ("creator", "global_tensors", "holdout", "model", "test")
+
+    def __init__(self, creator: Creator, model: object, holdout: Split, test: Split) -> None:
+        self.creator, self.model, self.holdout, self.test = creator, model, holdout, test
+        self.global_tensors: dict[str, np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        return f"CreatorSession(run={self.creator.run!r})"
 
     @property
     def layout(self):

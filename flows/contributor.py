@@ -14,15 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from substrateinterface import Keypair
 
 from decentralml.config import RunConfig, load_config
-from decentralml.contributor import find_open_task
+from decentralml.contributor import Contributor, find_open_task
 from decentralml.domain import Task
 from decentralml.errors import CreatorCannotPay, TaskFull, TaskNotOpen
 from decentralml.marketplace.base import Marketplace
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
-from decentralml.storage import ArtifactStore
 from tasks import contributor as steps
 
 log = logging.getLogger(__name__)
@@ -38,23 +36,16 @@ class Contribution:
 
 @flow(
     name="contributor",
-    flow_run_name="contributor-{shard_index}-task-{task.task_id}",
+    flow_run_name="contributor-{contributor.shard_index}-task-{task.task_id}",
     validate_parameters=False,
 )
-def contribute(
-    market: Marketplace,
-    store: ArtifactStore,
-    worker: Keypair,
-    task: Task,
-    shard_index: int,
-    config: RunConfig | None = None,
-) -> Contribution:
+def contribute(contributor: Contributor, task: Task) -> Contribution:
+    market, store, worker = contributor.market, contributor.store, contributor.keypair
     submission_id = steps.assign(market, worker, task.task_id)
     with tempfile.TemporaryDirectory(prefix=f"dml-task-{task.task_id}-") as workdir:
         inputs = steps.fetch_inputs(store, task, Path(workdir))
     settings = inputs.settings
-    cache = config.data.cache_dir if config else None
-    x, y = steps.load_shard(settings["data"], shard_index, cache)
+    x, y = steps.load_shard(settings["data"], contributor.shard_index, contributor.cache_dir)
     outcome = steps.train(
         settings["model"],
         inputs.global_tensors,
@@ -63,26 +54,20 @@ def contribute(
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"],
-        seed=shard_index + 1000 * task.task_id,
+        seed=contributor.shard_index + 1000 * task.task_id,
     )
     artifact = steps.upload_result(store, task, submission_id, outcome)
     steps.submit(market, worker, task, submission_id, artifact, outcome)
     get_run_logger().info(
         "task %d: submission %d sent (%d examples, %s)",
-        task.task_id,
-        submission_id,
-        outcome.num_examples,
-        outcome.metrics,
-    )
+        task.task_id, submission_id, outcome.num_examples, outcome.metrics,
+    )  # fmt: skip
     return Contribution(task.task_id, submission_id, outcome.num_examples, outcome.metrics)
 
 
 def run_agent(
-    market: Marketplace,
-    store: ArtifactStore,
-    worker: Keypair,
-    shard_index: int,
-    config: RunConfig,
+    contributor: Contributor,
+    poll_seconds: float,
     first_task_id: int = 0,
     stop: threading.Event | None = None,
     max_tasks: int | None = None,
@@ -96,18 +81,31 @@ def run_agent(
     seen: set[int] = set(range(first_task_id))
     contributions: list[Contribution] = []
     while (max_tasks is None or len(seen) - first_task_id < max_tasks) and not stop.is_set():
-        task = find_open_task(market, worker, seen)
+        task = find_open_task(contributor.market, contributor.keypair, seen)
         if task is None:
-            stop.wait(config.poll_seconds)
+            stop.wait(poll_seconds)
             continue
         seen.add(task.task_id)
         try:
-            contributions.append(contribute(market, store, worker, task, shard_index, config))
+            contributions.append(contribute(contributor, task))
         except (TaskFull, TaskNotOpen):
             continue  # the slots went to faster contributors, or the task ended
         except CreatorCannotPay as refusal:
             log.warning("skipping task %d: %s", task.task_id, refusal)
     return contributions
+
+
+def open_contributor(
+    config: RunConfig, shard_index: int, market: Marketplace | None = None
+) -> Contributor:
+    """A contributor from config: key from the environment (dev key by shard in dev mode)."""
+    return Contributor(
+        market or open_marketplace(config.marketplace),
+        open_store(config.storage),
+        contributor_keypair(config.marketplace, _dev_index(config, shard_index)),
+        shard_index,
+        config.data.cache_dir,
+    )
 
 
 @flow(name="contributor-agent", flow_run_name="agent-{shard_index}")
@@ -117,11 +115,9 @@ def agent(
     """Deployment entry point: a contributor's long-running agent (see prefect.yaml).
     Its key comes from the environment variable the config names (contributor_key_env)."""
     config = load_config(config_path)
-    market = open_marketplace(config.marketplace)
-    worker = contributor_keypair(config.marketplace, _dev_index(config, shard_index))
-    first = len(market.list_tasks(open_only=False))
-    store = open_store(config.storage)
-    return len(run_agent(market, store, worker, shard_index, config, first, None, max_tasks))
+    contributor = open_contributor(config, shard_index)
+    first = len(contributor.market.list_tasks(open_only=False))
+    return len(run_agent(contributor, config.poll_seconds, first, None, max_tasks))
 
 
 def _dev_index(config: RunConfig, shard_index: int) -> int | None:

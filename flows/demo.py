@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from decentralml.config import RunConfig
+from decentralml.contributor import Contributor
 from decentralml.runtime import contributor_keypair, fund_dev_accounts
 from decentralml.session import open_session
 from flows.contributor import run_agent
@@ -29,27 +30,24 @@ def run_demo(
     session = open_session(config)
     market = session.creator.market
     workers = [contributor_keypair(config.marketplace, i) for i in range(config.contributors)]
-    fund_dev_accounts(market, config, workers)  # on a chain, contributors pay fees
+    if config.marketplace.backend == "substrate":  # on a chain, contributors pay fees
+        fund_dev_accounts(market, config, workers)
     before = {w.ss58_address: market.balance(w.ss58_address) for w in workers}
     first_task_id = len(market.list_tasks(open_only=False))
     first_block = market.current_block() + 1
     stop = threading.Event()
+    contributors = [
+        Contributor(market, session.creator.store, worker, i, config.data.cache_dir)
+        for i, worker in enumerate(workers)
+    ]
     with ThreadPoolExecutor(
         max_workers=config.contributors, thread_name_prefix="contributor"
     ) as pool:
         agents = [
             pool.submit(
-                run_agent,
-                market,
-                session.creator.store,
-                worker,
-                i,
-                config,
-                first_task_id,
-                stop,
-                config.rounds,
+                run_agent, contributor, config.poll_seconds, first_task_id, stop, config.rounds
             )
-            for i, worker in enumerate(workers)
+            for contributor in contributors
         ]
         try:
             reports = train(config, session=session, decider=decider, on_round=on_round)

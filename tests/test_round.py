@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from decentralml.contributor import assign, result_url
+from decentralml.contributor import Contributor, assign, result_url
 from decentralml.domain import ResultSubmissionStatus, TaskResult
 from decentralml.runtime import contributor_keypair
 from decentralml.session import open_session
@@ -72,10 +72,9 @@ def finished_round(tmp_path_factory, prefect_harness):
 
     task_id = publish(session, 1)
     task = market.get_task(task_id)
+    workers = [contributor_keypair(config.marketplace, i) for i in range(HONEST)]
     honest = [
-        contribute(
-            market, session.creator.store, contributor_keypair(config.marketplace, i), task, i
-        )
+        contribute(Contributor(market, session.creator.store, workers[i], i), task)
         for i in range(HONEST)
     ]
     faults = {_send_fault(session, task, HONEST + n, kind): kind for n, kind in enumerate(FAULTS)}
@@ -140,3 +139,21 @@ def test_checkpoint_holds_the_new_global_weights(finished_round):
     published = decode(store.get(task.spec.global_weights_path, task.spec.global_weights_sha256))
     assert any(not np.array_equal(published[n], t) for n, t in session.global_tensors.items())
     assert sha256_hex(store.get(task.spec.assets_path)) == task.spec.assets_sha256
+
+
+def test_prefect_records_no_key_material_and_no_arrays(finished_round):
+    """Flow parameters are stored by Prefect and shown in its UI: keys and data stay out."""
+    import json
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+    names = {run.name for run in runs}
+    assert {"contributor-0-task-0", "round-1-task-0", "publish-round-1"} <= names
+    stored = json.dumps([run.parameters for run in runs], default=str)
+    keys = [contributor_keypair(finished_round["config"].marketplace, i) for i in range(HONEST)]
+    keys.append(finished_round["session"].creator.keypair)
+    for keypair in keys:
+        assert keypair.private_key.hex() not in stored
+    assert len(stored) < 20_000, "arrays or models leaked into run parameters"
