@@ -163,10 +163,11 @@ def cmd_results(args: argparse.Namespace) -> int:
     from decentralml.runtime import open_marketplace
 
     market = open_marketplace(_config(args).marketplace)
+    print(f"{'id':>4} {'status':<17} {'examples':>8} {'paid':>10} contributor reason")
     for sub in market.list_task_results(args.task_id):
         examples = sub.result.num_examples if sub.result else "-"
         print(
-            f"{sub.submission_id:>4} {sub.status.value:<17} {examples:>7} {sub.paid:>10} "
+            f"{sub.submission_id:>4} {sub.status.value:<17} {examples:>8} {sub.paid:>10} "
             f"{sub.worker} {sub.reason}"
         )
     return 0
@@ -227,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     round_cmd.add_argument("--decisions", help="ManualAccept: JSON/YAML file of verdicts by id")
     round_cmd.add_argument("--run", help="run name for storage paths (default: config name)")
     tasks_cmd = add("tasks", cmd_tasks, "list open tasks")
+    tasks_cmd.add_argument("action", nargs="?", choices=["list"], default="list")
     tasks_cmd.add_argument("--all", action="store_true", help="include finished tasks")
     results = add("results", cmd_results, "list a task's submissions")
+    results.add_argument("action", nargs="?", choices=["list"], default="list")
     results.add_argument("task_id", type=int)
     balance = add("balance", cmd_balance, "show an account's balance")
     balance.add_argument("address", help="SS58 address or dev URI such as //Bob")
