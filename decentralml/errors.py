@@ -45,6 +45,10 @@ class NotAssignee(MarketplaceError):
     """Only the contributor the submission was assigned to may send its result."""
 
 
+class InvalidResult(MarketplaceError):
+    """A result record's numbers cannot be used (non-positive examples, non-finite metrics)."""
+
+
 class ResultAlreadySent(MarketplaceError):
     pass
 

@@ -42,6 +42,7 @@ from decentralml.errors import (
     AlreadyAssigned,
     ConfigError,
     InsufficientBalance,
+    InvalidResult,
     InvalidTaskSpec,
     MarketplaceError,
     NoResultYet,
@@ -799,3 +800,27 @@ def test_settle_with_close_refunds_in_the_same_transaction(tmp_path) -> None:
     task = market.get_task(task_id)
     assert task.status is TaskStatus.Completed and task.refunded == 600
     assert market.balance(alice.ss58_address) == 600 and market.escrow_total() == 0
+
+
+def test_ids_beyond_sqlite_integers_are_unknown(tmp_path) -> None:
+    ledger = Ledger(tmp_path / "huge.sqlite")
+    with pytest.raises(UnknownTask):
+        ledger.close_task(dev_keypair("Alice").ss58_address, 2**64 - 1, 0)
+    with pytest.raises(UnknownSubmission):
+        ledger.get_submission(2**63)
+
+
+@pytest.mark.parametrize(
+    ("num_examples", "metrics"), [(0, {}), (-5, {}), (2**64 - 1, {}), (10, {"loss": float("nan")})]
+)
+def test_unusable_result_numbers_are_refused(tmp_path, num_examples, metrics) -> None:
+    market = EmbeddedMarketplace(tmp_path / "bad-result.sqlite")
+    alice, bob = dev_keypair("Alice"), dev_keypair("Bob")
+    market.fund(alice.ss58_address, 100)
+    task_id = market.create_task(alice, TaskSpec("q", 100, 1, market.current_block() + 50))
+    sid = market.assign_task(bob, task_id)
+    with pytest.raises(InvalidResult):
+        market.send_task_result(
+            bob, sid, TaskResult("memory://r", "ab" * 32, num_examples, metrics)
+        )
+    assert market.get_submission(sid).status is ResultSubmissionStatus.Assigned

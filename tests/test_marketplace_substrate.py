@@ -440,3 +440,29 @@ def test_index_refuses_a_foreign_file(chain_client: ChainClient, tmp_path: Path)
 def test_public_keys_compare_across_prefixes(people: dict[str, Keypair]) -> None:
     kusama = Keypair(public_key=people["w0"].public_key, ss58_format=2).ss58_address
     assert public_key_hex(kusama) == public_key_hex(people["w0"])
+
+
+def test_records_naming_ids_beyond_sqlite_are_refused_not_fatal(
+    chain_client: ChainClient, people: dict[str, Keypair], market_at: MarketFactory
+) -> None:
+    """Anyone can post a record with a u64 id SQLite cannot hold: every indexer must refuse
+    it as an unknown id and go on, or one remark would stop the whole marketplace."""
+    huge = 2**64 - 1
+    receipt = raw(
+        chain_client,
+        people["stranger"],
+        codec.Assign(huge),
+        codec.Result(huge, result_for(1)),
+        codec.VerdictRecord(huge, True, "x"),
+        codec.Close(huge),
+        codec.Result(0, TaskResult("memory://x", "ab" * 32, huge)),
+    )
+    market = market_at()
+    market.sync()
+    refused = market.indexer.outcomes(receipt.block_number, receipt.extrinsic_index)
+    assert not any(o.applied for o in refused)
+    assert [o.error_type for o in refused] == [
+        "UnknownTask", "UnknownSubmission", "UnknownSubmission", "UnknownTask", "InvalidResult",
+    ]  # fmt: skip
+    task_id, _ = open_round(market, people)  # and the marketplace still works
+    assert market.get_task(task_id).assigned == 2

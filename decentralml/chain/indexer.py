@@ -61,6 +61,9 @@ CREATE INDEX IF NOT EXISTS chain_records_by_signer
 """
 
 
+_SQLITE_MAX_INT = 2**63 - 1
+
+
 class UnpaidAccept(MarketplaceError):
     """An accept verdict whose extrinsic does not pay the contributor its reward: ignored."""
 
@@ -342,11 +345,14 @@ def _has_record(extrinsic: ChainExtrinsic) -> bool:
 
 
 def _target_id(record: codec.Record) -> int | None:
+    """The id a refused record named, None when it cannot name a row (beyond SQLite's range)."""
     if isinstance(record, codec.Assign | codec.Close):
-        return record.task_id
-    if isinstance(record, codec.Result | codec.VerdictRecord):
-        return record.submission_id
-    return None
+        target = record.task_id
+    elif isinstance(record, codec.Result | codec.VerdictRecord):
+        target = record.submission_id
+    else:
+        return None
+    return target if target <= _SQLITE_MAX_INT else None
 
 
 def _take_payment(ledger: Ledger, submission_id: int, payments: list[Transfer]) -> None:

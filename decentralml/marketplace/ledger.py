@@ -16,6 +16,7 @@ INTEGER cannot hold. No storage credentials exist in the schema.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from decentralml.domain import (
 from decentralml.errors import (
     AlreadyAssigned,
     InsufficientBalance,
+    InvalidResult,
     InvalidTaskSpec,
     NoResultYet,
     NotAssignee,
@@ -240,7 +242,13 @@ def _validate_spec(spec: TaskSpec, block: int) -> None:
         raise InvalidTaskSpec(f"{exc}; use a name from decentralml.domain") from None
 
 
+_SQLITE_MAX_INT = 2**63 - 1
+"""Ids on chain are u64; larger than SQLite's integers, they can only name nothing."""
+
+
 def _task_row(conn: sqlite3.Connection, task_id: int) -> sqlite3.Row:
+    if not 0 <= task_id <= _SQLITE_MAX_INT:
+        raise UnknownTask(f"no task {task_id}; list_tasks() shows the existing ones")
     row = conn.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
     if row is None:
         raise UnknownTask(f"no task {task_id}; list_tasks() shows the existing ones")
@@ -248,12 +256,26 @@ def _task_row(conn: sqlite3.Connection, task_id: int) -> sqlite3.Row:
 
 
 def _submission_row(conn: sqlite3.Connection, submission_id: int) -> sqlite3.Row:
+    if not 0 <= submission_id <= _SQLITE_MAX_INT:
+        raise UnknownSubmission(f"no submission {submission_id}")
     row = conn.execute(
         "SELECT * FROM submissions WHERE submission_id = ?", (submission_id,)
     ).fetchone()
     if row is None:
         raise UnknownSubmission(f"no submission {submission_id}")
     return row
+
+
+def _check_result(result: TaskResult) -> None:
+    """A result's numbers must be storable and meaningful; anyone can post one on chain."""
+    if not _is_int(result.num_examples) or not 0 < result.num_examples <= _SQLITE_MAX_INT:
+        raise InvalidResult(
+            f"num_examples must be a positive integer up to {_SQLITE_MAX_INT}, "
+            f"got {result.num_examples!r}"
+        )
+    bad = [name for name, value in result.metrics.items() if not math.isfinite(value)]
+    if bad:
+        raise InvalidResult(f"metrics {bad} are not finite numbers")
 
 
 def _require_open(task: sqlite3.Row, block: int) -> None:
@@ -473,6 +495,7 @@ class Ledger:
         """Record the assignee's result, once, before expiry; the submission then awaits a
         verdict (PendingValidation)."""
         account = canonical_address(worker)
+        _check_result(result)
         metrics_json = json.dumps(dict(result.metrics), sort_keys=True)
         with write_transaction(self.path) as conn:
             self._settle_expired(conn, block)
