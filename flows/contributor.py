@@ -112,12 +112,12 @@ def open_contributor(
 def agent(
     config_path: str = "configs/mnist.yaml", shard_index: int = 0, max_tasks: int | None = None
 ) -> int:
-    """Deployment entry point: a contributor's long-running agent (see prefect.yaml).
-    Its key comes from the environment variable the config names (contributor_key_env)."""
+    """Deployment entry point: a contributor's long-running agent (see prefect.yaml). It works
+    on every open task with a free slot, oldest first, including tasks published before it
+    started. Its key comes from the environment variable the config names."""
     config = load_config(config_path)
     contributor = open_contributor(config, shard_index)
-    first = len(contributor.market.list_tasks(open_only=False))
-    return len(run_agent(contributor, config.poll_seconds, first, None, max_tasks))
+    return len(run_agent(contributor, config.poll_seconds, 0, None, max_tasks))
 
 
 def _dev_index(config: RunConfig, shard_index: int) -> int | None:
