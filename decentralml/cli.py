@@ -16,6 +16,7 @@ from decentralml.config import RunConfig, load_config
 from decentralml.errors import DecentralMLError
 
 DEFAULT_CONFIG = Path("configs/mnist.yaml")
+SUBSTRATE_CONFIG = Path("configs/mnist-substrate.yaml")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -39,7 +40,10 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
-    return load_config(args.config, _overrides(args))
+    path = args.config
+    if path == DEFAULT_CONFIG and getattr(args, "marketplace", None) == "substrate":
+        path = SUBSTRATE_CONFIG  # chain-sized rewards and accounts, not just another backend
+    return load_config(path, _overrides(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
