@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
 
 from decentralml.config import RunConfig, load_config
 from decentralml.session import CreatorSession, open_session
@@ -61,13 +62,12 @@ def run_round(
     review = steps.review(
         creator, task, submissions, session.layout, policy, session.evaluate_tensors
     )
-    if review.new_global is not None:
-        metrics = session.set_global(review.new_global)
-    else:
-        metrics = session.set_global(session.global_tensors)
+    kept = review.new_global if review.new_global is not None else session.global_tensors
+    metrics = session.set_global(kept)
     payments, refund = steps.settle_and_close(
         creator.market, creator.keypair, task_id, review.verdicts
     )
+    publish_round_table(round_number, task_id, metrics, review.verdicts, payments)
     steps.checkpoint(creator, round_number, session.global_tensors)
     report = RoundReport(
         round_number,
@@ -81,6 +81,28 @@ def run_round(
     )
     get_run_logger().info("round %d: %s", round_number, asdict(report))
     return report
+
+
+def publish_round_table(
+    round_number: int, task_id: int, metrics: dict, verdicts: list, payments: dict[int, int]
+) -> None:
+    """The round's verdicts as a table artifact: the creator reads them in the Prefect UI."""
+    rows = [
+        {
+            "submission": v.submission_id,
+            "verdict": "accepted" if v.accept else "rejected",
+            "reason": v.reason,
+            "paid": payments.get(v.submission_id, 0),
+        }
+        for v in verdicts
+    ]
+    create_table_artifact(
+        table=rows or [{"submission": "-", "verdict": "no results", "reason": "", "paid": 0}],
+        description=(
+            f"Round {round_number} (task {task_id}): test accuracy {metrics['accuracy']:.4f}, "
+            f"loss {metrics['loss']:.4f}"
+        ),
+    )
 
 
 @flow(name="creator-train", flow_run_name="train-{config.name}", validate_parameters=False)

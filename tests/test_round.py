@@ -157,3 +157,21 @@ def test_prefect_records_no_key_material_and_no_arrays(finished_round):
     for keypair in keys:
         assert keypair.private_key.hex() not in stored
     assert len(stored) < 20_000, "arrays or models leaked into run parameters"
+
+
+def test_round_verdicts_are_a_table_artifact_in_prefect(finished_round):
+    import json
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    [table] = [a for a in artifacts if a.type == "table" and "Round 1 (task 0)" in a.description]
+    report = finished_round["report"]
+    assert f"test accuracy {report.accuracy:.4f}" in table.description
+    data = table.data if isinstance(table.data, list) else json.loads(table.data)
+    rows = {row["submission"]: row for row in data}
+    assert {sid for sid, r in rows.items() if r["verdict"] == "rejected"} == set(report.rejected)
+    for sid, reason in report.rejected.items():
+        assert rows[sid]["reason"] == reason and rows[sid]["paid"] == 0
+    assert all(rows[sid]["paid"] == report.payments[sid] for sid in report.accepted)
