@@ -22,9 +22,11 @@ from decentralml.packaging import build_package
 from decentralml.storage import ArtifactStore, StoredArtifact
 from decentralml.strategies import Contribution, NothingToAggregate, get_strategy
 from decentralml.validation import Candidate, Policy, screen
-from decentralml.weights import Layout, encode
+from decentralml.weights import Layout, encode, layout_bytes
 
 log = logging.getLogger(__name__)
+RESULT_HEADER_ALLOWANCE = 64 * 1024
+"""Bytes allowed beyond the raw tensors for the safetensors header and our metadata."""
 Tensors = dict[str, np.ndarray]
 Evaluator = Callable[[Mapping[str, np.ndarray]], dict]
 
@@ -144,18 +146,14 @@ def review(
     """
     outcome = RoundReview()
     params = {"min_accuracy": creator.config.task.min_accuracy}
+    max_bytes = result_size_limit(layout, creator.config.storage.max_result_bytes)
+
+    def fetch(url: str, digest: str) -> bytes:
+        return creator.store.get(url, digest, max_bytes)
 
     def accepted_contributions() -> Iterator[Contribution]:
         for submission in submissions:
-            tensors = screen(
-                submission,
-                lambda url, digest: creator.store.get(
-                    url, digest, creator.config.storage.max_result_bytes
-                ),
-                layout,
-                task.spec.global_weights_sha256,
-                creator.config.storage.max_result_bytes,
-            )
+            tensors = screen(submission, fetch, layout, task.spec.global_weights_sha256, max_bytes)
             if isinstance(tensors, Verdict):
                 outcome.verdicts.append(tensors)
                 continue
@@ -170,6 +168,12 @@ def review(
     except NothingToAggregate:
         log.warning("task %s: no result accepted; the global model stays as it was", task.task_id)
     return outcome
+
+
+def result_size_limit(layout: Layout, configured: int) -> int:
+    """No honest result is bigger than the model's tensors plus a header: refuse anything
+    larger before downloading it, and never more than the configured ceiling."""
+    return min(configured, layout_bytes(layout) + RESULT_HEADER_ALLOWANCE)
 
 
 def settle_and_close(

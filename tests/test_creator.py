@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,17 @@ def test_a_crashing_validator_is_not_mistaken_for_no_result(round_with_results):
 
     with pytest.raises(ValueError, match="validator bug"):
         review(creator, task, submissions, layout_of(GLOBAL), _Policy(broken), lambda t: {})
+
+
+def test_an_oversized_result_is_refused_by_the_model_size_not_only_the_ceiling(
+    round_with_results,
+):
+    creator, task, submissions = round_with_results
+    padded = submissions[0]
+    data = encode(GLOBAL, {"padding": "x" * 200_000})  # valid safetensors, bloated header
+    artifact = creator.store.put(padded.result.result_path, data)
+    padded = replace(padded, result=replace(padded.result, sha256=artifact.sha256))
+    accept_all = _Policy(lambda c: Verdict(c.submission.submission_id, True, "ok"))
+    outcome = review(creator, task, [padded], layout_of(GLOBAL), accept_all, lambda t: {})
+    [verdict] = outcome.verdicts
+    assert not verdict.accept and "limit" in verdict.reason
