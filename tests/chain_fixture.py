@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -185,6 +186,31 @@ def manual_blocks(client: ChainClient) -> Iterator[Callable[[], None]]:
         yield lambda: client.rpc("dev_newBlock", [{"count": 1}])
     finally:
         client.rpc("dev_setBlockBuildMode", ["Instant"])
+
+
+def in_one_block(
+    client: ChainClient, actions: list[Callable[[], object]], join_timeout: float = 120.0
+) -> list[object]:
+    """Run each action (each submits one extrinsic) in its own thread, letting them into the
+    pool one at a time so pool order = submission order, then build ONE block holding them
+    all. Returns each action's result, or the exception it raised, in action order."""
+    outcomes: list[object] = [None] * len(actions)
+
+    def run(i: int) -> None:
+        try:
+            outcomes[i] = actions[i]()
+        except BaseException as exc:  # returned to the caller, who asserts on it
+            outcomes[i] = exc
+
+    with manual_blocks(client) as build_block:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(actions))]
+        for i, thread in enumerate(threads):
+            thread.start()
+            wait_pending(client, i + 1)
+        build_block()
+        for thread in threads:
+            thread.join(timeout=join_timeout)
+    return outcomes
 
 
 def wait_pending(client: ChainClient, count: int, timeout: float = 30.0) -> None:

@@ -7,10 +7,10 @@ Run alone with ``pytest -p tests.chain_fixture tests/test_chain_client.py``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
-import threading
 from collections.abc import Callable
 
 import pytest
@@ -30,7 +30,7 @@ from decentralml.chain.client import (
 )
 from decentralml.domain import TaskResult, TaskSpec, TaskType, ValidationStrategy
 from decentralml.errors import ChainError, InsufficientBalance
-from tests.chain_fixture import manual_blocks, wait_pending
+from tests.chain_fixture import in_one_block
 
 SPEC = TaskSpec(
     question="Train the MNIST classifier on your shard — ünïcode ok",
@@ -262,27 +262,15 @@ def test_remarks_of_several_signers_in_one_block(
     calls = [c.remark_call(p) for c, p in zip(clients, payloads, strict=True)]
     for client, signer, call in zip(clients, signers, calls, strict=True):
         client.estimate_fee(signer, call)  # load metadata before the block is held
-    outcomes: dict[int, Receipt | BaseException] = {}
-
-    def submit(i: int) -> None:
-        try:
-            outcomes[i] = clients[i].submit(signers[i], [calls[i]])
-        except BaseException as exc:  # reported by the assertions below
-            outcomes[i] = exc
-
+    actions = [
+        functools.partial(client.submit, signer, [call])
+        for client, signer, call in zip(clients, signers, calls, strict=True)
+    ]
     try:
-        with manual_blocks(chain_client) as build_block:
-            threads = [threading.Thread(target=submit, args=(i,)) for i in range(3)]
-            for i, thread in enumerate(threads):
-                thread.start()
-                wait_pending(chain_client, i + 1)  # one at a time: the pool is FIFO
-            build_block()
-            for thread in threads:
-                thread.join(timeout=60)
+        receipts = in_one_block(chain_client, actions, join_timeout=60)
     finally:
         for client in clients:
             client.close()
-    receipts = [outcomes[i] for i in range(3)]
     assert all(isinstance(r, Receipt) for r in receipts), receipts
     (block,) = {r.block_number for r in receipts}  # type: ignore[union-attr]
     records = _records_of(chain_client, block, block)

@@ -7,7 +7,7 @@ the API would refuse are written raw (ChainClient) to prove the INDEXER ignores 
 
 from __future__ import annotations
 
-import threading
+import functools
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -41,7 +41,7 @@ from decentralml.errors import (
 from decentralml.marketplace import Marketplace
 from decentralml.marketplace.ledger import Ledger
 from decentralml.marketplace.substrate import SubstrateMarketplace
-from tests.chain_fixture import fund, manual_blocks, wait_pending
+from tests.chain_fixture import fund, in_one_block
 
 pytestmark = pytest.mark.integration
 
@@ -208,23 +208,12 @@ def test_assignment_race_gives_exactly_max_assignments(
     markets = [market_at(f"racer{i}", client) for i, client in enumerate(clients)]
     for racer_market in markets:
         racer_market.sync()  # load metadata and index before the block is held
-    outcomes: dict[int, int | Exception] = {}
-
-    def race(i: int) -> None:
-        try:
-            outcomes[i] = markets[i].assign_task(racers[i], task_id)
-        except Exception as exc:  # reported by the assertions below
-            outcomes[i] = exc
-
+    actions = [
+        functools.partial(racer_market.assign_task, racer, task_id)
+        for racer_market, racer in zip(markets, racers, strict=True)
+    ]
     try:
-        with manual_blocks(chain_client) as build_block:
-            threads = [threading.Thread(target=race, args=(i,)) for i in range(3)]
-            for i, thread in enumerate(threads):
-                thread.start()
-                wait_pending(chain_client, i + 1)  # submission order = extrinsic order
-            build_block()
-            for thread in threads:
-                thread.join(timeout=120)
+        outcomes = in_one_block(chain_client, actions)
     finally:
         for client in clients:
             client.close()
