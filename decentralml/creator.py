@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from substrateinterface import Keypair
 
 from decentralml.config import RunConfig
@@ -20,15 +19,12 @@ from decentralml.domain import ResultSubmissionStatus, Submission, Task, TaskSpe
 from decentralml.marketplace.base import Marketplace
 from decentralml.packaging import build_package
 from decentralml.storage import ArtifactStore, StoredArtifact
-from decentralml.strategies import Contribution, NothingToAggregate, get_strategy
-from decentralml.validation import Candidate, Policy, screen
-from decentralml.weights import Layout, encode, layout_bytes
+from decentralml.strategies import Contribution, NothingToAggregate, Tensors, get_strategy
+from decentralml.validation import Judge, Policy, result_size_limit
+from decentralml.validation.base import Evaluator
+from decentralml.weights import Layout, encode
 
 log = logging.getLogger(__name__)
-RESULT_HEADER_ALLOWANCE = 64 * 1024
-"""Bytes allowed beyond the raw tensors for the safetensors header and our metadata."""
-Tensors = dict[str, np.ndarray]
-Evaluator = Callable[[Mapping[str, np.ndarray]], dict]
 
 
 @dataclass(frozen=True)
@@ -145,21 +141,23 @@ def review(
     in place and each contributor's weights are dropped once folded in.
     """
     outcome = RoundReview()
-    params = {"min_accuracy": creator.config.task.min_accuracy}
     max_bytes = result_size_limit(layout, creator.config.storage.max_result_bytes)
 
-    def fetch(url: str, digest: str) -> bytes:
-        return creator.store.get(url, digest, max_bytes)
+    judge = Judge(
+        lambda url, digest: creator.store.get(url, digest, max_bytes),
+        layout,
+        task.spec.global_weights_sha256,
+        max_bytes,
+        policy,
+        evaluate_holdout,
+        {"min_accuracy": creator.config.task.min_accuracy},
+    )
 
     def accepted_contributions() -> Iterator[Contribution]:
         for submission in submissions:
-            tensors = screen(submission, fetch, layout, task.spec.global_weights_sha256, max_bytes)
-            if isinstance(tensors, Verdict):
-                outcome.verdicts.append(tensors)
-                continue
-            verdict = policy.decide(Candidate(submission, tensors, evaluate_holdout, params))
+            verdict, tensors = judge(submission)
             outcome.verdicts.append(verdict)
-            if verdict.accept:
+            if tensors is not None:
                 yield Contribution(tensors, submission.result.num_examples)
 
     strategy = get_strategy(creator.config.strategy)
@@ -168,12 +166,6 @@ def review(
     except NothingToAggregate:
         log.warning("task %s: no result accepted; the global model stays as it was", task.task_id)
     return outcome
-
-
-def result_size_limit(layout: Layout, configured: int) -> int:
-    """No honest result is bigger than the model's tensors plus a header: refuse anything
-    larger before downloading it, and never more than the configured ceiling."""
-    return min(configured, layout_bytes(layout) + RESULT_HEADER_ALLOWANCE)
 
 
 def settle_and_close(

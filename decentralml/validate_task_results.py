@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from decentralml.config import StorageConfig
 from decentralml.domain import ResultSubmissionStatus, Verdict
 from decentralml.seed_api import as_marketplace
 from decentralml.storage import ArtifactStore
-from decentralml.validation import AutoAccept, Candidate, Policy, screen
+from decentralml.validation import AutoAccept, Judge, Policy, result_size_limit
 from decentralml.validation.base import Evaluator
 from decentralml.weights import decode, layout_of
 
@@ -21,35 +22,29 @@ def validate_task_results(
     task_id: int,
     policy: Policy | None = None,
     evaluate: Evaluator | None = None,
-    max_bytes: int = 50_000_000,
+    max_bytes: int | None = None,
     params: dict | None = None,
 ) -> list[Verdict]:
     """Screen every PendingValidation result against the task's own global weights layout,
-    then apply ``policy`` (AutoAccept by default) to those that pass."""
+    then apply ``policy`` (AutoAccept by default) to those that pass. Results are capped at
+    the model's size (see result_size_limit) unless ``max_bytes`` is given."""
     market = as_marketplace(substrate)
     task = market.get_task(task_id)
     store = ArtifactStore(task.spec.global_weights_path)
-    layout = layout_of(
-        decode(store.get(task.spec.global_weights_path, task.spec.global_weights_sha256))
+    global_bytes = store.get(task.spec.global_weights_path, task.spec.global_weights_sha256)
+    layout = layout_of(decode(global_bytes))
+    limit = max_bytes or result_size_limit(layout, StorageConfig().max_result_bytes)
+    judge = Judge(
+        lambda url, digest: store.get(url, digest, limit),
+        layout,
+        task.spec.global_weights_sha256,
+        limit,
+        policy or AutoAccept(),
+        evaluate or _no_evaluator,
+        params or {},
     )
-    policy = policy or AutoAccept()
-    verdicts = []
-    for submission in market.list_task_results(task_id):
-        if submission.status is not ResultSubmissionStatus.PendingValidation:
-            continue
-        outcome = screen(
-            submission,
-            lambda url, digest: store.get(url, digest, max_bytes),
-            layout,
-            task.spec.global_weights_sha256,
-            max_bytes,
-        )
-        if isinstance(outcome, Verdict):
-            verdicts.append(outcome)
-            continue
-        candidate = Candidate(submission, outcome, evaluate or _no_evaluator, params or {})
-        verdicts.append(policy.decide(candidate))
-    return verdicts
+    pending = ResultSubmissionStatus.PendingValidation
+    return [judge(s)[0] for s in market.list_task_results(task_id) if s.status is pending]
 
 
 def _no_evaluator(_tensors) -> dict:

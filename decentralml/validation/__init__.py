@@ -5,7 +5,7 @@ from __future__ import annotations
 from decentralml.config import TaskConfig
 from decentralml.domain import ValidationStrategy
 from decentralml.validation.auto import AutoAccept
-from decentralml.validation.base import Candidate, Policy, screen
+from decentralml.validation.base import Candidate, Judge, Policy, result_size_limit, screen
 from decentralml.validation.custom import CustomAccept, load_function
 from decentralml.validation.manual import Decider, ManualAccept, decisions_from_file, prompt_decider
 
@@ -31,10 +31,12 @@ __all__ = [
     "AutoAccept",
     "Candidate",
     "CustomAccept",
+    "Judge",
     "ManualAccept",
     "Policy",
     "decisions_from_file",
     "make_policy",
     "prompt_decider",
+    "result_size_limit",
     "screen",
 ]

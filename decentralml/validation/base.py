@@ -16,7 +16,7 @@ import numpy as np
 
 from decentralml.domain import Submission, Verdict
 from decentralml.errors import IntegrityError, StorageError
-from decentralml.weights import Layout, check_against, decode
+from decentralml.weights import Layout, check_against, decode, layout_bytes
 
 Evaluator = Callable[[Mapping[str, np.ndarray]], dict]
 
@@ -70,6 +70,40 @@ def screen(
     except (StorageError, IntegrityError) as error:
         return _reject(submission, str(error))
     return tensors
+
+
+RESULT_HEADER_ALLOWANCE = 64 * 1024
+"""Bytes allowed beyond the raw tensors for the safetensors header and our metadata."""
+
+
+def result_size_limit(layout: Layout, ceiling: int) -> int:
+    """No honest result is bigger than the model's tensors plus a header: refuse anything
+    larger before downloading it, and never more than the configured ceiling."""
+    return min(ceiling, layout_bytes(layout) + RESULT_HEADER_ALLOWANCE)
+
+
+@dataclass(frozen=True)
+class Judge:
+    """Decides one submission: integrity screening, then the policy on what passed.
+
+    Shared by the creator's round (which folds accepted weights into the strategy) and the
+    seed's validate_task_results (which only reports verdicts)."""
+
+    fetch: Callable[[str, str], bytes]
+    layout: Layout
+    global_sha256: str
+    max_bytes: int
+    policy: Policy
+    evaluate: Evaluator
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    def __call__(self, submission: Submission) -> tuple[Verdict, Mapping[str, np.ndarray] | None]:
+        """The verdict, and the weights when they were accepted."""
+        tensors = screen(submission, self.fetch, self.layout, self.global_sha256, self.max_bytes)
+        if isinstance(tensors, Verdict):
+            return tensors, None
+        verdict = self.policy.decide(Candidate(submission, tensors, self.evaluate, self.params))
+        return verdict, tensors if verdict.accept else None
 
 
 def _reject(submission: Submission, reason: str) -> Verdict:
