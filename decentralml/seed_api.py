@@ -9,6 +9,7 @@ never stored: storage backends read credentials from the environment.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from substrateinterface import Keypair
@@ -17,6 +18,10 @@ from decentralml.accounts import keypair_from_uri
 from decentralml.marketplace.base import Marketplace
 
 log = logging.getLogger(__name__)
+
+_CHAIN_MARKETS: dict[tuple[str, str], Marketplace] = {}
+"""One Substrate marketplace per (chain URL, index): each seed call would otherwise open a
+new connection and load the runtime metadata again (~1.2 s)."""
 
 
 def as_marketplace(
@@ -30,7 +35,10 @@ def as_marketplace(
     if isinstance(substrate, SubstrateInterface):
         from decentralml.marketplace.substrate import SubstrateMarketplace
 
-        return SubstrateMarketplace(substrate.url, index_path)
+        key = (substrate.url, str(Path(index_path).resolve()))
+        if key not in _CHAIN_MARKETS:
+            _CHAIN_MARKETS[key] = SubstrateMarketplace(substrate.url, index_path)
+        return _CHAIN_MARKETS[key]
     raise TypeError(f"expected a Marketplace or SubstrateInterface, got {type(substrate).__name__}")
 
 
