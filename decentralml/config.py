@@ -49,15 +49,49 @@ class TrainingConfig(_Section):
     initial_epochs: Annotated[int, Field(ge=0)] = 0
 
 
+class UpdateNormValidator(_Section):
+    name: Literal["update_norm"] = "update_norm"
+    max_ratio: Annotated[float, Field(gt=1)] = 3.0
+
+
+class HoldoutGateValidator(_Section):
+    name: Literal["holdout_gate"] = "holdout_gate"
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.01
+
+
+class MinAccuracyValidator(_Section):
+    """The seed's standalone check; its threshold is ``task.min_accuracy``."""
+
+    name: Literal["min_accuracy"] = "min_accuracy"
+
+
+ValidatorConfig = Annotated[
+    UpdateNormValidator | HoldoutGateValidator | MinAccuracyValidator,
+    Field(discriminator="name"),
+]
+DEFAULT_VALIDATORS: tuple[str, ...] = ("update_norm", "holdout_gate")
+
+
 class TaskConfig(_Section):
+    """What a round's task asks and how its results are judged.
+
+    CustomAccept (the default) runs ``validators`` in order, then ``custom_validator`` if set;
+    with neither given it runs update_norm and holdout_gate, which refuse poisoned updates
+    without refusing honest non-IID work. AutoAccept pays whatever passes screening
+    (docs/security.md says what that risks)."""
+
     question: str = "Train the MNIST digit classifier on your shard of the data"
     pays_amount: PositiveInt = 1_000_000
     max_assignments: PositiveInt = 5
     expiry_blocks: PositiveInt = 200
-    validation_strategy: ValidationStrategy = ValidationStrategy.AutoAccept
+    validation_strategy: ValidationStrategy = ValidationStrategy.CustomAccept
+    validators: list[ValidatorConfig] | None = None
     custom_validator: str | None = None
     min_accuracy: Annotated[float, Field(ge=0, le=1)] = 0.5
     manual_decisions: str | None = None
+    copy_threshold: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    max_examples: PositiveInt | None = None
+    examples_cap_multiple: Annotated[float, Field(ge=1)] = 2.0
 
     @field_validator("question")
     @classmethod
@@ -73,6 +107,14 @@ class TaskConfig(_Section):
             raise ValueError(f"{value!r} is not 'package.module:function'")
         return value
 
+    @field_validator("validators", mode="before")
+    @classmethod
+    def _names_as_entries(cls, value: object) -> object:
+        """``[update_norm, {name: holdout_gate, tolerance: 0.02}]``: a bare name is an entry."""
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
     @model_validator(mode="after")
     def _reward_covers_slots(self) -> TaskConfig:
         if self.pays_amount < self.max_assignments:
@@ -80,14 +122,15 @@ class TaskConfig(_Section):
                 f"pays_amount {self.pays_amount} is smaller than max_assignments "
                 f"{self.max_assignments}: each accepted result would be paid 0"
             )
-        if (
-            self.validation_strategy is ValidationStrategy.CustomAccept
-            and not self.custom_validator
-        ):
-            object.__setattr__(
-                self, "custom_validator", "decentralml.validation.builtin:min_accuracy"
-            )
         return self
+
+    def custom_validators(self) -> list[ValidatorConfig]:
+        """The validators CustomAccept runs before ``custom_validator``."""
+        if self.validators is not None:
+            return list(self.validators)
+        if self.custom_validator:
+            return []
+        return [UpdateNormValidator(), HoldoutGateValidator()]
 
 
 class DataConfig(_Section):

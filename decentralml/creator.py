@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from substrateinterface import Keypair
 
 from decentralml.config import RunConfig
+from decentralml.contributor import result_url
 from decentralml.domain import ResultSubmissionStatus, Submission, Task, TaskSpec, Verdict
+from decentralml.errors import StorageError
 from decentralml.marketplace.base import Marketplace
 from decentralml.packaging import build_package
 from decentralml.storage import ArtifactStore, StoredArtifact
 from decentralml.strategies import Contribution, NothingToAggregate, Tensors, get_strategy
-from decentralml.validation import Judge, Policy, result_size_limit
+from decentralml.validation import Judge, Policy, result_size_limit, screening_rules
 from decentralml.validation.base import Evaluator
-from decentralml.weights import Layout, encode
+from decentralml.weights import encode, layout_of
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ class RoundReview:
         return [v for v in self.verdicts if not v.accept]
 
 
-def task_settings(config: RunConfig) -> dict[str, object]:
+def task_settings(config: RunConfig, max_examples: int | None = None) -> dict[str, object]:
     """What contributors must know to train: travels inside the package as task.json."""
     return {
         "model": config.model.name,
@@ -68,6 +71,7 @@ def task_settings(config: RunConfig) -> dict[str, object]:
             "alpha": config.data.alpha,
             "seed": config.data.seed,
             "holdout_examples": config.data.holdout_examples,
+            "max_examples": config.task.max_examples or max_examples,
         },
     }
 
@@ -77,8 +81,10 @@ def upload_global(creator: Creator, round_number: int, tensors: Tensors) -> Stor
     return creator.store.put(url, encode(tensors, {"round": round_number}))
 
 
-def upload_assets(creator: Creator, round_number: int) -> StoredArtifact:
-    package = build_package(creator.assets_dir, task_settings(creator.config))
+def upload_assets(
+    creator: Creator, round_number: int, max_examples: int | None = None
+) -> StoredArtifact:
+    package = build_package(creator.assets_dir, task_settings(creator.config, max_examples))
     return creator.store.put(
         creator.store.round_url(creator.run, round_number, "assets.tar.gz"), package
     )
@@ -127,42 +133,54 @@ def wait_for_results(
     return [s for s in submissions if s.status is ResultSubmissionStatus.PendingValidation]
 
 
+def own_result_location(creator: Creator, task: Task) -> Callable[[Submission], str]:
+    """Where each submission's result must be: beside the task's global weights, in the
+    creator's own storage. The creator reads there and nowhere else, whatever a record says."""
+    if not creator.store.holds(task.spec.global_weights_path):
+        raise StorageError(
+            f"task {task.task_id} keeps its weights outside this creator's storage "
+            f"({creator.store.root_url}); review it with the storage it was published with"
+        )
+    return lambda submission: result_url(task, submission.submission_id)
+
+
 def review(
     creator: Creator,
     task: Task,
     submissions: list[Submission],
-    layout: Layout,
+    global_tensors: Mapping[str, np.ndarray],
     policy: Policy,
     evaluate_holdout: Evaluator,
+    max_examples: int | None = None,
 ) -> RoundReview:
-    """Screen and decide every result, folding accepted ones into the strategy as they pass.
+    """Screen, check originality, decide every result, and federate the accepted ones.
 
-    One pass, one download per result, about two models in memory: the strategy accumulates
-    in place and each contributor's weights are dropped once folded in.
-    """
+    Round-level checks (copies, update norms, the held-out gate, robust rules) compare results
+    with each other, so the round's screened weights are held together: n models of memory."""
     outcome = RoundReview()
+    layout = layout_of(global_tensors)
     max_bytes = result_size_limit(layout, creator.config.storage.max_result_bytes)
-
     judge = Judge(
-        lambda url, digest: creator.store.get(url, digest, max_bytes),
-        layout,
-        task.spec.global_weights_sha256,
-        max_bytes,
-        policy,
-        evaluate_holdout,
-        {"min_accuracy": creator.config.task.min_accuracy},
+        fetch=lambda url, digest: creator.store.get(url, digest, max_bytes),
+        result_location=own_result_location(creator, task),
+        layout=layout,
+        global_tensors=global_tensors,
+        max_bytes=max_bytes,
+        policy=policy,
+        evaluate=evaluate_holdout,
+        params={"min_accuracy": creator.config.task.min_accuracy},
+        rules=screening_rules(creator.config.task, max_examples),
     )
-
-    def accepted_contributions() -> Iterator[Contribution]:
-        for submission in submissions:
-            verdict, tensors = judge(submission)
-            outcome.verdicts.append(verdict)
-            if tensors is not None:
-                yield Contribution(tensors, submission.result.num_examples)
-
+    decisions = judge.review(submissions)
+    outcome.verdicts = [decision.verdict for decision in decisions]
+    accepted = [
+        Contribution(decision.candidate.tensors, decision.candidate.weight)
+        for decision in decisions
+        if decision.accepted and decision.candidate is not None
+    ]
     strategy = get_strategy(creator.config.strategy)
     try:
-        outcome.new_global = strategy.aggregate(accepted_contributions())
+        outcome.new_global = strategy.aggregate(accepted)
     except NothingToAggregate:
         log.warning("task %s: no result accepted; the global model stays as it was", task.task_id)
     return outcome

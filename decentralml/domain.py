@@ -125,6 +125,8 @@ class Submission:
     result: TaskResult | None = None
     reason: str = ""
     paid: int = 0
+    commitment: str = ""
+    commit_order: int | None = None
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,18 @@ class StorageError(DecentralMLError):
     """An artifact is missing, unreadable, or its digest does not match the record."""
 
 
+class ArtifactMissing(StorageError):
+    """Nothing is stored where the artifact must be."""
+
+
+class ArtifactTooLarge(StorageError):
+    """The artifact is bigger than anything honest could be; it was not read."""
+
+
+class DigestMismatch(StorageError):
+    """The stored bytes are not the ones whose sha256 was recorded."""
+
+
 class IntegrityError(DecentralMLError):
     """A contributor's weights do not fit the creator's model (names, shapes, dtypes, values)."""
 

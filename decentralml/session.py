@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from decentralml.config import RunConfig
-from decentralml.creator import Creator
-from decentralml.data.federated import Split, creator_holdout, test_split
+from decentralml.creator import Creator, task_settings
+from decentralml.data.federated import Split, creator_holdout, largest_shard, test_split
 from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
 from decentralml.runtime import (
     DEFAULT_ASSETS,
@@ -32,10 +32,18 @@ class CreatorSession:
     serializes flow parameters it can) would otherwise deep-copy the model and the data
     splits (~50 MB) on every flow call, and could record the creator's key."""
 
-    __slots__ = ("creator", "global_tensors", "holdout", "model", "test")
+    __slots__ = ("creator", "global_tensors", "holdout", "max_examples", "model", "test")
 
-    def __init__(self, creator: Creator, model: object, holdout: Split, test: Split) -> None:
+    def __init__(
+        self,
+        creator: Creator,
+        model: object,
+        holdout: Split,
+        test: Split,
+        max_examples: int | None = None,
+    ) -> None:
         self.creator, self.model, self.holdout, self.test = creator, model, holdout, test
+        self.max_examples = max_examples
         self.global_tensors: dict[str, np.ndarray] = {}
 
     def __repr__(self) -> str:
@@ -66,6 +74,9 @@ class CreatorSession:
 def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
     """Build and compile the model, optionally warm it up, and load the creator's splits.
 
+    The creator provides the contributors' shards, so it knows the largest one: no honest
+    claim of examples exceeds it (``max_examples``, used by screening).
+
     In dev mode on the embedded marketplace the creator's account is topped up by the faucet.
     The warm-up trains on the creator's held-out split: it is the only data the creator holds,
     so validation after a warm-up is slightly optimistic for the creator's own model."""
@@ -89,6 +100,7 @@ def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
             batch_size=config.training.batch_size,
             verbose=0,
         )
-    session = CreatorSession(creator, model, holdout, test_split(cache))
+    shard_cap = largest_shard(task_settings(config)["data"], cache)
+    session = CreatorSession(creator, model, holdout, test_split(cache), shard_cap)
     session.global_tensors = model_tensors(model)
     return session

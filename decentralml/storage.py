@@ -21,7 +21,7 @@ from pathlib import Path
 
 import fsspec
 
-from decentralml.errors import StorageError
+from decentralml.errors import ArtifactMissing, ArtifactTooLarge, DigestMismatch, StorageError
 
 
 def sha256_hex(data: bytes) -> str:
@@ -85,19 +85,24 @@ class ArtifactStore:
         try:
             size = fs.size(path)
             if max_bytes is not None and size is not None and size > max_bytes:
-                raise StorageError(f"{url} is {size} bytes, over the {max_bytes}-byte limit")
+                raise ArtifactTooLarge(f"{url} is {size} bytes, over the {max_bytes}-byte limit")
             with fs.open(path, "rb") as handle:
                 data = handle.read()
         except FileNotFoundError:
-            raise StorageError(f"{url} does not exist") from None
+            raise ArtifactMissing(f"{url} does not exist") from None
         except OSError as error:
             raise StorageError(f"cannot read {url}: {error}") from error
         if expected_sha256 and sha256_hex(data) != expected_sha256:
-            raise StorageError(
+            raise DigestMismatch(
                 f"{url} has sha256 {sha256_hex(data)}, but {expected_sha256} was recorded: "
                 "the file was changed or damaged after it was registered"
             )
         return data
+
+    def holds(self, url: str) -> bool:
+        """Whether ``url`` lies under this store's root: the only places its owner reads."""
+        root = self.root_url.rstrip("/") + "/"
+        return url.startswith(root) and ".." not in url[len(root) :].split("/")
 
     def exists(self, url: str) -> bool:
         fs, path = self._fs(url)

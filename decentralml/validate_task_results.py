@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from decentralml.config import StorageConfig
+from decentralml.contributor import result_url
 from decentralml.domain import ResultSubmissionStatus, Verdict
 from decentralml.seed_api import as_marketplace
 from decentralml.storage import ArtifactStore
-from decentralml.validation import AutoAccept, Judge, Policy, result_size_limit
+from decentralml.validation import AutoAccept, Judge, Policy, ScreeningRules, result_size_limit
 from decentralml.validation.base import Evaluator
 from decentralml.weights import decode, layout_of
 
@@ -24,27 +25,35 @@ def validate_task_results(
     evaluate: Evaluator | None = None,
     max_bytes: int | None = None,
     params: dict | None = None,
+    rules: ScreeningRules | None = None,
 ) -> list[Verdict]:
-    """Screen every PendingValidation result against the task's own global weights layout,
-    then apply ``policy`` (AutoAccept by default) to those that pass. Results are capped at
-    the model's size (see result_size_limit) unless ``max_bytes`` is given."""
+    """Screen every PendingValidation result against the task's own global weights, check
+    originality, then apply ``policy`` (AutoAccept by default) to those that pass. Each result
+    is read only from the place the task assigns it (beside the task's global weights), capped
+    at the model's size (see result_size_limit) unless ``max_bytes`` is given."""
     market = as_marketplace(substrate)
     task = market.get_task(task_id)
     store = ArtifactStore(task.spec.global_weights_path)
     global_bytes = store.get(task.spec.global_weights_path, task.spec.global_weights_sha256)
-    layout = layout_of(decode(global_bytes))
+    global_tensors = decode(global_bytes)
+    layout = layout_of(global_tensors)
     limit = max_bytes or result_size_limit(layout, StorageConfig().max_result_bytes)
     judge = Judge(
-        lambda url, digest: store.get(url, digest, limit),
-        layout,
-        task.spec.global_weights_sha256,
-        limit,
-        policy or AutoAccept(),
-        evaluate or _no_evaluator,
-        params or {},
+        fetch=lambda url, digest: store.get(url, digest, limit),
+        result_location=lambda submission: result_url(task, submission.submission_id),
+        layout=layout,
+        global_tensors=global_tensors,
+        max_bytes=limit,
+        policy=policy or AutoAccept(),
+        evaluate=evaluate or _no_evaluator,
+        params=params or {},
+        rules=rules or ScreeningRules(),
     )
     pending = ResultSubmissionStatus.PendingValidation
-    return [judge(s)[0] for s in market.list_task_results(task_id) if s.status is pending]
+    return [
+        d.verdict
+        for d in judge.review(s for s in market.list_task_results(task_id) if s.status is pending)
+    ]
 
 
 def _no_evaluator(_tensors) -> dict:

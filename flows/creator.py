@@ -39,7 +39,7 @@ class RoundReport:
 def publish(session: CreatorSession, round_number: int) -> int:
     creator = session.creator
     global_weights = steps.upload_global(creator, round_number, session.global_tensors)
-    assets = steps.upload_assets(creator, round_number)
+    assets = steps.upload_assets(creator, round_number, session.max_examples)
     task_id = steps.create_round_task(creator, round_number, assets, global_weights)
     get_run_logger().info("round %d published as task %d", round_number, task_id)
     return task_id
@@ -60,7 +60,13 @@ def run_round(
     task = creator.market.get_task(task_id)
     policy = make_policy(config.task, decider)
     review = steps.review(
-        creator, task, submissions, session.layout, policy, session.evaluate_tensors
+        creator,
+        task,
+        submissions,
+        session.global_tensors,
+        policy,
+        session.evaluate_tensors,
+        session.max_examples,
     )
     kept = review.new_global if review.new_global is not None else session.global_tensors
     metrics = session.set_global(kept)

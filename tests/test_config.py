@@ -17,7 +17,6 @@ from decentralml.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_YAML = ROOT / "configs" / "mnist.yaml"
-BUILTIN = "decentralml.validation.builtin:min_accuracy"
 
 
 def _mnist() -> dict:
@@ -55,10 +54,17 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "pays_amount": 1_000_000,
             "max_assignments": 5,
             "expiry_blocks": 200,
-            "validation_strategy": "AutoAccept",
+            "validation_strategy": "CustomAccept",
+            "validators": [
+                {"name": "update_norm", "max_ratio": 3.0},
+                {"name": "holdout_gate", "tolerance": 0.01},
+            ],
             "custom_validator": None,
             "min_accuracy": 0.5,
             "manual_decisions": None,
+            "copy_threshold": 0.05,
+            "max_examples": None,
+            "examples_cap_multiple": 2.0,
         },
         "data": {
             "source": "mnist",
@@ -92,7 +98,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
         "round_timeout_seconds": 900.0,
         "poll_seconds": 0.5,
     }
-    assert config.task.validation_strategy is ValidationStrategy.AutoAccept
+    assert config.task.validation_strategy is ValidationStrategy.CustomAccept
 
 
 def test_config_is_frozen() -> None:
@@ -339,18 +345,43 @@ def test_override_below_a_scalar_is_a_config_error() -> None:
 # --- validation strategy defaults ----------------------------------------------------------
 
 
-def test_custom_accept_defaults_to_the_builtin_validator() -> None:
-    config = parse_config(_with("task.validation_strategy", "CustomAccept"))
-    assert config.task.validation_strategy is ValidationStrategy.CustomAccept
-    assert config.task.custom_validator == BUILTIN
+def test_a_new_config_defaults_to_custom_accept_with_the_poison_refusing_validators() -> None:
+    task = parse_config({}).task
+    assert task.validation_strategy is ValidationStrategy.CustomAccept
+    assert [v.name for v in task.custom_validators()] == ["update_norm", "holdout_gate"]
+    assert task.custom_validator is None
 
 
-def test_custom_accept_keeps_an_explicit_validator() -> None:
+def test_custom_accept_with_only_a_function_runs_only_that_function() -> None:
     data = _with("task.validation_strategy", "CustomAccept")
+    data["task"].pop("validators")
     data["task"]["custom_validator"] = "tests.custom_validators:enough_examples"
-    assert parse_config(data).task.custom_validator == "tests.custom_validators:enough_examples"
+    task = parse_config(data).task
+    assert task.custom_validator == "tests.custom_validators:enough_examples"
+    assert task.custom_validators() == []
+
+
+def test_validators_accept_bare_names_and_parameters() -> None:
+    data = _with("task.validators", ["min_accuracy", {"name": "holdout_gate", "tolerance": 0.02}])
+    validators = parse_config(data).task.custom_validators()
+    assert [(v.name, getattr(v, "tolerance", None)) for v in validators] == [
+        ("min_accuracy", None),
+        ("holdout_gate", 0.02),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"name": "nosuch"}, "task.validators.0: Input tag 'nosuch' found using 'name'"),
+        ({"name": "update_norm", "max_ratio": 0.5}, "task.validators.0.update_norm.max_ratio"),
+        ({"name": "holdout_gate", "cutoff": 1}, "task.validators.0.holdout_gate.cutoff"),
+    ],
+)
+def test_bad_validator_entries_name_the_field(entry: dict, message: str) -> None:
+    assert message in _error(_with("task.validators", [entry]))
 
 
 @pytest.mark.parametrize("strategy", ["AutoAccept", "ManualAccept"])
-def test_other_strategies_leave_the_validator_unset(strategy: str) -> None:
+def test_other_policies_leave_the_validator_unset(strategy: str) -> None:
     assert parse_config(_with("task.validation_strategy", strategy)).task.custom_validator is None

@@ -13,9 +13,11 @@ from decentralml.config import parse_config
 from decentralml.contributor import result_url
 from decentralml.creator import Creator, review
 from decentralml.domain import TaskResult, TaskSpec, Verdict
+from decentralml.errors import StorageError
 from decentralml.marketplace.embedded import EmbeddedMarketplace
 from decentralml.storage import ArtifactStore
-from decentralml.weights import encode, layout_of
+from decentralml.validation.base import PerCandidatePolicy
+from decentralml.weights import encode
 
 GLOBAL = {"000.kernel": np.zeros((3, 2), np.float32), "001.bias": np.zeros(2, np.float32)}
 
@@ -48,25 +50,37 @@ def round_with_results(tmp_path: Path):
     return creator, task, market.list_task_results(task.task_id)
 
 
-class _Policy:
+class _Policy(PerCandidatePolicy):
     name = "test"
 
     def __init__(self, decide):
         self.decide = decide
 
 
-def test_review_federates_accepted_results_weighted_by_examples(round_with_results):
+def test_review_federates_accepted_results_weighted_by_capped_examples(round_with_results):
     creator, task, submissions = round_with_results
     accept_all = _Policy(lambda c: Verdict(c.submission.submission_id, True, "ok"))
-    outcome = review(creator, task, submissions, layout_of(GLOBAL), accept_all, lambda t: {})
+    outcome = review(creator, task, submissions, GLOBAL, accept_all, lambda t: {})
     assert [v.accept for v in outcome.verdicts] == [True, True]
+    # 300 claimed, counted as 2 × the lower median 100: (100·1 + 200·4) / 300
+    np.testing.assert_allclose(outcome.new_global["001.bias"], [3.0, 3.0])
+    generous = replace(creator, config=parse_config({"task": {"examples_cap_multiple": 3}}))
+    outcome = review(generous, task, submissions, GLOBAL, accept_all, lambda t: {})
     np.testing.assert_allclose(outcome.new_global["001.bias"], [3.25, 3.25])  # (100·1+300·4)/400
+
+
+def test_review_reads_only_inside_the_creators_own_storage(round_with_results):
+    creator, task, submissions = round_with_results
+    elsewhere = replace(creator, store=ArtifactStore("memory://someone-else"))
+    accept_all = _Policy(lambda c: Verdict(c.submission.submission_id, True, "ok"))
+    with pytest.raises(StorageError, match="outside this creator's storage"):
+        review(elsewhere, task, submissions, GLOBAL, accept_all, lambda t: {})
 
 
 def test_review_with_nothing_accepted_keeps_no_new_weights(round_with_results):
     creator, task, submissions = round_with_results
     reject_all = _Policy(lambda c: Verdict(c.submission.submission_id, False, "no"))
-    outcome = review(creator, task, submissions, layout_of(GLOBAL), reject_all, lambda t: {})
+    outcome = review(creator, task, submissions, GLOBAL, reject_all, lambda t: {})
     assert outcome.new_global is None and len(outcome.rejected) == 2
 
 
@@ -77,7 +91,7 @@ def test_a_crashing_validator_is_not_mistaken_for_no_result(round_with_results):
         raise ValueError("validator bug")
 
     with pytest.raises(ValueError, match="validator bug"):
-        review(creator, task, submissions, layout_of(GLOBAL), _Policy(broken), lambda t: {})
+        review(creator, task, submissions, GLOBAL, _Policy(broken), lambda t: {})
 
 
 def test_an_oversized_result_is_refused_by_the_model_size_not_only_the_ceiling(
@@ -89,6 +103,6 @@ def test_an_oversized_result_is_refused_by_the_model_size_not_only_the_ceiling(
     artifact = creator.store.put(padded.result.result_path, data)
     padded = replace(padded, result=replace(padded.result, sha256=artifact.sha256))
     accept_all = _Policy(lambda c: Verdict(c.submission.submission_id, True, "ok"))
-    outcome = review(creator, task, [padded], layout_of(GLOBAL), accept_all, lambda t: {})
+    outcome = review(creator, task, [padded], GLOBAL, accept_all, lambda t: {})
     [verdict] = outcome.verdicts
     assert not verdict.accept and "limit" in verdict.reason

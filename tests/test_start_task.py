@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from decentralml.accounts import contributor_dev_keypair
+from decentralml.contributor import result_url
 from decentralml.creator import create_round_task, upload_assets, upload_global
 from decentralml.domain import ResultSubmissionStatus
 from decentralml.packaging import unpack_package
@@ -60,9 +61,8 @@ def test_start_task_trains_and_submits(tmp_path):
     stored = creator.store.get(submission.result.result_path)
     assert sha256_hex(stored) == submission.result.sha256
     assert 10_000 < submission.result.num_examples < 15_000  # a quarter of the 55 000 pool
-    tensors = screen(
-        submission, creator.store.get, session.layout, task.spec.global_weights_sha256, 10**8
-    )
+    location = result_url(task, submission.submission_id)
+    tensors = screen(submission, creator.store.get, session.layout, location, 10**8)
     assert isinstance(tensors, dict), tensors
     assert session.evaluate_tensors(tensors, session.test)["accuracy"] > 0.85
     assert str(ROOT) not in (package_dir / "task.json").read_text()  # no local paths shipped

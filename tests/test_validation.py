@@ -30,9 +30,11 @@ from decentralml.validation import (
     AutoAccept,
     Candidate,
     CustomAccept,
+    FunctionValidator,
     ManualAccept,
     builtin,
     decisions_from_file,
+    function_policy,
     make_policy,
     prompt_decider,
     screen,
@@ -94,15 +96,16 @@ class Round:
         num_examples: int = 1000,
         base: str | None = None,
         recorded_sha256: str | None = None,
+        recorded_path: str | None = None,
     ) -> Submission:
         """Store ``data`` as a result (None: nothing stored) and return its record."""
         sid = self._next_id
         self._next_id += 1
-        url = self.store.round_url("run", 1, f"results/{sid}.safetensors")
+        url = self.location(sid)
         if data is not None:
             self.store.put(url, data)
         result = TaskResult(
-            result_path=url,
+            result_path=recorded_path or url,
             sha256=recorded_sha256 or sha256_hex(data or b""),
             num_examples=num_examples,
             metrics={"accuracy": 0.9},
@@ -112,8 +115,15 @@ class Round:
             sid, 1, f"worker-{sid}", ResultSubmissionStatus.PendingValidation, 10, result
         )
 
-    def screen(self, submission: Submission, layout: Layout) -> dict[str, np.ndarray] | Verdict:
-        return screen(submission, self.fetch, layout, self.global_sha256, MAX_BYTES)
+    def location(self, sid: int) -> str:
+        """Where the creator expects submission ``sid``'s result (it derives it itself)."""
+        return self.store.round_url("run", 1, f"results/submission-{sid}.safetensors")
+
+    def screen(
+        self, submission: Submission, layout: Layout, max_examples: int | None = None
+    ) -> dict[str, np.ndarray] | Verdict:
+        location = self.location(submission.submission_id)
+        return screen(submission, self.fetch, layout, location, MAX_BYTES, max_examples)
 
     def cleanup(self) -> None:
         fs = fsspec.filesystem("memory")
@@ -153,10 +163,7 @@ def test_digest_mismatch_is_rejected(round_: Round, layout: Layout, local_update
     recorded = sha256_hex(b"what the contributor registered")
     submission = round_.submit(data, recorded_sha256=recorded)
     reason = _rejected(round_.screen(submission, layout), submission)
-    assert reason == (
-        f"{submission.result.result_path} has sha256 {sha256_hex(data)}, but {recorded} was "
-        "recorded: the file was changed or damaged after it was registered"
-    )
+    assert reason == "stored result does not match its recorded sha256"
 
 
 def test_file_swapped_after_registration_is_rejected(
@@ -165,7 +172,7 @@ def test_file_swapped_after_registration_is_rejected(
     submission = round_.submit(encode(local_update))
     round_.store.put(submission.result.result_path, encode(global_tensors))  # swapped
     reason = _rejected(round_.screen(submission, layout), submission)
-    assert f"but {submission.result.sha256} was recorded" in reason
+    assert reason == "stored result does not match its recorded sha256"
 
 
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.999])
@@ -225,14 +232,12 @@ def test_non_finite_weights_are_rejected(
     )
 
 
-def test_wrong_base_fingerprint_is_rejected_without_download(
+def test_a_claimed_base_fingerprint_is_not_trusted_either_way(
     round_: Round, layout: Layout, local_update
 ) -> None:
+    """The field is whatever the contributor writes: the weights are judged, not the claim."""
     submission = round_.submit(encode(local_update), base=sha256_hex(b"last round's weights"))
-    assert _rejected(round_.screen(submission, layout), submission) == (
-        "trained from other weights than this round's global model"
-    )
-    assert round_.fetched == []
+    assert isinstance(round_.screen(submission, layout), dict)
 
 
 @pytest.mark.parametrize("num_examples", [0, -1])
@@ -249,14 +254,15 @@ def test_non_positive_num_examples_is_rejected_without_download(
 def test_missing_file_is_rejected(round_: Round, layout: Layout) -> None:
     submission = round_.submit(None, recorded_sha256="ab" * 32)
     assert _rejected(round_.screen(submission, layout), submission) == (
-        f"{submission.result.result_path} does not exist"
+        "no result file is stored at the submission's location"
     )
 
 
 def test_oversized_file_is_rejected(round_: Round, layout: Layout, local_update) -> None:
     data = encode(local_update)
     submission = round_.submit(data)
-    outcome = screen(submission, round_.fetch, layout, round_.global_sha256, len(data) - 1)
+    location = round_.location(submission.submission_id)
+    outcome = screen(submission, round_.fetch, layout, location, len(data) - 1)
     assert _rejected(outcome, submission) == (
         f"weights file is {len(data)} bytes, over the {len(data) - 1}-byte limit"
     )
@@ -265,14 +271,6 @@ def test_oversized_file_is_rejected(round_: Round, layout: Layout, local_update)
 def test_a_submission_without_result_is_rejected(round_: Round, layout: Layout) -> None:
     submission = Submission(9, 1, "worker-9", ResultSubmissionStatus.Assigned, 10, None)
     assert round_.screen(submission, layout) == Verdict(9, False, "no result was sent")
-
-
-def test_empty_global_fingerprint_skips_the_base_check(
-    round_: Round, layout: Layout, local_update
-) -> None:
-    submission = round_.submit(encode(local_update), base="")
-    outcome = screen(submission, round_.fetch, layout, "", MAX_BYTES)
-    assert isinstance(outcome, dict)
 
 
 # --- policies ------------------------------------------------------------------------------
@@ -301,7 +299,7 @@ def test_auto_accept_accepts_what_passed_screening() -> None:
     candidate, calls = _candidate(sid=4)
     assert AutoAccept().decide(candidate) == Verdict(4, True, "passed integrity checks")
     assert calls == []  # no evaluation needed
-    assert make_policy(TaskConfig()).name == "AutoAccept"
+    assert make_policy(TaskConfig(validation_strategy="AutoAccept")).name == "AutoAccept"
 
 
 def test_holdout_metrics_are_computed_once() -> None:
@@ -440,7 +438,7 @@ def test_custom_accept_with_bool_and_pair_results(
     function: str, num_examples: int, verdict: tuple[bool, str]
 ) -> None:
     reference = f"tests.custom_validators:{function}"
-    policy = CustomAccept(load_function(reference), reference)
+    policy = function_policy(reference)
     assert policy.decide(_candidate(6, num_examples)[0]) == Verdict(6, *verdict)
 
 
@@ -464,13 +462,14 @@ def test_custom_accept_without_a_reference_names_the_function() -> None:
     def picky(candidate: Candidate) -> bool:
         return False
 
-    assert CustomAccept(picky).decide(_candidate(2)[0]) == Verdict(2, False, "picky returned False")
+    policy = CustomAccept(FunctionValidator(picky))
+    assert policy.decide(_candidate(2)[0]) == Verdict(2, False, "picky returned False")
 
 
 @pytest.mark.parametrize("function", ["garbage", "half_pair"])
 def test_custom_accept_refuses_other_return_values(function: str) -> None:
     reference = f"tests.custom_validators:{function}"
-    policy = CustomAccept(load_function(reference), reference)
+    policy = function_policy(reference)
     with pytest.raises(ConfigError) as error:
         policy.decide(_candidate()[0])
     assert str(error.value).startswith(f"custom validator {reference} returned ")
@@ -479,7 +478,7 @@ def test_custom_accept_refuses_other_return_values(function: str) -> None:
 
 def test_custom_accept_takes_a_numpy_bool(local_update) -> None:
     reference = "tests.custom_validators:numpy_bool"
-    policy = CustomAccept(load_function(reference), reference)
+    policy = function_policy(reference)
     assert policy.decide(_candidate(6, tensors=local_update)[0]).accept is True
 
 
@@ -534,9 +533,12 @@ def test_min_accuracy_defaults_to_half_without_params() -> None:
     )
 
 
-def test_custom_accept_without_a_validator_uses_min_accuracy_from_config() -> None:
-    task = TaskConfig(validation_strategy=ValidationStrategy.CustomAccept, min_accuracy=0.8)
-    assert task.custom_validator == BUILTIN
+def test_the_min_accuracy_validator_takes_its_threshold_from_the_config() -> None:
+    task = TaskConfig(
+        validation_strategy=ValidationStrategy.CustomAccept,
+        validators=["min_accuracy"],
+        min_accuracy=0.8,
+    )
     policy = make_policy(task)
     params = {"min_accuracy": task.min_accuracy}
     low, _ = _candidate(sid=3, accuracy=0.75, params=params)
@@ -607,7 +609,11 @@ def test_min_accuracy_accepts_trained_weights_and_rejects_random_ones(
 ) -> None:
     _, (x, y) = mnist
     policy = make_policy(
-        TaskConfig(validation_strategy=ValidationStrategy.CustomAccept, min_accuracy=0.5)
+        TaskConfig(
+            validation_strategy=ValidationStrategy.CustomAccept,
+            validators=["min_accuracy"],
+            min_accuracy=0.5,
+        )
     )
     params = {"min_accuracy": 0.5}
     verdicts = {}

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from decentralml.data.mnist import load_mnist, normalize
-from decentralml.data.partition import partition_for
+from decentralml.data.partition import partition_indices
 
 Split = tuple[NDArray[np.float32], NDArray[np.uint8]]
 
@@ -32,18 +32,33 @@ def contributor_shard(
 ) -> Split:
     """Contributor ``index``'s examples under the task's data settings (task.json "data")."""
     (x_train, y_train), _ = load_mnist(cache_dir)
+    parts = _partitions(data, y_train)
+    if not 0 <= index < len(parts):
+        raise ValueError(f"index={index} is out of range for num_partitions={len(parts)}")
+    chosen = parts[index]
+    return normalize(x_train[chosen]), y_train[chosen]
+
+
+def largest_shard(data: Mapping[str, object], cache_dir: Path | str | None = None) -> int:
+    """The most examples any contributor holds under the task's data settings: the creator
+    provides the shards, so a claim above this is a lie (validation.screen refuses it)."""
+    (_, y_train), _ = load_mnist(cache_dir)
+    return max(len(part) for part in _partitions(data, y_train))
+
+
+def _partitions(data: Mapping[str, object], y_train: np.ndarray) -> list[np.ndarray]:
+    """Every contributor's training indices: the pool left after the creator's holdout,
+    partitioned as the task says."""
     _, pool = holdout_and_pool(len(y_train), int(data["holdout_examples"]), int(data["seed"]))
-    local = partition_for(
+    parts = partition_indices(
         y_train[pool],
-        index,
         int(data["num_partitions"]),
         str(data["partition"]),
         int(data["seed"]),
         classes_per_partition=int(data["classes_per_contributor"]),
         alpha=float(data["alpha"]),
     )
-    chosen = pool[local]
-    return normalize(x_train[chosen]), y_train[chosen]
+    return [pool[part] for part in parts]
 
 
 def creator_holdout(holdout_examples: int, seed: int, cache_dir: Path | str | None = None) -> Split:

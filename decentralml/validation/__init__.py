@@ -1,18 +1,44 @@
-"""Validation policies (AutoAccept, ManualAccept, CustomAccept) and integrity screening."""
+"""Validation policies (AutoAccept, ManualAccept, CustomAccept), screening and originality."""
 
 from __future__ import annotations
 
-from decentralml.config import TaskConfig
+from decentralml.config import (
+    HoldoutGateValidator,
+    MinAccuracyValidator,
+    TaskConfig,
+    UpdateNormValidator,
+    ValidatorConfig,
+)
 from decentralml.domain import ValidationStrategy
+from decentralml.validation import builtin
 from decentralml.validation.auto import AutoAccept
-from decentralml.validation.base import Candidate, Judge, Policy, result_size_limit, screen
-from decentralml.validation.custom import CustomAccept, load_function
+from decentralml.validation.base import (
+    Candidate,
+    Decision,
+    Judge,
+    Policy,
+    RoundView,
+    ScreeningRules,
+    allowed_weights,
+    result_size_limit,
+    screen,
+)
+from decentralml.validation.custom import CustomAccept, function_policy, load_function
 from decentralml.validation.manual import Decider, ManualAccept, decisions_from_file, prompt_decider
+from decentralml.validation.validators import (
+    FunctionValidator,
+    HoldoutGate,
+    RoundValidator,
+    UpdateNormBound,
+)
+
+MIN_ACCURACY = "decentralml.validation.builtin:min_accuracy"
 
 
 def make_policy(task: TaskConfig, decider: Decider | None = None) -> Policy:
     """The policy the task's config names. ManualAccept uses ``decider``, else the decisions
-    file from the config, else a terminal prompt."""
+    file from the config, else a terminal prompt. CustomAccept runs the configured validators,
+    then ``custom_validator``."""
     if task.validation_strategy is ValidationStrategy.AutoAccept:
         return AutoAccept()
     if task.validation_strategy is ValidationStrategy.ManualAccept:
@@ -23,20 +49,54 @@ def make_policy(task: TaskConfig, decider: Decider | None = None) -> Policy:
                 else prompt_decider()
             )
         return ManualAccept(decider)
-    reference = task.custom_validator or "decentralml.validation.builtin:min_accuracy"
-    return CustomAccept(load_function(reference), reference)
+    validators = [make_validator(entry) for entry in task.custom_validators()]
+    if task.custom_validator:
+        function = load_function(task.custom_validator)
+        validators.append(FunctionValidator(function, task.custom_validator))
+    return CustomAccept(*validators)
+
+
+def make_validator(entry: ValidatorConfig) -> RoundValidator:
+    if isinstance(entry, UpdateNormValidator):
+        return UpdateNormBound(entry.max_ratio)
+    if isinstance(entry, HoldoutGateValidator):
+        return HoldoutGate(entry.tolerance)
+    if isinstance(entry, MinAccuracyValidator):
+        return FunctionValidator(builtin.min_accuracy, MIN_ACCURACY)
+    raise TypeError(f"no validator for {entry!r}")
+
+
+def screening_rules(task: TaskConfig, max_examples: int | None = None) -> ScreeningRules:
+    """The screening limits of a task: ``task.max_examples`` wins over the creator's own
+    knowledge of its shards (``max_examples``)."""
+    return ScreeningRules(
+        copy_threshold=task.copy_threshold,
+        max_examples=task.max_examples or max_examples,
+        examples_cap_multiple=task.examples_cap_multiple,
+    )
 
 
 __all__ = [
     "AutoAccept",
     "Candidate",
     "CustomAccept",
+    "Decision",
+    "FunctionValidator",
+    "HoldoutGate",
     "Judge",
     "ManualAccept",
     "Policy",
+    "RoundView",
+    "ScreeningRules",
+    "UpdateNormBound",
+    "allowed_weights",
+    "builtin",
     "decisions_from_file",
+    "function_policy",
     "make_policy",
+    "make_validator",
     "prompt_decider",
     "result_size_limit",
     "screen",
+    "screening_rules",
 ]

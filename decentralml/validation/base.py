@@ -1,21 +1,38 @@
 """Screening contributions before federation (NVFlare's ``accept`` before ``aggregate``).
 
-Two stages, each decision recorded with its reason:
-1. integrity (``screen``): digest, safetensors format, names/shapes/dtypes, finite values, and
-   that the contributor started from this round's global weights. Every policy applies it.
-2. policy: AutoAccept, ManualAccept or CustomAccept decides on what passed integrity.
+The creator pays strangers, so every submission is hostile until checked. Three stages, each
+decision recorded with its reason:
+
+1. integrity (``screen``): the result is read only from the place the task assigns it in the
+   creator's own storage (any other recorded location is refused without being touched),
+   size-bounded, digest-checked, then its safetensors format, names, shapes, dtypes and finite
+   values; a claimed number of examples above what the task allows is refused.
+2. originality (``validation.originality``): a copy of an earlier-committed submission, or the
+   round's global weights sent back (nearly) unchanged, is refused — under every policy,
+   because paying for either is never what a creator means.
+3. policy: AutoAccept, ManualAccept or CustomAccept decides on what remains.
+
+Reasons are published on the marketplace, so they never describe the creator's machine: no
+local paths, no digests or sizes of files the contributor did not write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from decentralml.domain import Submission, Verdict
-from decentralml.errors import IntegrityError, StorageError
+from decentralml.errors import (
+    ArtifactMissing,
+    ArtifactTooLarge,
+    DigestMismatch,
+    IntegrityError,
+    StorageError,
+)
 from decentralml.weights import Layout, check_against, decode, layout_bytes
 
 Evaluator = Callable[[Mapping[str, np.ndarray]], dict]
@@ -23,16 +40,25 @@ Evaluator = Callable[[Mapping[str, np.ndarray]], dict]
 
 @dataclass
 class Candidate:
-    """One submission whose weights passed integrity, as a policy sees it."""
+    """One submission whose weights passed integrity, as a policy sees it.
+
+    ``weight`` is the influence the creator allows it in averaging: its claimed number of
+    examples, capped (``allowed_weights``); never the raw claim."""
 
     submission: Submission
     tensors: Mapping[str, np.ndarray]
     evaluate: Evaluator
     params: Mapping[str, object] = field(default_factory=dict)
+    weight: int = 0
     _metrics: dict | None = None
 
     @property
+    def submission_id(self) -> int:
+        return self.submission.submission_id
+
+    @property
     def num_examples(self) -> int:
+        """What the contributor claims; see ``weight`` for what it is allowed to count."""
         return self.submission.result.num_examples if self.submission.result else 0
 
     def holdout_metrics(self) -> dict:
@@ -42,32 +68,129 @@ class Candidate:
         return self._metrics
 
 
+class RoundView:
+    """What round-level checks share: the global weights and every candidate's update
+    ``w - g`` as one flat float32 vector (computed once per candidate)."""
+
+    def __init__(self, global_tensors: Mapping[str, np.ndarray], evaluate: Evaluator) -> None:
+        self.global_tensors = global_tensors
+        self.evaluate = evaluate
+        self.names = sorted(global_tensors)
+        self._flat_global: np.ndarray | None = None
+        self._updates: dict[int, np.ndarray] = {}
+
+    @property
+    def _global_flat(self) -> np.ndarray:
+        """Flattened only when a check needs it: per-candidate policies never pay for it."""
+        if self._flat_global is None:
+            self._flat_global = flatten(self.global_tensors, self.names)
+        return self._flat_global
+
+    def update(self, candidate: Candidate) -> np.ndarray:
+        sid = candidate.submission_id
+        if sid not in self._updates:
+            self._updates[sid] = flatten(candidate.tensors, self.names) - self._global_flat
+        return self._updates[sid]
+
+    def update_norm(self, candidate: Candidate) -> float:
+        return float(np.linalg.norm(self.update(candidate)))
+
+    def global_norm(self) -> float:
+        return float(np.linalg.norm(self._global_flat))
+
+    def weights_from_update(self, update: np.ndarray) -> dict[str, np.ndarray]:
+        """Global weights plus a flat update, back in the model's tensor shapes and dtypes."""
+        flat = self._global_flat + update
+        tensors, offset = {}, 0
+        for name in self.names:
+            reference = self.global_tensors[name]
+            size = reference.size
+            tensors[name] = flat[offset : offset + size].reshape(reference.shape)
+            tensors[name] = tensors[name].astype(reference.dtype, copy=False)
+            offset += size
+        return tensors
+
+
+def flatten(tensors: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
+    parts = [np.asarray(tensors[n], dtype=np.float32).ravel() for n in names]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
 class Policy(Protocol):
     name: str
 
-    def decide(self, candidate: Candidate) -> Verdict: ...
+    def decide_round(self, candidates: Sequence[Candidate], view: RoundView) -> list[Verdict]:
+        """One verdict per candidate, in the candidates' order."""
+
+
+class PerCandidatePolicy:
+    """A policy that judges each candidate on its own (AutoAccept, ManualAccept)."""
+
+    name = "policy"
+
+    def decide(self, candidate: Candidate) -> Verdict:
+        raise NotImplementedError
+
+    def decide_round(self, candidates: Sequence[Candidate], view: RoundView) -> list[Verdict]:
+        return [self.decide(candidate) for candidate in candidates]
+
+
+@dataclass(frozen=True)
+class ScreeningRules:
+    """Limits every policy applies before it is asked.
+
+    ``copy_threshold``: a submission whose update lies closer than this (relative L2 distance)
+    to an earlier-committed one is a copy; one whose update norm is below this fraction of the
+    round's median update norm is the global weights sent back. ``max_examples``: the most
+    examples any contributor of the task can hold (None: unknown). ``examples_cap_multiple``:
+    a claim counts at most this many times the round's median claim."""
+
+    copy_threshold: float = 0.05
+    max_examples: int | None = None
+    examples_cap_multiple: float = 2.0
 
 
 def screen(
     submission: Submission,
     fetch: Callable[[str, str], bytes],
     layout: Layout,
-    global_sha256: str,
+    expected_location: str,
     max_bytes: int,
+    max_examples: int | None = None,
 ) -> dict[str, np.ndarray] | Verdict:
-    """Load and check one result; a reject Verdict says why it cannot be used."""
+    """Load and check one result from ``expected_location`` (derived by the creator, never
+    taken from the record); a reject Verdict says why it cannot be used."""
     result = submission.result
     if result is None:
         return Verdict(submission.submission_id, False, "no result was sent")
     if result.num_examples <= 0:
         return _reject(submission, f"num_examples must be positive, got {result.num_examples}")
-    if global_sha256 and result.base_fingerprint != global_sha256:
-        return _reject(submission, "trained from other weights than this round's global model")
+    if max_examples is not None and result.num_examples > max_examples:
+        return _reject(
+            submission,
+            f"claims {result.num_examples} examples; no contributor of this task holds more "
+            f"than {max_examples}",
+        )
+    if result.result_path != expected_location:
+        return _reject(
+            submission,
+            "result_path is not the location this task assigns to the submission "
+            f"(results/submission-{submission.submission_id}.safetensors beside the task's "
+            "global weights); it was not read",
+        )
     try:
-        data = fetch(result.result_path, result.sha256)
+        data = fetch(expected_location, result.sha256)
         tensors = decode(data, max_bytes=max_bytes)
         check_against(tensors, layout)
-    except (StorageError, IntegrityError) as error:
+    except ArtifactMissing:
+        return _reject(submission, "no result file is stored at the submission's location")
+    except ArtifactTooLarge:
+        return _reject(submission, f"result file is over the {max_bytes}-byte limit")
+    except DigestMismatch:
+        return _reject(submission, "stored result does not match its recorded sha256")
+    except StorageError:
+        return _reject(submission, "result file could not be read")
+    except IntegrityError as error:
         return _reject(submission, str(error))
     return tensors
 
@@ -82,28 +205,101 @@ def result_size_limit(layout: Layout, ceiling: int) -> int:
     return min(ceiling, layout_bytes(layout) + RESULT_HEADER_ALLOWANCE)
 
 
+def allowed_weights(
+    claims: Sequence[int], cap_multiple: float, max_examples: int | None
+) -> list[int]:
+    """Each claim capped at ``cap_multiple`` × the round's lower median claim (and at
+    ``max_examples``): a self-reported count cannot buy more influence than a few honest
+    shards' worth. The lower median (the middle claim, the smaller of two) is one of the
+    claims, so liars who are not a majority cannot move it."""
+    if not claims:
+        return []
+    lower_median = sorted(claims)[(len(claims) - 1) // 2]
+    cap = cap_multiple * float(lower_median)
+    if max_examples is not None:
+        cap = min(cap, max_examples)
+    return [max(1, min(claim, math.floor(cap))) for claim in claims]
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    candidate: Candidate | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict.accept and self.candidate is not None
+
+
 @dataclass(frozen=True)
 class Judge:
-    """Decides one submission: integrity screening, then the policy on what passed.
+    """Decides a round's submissions: integrity, originality, then the policy on the rest.
 
-    Shared by the creator's round (which folds accepted weights into the strategy) and the
-    seed's validate_task_results (which only reports verdicts)."""
+    Shared by the creator's round (which federates the accepted weights) and the seed's
+    validate_task_results (which only reports verdicts). Reads only through ``fetch`` and
+    only at ``result_location(submission)``."""
 
     fetch: Callable[[str, str], bytes]
+    result_location: Callable[[Submission], str]
     layout: Layout
-    global_sha256: str
+    global_tensors: Mapping[str, np.ndarray]
     max_bytes: int
     policy: Policy
     evaluate: Evaluator
     params: Mapping[str, object] = field(default_factory=dict)
+    rules: ScreeningRules = ScreeningRules()
+
+    def review(self, submissions: Iterable[Submission]) -> list[Decision]:
+        """A decision for every submission, in commitment order (earliest first)."""
+        from decentralml.validation.originality import find_copies
+
+        decisions: dict[int, Decision] = {}
+        candidates: list[Candidate] = []
+        ordered = sorted(submissions, key=commitment_order)
+        for submission in ordered:
+            screened = screen(
+                submission,
+                self.fetch,
+                self.layout,
+                self.result_location(submission),
+                self.max_bytes,
+                self.rules.max_examples,
+            )
+            if isinstance(screened, Verdict):
+                decisions[submission.submission_id] = Decision(screened)
+            else:
+                candidates.append(Candidate(submission, screened, self.evaluate, self.params))
+        view = RoundView(self.global_tensors, self.evaluate)
+        copies = find_copies(candidates, view, self.rules.copy_threshold)
+        originals = [c for c in candidates if c.submission_id not in copies]
+        for candidate in candidates:
+            if candidate.submission_id in copies:
+                reason = copies[candidate.submission_id]
+                decisions[candidate.submission_id] = Decision(_reject(candidate.submission, reason))
+        weights = allowed_weights(
+            [c.num_examples for c in originals],
+            self.rules.examples_cap_multiple,
+            self.rules.max_examples,
+        )
+        for candidate, weight in zip(originals, weights, strict=True):
+            candidate.weight = weight
+        if originals:
+            verdicts = self.policy.decide_round(originals, view)
+            for candidate, verdict in zip(originals, verdicts, strict=True):
+                kept = candidate if verdict.accept else None
+                decisions[candidate.submission_id] = Decision(verdict, kept)
+        return [decisions[s.submission_id] for s in ordered]
 
     def __call__(self, submission: Submission) -> tuple[Verdict, Mapping[str, np.ndarray] | None]:
-        """The verdict, and the weights when they were accepted."""
-        tensors = screen(submission, self.fetch, self.layout, self.global_sha256, self.max_bytes)
-        if isinstance(tensors, Verdict):
-            return tensors, None
-        verdict = self.policy.decide(Candidate(submission, tensors, self.evaluate, self.params))
-        return verdict, tensors if verdict.accept else None
+        """One submission alone (a round of one): the verdict and, if accepted, the weights."""
+        decision = self.review([submission])[0]
+        return decision.verdict, decision.candidate.tensors if decision.accepted else None
+
+
+def commitment_order(submission: Submission) -> tuple[float, int]:
+    """Earlier commitments first; submissions without one (older records) after, by id."""
+    order = submission.commit_order
+    return (math.inf if order is None else order, submission.submission_id)
 
 
 def _reject(submission: Submission, reason: str) -> Verdict:

@@ -1,20 +1,21 @@
-"""CustomAccept: a user function named ``package.module:function`` decides.
+"""CustomAccept: the creator's validators decide, in the order its config lists them.
 
-The function gets a ``Candidate`` and returns a ``Verdict``, a ``(bool, reason)`` pair or a
-bool. It runs in the creator's process: it is the creator's own code, never a contributor's.
+Validators are round-level (``validation.validators``): the built-ins ``update_norm``,
+``holdout_gate`` and ``min_accuracy``, and any ``package.module:function`` of the creator's
+own, which judges one Candidate at a time. Each validator sees only the candidates the earlier
+ones kept; a candidate is accepted when every validator accepted it.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
-
-import numpy as np
 
 from decentralml.domain import Verdict
 from decentralml.errors import ConfigError
-from decentralml.validation.base import Candidate
+from decentralml.validation.base import Candidate, RoundView
+from decentralml.validation.validators import Finding, FunctionValidator, RoundValidator
 
 
 def load_function(reference: str) -> Callable[[Candidate], Any]:
@@ -40,24 +41,41 @@ def load_function(reference: str) -> Callable[[Candidate], Any]:
 class CustomAccept:
     name = "CustomAccept"
 
-    def __init__(self, function: Callable[[Candidate], Any], reference: str = "") -> None:
-        self._function = function
-        self._reference = reference or getattr(function, "__name__", "custom")
+    def __init__(self, *validators: RoundValidator) -> None:
+        if not validators:
+            raise ConfigError("CustomAccept needs at least one validator")
+        self.validators = validators
+
+    def decide_round(self, candidates: Sequence[Candidate], view: RoundView) -> list[Verdict]:
+        in_play = list(candidates)
+        notes: dict[int, list[str]] = {c.submission_id: [] for c in candidates}
+        refused: dict[int, str] = {}
+        for validator in self.validators:
+            if not in_play:
+                break
+            findings = validator.check(in_play, view)
+            for candidate in in_play:
+                finding = findings.get(candidate.submission_id) or Finding(
+                    False, f"{validator.name} gave no finding"
+                )
+                if finding.accept:
+                    notes[candidate.submission_id].append(finding.note)
+                else:
+                    refused[candidate.submission_id] = finding.note
+            in_play = [c for c in in_play if c.submission_id not in refused]
+        return [
+            Verdict(c.submission_id, False, refused[c.submission_id])
+            if c.submission_id in refused
+            else Verdict(c.submission_id, True, "; ".join(notes[c.submission_id]))
+            for c in candidates
+        ]
 
     def decide(self, candidate: Candidate) -> Verdict:
-        sid = candidate.submission.submission_id
-        outcome = self._function(candidate)
-        if isinstance(outcome, Verdict):
-            return outcome
-        if isinstance(outcome, bool | np.bool_):
-            return Verdict(sid, bool(outcome), f"{self._reference} returned {bool(outcome)}")
-        if (
-            isinstance(outcome, tuple)
-            and len(outcome) == 2
-            and isinstance(outcome[0], bool | np.bool_)
-        ):
-            return Verdict(sid, bool(outcome[0]), str(outcome[1]))
-        raise ConfigError(
-            f"custom validator {self._reference} returned {outcome!r}; "
-            "return a Verdict, a bool or an (accept, reason) pair"
-        )
+        """A round of one: only meaningful for validators that judge candidates alone."""
+        view = RoundView(candidate.tensors, candidate.evaluate)
+        return self.decide_round([candidate], view)[0]
+
+
+def function_policy(reference: str) -> CustomAccept:
+    """CustomAccept with one ``package.module:function`` validator."""
+    return CustomAccept(FunctionValidator(load_function(reference), reference))

@@ -17,12 +17,12 @@ import yaml
 
 from decentralml.domain import Verdict
 from decentralml.errors import ConfigError
-from decentralml.validation.base import Candidate
+from decentralml.validation.base import Candidate, PerCandidatePolicy
 
 Decider = Callable[[Candidate], Verdict]
 
 
-class ManualAccept:
+class ManualAccept(PerCandidatePolicy):
     name = "ManualAccept"
 
     def __init__(self, decider: Decider) -> None:
