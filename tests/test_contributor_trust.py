@@ -193,3 +193,44 @@ def test_keyboard_interrupt_still_stops_the_agent(
     contributor = Contributor(market, _Interrupting(store.root_url), contributor_dev_keypair(0), 0)
     with pytest.raises(KeyboardInterrupt):
         run_agent(contributor, poll_seconds=0.01, max_tasks=1)
+
+
+# --- the tester's replay, end to end --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_replayed_task_costs_no_slot_and_the_agent_contributes_to_the_next_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, prefect_harness
+) -> None:
+    """A third account replays the creator's task record, pointing at assets that do not exist
+    on its side. The agent skips it without taking a slot, then trains for the next valid task."""
+    from decentralml.runtime import contributor_keypair
+    from decentralml.session import open_session
+    from flows.creator import publish
+    from tests.helpers import write_config
+
+    _, config = write_config(tmp_path, **{"contributors": 2, "task.max_assignments": 2})
+    session = open_session(config, run="replay")
+    market, store = session.creator.market, session.creator.store
+    original = market.get_task(publish(session, 1))
+    replayer = dev_keypair("Mallory")
+    market.fund(replayer.ss58_address, original.spec.pays_amount)
+    replayed = market.create_task(
+        replayer,
+        dataclasses.replace(
+            original.spec,
+            assets_path=store.round_url("replayed", 1, "assets.tar.gz"),
+            global_weights_path=store.round_url("replayed", 1, "global.safetensors"),
+        ),
+    )
+    valid = publish(session, 2)
+    worker = contributor_keypair(config.marketplace, 0)
+    contributor = Contributor(market, store, worker, 0, config.data.cache_dir, config.contributor)
+    with caplog.at_level(logging.WARNING, logger=AGENT_LOG):
+        contributions = run_agent(contributor, 0.05, first_task_id=replayed, max_tasks=2)
+    assert market.list_task_results(replayed) == []
+    reason = _skips(caplog)[replayed]
+    assert reason.startswith("StorageError: ") and reason.endswith("does not exist"), reason
+    assert [c.task_id for c in contributions] == [valid]
+    [submission] = market.list_task_results(valid)
+    assert submission.worker == worker.ss58_address and submission.result is not None
