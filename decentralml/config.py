@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from decentralml.domain import ValidationStrategy
 from decentralml.errors import ConfigError
+from decentralml.packaging import MAX_PACKAGE_BYTES
 
 _SECRET_KEYS = re.compile(r"(secret|password|passphrase|mnemonic|private|token)", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -179,6 +180,25 @@ class StorageConfig(_Section):
         return _refuse_inline_credentials(value)
 
 
+class ContributorConfig(_Section):
+    """What a contributor asks of a stranger's task before it pays anything for it (on a chain,
+    the assign extrinsic's fee). See README, "What a contributor checks before it pays".
+
+    min_reward_per_result: a task paying less per accepted result is skipped unread. Default 1:
+        only tasks that pay nothing are refused, which suits the embedded marketplace (no fees).
+        On a chain set it above the fees of the contributor's own extrinsics (assign + result:
+        ~24.4 million planck on the dev chain, docs/benchmarks.md), so spam tasks at 1 planck
+        cost their author, not the contributors.
+    max_asset_bytes: the most a contributor package may be, compressed (default 32 MiB; the
+        unpacked limits are decentralml.packaging's).
+    max_global_bytes: the most a task's global weights file may be (default 64 MiB).
+    """
+
+    min_reward_per_result: Annotated[int, Field(ge=0)] = 1
+    max_asset_bytes: PositiveInt = MAX_PACKAGE_BYTES
+    max_global_bytes: PositiveInt = 64 * 2**20
+
+
 class RunConfig(_Section):
     """A whole federated training: what the creator publishes and how the demo simulates it."""
 
@@ -189,6 +209,7 @@ class RunConfig(_Section):
     data: DataConfig = DataConfig()
     marketplace: MarketplaceConfig = MarketplaceConfig()
     storage: StorageConfig = StorageConfig()
+    contributor: ContributorConfig = ContributorConfig()
     strategy: Literal["fedavg", "average"] = "fedavg"
     rounds: PositiveInt = 3
     contributors: PositiveInt = 5

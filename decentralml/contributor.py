@@ -1,24 +1,41 @@
-"""The contributor's steps, plain Python: find a task, take a slot, fetch, train, submit.
+"""The contributor's steps, plain Python: find a task, check it, fetch, take a slot, train, submit.
 
-The contributor verifies everything it downloads against the digests on the task record, and
-sends back weights only, with the digest of the global model it started from.
+Anyone can publish a task, so a contributor trusts nothing in one until it checked it, and
+checks what it can before it pays anything (on a chain, taking a slot costs a fee): first the
+task record itself (reward, digests, the creator's standing), then the downloads (bounded in
+size, verified against the record's digests, unpacked within limits), the training settings
+and the global weights. Only then does it take a slot. It sends back weights only, with the
+digest of the global model it started from.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from substrateinterface import Keypair
 
 from decentralml.accounts import same_account
-from decentralml.domain import Task, TaskResult
+from decentralml.config import ContributorConfig
+from decentralml.domain import Task, TaskResult, TaskType
+from decentralml.errors import CreatorCannotPay, TaskRefused
 from decentralml.marketplace.base import Marketplace
+from decentralml.models import available_models, build_model, model_tensors
 from decentralml.packaging import unpack_package
 from decentralml.storage import ArtifactStore, StoredArtifact
 from decentralml.training import TrainingOutcome
-from decentralml.weights import decode, encode
+from decentralml.weights import check_against, decode, encode, layout_of
+
+if TYPE_CHECKING:
+    from decentralml.marketplace.substrate import CreatorStanding
+
+MAX_EPOCHS = 100
+MAX_BATCH_SIZE = 65_536
+PARTITIONS = ("iid", "shards", "dirichlet")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class Contributor:
@@ -28,7 +45,7 @@ class Contributor:
     stores flow parameters it can serialize) cannot serialize it, so the key never lands in
     a run record; the repr shows the address only."""
 
-    __slots__ = ("cache_dir", "keypair", "market", "shard_index", "store")
+    __slots__ = ("cache_dir", "keypair", "market", "shard_index", "store", "terms")
 
     def __init__(
         self,
@@ -37,9 +54,11 @@ class Contributor:
         keypair: Keypair,
         shard_index: int,
         cache_dir: str | None = None,
+        terms: ContributorConfig | None = None,
     ) -> None:
         self.market, self.store, self.keypair = market, store, keypair
         self.shard_index, self.cache_dir = shard_index, cache_dir
+        self.terms = terms or ContributorConfig()  # what it asks of a task before paying
 
     def __repr__(self) -> str:
         return f"Contributor({self.keypair.ss58_address}, shard {self.shard_index})"
@@ -68,18 +87,91 @@ def find_open_task(market: Marketplace, worker: Keypair, done: set[int]) -> Task
     return None
 
 
+@runtime_checkable
+class ReportsCreatorStanding(Protocol):
+    """A marketplace without escrow that can tell whether a creator covers its promises."""
+
+    def creator_standing(self, creator: str) -> CreatorStanding: ...
+
+
+def check_offer(market: Marketplace, task: Task, terms: ContributorConfig) -> None:
+    """The cheap checks on the task record, before anything is downloaded or paid."""
+    spec = task.spec
+    if spec.task_type is not TaskType.ModelContributor:
+        raise TaskRefused(f"task {task.task_id} is a {spec.task_type} task, not ModelContributor")
+    if spec.reward_per_result < terms.min_reward_per_result:
+        raise TaskRefused(
+            f"task {task.task_id} pays {spec.reward_per_result} per result, below "
+            f"min_reward_per_result {terms.min_reward_per_result}"
+        )
+    for name in ("assets_sha256", "global_weights_sha256"):
+        if not _SHA256.fullmatch(getattr(spec, name)):
+            raise TaskRefused(f"task {task.task_id} records no valid {name}: nothing to verify")
+    if isinstance(market, ReportsCreatorStanding):
+        standing = market.creator_standing(task.creator)
+        if not standing.covered:
+            raise CreatorCannotPay(
+                f"creator {task.creator} holds {standing.free_balance} but owes "
+                f"{standing.outstanding} in unpaid rewards of its open tasks: rewards are not "
+                "escrowed on chain, so this task may never pay"
+            )
+
+
 def assign(market: Marketplace, worker: Keypair, task_id: int) -> int:
     """Take a slot, or return the one already held (a retried step must not take two)."""
     existing = holds_slot(market, worker, task_id)
     return existing if existing is not None else market.assign_task(worker, task_id)
 
 
-def fetch_inputs(store: ArtifactStore, task: Task, workdir: Path) -> TaskInputs:
-    """Download and verify the package and the global weights named by the task."""
-    package = store.get(task.spec.assets_path, task.spec.assets_sha256)
-    settings = unpack_package(package, workdir)
-    global_bytes = store.get(task.spec.global_weights_path, task.spec.global_weights_sha256)
-    return TaskInputs(settings, decode(global_bytes), workdir)
+def fetch_inputs(
+    store: ArtifactStore, task: Task, workdir: Path, terms: ContributorConfig | None = None
+) -> TaskInputs:
+    """Download (size-bounded), verify and unpack (bounded) the package and the global
+    weights named by the task."""
+    terms = terms or ContributorConfig()
+    spec = task.spec
+    package = store.get(spec.assets_path, spec.assets_sha256, max_bytes=terms.max_asset_bytes)
+    settings = unpack_package(package, workdir, max_package_bytes=terms.max_asset_bytes)
+    global_bytes = store.get(
+        spec.global_weights_path, spec.global_weights_sha256, max_bytes=terms.max_global_bytes
+    )
+    return TaskInputs(settings, decode(global_bytes, terms.max_global_bytes), workdir)
+
+
+def check_inputs(inputs: TaskInputs, shard_index: int) -> None:
+    """The task's training settings are ones this contributor can follow, and the global
+    weights fit the model they name: a task failing here would fail after paying for a slot."""
+    settings = inputs.settings
+    problems = _settings_problems(settings, shard_index)
+    if problems:
+        raise TaskRefused(f"task settings refused: {'; '.join(problems)}")
+    model = build_model(str(settings["model"]), float(settings["learning_rate"]))
+    check_against(inputs.global_tensors, layout_of(model_tensors(model)))
+
+
+def _settings_problems(settings: dict, shard_index: int) -> list[str]:
+    problems = []
+    if settings.get("model") not in available_models():
+        problems.append(f"unknown model {settings.get('model')!r} (known: {available_models()})")
+    if not _int_between(settings.get("epochs"), 1, MAX_EPOCHS):
+        problems.append(f"epochs {settings.get('epochs')!r} is not 1..{MAX_EPOCHS}")
+    if not _int_between(settings.get("batch_size"), 1, MAX_BATCH_SIZE):
+        problems.append(f"batch_size {settings.get('batch_size')!r} is not 1..{MAX_BATCH_SIZE}")
+    rate = settings.get("learning_rate")
+    if not (isinstance(rate, int | float) and not isinstance(rate, bool) and 0 < rate < 1):
+        problems.append(f"learning_rate {rate!r} is not in (0, 1)")
+    data = settings.get("data")
+    if not isinstance(data, dict):
+        return [*problems, "data settings are missing"]
+    if data.get("source") != "mnist" or data.get("partition") not in PARTITIONS:
+        problems.append(f"data source/partition {data.get('source')!r}/{data.get('partition')!r}")
+    if not _int_between(data.get("num_partitions"), shard_index + 1, 10_000):
+        problems.append(f"num_partitions {data.get('num_partitions')!r} has no shard {shard_index}")
+    return problems
+
+
+def _int_between(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def result_url(task: Task, submission_id: int) -> str:

@@ -78,6 +78,11 @@ class ChainError(MarketplaceError):
     """An extrinsic failed on chain; the message carries the module error name."""
 
 
+class TaskRefused(DecentralMLError):
+    """A contributor declines a task before paying anything for it: the record, the package's
+    settings or the creator fail the contributor's checks. Nothing was assigned."""
+
+
 class StorageError(DecentralMLError):
     """An artifact is missing, unreadable, or its digest does not match the record."""
 

@@ -3,6 +3,11 @@
 Built as a deterministic tar.gz (sorted names, zero mtimes, no owners) so the same inputs give
 the same bytes and the same sha256 on every machine; unpacked with tarfile's "data" filter, which
 refuses absolute paths, ``..`` and links out of the folder.
+
+A contributor unpacks packages published by strangers, so unpacking is bounded: the compressed
+size, the size it inflates to (enforced while inflating, a chunk at a time: a 0.3 MB bomb never
+becomes 300 MB in memory or on disk), the number of members and each member's size. Only
+regular files and folders are accepted.
 """
 
 from __future__ import annotations
@@ -10,14 +15,25 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import tempfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from decentralml.errors import StorageError
 
 SETTINGS_FILE = "task.json"
 REQUIRED_FILES = ("model_contributor.py", "settings.py", "requirements.txt", "start_task.sh")
+
+MiB = 2**20
+MAX_PACKAGE_BYTES = 32 * MiB  # compressed, as downloaded
+MAX_UNPACKED_BYTES = 128 * MiB  # the whole tar stream once inflated
+MAX_MEMBERS = 256
+MAX_MEMBER_BYTES = 64 * MiB
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = MiB  # inflated bytes per step
+_SPOOL_IN_MEMORY = 8 * MiB  # a larger tar stream waits in a temporary file, not in memory
 
 
 def build_package(source_dir: str | Path, task_settings: Mapping[str, object]) -> bytes:
@@ -52,21 +68,98 @@ def _strip_gzip_mtime(data: bytes) -> bytes:
     return data[:4] + b"\x00\x00\x00\x00" + data[8:]
 
 
-def unpack_package(data: bytes, destination: str | Path) -> dict[str, object]:
-    """Extract safely into ``destination`` and return the task settings it carries."""
-    target = Path(destination)
-    target.mkdir(parents=True, exist_ok=True)
+def unpack_package(
+    data: bytes,
+    destination: str | Path,
+    *,
+    max_package_bytes: int = MAX_PACKAGE_BYTES,
+    max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
+    max_members: int = MAX_MEMBERS,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+) -> dict[str, object]:
+    """Extract safely into ``destination`` and return the task settings it carries.
+
+    Every limit is checked before anything is written; a package over one is refused with a
+    StorageError naming the limit and what was found.
+    """
+    if len(data) > max_package_bytes:
+        raise StorageError(
+            f"contributor package is {len(data)} bytes compressed (limit {max_package_bytes})"
+        )
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as tar_stream:
+        _gunzip_bounded(data, max_unpacked_bytes, tar_stream)
+        target = Path(destination)
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            with tarfile.open(fileobj=tar_stream, mode="r:") as archive:
+                members = _checked_members(archive, target, max_members, max_member_bytes)
+                archive.extractall(target, members=members, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as error:
+            raise StorageError(f"contributor package cannot be unpacked: {error}") from error
+    return _read_settings(target)
+
+
+def _gunzip_bounded(data: bytes, limit: int, spool: IO[bytes]) -> None:
+    """Inflate gzip ``data`` (one or more members) into ``spool`` a chunk at a time, stopping
+    as soon as the output exceeds ``limit``: memory holds one chunk, never the whole stream."""
+    if not data.startswith(_GZIP_MAGIC):
+        raise StorageError("contributor package cannot be unpacked: not a gzip file")
+    written = 0
+    pending = data
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-            members = archive.getmembers()  # reads the whole stream: truncation shows here
-            absolute = [m.name for m in members if PurePosixPath(m.name).is_absolute()]
-            if absolute:
-                raise StorageError(
-                    f"contributor package cannot be unpacked: absolute paths {absolute}"
-                )
-            archive.extractall(target, members=members, filter="data")
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        while pending:  # concatenated gzip members are one stream, as gzip itself reads them
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while not inflater.eof:
+                chunk = inflater.decompress(pending, min(_CHUNK, limit - written + 1))
+                pending = inflater.unconsumed_tail
+                if not chunk and not pending and not inflater.eof:
+                    raise StorageError(
+                        "contributor package cannot be unpacked: the gzip stream is truncated"
+                    )
+                written += len(chunk)
+                if written > limit:
+                    raise StorageError(
+                        f"contributor package unpacks to more than {limit} bytes from "
+                        f"{len(data)} compressed (limit {limit}): refused as a possible "
+                        "decompression bomb"
+                    )
+                spool.write(chunk)
+            pending = inflater.unused_data
+    except zlib.error as error:
         raise StorageError(f"contributor package cannot be unpacked: {error}") from error
+    spool.seek(0)
+
+
+def _checked_members(
+    archive: tarfile.TarFile, target: Path, max_members: int, max_member_bytes: int
+) -> list[tarfile.TarInfo]:
+    """The members, read header by header: the first one over a limit stops the reading."""
+    members: list[tarfile.TarInfo] = []
+    for member in archive:  # reads the whole stream: truncation shows here
+        if len(members) == max_members:
+            raise StorageError(
+                f"contributor package has more than {max_members} members (limit {max_members})"
+            )
+        if PurePosixPath(member.name).is_absolute():
+            raise StorageError(
+                f"contributor package cannot be unpacked: absolute path {member.name!r}"
+            )
+        tarfile.data_filter(member, str(target))  # its own messages: links out, special files
+        if not (member.isdir() or (member.isreg() and not member.issparse())):
+            raise StorageError(
+                f"contributor package cannot be unpacked: {member.name!r} is not a regular "
+                "file or folder (links and sparse files are refused)"
+            )
+        if member.size > max_member_bytes:
+            raise StorageError(
+                f"contributor package member {member.name!r} is {member.size} bytes "
+                f"(limit {max_member_bytes})"
+            )
+        members.append(member)
+    return members
+
+
+def _read_settings(target: Path) -> dict[str, object]:
     settings_path = target / SETTINGS_FILE
     if not settings_path.is_file():
         raise StorageError(f"contributor package has no {SETTINGS_FILE}")

@@ -18,10 +18,13 @@ import hashlib
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import fsspec
 
 from decentralml.errors import ArtifactMissing, ArtifactTooLarge, DigestMismatch, StorageError
+
+_READ_CHUNK = 2**20
 
 
 def sha256_hex(data: bytes) -> str:
@@ -37,6 +40,19 @@ def normalize_url(url: str) -> str:
         return Path(path).resolve().as_uri()
     # Strip a trailing slash but never the "//" after the protocol ("memory://" stays).
     return f"{protocol}://{path.rstrip('/') or ('/' if protocol == 'file' else '')}"
+
+
+def _read_at_most(handle: IO[bytes], limit: int) -> bytes:
+    """Up to ``limit`` bytes: a raw handle may return less than asked before the end."""
+    parts: list[bytes] = []
+    left = limit
+    while left > 0:
+        part = handle.read(min(left, _READ_CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -80,14 +96,24 @@ class ArtifactStore:
     def get(
         self, url: str, expected_sha256: str | None = None, max_bytes: int | None = None
     ) -> bytes:
-        """Read ``url``; refuse oversized files and digest mismatches with a StorageError."""
+        """Read ``url``; refuse oversized files and digest mismatches with a StorageError.
+
+        With ``max_bytes`` at most ``max_bytes + 1`` bytes are ever read: the size the backend
+        reports is checked first, but a backend may not know it (or the file may grow between
+        the two calls), so the read itself is bounded too.
+        """
         fs, path = self._fs(url)
         try:
             size = fs.size(path)
             if max_bytes is not None and size is not None and size > max_bytes:
                 raise ArtifactTooLarge(f"{url} is {size} bytes, over the {max_bytes}-byte limit")
             with fs.open(path, "rb") as handle:
-                data = handle.read()
+                data = handle.read() if max_bytes is None else _read_at_most(handle, max_bytes + 1)
+            if max_bytes is not None and len(data) > max_bytes:
+                raise StorageError(
+                    f"{url} is more than {max_bytes} bytes, over the {max_bytes}-byte limit "
+                    "(the read stopped there)"
+                )
         except FileNotFoundError:
             raise ArtifactMissing(f"{url} does not exist") from None
         except OSError as error:

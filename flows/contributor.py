@@ -1,7 +1,9 @@
 """The model contributor's procedure (seed steps 3, 4, 5):
 
-list tasks → assign one → download and verify the assets and global weights → load the data
-shard → train with the creator's epochs and batch size → save weights → upload → send result.
+list tasks → check the task record (reward, digests, creator) → download and verify the assets
+and global weights (bounded) → check the settings and weights → assign (the first step that
+costs a fee) → load the data shard → train with the creator's epochs and batch size → save
+weights → upload → send result.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from decentralml.config import RunConfig, load_config
-from decentralml.contributor import Contributor, find_open_task
+from decentralml.contributor import Contributor, check_offer, find_open_task
 from decentralml.domain import Task
-from decentralml.errors import CreatorCannotPay, TaskFull, TaskNotOpen
+from decentralml.errors import TaskFull, TaskNotOpen
 from decentralml.marketplace.base import Marketplace
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
 from tasks import contributor as steps
@@ -41,9 +43,11 @@ class Contribution:
 )
 def contribute(contributor: Contributor, task: Task) -> Contribution:
     market, store, worker = contributor.market, contributor.store, contributor.keypair
-    submission_id = steps.assign(market, worker, task.task_id)
+    steps.check_offer(market, task, contributor.terms)
     with tempfile.TemporaryDirectory(prefix=f"dml-task-{task.task_id}-") as workdir:
-        inputs = steps.fetch_inputs(store, task, Path(workdir))
+        inputs = steps.fetch_inputs(store, task, Path(workdir), contributor.terms)
+    steps.check_inputs(inputs, contributor.shard_index)
+    submission_id = steps.assign(market, worker, task.task_id)  # trusted this far: now pay
     settings = inputs.settings
     x, y = steps.load_shard(settings["data"], contributor.shard_index, contributor.cache_dir)
     outcome = steps.train(
@@ -75,7 +79,9 @@ def run_agent(
     """Watch the marketplace and contribute to each new task (id >= first_task_id).
 
     Stops after ``max_tasks`` tasks were seen (None: never) or when ``stop`` is set. A task
-    whose slots went to faster contributors is skipped, not an error.
+    whose slots went to faster contributors is skipped silently; any other failure of one task
+    (a stranger's bad task, a refused check, a bug) is logged as one line and the task is
+    skipped for good: tasks are published by anyone, so none may stop the agent.
     """
     stop = stop or threading.Event()
     seen: set[int] = set(range(first_task_id))
@@ -85,14 +91,21 @@ def run_agent(
         if task is None:
             stop.wait(poll_seconds)
             continue
-        seen.add(task.task_id)
+        seen.add(task.task_id)  # remembered: a skipped task is not tried again
         try:
+            # The cheap checks first, here too: a spam task costs no flow run, no download.
+            check_offer(contributor.market, task, contributor.terms)
             contributions.append(contribute(contributor, task))
         except (TaskFull, TaskNotOpen):
             continue  # the slots went to faster contributors, or the task ended
-        except CreatorCannotPay as refusal:
-            log.warning("skipping task %d: %s", task.task_id, refusal)
+        except Exception as error:  # not KeyboardInterrupt/SystemExit: those stop the agent
+            log.warning("skipping task %d: %s", task.task_id, _one_line(error))
     return contributions
+
+
+def _one_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else '(no message)'}"
 
 
 def open_contributor(
@@ -105,6 +118,7 @@ def open_contributor(
         contributor_keypair(config.marketplace, _dev_index(config, shard_index)),
         shard_index,
         config.data.cache_dir,
+        config.contributor,
     )
 
 

@@ -37,7 +37,9 @@ def run_demo(
     first_block = market.current_block() + 1
     stop = threading.Event()
     contributors = [
-        Contributor(market, session.creator.store, worker, i, config.data.cache_dir)
+        Contributor(
+            market, session.creator.store, worker, i, config.data.cache_dir, config.contributor
+        )
         for i, worker in enumerate(workers)
     ]
     with ThreadPoolExecutor(

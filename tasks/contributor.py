@@ -10,8 +10,10 @@ from decentralml.training import train_contribution
 from tasks.policy import IO_TASK, LOCAL_TASK
 
 find_open_task = task(name="list-tasks", **IO_TASK)(core.find_open_task)
-assign = task(name="assign-task", **IO_TASK)(core.assign)
+check_offer = task(name="check-task-record", **IO_TASK)(core.check_offer)
 fetch_inputs = task(name="download-and-verify-assets", **IO_TASK)(core.fetch_inputs)
+check_inputs = task(name="check-task-settings", **LOCAL_TASK)(core.check_inputs)
+assign = task(name="assign-task", **IO_TASK)(core.assign)
 train = task(name="train-on-shard", **LOCAL_TASK)(train_contribution)
 upload_result = task(name="upload-result", **IO_TASK)(core.upload_result)
 submit = task(name="send-task-result", **IO_TASK)(core.submit)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prefect.cache_policies import NO_CACHE
 
-from decentralml.errors import ConfigError, IntegrityError, MarketplaceError
+from decentralml.errors import ConfigError, IntegrityError, MarketplaceError, TaskRefused
 
 # Rule violations are answers, not glitches: retrying "task full" or "not the assignee" only
 # repeats the refusal. Everything else (I/O, connection drops) is retried with backoff.
-PERMANENT_ERRORS = (MarketplaceError, IntegrityError, ConfigError)
+PERMANENT_ERRORS = (MarketplaceError, IntegrityError, ConfigError, TaskRefused)
 
 
 def _retry_unless_permanent(task, task_run, state) -> bool:

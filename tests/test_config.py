@@ -92,6 +92,11 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "endpoint_url": None,
             "max_result_bytes": 50_000_000,
         },
+        "contributor": {
+            "min_reward_per_result": 1,
+            "max_asset_bytes": 32 * 2**20,
+            "max_global_bytes": 64 * 2**20,
+        },
         "strategy": "fedavg",
         "rounds": 3,
         "contributors": 5,
@@ -99,6 +104,14 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
         "poll_seconds": 0.5,
     }
     assert config.task.validation_strategy is ValidationStrategy.CustomAccept
+
+
+def test_substrate_contributors_skip_tasks_that_pay_less_than_their_fees() -> None:
+    """~24.4 million planck of fees per task for a contributor (docs/benchmarks.md)."""
+    config = load_config(MNIST_YAML.parent / "mnist-substrate.yaml")
+    assert config.contributor.min_reward_per_result == 10**9 > 24_400_000
+    per_result = config.task.pays_amount // config.task.max_assignments
+    assert per_result >= config.contributor.min_reward_per_result  # the demo's own tasks pass
 
 
 def test_config_is_frozen() -> None:
@@ -172,6 +185,12 @@ def test_an_empty_file_is_all_defaults(tmp_path: Path) -> None:
             "marketplace.creator_key_env: Value error, '//Alice' is not an environment variable "
             "name (keys never go here)",
         ),
+        (
+            "contributor.min_reward_per_result",
+            -1,
+            "contributor.min_reward_per_result: Input should be greater than or equal to 0",
+        ),
+        ("contributor.max_asset_bytes", 0, "contributor.max_asset_bytes: Input should be greater"),
         ("strategy", "median", "strategy: Input should be 'fedavg' or 'average'"),
         ("rounds", 0, "rounds: Input should be greater than 0"),
         ("rounds", 2.5, "rounds: Input should be a valid integer, got a number with a fractional"),

@@ -292,3 +292,103 @@ def test_package_without_settings_is_refused(sandbox: Path) -> None:
 def test_settings_that_are_not_a_json_object_are_refused(sandbox: Path, content: bytes) -> None:
     with pytest.raises(StorageError, match=r"task\.json"):
         unpack_package(_archive(("file", SETTINGS_FILE, content)), sandbox / "dest")
+
+
+# --- bounds: what a stranger's package may cost to unpack ----------------------------------
+
+BOMB_BYTES = 300 * 2**20
+
+
+class _Zeros:
+    """A file of ``size`` zero bytes that never exists in memory at once."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        return bytes(n)
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """A real package (task.json and all) around one 300 MiB file of zeros: ~0.3 MB gzipped."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=9) as archive:
+        settings = json.dumps(SETTINGS).encode()
+        info = tarfile.TarInfo(SETTINGS_FILE)
+        info.size = len(settings)
+        archive.addfile(info, io.BytesIO(settings))
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = BOMB_BYTES
+        archive.addfile(info, _Zeros(BOMB_BYTES))
+    return buffer.getvalue()
+
+
+def test_decompression_bomb_is_refused_while_inflating(sandbox: Path, bomb: bytes) -> None:
+    import resource
+    import time
+
+    assert len(bomb) < 2**20  # the tester's finding: well under a megabyte on the wire
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(StorageError) as error:
+        unpack_package(bomb, sandbox / "dest")
+    assert str(error.value).startswith(
+        f"contributor package unpacks to more than {128 * 2**20} bytes from {len(bomb)} compressed"
+    )
+    assert time.perf_counter() - started < 10
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+    assert grown_kib < 64 * 1024, "the inflated stream was held in memory"
+    assert _tree(sandbox / "dest") == []  # nothing written: the disk is untouched
+
+
+def test_unpacked_limit_is_a_keyword_and_counts_the_tar_stream(sandbox: Path) -> None:
+    data = build_package(ASSETS, SETTINGS)
+    tar_size = len(gzip.decompress(data))
+    limit = tar_size - 1
+    with pytest.raises(StorageError, match=f"more than {limit} bytes .*limit {limit}"):
+        unpack_package(data, sandbox / "dest", max_unpacked_bytes=tar_size - 1)
+    assert unpack_package(data, sandbox / "dest", max_unpacked_bytes=tar_size) == SETTINGS
+
+
+def test_package_over_the_compressed_limit_is_refused_before_inflating(sandbox: Path) -> None:
+    data = build_package(ASSETS, SETTINGS)
+    with pytest.raises(StorageError) as error:
+        unpack_package(data, sandbox / "dest", max_package_bytes=len(data) - 1)
+    assert str(error.value) == (
+        f"contributor package is {len(data)} bytes compressed (limit {len(data) - 1})"
+    )
+    assert not (sandbox / "dest").exists()
+
+
+def test_package_with_too_many_members_is_refused(sandbox: Path) -> None:
+    many = [("file", f"f{i:04d}.txt", b"") for i in range(300)]
+    with pytest.raises(StorageError) as error:
+        unpack_package(_archive(TASK, *many), sandbox / "dest")
+    assert str(error.value) == "contributor package has more than 256 members (limit 256)"
+    assert _tree(sandbox / "dest") == []
+    assert unpack_package(_archive(TASK, *many[:255]), sandbox / "fits") == SETTINGS
+
+
+def test_member_over_the_single_member_limit_is_refused(sandbox: Path) -> None:
+    data = _archive(TASK, ("file", "weights.bin", b"\x01" * 5000))
+    with pytest.raises(StorageError) as error:
+        unpack_package(data, sandbox / "dest", max_member_bytes=4096)
+    assert str(error.value) == "contributor package member 'weights.bin' is 5000 bytes (limit 4096)"
+    assert _tree(sandbox / "dest") == []
+
+
+def test_links_inside_the_folder_are_refused_too(sandbox: Path) -> None:
+    """Only regular files and folders: a package has no use for links, even harmless ones."""
+    data = _archive(TASK, ("file", "a.txt", b"x"), ("symlink", "b.txt", "a.txt"))
+    with pytest.raises(StorageError, match=r"'b\.txt' is not a regular file or folder"):
+        unpack_package(data, sandbox / "dest")
+
+
+def test_concatenated_gzip_members_still_unpack(sandbox: Path) -> None:
+    data = build_package(ASSETS, SETTINGS)
+    tar = gzip.decompress(data)
+    split = gzip.compress(tar[:10_000]) + gzip.compress(tar[10_000:])
+    assert unpack_package(split, sandbox / "dest") == SETTINGS

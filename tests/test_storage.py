@@ -12,6 +12,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 
 from decentralml.errors import StorageError
 from decentralml.storage import ArtifactStore, StoredArtifact, normalize_url, sha256_hex
@@ -239,3 +240,48 @@ def test_bare_protocol_root_stays_a_url(tmp_path: Path, monkeypatch: pytest.Monk
     store = ArtifactStore("memory://")
     assert store.root_url == "memory://"
     assert store.url_for("runs", "x.bin").startswith("memory://")
+
+
+class _SizelessMemoryFS(MemoryFileSystem):
+    """The injected fault: a backend that cannot tell a file's size before reading it (some
+    HTTP servers), and that counts what is read from it."""
+
+    protocol = "sizeless"
+    bytes_read = 0
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return super()._strip_protocol(path.removeprefix("sizeless://"))
+
+    def size(self, path):
+        return None
+
+    def _open(self, path, mode="rb", **kwargs):
+        handle = super()._open(path, mode, **kwargs)
+        if "r" in mode:
+            read = handle.read
+
+            def counted(n=-1):
+                data = read(n)
+                _SizelessMemoryFS.bytes_read += len(data)
+                return data
+
+            handle.read = counted
+        return handle
+
+
+def test_max_bytes_bounds_the_read_when_the_backend_cannot_tell_the_size() -> None:
+    fsspec.register_implementation("sizeless", _SizelessMemoryFS, clobber=True)
+    store = ArtifactStore(f"sizeless://decentralml-test-{uuid.uuid4().hex}")
+    url = store.url_for("assets.tar.gz")
+    big = b"\x00" * (8 * 2**20)
+    store.put(url, big)
+    _SizelessMemoryFS.bytes_read = 0
+    with pytest.raises(StorageError) as error:
+        store.get(url, max_bytes=1000)
+    assert str(error.value) == (
+        f"{url} is more than 1000 bytes, over the 1000-byte limit (the read stopped there)"
+    )
+    assert _SizelessMemoryFS.bytes_read == 1001  # not the 8 MiB behind it
+    assert store.get(url, max_bytes=len(big), expected_sha256=sha256_hex(big)) == big
+    assert store.get(url) == big  # no limit: read to the end
