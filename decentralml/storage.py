@@ -110,7 +110,7 @@ class ArtifactStore:
             with fs.open(path, "rb") as handle:
                 data = handle.read() if max_bytes is None else _read_at_most(handle, max_bytes + 1)
             if max_bytes is not None and len(data) > max_bytes:
-                raise StorageError(
+                raise ArtifactTooLarge(
                     f"{url} is more than {max_bytes} bytes, over the {max_bytes}-byte limit "
                     "(the read stopped there)"
                 )
