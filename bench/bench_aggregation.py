@@ -1,4 +1,5 @@
-"""Aggregation benchmark: our FedAvg / Average (numpy, in place) vs the seed's TensorFlow mean.
+"""Aggregation benchmark: our FedAvg / Average (numpy, in place) vs the seed's TensorFlow mean,
+and the cost of the robust rules (median, trimmed mean, Krum, Multi-Krum, norm clipping).
 
 Run from the project root:
 
@@ -20,6 +21,10 @@ Reported per N (10, 50, 100):
   Without /proc the columns say "n/a";
 - max |Average − seed mean| over all weights (must be <= 1e-6), and max |FedAvg − float64
   reference| as a correctness check.
+
+A second table gives, per N, the median wall time (over ROBUST_REPEATS runs) and the
+tracemalloc peak of each robust rule on the same inputs: they materialize the round and stack
+one tensor at a time in float64; Krum's pairwise distances cost O(N² · model size).
 
 The inputs are all in memory before timing starts (the seed needs them that way); the creator
 itself streams contributions, which the memory test in tests/test_strategies.py covers.
@@ -45,10 +50,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from decentralml.strategies import Average, Contribution, FedAvg
+from decentralml.strategies import (
+    Average,
+    Contribution,
+    FedAvg,
+    Krum,
+    Median,
+    MultiKrum,
+    NormClipped,
+    Strategy,
+    TrimmedMean,
+)
 
 SIZES = (10, 50, 100)
 REPEATS = 11
+ROBUST_REPEATS = 3
+ROBUST: dict[str, Strategy] = {
+    "median": Median(),
+    "trimmed_mean": TrimmedMean(0.2),
+    "krum": Krum(byzantine=1),
+    "multi_krum": MultiKrum(byzantine=1),
+    "clip+fedavg": NormClipped(FedAvg(), 2.0),
+}
 MB = 1024 * 1024
 
 
@@ -104,10 +127,10 @@ def traced_peak(run: Callable[[], object]) -> float:
     return peak / MB
 
 
-def median_ms(run: Callable[[], object]) -> float:
+def median_ms(run: Callable[[], object], repeats: int = REPEATS) -> float:
     run()  # warm-up (TensorFlow traces and allocates on first use)
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
@@ -115,7 +138,9 @@ def median_ms(run: Callable[[], object]) -> float:
 
 
 def seed_weight_lists(n: int) -> tuple[list[str], list[list[np.ndarray]], list[int]]:
-    """N perturbed copies of the seed model's weights, as the seed's get_weights() lists."""
+    """N perturbed copies of the seed model's weights, as the seed's get_weights() lists.
+
+    The round's global weights are the unperturbed ones: ``global_tensors(n)``."""
     from decentralml.models import build_model, model_tensors
 
     base = model_tensors(build_model("mnist_mlp"))
@@ -128,6 +153,22 @@ def seed_weight_lists(n: int) -> tuple[list[str], list[list[np.ndarray]], list[i
     return list(base), lists, counts
 
 
+def global_tensors() -> dict[str, np.ndarray]:
+    """The seed model's initial weights, from which seed_weight_lists perturbs its copies."""
+    from decentralml.models import build_model, model_tensors
+
+    return model_tensors(build_model("mnist_mlp"))
+
+
+def contributions_of(
+    names: list[str], lists: list[list[np.ndarray]], counts: list[int]
+) -> list[Contribution]:
+    return [
+        Contribution(dict(zip(names, w, strict=True)), c)
+        for w, c in zip(lists, counts, strict=True)
+    ]
+
+
 def seed_mean(lists: list[list[np.ndarray]]) -> list[np.ndarray]:
     """The seed's federate_contributors_model: a TensorFlow mean per layer."""
     import tensorflow as tf
@@ -137,8 +178,11 @@ def seed_mean(lists: list[list[np.ndarray]]) -> list[np.ndarray]:
 
 def fedavg_of(names: list[str], lists: list[list[np.ndarray]], counts: list[int]) -> dict:
     return FedAvg().aggregate(
-        Contribution(dict(zip(names, w, strict=True)), c)
-        for w, c in zip(lists, counts, strict=True)
+        {},  # FedAvg does not read the global weights
+        (
+            Contribution(dict(zip(names, w, strict=True)), c)
+            for w, c in zip(lists, counts, strict=True)
+        ),
     )
 
 
@@ -195,7 +239,7 @@ def main() -> None:
 
         def average(names=names, lists=lists) -> dict[str, np.ndarray]:
             return Average().aggregate(
-                Contribution(dict(zip(names, w, strict=True)), 1) for w in lists
+                {}, (Contribution(dict(zip(names, w, strict=True)), 1) for w in lists)
             )
 
         def seed(lists=lists) -> list[np.ndarray]:
@@ -232,6 +276,25 @@ def main() -> None:
         "accumulator + temporaries + output); dRSS = peak resident-set growth during one call, "
         "each in a fresh process (TensorFlow's allocations are invisible to tracemalloc)."
     )
+    robust_table()
+
+
+def robust_table() -> None:
+    """Wall time and traced peak of each robust rule on the same inputs as above."""
+    g = global_tensors()
+    print(f"\nrobust rules: median of {ROBUST_REPEATS} runs, ms / tracemalloc peak MB")
+    print(f"{'N':>4} " + " ".join(f"{name:>20}" for name in ROBUST))
+    for n in SIZES:
+        contributions = contributions_of(*seed_weight_lists(n))
+        cells = []
+        for strategy in ROBUST.values():
+
+            def run(strategy=strategy, contributions=contributions) -> dict[str, np.ndarray]:
+                return strategy.aggregate(g, contributions)
+
+            ms = median_ms(run, ROBUST_REPEATS)
+            cells.append(f"{ms:>9.1f} / {traced_peak(run):>6.2f} MB")
+        print(f"{n:>4} " + " ".join(f"{cell:>20}" for cell in cells))
 
 
 if __name__ == "__main__":

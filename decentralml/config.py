@@ -199,6 +199,26 @@ class ContributorConfig(_Section):
     max_global_bytes: PositiveInt = 64 * 2**20
 
 
+StrategyName = Literal["fedavg", "average", "median", "trimmed_mean", "krum", "multi_krum"]
+
+
+class StrategyConfig(_Section):
+    """The aggregation rule (decentralml/strategies/) and its parameters.
+
+    Parameters a rule does not use are ignored: trim_ratio is trimmed_mean's, byzantine and
+    select are krum's and multi_krum's (select None: 1 for krum, n - f for multi_krum).
+    clip_norm_multiple, when set, clips every update to that multiple of the round's median
+    update norm before any rule runs. A plain string (``strategy: fedavg``) means
+    ``{name: fedavg}`` with the defaults.
+    """
+
+    name: StrategyName = "fedavg"
+    trim_ratio: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
+    byzantine: Annotated[int, Field(ge=0)] = 1
+    select: Annotated[int, Field(ge=1)] | None = None
+    clip_norm_multiple: Annotated[float, Field(gt=0)] | None = None
+
+
 class RunConfig(_Section):
     """A whole federated training: what the creator publishes and how the demo simulates it."""
 
@@ -210,7 +230,7 @@ class RunConfig(_Section):
     marketplace: MarketplaceConfig = MarketplaceConfig()
     storage: StorageConfig = StorageConfig()
     contributor: ContributorConfig = ContributorConfig()
-    strategy: Literal["fedavg", "average"] = "fedavg"
+    strategy: StrategyConfig = StrategyConfig()
     rounds: PositiveInt = 3
     contributors: PositiveInt = 5
     round_timeout_seconds: Annotated[float, Field(gt=0)] = 900.0
@@ -221,6 +241,12 @@ class RunConfig(_Section):
     def _refuse_secrets(cls, data: object) -> object:
         _check_no_secrets(data, "")
         return data
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy_by_name(cls, value: object) -> object:
+        """The earlier form ``strategy: fedavg`` is ``strategy: {name: fedavg}``."""
+        return {"name": value} if isinstance(value, str) else value
 
 
 def _check_no_secrets(node: object, path: str) -> None:

@@ -180,7 +180,7 @@ def review(
     ]
     strategy = get_strategy(creator.config.strategy)
     try:
-        outcome.new_global = strategy.aggregate(accepted)
+        outcome.new_global = strategy.aggregate(global_tensors, accepted)
     except NothingToAggregate:
         log.warning("task %s: no result accepted; the global model stays as it was", task.task_id)
     return outcome

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from decentralml.config import RunConfig, load_config, parse_config
+from decentralml.config import RunConfig, StrategyConfig, load_config, parse_config
 from decentralml.domain import ValidationStrategy
 from decentralml.errors import ConfigError
 
@@ -97,7 +97,13 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "max_asset_bytes": 32 * 2**20,
             "max_global_bytes": 64 * 2**20,
         },
-        "strategy": "fedavg",
+        "strategy": {
+            "name": "fedavg",
+            "trim_ratio": 0.2,
+            "byzantine": 1,
+            "select": None,
+            "clip_norm_multiple": None,
+        },
         "rounds": 3,
         "contributors": 5,
         "round_timeout_seconds": 900.0,
@@ -191,7 +197,12 @@ def test_an_empty_file_is_all_defaults(tmp_path: Path) -> None:
             "contributor.min_reward_per_result: Input should be greater than or equal to 0",
         ),
         ("contributor.max_asset_bytes", 0, "contributor.max_asset_bytes: Input should be greater"),
-        ("strategy", "median", "strategy: Input should be 'fedavg' or 'average'"),
+        (
+            "strategy",
+            "fedprox",
+            "strategy.name: Input should be 'fedavg', 'average', 'median', 'trimmed_mean', "
+            "'krum' or 'multi_krum'",
+        ),
         ("rounds", 0, "rounds: Input should be greater than 0"),
         ("rounds", 2.5, "rounds: Input should be a valid integer, got a number with a fractional"),
         ("bogus", 1, "bogus: Extra inputs are not permitted"),
@@ -404,3 +415,61 @@ def test_bad_validator_entries_name_the_field(entry: dict, message: str) -> None
 @pytest.mark.parametrize("strategy", ["AutoAccept", "ManualAccept"])
 def test_other_policies_leave_the_validator_unset(strategy: str) -> None:
     assert parse_config(_with("task.validation_strategy", strategy)).task.custom_validator is None
+
+
+# --- aggregation strategy ------------------------------------------------------------------
+
+
+def _with_strategy(strategy: object) -> dict:
+    data = _mnist()
+    data["strategy"] = strategy
+    return data
+
+
+@pytest.mark.parametrize("name", ["fedavg", "average", "median", "trimmed_mean", "krum"])
+def test_the_plain_strategy_name_still_works(name: str) -> None:
+    """Config files written before strategies had parameters say ``strategy: fedavg``."""
+    assert parse_config(_with_strategy(name)).strategy == StrategyConfig(name=name)
+
+
+def test_a_strategy_section_with_parameters() -> None:
+    strategy = parse_config(
+        _with_strategy(
+            {"name": "multi_krum", "byzantine": 2, "select": 4, "clip_norm_multiple": 3.0}
+        )
+    ).strategy
+    assert (strategy.name, strategy.byzantine, strategy.select) == ("multi_krum", 2, 4)
+    assert (strategy.clip_norm_multiple, strategy.trim_ratio) == (3.0, 0.2)
+    assert parse_config(_with_strategy({"name": "median"})).strategy == StrategyConfig(
+        name="median"
+    )
+    assert parse_config(_with_strategy({})).strategy == StrategyConfig()
+
+
+def test_an_override_replaces_the_plain_strategy_name(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("strategy: fedavg\n")
+    assert load_config(path, {"strategy": "median"}).strategy.name == "median"
+    assert load_config(path, {"strategy": {"name": "krum"}}).strategy.name == "krum"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        (
+            {"name": "FedAvg"},
+            "strategy.name: Input should be 'fedavg', 'average', 'median', 'trimmed_mean', "
+            "'krum' or 'multi_krum'",
+        ),
+        ({"name": "trimmed_mean", "trim_ratio": 0.5}, "strategy.trim_ratio: Input should be less"),
+        ({"trim_ratio": -0.1}, "strategy.trim_ratio: Input should be greater than or equal to 0"),
+        ({"name": "krum", "byzantine": -1}, "strategy.byzantine: Input should be greater than"),
+        ({"name": "krum", "select": 0}, "strategy.select: Input should be greater than or equal"),
+        ({"clip_norm_multiple": 0}, "strategy.clip_norm_multiple: Input should be greater than 0"),
+        ({"name": "median", "trim": 0.1}, "strategy.trim: Extra inputs are not permitted"),
+        (3, "strategy: Input should be a valid dictionary or instance of StrategyConfig"),
+    ],
+)
+def test_bad_strategy_values_name_their_field(strategy: object, expected: str) -> None:
+    message = _error(_with_strategy(strategy), "configs/mine.yaml")
+    assert any(line.startswith(f"  {expected}") for line in message.splitlines()[1:]), message

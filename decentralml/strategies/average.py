@@ -2,19 +2,25 @@
 
 Kept for compatibility with DecentralML's federate_contributors_model(policy="average"). Unlike
 the seed it averages all weights (not only trainable variables) and runs after screening.
+Not robust: one poisoned contribution moves the result by 1/n of its update, without bound.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import ClassVar
 
-from decentralml.strategies.base import Contribution, Tensors, accumulate_weighted
+import numpy as np
+
+from decentralml.strategies.base import Contribution, Strategy, Tensors, accumulate_weighted
 
 
-class Average:
-    """Unweighted mean of the accepted contributions."""
+class Average(Strategy):
+    """Unweighted mean of the accepted contributions, streamed. Parameters: none."""
 
-    name = "average"
+    name: ClassVar[str] = "average"
 
-    def aggregate(self, contributions: Iterable[Contribution]) -> Tensors:
+    def aggregate(
+        self, global_tensors: Mapping[str, np.ndarray], contributions: Iterable[Contribution]
+    ) -> Tensors:
         return accumulate_weighted(contributions, lambda c: 1.0)

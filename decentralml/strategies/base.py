@@ -1,15 +1,21 @@
-"""The aggregation interface: one module per rule, like Flower's strategy/.
+"""The aggregation interface and the helpers every rule shares: one module per rule, like
+Flower's strategy/.
 
-Contributions arrive as an iterable so that a strategy can consume them one at a time: the
-creator loads a contributor's weights, folds them in, and drops them, keeping memory at about
-two models whatever the number of contributors.
+A strategy gets the global weights the round started from and the round's accepted
+contributions, and returns the new global weights. Contributions arrive as an iterable so that
+an averaging strategy can consume them one at a time: the creator loads a contributor's weights,
+folds them in, and drops them, keeping memory at about two models whatever the number of
+contributors. The robust rules (median, trimmed mean, Krum) need every contribution at once;
+they hold the round's n models plus one float64 stack of a single tensor, never all tensors
+stacked at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar
 
 import numpy as np
 
@@ -22,18 +28,40 @@ class NothingToAggregate(ValueError):
 
 @dataclass(frozen=True)
 class Contribution:
+    """One accepted result: its weights and the example count the creator allows it to claim
+    (capped by the creator; only example-weighted rules such as FedAvg use it)."""
+
     tensors: Mapping[str, np.ndarray]
     num_examples: int
 
 
-class Strategy(Protocol):
-    name: str
+class Strategy(ABC):
+    """An aggregation rule. ``name`` is the rule's name in the config (``strategy.name``)."""
 
-    def aggregate(self, contributions: Iterable[Contribution]) -> Tensors:
-        """Combine contributions into new global weights; NothingToAggregate if none."""
+    name: ClassVar[str]
+
+    @abstractmethod
+    def aggregate(
+        self, global_tensors: Mapping[str, np.ndarray], contributions: Iterable[Contribution]
+    ) -> Tensors:
+        """Combine contributions into new global weights; NothingToAggregate if none.
+
+        ``global_tensors`` are the weights the round started from: contribution i's update is
+        u_i = w_i - g. The returned tensors have the contributions' names, shapes and dtypes.
+        """
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
 
 
-def accumulate_weighted(contributions: Iterable[Contribution], weight_of) -> Tensors:
+def _nothing() -> NothingToAggregate:
+    return NothingToAggregate("nothing to aggregate: no contribution was accepted")
+
+
+def accumulate_weighted(
+    contributions: Iterable[Contribution], weight_of: Callable[[Contribution], float]
+) -> Tensors:
     """Σ w_i·x_i / Σ w_i, accumulated in float64 in place: one accumulator plus one input live.
 
     Shared by every averaging strategy so none re-implements weighting. float64 keeps the sum
@@ -59,7 +87,60 @@ def accumulate_weighted(contributions: Iterable[Contribution], weight_of) -> Ten
                 accumulator += weight * tensor.astype(np.float64, copy=False)
         weight_sum += weight
     if total is None:
-        raise NothingToAggregate("nothing to aggregate: no contribution was accepted")
+        raise _nothing()
     for accumulator in total.values():
         accumulator /= weight_sum
     return {name: accumulator.astype(dtypes[name]) for name, accumulator in total.items()}
+
+
+def materialize(contributions: Iterable[Contribution]) -> list[Contribution]:
+    """The round's contributions as a list (n models in memory); NothingToAggregate if none.
+
+    Checks that every contribution has the first one's tensor names and shapes, so a rule never
+    stacks mismatched tensors (the creator's screening already checks the model's layout).
+    """
+    materialized = list(contributions)
+    if not materialized:
+        raise _nothing()
+    layout = {name: t.shape for name, t in materialized[0].tensors.items()}
+    for index, contribution in enumerate(materialized[1:], start=1):
+        other = {name: t.shape for name, t in contribution.tensors.items()}
+        if other != layout:
+            raise ValueError(
+                f"contribution {index} does not have the layout of contribution 0 "
+                f"({sorted(other)} vs {sorted(layout)} or different shapes); screen results "
+                "against the model before aggregating"
+            )
+    return materialized
+
+
+def stacked(contributions: list[Contribution], name: str) -> np.ndarray:
+    """One tensor of every contribution as a fresh float64 array of shape (n, *shape)."""
+    first = contributions[0].tensors[name]
+    stack = np.empty((len(contributions), *first.shape), dtype=np.float64)
+    for row, contribution in zip(stack, contributions, strict=True):
+        row[...] = contribution.tensors[name]
+    return stack
+
+
+def per_tensor(
+    contributions: list[Contribution], rule: Callable[[np.ndarray], np.ndarray]
+) -> Tensors:
+    """Apply a coordinate-wise ``rule`` (float64 stack (n, *shape) -> shape) tensor by tensor,
+    returning each result in the contributions' dtype. One tensor's stack lives at a time."""
+    first = contributions[0].tensors
+    return {
+        name: np.asarray(rule(stacked(contributions, name))).astype(tensor.dtype, copy=False)
+        for name, tensor in first.items()
+    }
+
+
+def update_norm(
+    tensors: Mapping[str, np.ndarray], global_tensors: Mapping[str, np.ndarray]
+) -> float:
+    """‖w - g‖₂ over all tensors together, in float64."""
+    total = 0.0
+    for name, tensor in tensors.items():
+        update = np.subtract(tensor, global_tensors[name], dtype=np.float64)
+        total += float(np.vdot(update, update))
+    return float(np.sqrt(total))

@@ -2,19 +2,31 @@
 
 McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentralized Data",
 AISTATS 2017 (arXiv:1602.05629), Algorithm 1: w ← Σ_k (n_k / n) w_k.
+
+Not robust: one poisoned contribution moves the result by (its weight share) × (its update),
+without bound. The counts are the ones the creator allows (it caps what contributors report).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import ClassVar
 
-from decentralml.strategies.base import Contribution, Tensors, accumulate_weighted
+import numpy as np
+
+from decentralml.strategies.base import Contribution, Strategy, Tensors, accumulate_weighted
 
 
-class FedAvg:
-    """Example-weighted mean. Parameters: none; weights come from each result's num_examples."""
+class FedAvg(Strategy):
+    """Example-weighted mean, streamed (about two models in memory).
 
-    name = "fedavg"
+    Parameters: none; weights come from each contribution's num_examples. ``global_tensors``
+    is not needed: the weighted mean of the weights is g plus the weighted mean of the updates.
+    """
 
-    def aggregate(self, contributions: Iterable[Contribution]) -> Tensors:
+    name: ClassVar[str] = "fedavg"
+
+    def aggregate(
+        self, global_tensors: Mapping[str, np.ndarray], contributions: Iterable[Contribution]
+    ) -> Tensors:
         return accumulate_weighted(contributions, lambda c: c.num_examples)

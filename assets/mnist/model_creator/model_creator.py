@@ -5,7 +5,8 @@ What changed from the seed, and why:
   the weights, which is what contributors receive.
 - load_contributors_models reads contributors' safetensors weights and checks them against the
   creator's model; it never loads a contributor's SavedModel (that would run their code).
-- federate_contributors_model averages all weights, weighted by examples under "fedavg".
+- federate_contributors_model averages all weights, weighted by examples under "fedavg"; any
+  other strategy name (median, trimmed_mean, krum, multi_krum) works too.
 The flows (flows/creator.py) do the same through decentralml's core; this file is the small,
 readable version for a creator who scripts by hand.
 """
@@ -59,8 +60,13 @@ def load_contributors_models(
     return contributions
 
 
-def federate_contributors_model(contributors_models: list[Contribution], policy: str = "average"):
-    return get_strategy("average" if policy == "average" else policy).aggregate(contributors_models)
+def federate_contributors_model(
+    contributors_models: list[Contribution], policy: str = "average", global_model=None
+):
+    """Aggregate with the strategy named ``policy``; the round's global weights come from
+    ``global_model`` (the named rules do not read them: only norm clipping does)."""
+    global_tensors = model_tensors(global_model) if global_model is not None else {}
+    return get_strategy(policy).aggregate(global_tensors, contributors_models)
 
 
 def set_model_weights(model, weights):
