@@ -1,7 +1,10 @@
-"""The contributor's steps, plain Python: find a task, take a slot, fetch, train, submit.
+"""The contributor's steps, plain Python: find a task, take a slot, fetch, train, then
+encode the result, commit to it, upload it, submit it.
 
 The contributor verifies everything it downloads against the digests on the task record, and
-sends back weights only, with the digest of the global model it started from.
+sends back weights only, with the digest of the global model it started from. It commits to
+its result (decentralml.commitment) on the marketplace BEFORE uploading the bytes, so nobody
+can read its weights and claim them first.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from pathlib import Path
 from substrateinterface import Keypair
 
 from decentralml.accounts import same_account
+from decentralml.commitment import result_commitment
 from decentralml.domain import Task, TaskResult
+from decentralml.errors import AlreadyCommitted
 from decentralml.marketplace.base import Marketplace
 from decentralml.packaging import unpack_package
 from decentralml.storage import ArtifactStore, StoredArtifact
@@ -88,11 +93,35 @@ def result_url(task: Task, submission_id: int) -> str:
     return posixpath.join(round_dir, "results", f"submission-{submission_id}.safetensors")
 
 
-def upload_result(
-    store: ArtifactStore, task: Task, submission_id: int, outcome: TrainingOutcome
-) -> StoredArtifact:
+def encode_result(task: Task, outcome: TrainingOutcome) -> bytes:
+    """The result file: safetensors weights with the example count and the base digest."""
     metadata = {"num_examples": outcome.num_examples, "base": task.spec.global_weights_sha256}
-    return store.put(result_url(task, submission_id), encode(outcome.tensors, metadata))
+    return encode(outcome.tensors, metadata)
+
+
+def commit(market: Marketplace, worker: Keypair, submission_id: int, sha256: str) -> str:
+    """Commit to the result with digest ``sha256`` before uploading it; returns the
+    commitment. A retried step is safe: if the submission already carries this commitment
+    nothing is written; if it carries another one (a different result was committed), this
+    raises AlreadyCommitted, since only the committed result can be sent."""
+    commitment = result_commitment(worker.ss58_address, sha256)
+    current = market.get_submission(submission_id).commitment
+    if current == commitment:
+        return commitment
+    if current:
+        raise AlreadyCommitted(
+            f"submission {submission_id} is already committed to another result "
+            f"({current}); only that result can be sent for it"
+        )
+    market.commit_result(worker, submission_id, commitment)
+    return commitment
+
+
+def upload_result(
+    store: ArtifactStore, task: Task, submission_id: int, data: bytes
+) -> StoredArtifact:
+    """Upload the committed result bytes next to the round's global weights."""
+    return store.put(result_url(task, submission_id), data)
 
 
 def submit(

@@ -13,6 +13,8 @@ find_open_task = task(name="list-tasks", **IO_TASK)(core.find_open_task)
 assign = task(name="assign-task", **IO_TASK)(core.assign)
 fetch_inputs = task(name="download-and-verify-assets", **IO_TASK)(core.fetch_inputs)
 train = task(name="train-on-shard", **LOCAL_TASK)(train_contribution)
+encode_result = task(name="encode-result", **LOCAL_TASK)(core.encode_result)
+commit = task(name="commit-result", **IO_TASK)(core.commit)
 upload_result = task(name="upload-result", **IO_TASK)(core.upload_result)
 submit = task(name="send-task-result", **IO_TASK)(core.submit)
 
