@@ -5,10 +5,10 @@ Command (from the project root; starts and stops its own chopsticks chain):
     .venv/bin/python bench/bench_chain.py [--contributors 3 10] [--rounds 2]
 
 A round here is the marketplace traffic only (no training): the creator creates the task,
-every contributor assigns and sends a result, the creator settles all verdicts and closes
-the task in one unit. Printed per backend: seconds per round, extrinsics per round by role
-(from the chain's own events) and the chain/embedded time ratio. Creator extrinsics per round
-must be <= 2 (task + one batched settlement); the script exits 1 if not.
+every contributor assigns, commits to its result and sends it, the creator settles all
+verdicts and closes the task in one unit. Printed per backend: seconds per round, extrinsics
+per round by role (from the chain's own events) and the chain/embedded time ratio. Creator
+extrinsics per round must be <= 2 (task + one batched settlement); the script exits 1 if not.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from substrateinterface import Keypair
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from decentralml.commitment import result_commitment  # noqa: E402
 from decentralml.domain import TaskResult, TaskSpec, Verdict  # noqa: E402
 from decentralml.marketplace.base import Marketplace  # noqa: E402
 from decentralml.marketplace.embedded import EmbeddedMarketplace  # noqa: E402
@@ -56,7 +57,9 @@ def one_round(market: Marketplace, creator: Keypair, workers: list[Keypair]) -> 
     task_id = market.create_task(creator, spec)
     sids = [market.assign_task(worker, task_id) for worker in workers]
     for sid, worker in zip(sids, workers, strict=True):
-        market.send_task_result(worker, sid, TaskResult(f"memory://r/{sid}", "ab" * 32, 100))
+        result = TaskResult(f"memory://r/{sid}", "ab" * 32, 100)
+        market.commit_result(worker, sid, result_commitment(worker.ss58_address, result.sha256))
+        market.send_task_result(worker, sid, result)
     verdicts = [Verdict(sid, i % 2 == 0, "bench") for i, sid in enumerate(sids)]
     market.settle(creator, verdicts, close_task_id=task_id)
     return time.perf_counter() - started

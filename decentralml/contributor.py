@@ -1,11 +1,13 @@
-"""The contributor's steps, plain Python: find a task, check it, fetch, take a slot, train, submit.
+"""The contributor's steps, plain Python: find a task, check it, fetch, take a slot, train,
+then encode the result, commit to it, upload it, submit it.
 
 Anyone can publish a task, so a contributor trusts nothing in one until it checked it, and
 checks what it can before it pays anything (on a chain, taking a slot costs a fee): first the
 task record itself (reward, digests, the creator's standing), then the downloads (bounded in
 size, verified against the record's digests, unpacked within limits), the training settings
-and the global weights. Only then does it take a slot. It sends back weights only, with the
-digest of the global model it started from.
+and the global weights. Only then does it take a slot. It sends back weights only, and commits
+to them (decentralml.commitment) on the marketplace BEFORE uploading the bytes, so nobody can
+read its weights and claim them first.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from substrateinterface import Keypair
 
 from decentralml.accounts import same_account
+from decentralml.commitment import result_commitment
 from decentralml.config import ContributorConfig
 from decentralml.domain import Task, TaskResult, TaskType
-from decentralml.errors import CreatorCannotPay, TaskRefused
+from decentralml.errors import AlreadyCommitted, CreatorCannotPay, TaskRefused
 from decentralml.marketplace.base import Marketplace
 from decentralml.models import available_models, build_model, model_tensors
 from decentralml.packaging import unpack_package
@@ -180,11 +183,35 @@ def result_url(task: Task, submission_id: int) -> str:
     return posixpath.join(round_dir, "results", f"submission-{submission_id}.safetensors")
 
 
-def upload_result(
-    store: ArtifactStore, task: Task, submission_id: int, outcome: TrainingOutcome
-) -> StoredArtifact:
+def encode_result(task: Task, outcome: TrainingOutcome) -> bytes:
+    """The result file: safetensors weights with the example count and the base digest."""
     metadata = {"num_examples": outcome.num_examples, "base": task.spec.global_weights_sha256}
-    return store.put(result_url(task, submission_id), encode(outcome.tensors, metadata))
+    return encode(outcome.tensors, metadata)
+
+
+def commit(market: Marketplace, worker: Keypair, submission_id: int, sha256: str) -> str:
+    """Commit to the result with digest ``sha256`` before uploading it; returns the
+    commitment. A retried step is safe: if the submission already carries this commitment
+    nothing is written; if it carries another one (a different result was committed), this
+    raises AlreadyCommitted, since only the committed result can be sent."""
+    commitment = result_commitment(worker.ss58_address, sha256)
+    current = market.get_submission(submission_id).commitment
+    if current == commitment:
+        return commitment
+    if current:
+        raise AlreadyCommitted(
+            f"submission {submission_id} is already committed to another result "
+            f"({current}); only that result can be sent for it"
+        )
+    market.commit_result(worker, submission_id, commitment)
+    return commitment
+
+
+def upload_result(
+    store: ArtifactStore, task: Task, submission_id: int, data: bytes
+) -> StoredArtifact:
+    """Upload the committed result bytes next to the round's global weights."""
+    return store.put(result_url(task, submission_id), data)
 
 
 def submit(

@@ -117,6 +117,13 @@ class TaskResult:
 
 @dataclass(frozen=True)
 class Submission:
+    """A slot of a task and what happened to it.
+
+    ``commitment`` is the assignee's commitment to its result (decentralml.commitment), ""
+    before it committed. ``commit_order`` is the marketplace-wide 0-based order of that
+    commitment among all commitments (earlier = smaller; on chain, the chain order of the
+    commit records), None before it committed."""
+
     submission_id: int
     task_id: int
     worker: str

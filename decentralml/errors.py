@@ -53,6 +53,14 @@ class ResultAlreadySent(MarketplaceError):
     pass
 
 
+class AlreadyCommitted(MarketplaceError):
+    """A submission takes one commitment; only an identical repeat is accepted (a no-op)."""
+
+
+class NotCommitted(MarketplaceError):
+    """A result is accepted only after the assignee committed to it (commit_result)."""
+
+
 class NotCreator(MarketplaceError):
     """Only the task's creator may give verdicts or close it."""
 

@@ -1,7 +1,9 @@
-"""Seed API: upload a trained result and record it (decentralml/send_task_result.py).
+"""Seed API: commit to a trained result, upload it and record it
+(decentralml/send_task_result.py).
 
-``result_path`` is a local safetensors weights file (the contributor's ``save_model`` output);
-it is uploaded next to the task's global weights and its sha256 recorded on the marketplace.
+``result_path`` is a local safetensors weights file (the contributor's ``save_model`` output).
+Its commitment (decentralml.commitment) is recorded on the marketplace first, then it is
+uploaded next to the task's global weights, then its record (path, sha256) is sent.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from decentralml.contributor import result_url
+from decentralml.contributor import commit, result_url
 from decentralml.domain import TaskResult
 from decentralml.seed_api import as_keypair, as_marketplace, drop_credentials
-from decentralml.storage import ArtifactStore
+from decentralml.storage import ArtifactStore, sha256_hex
 from decentralml.weights import decode, read_metadata
 
 
@@ -36,6 +38,7 @@ def send_task_result(
     data = Path(result_path).read_bytes()
     decode(data)  # refuse to upload something that is not a weights file
     details = _details(result, read_metadata(data))
+    commit(market, worker, submission_id, sha256_hex(data))
     url = result_url(task, submission_id)
     artifact = ArtifactStore(url).put(url, data)
     record = TaskResult(

@@ -2,8 +2,8 @@
 
 list tasks → check the task record (reward, digests, creator) → download and verify the assets
 and global weights (bounded) → check the settings and weights → assign (the first step that
-costs a fee) → load the data shard → train with the creator's epochs and batch size → save
-weights → upload → send result.
+costs a fee) → load the data shard → train with the creator's epochs and batch size → encode
+the weights → commit to them → upload → send the result (the reveal).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from decentralml.domain import Task
 from decentralml.errors import TaskFull, TaskNotOpen
 from decentralml.marketplace.base import Marketplace
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
+from decentralml.storage import sha256_hex
 from tasks import contributor as steps
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ def contribute(contributor: Contributor, task: Task) -> Contribution:
         learning_rate=settings["learning_rate"],
         seed=contributor.shard_index + 1000 * task.task_id,
     )
-    artifact = steps.upload_result(store, task, submission_id, outcome)
+    data = steps.encode_result(task, outcome)
+    steps.commit(market, worker, submission_id, sha256_hex(data))
+    artifact = steps.upload_result(store, task, submission_id, data)
     steps.submit(market, worker, task, submission_id, artifact, outcome)
     get_run_logger().info(
         "task %d: submission %d sent (%d examples, %s)",

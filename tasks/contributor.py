@@ -15,6 +15,8 @@ fetch_inputs = task(name="download-and-verify-assets", **IO_TASK)(core.fetch_inp
 check_inputs = task(name="check-task-settings", **LOCAL_TASK)(core.check_inputs)
 assign = task(name="assign-task", **IO_TASK)(core.assign)
 train = task(name="train-on-shard", **LOCAL_TASK)(train_contribution)
+encode_result = task(name="encode-result", **LOCAL_TASK)(core.encode_result)
+commit = task(name="commit-result", **IO_TASK)(core.commit)
 upload_result = task(name="upload-result", **IO_TASK)(core.upload_result)
 submit = task(name="send-task-result", **IO_TASK)(core.submit)
 

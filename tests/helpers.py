@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from substrateinterface import Keypair
 
+from decentralml.commitment import result_commitment
 from decentralml.config import RunConfig, parse_config
+from decentralml.domain import TaskResult
+from decentralml.marketplace.base import Marketplace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,3 +38,9 @@ def write_config(tmp_path: Path, **overrides: object) -> tuple[Path, RunConfig]:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     return path, parse_config(data, str(path))
+
+
+def commit_and_send(market: Marketplace, worker: Keypair, sid: int, result: TaskResult) -> None:
+    """Commit to ``result`` and send it: the two steps every result takes (commit-reveal)."""
+    market.commit_result(worker, sid, result_commitment(worker.ss58_address, result.sha256))
+    market.send_task_result(worker, sid, result)

@@ -55,6 +55,7 @@ RESULT = TaskResult(
 RECORDS: list[codec.Record] = [
     codec.TaskCreated(SPEC),
     codec.Assign(0),
+    codec.Commit(4, "0f" * 32),
     codec.Result(4, RESULT),
     codec.VerdictRecord(4, True, ""),
     codec.VerdictRecord(5, False, "accuracy 0.10 < 0.50"),
@@ -68,21 +69,24 @@ RECORDS: list[codec.Record] = [
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
 def test_codec_round_trip(record: codec.Record) -> None:
     payload = codec.encode(record)
-    assert payload.startswith(b"dml1")
+    assert payload.startswith(b"dml2")
     payload.decode("utf-8")  # readable text in explorers
     assert codec.decode(payload) == record
     assert codec.decode(bytearray(payload)) == record
 
 
 def test_codec_writes_canonical_compact_json() -> None:
-    assert codec.encode(codec.Assign(7)) == b'dml1A{"task_id":7}'
+    assert codec.encode(codec.Assign(7)) == b'dml2A{"task_id":7}'
+    assert codec.encode(codec.Commit(3, "0f" * 32)) == (
+        b'dml2H{"commitment":"' + b"0f" * 32 + b'","submission_id":3}'
+    )
     assert codec.encode(codec.VerdictRecord(1, False, "é")) == (
-        b'dml1V{"accept":false,"reason":"\xc3\xa9","submission_id":1}'
+        b'dml2V{"accept":false,"reason":"\xc3\xa9","submission_id":1}'
     )
 
 
 def test_codec_accepts_any_json_spelling_of_a_valid_record() -> None:
-    assert codec.decode(b'dml1A{ "task_id" : 7 }') == codec.Assign(7)
+    assert codec.decode(b'dml2A{ "task_id" : 7 }') == codec.Assign(7)
 
 
 def test_codec_non_finite_metric_becomes_nan() -> None:
@@ -99,6 +103,9 @@ def test_codec_non_finite_metric_becomes_nan() -> None:
         codec.TaskCreated(TaskSpec("q" * 5000, 1, 1, 10)),  # question too long
         codec.TaskCreated(TaskSpec("q", 1, 2**32, 10)),  # max_assignments above u32
         codec.Assign(-1),
+        codec.Commit(1, "AB" * 32),  # a commitment is lower-case hex
+        codec.Commit(1, "ab" * 31),
+        codec.Commit(2**64, "ab" * 32),
         codec.Result(1, TaskResult("p", "s", 1, {f"m{i}": 0.0 for i in range(100)})),
     ],
 )
@@ -108,22 +115,27 @@ def test_codec_refuses_to_encode_out_of_range(record: codec.Record) -> None:
 
 
 def _assign_variant(body: str) -> bytes:
-    return b"dml1A" + body.encode()
+    return b"dml2A" + body.encode()
+
+
+def _commit_variant(body: str) -> bytes:
+    return b"dml2H" + body.replace("C", "ab" * 32).encode()
 
 
 GARBAGE = [
     b"",
-    b"dml1",
-    b"dml1A",
-    b"dml1A{}",
+    b"dml2",
+    b"dml2A",
+    b"dml2A{}",
     b"hello world",
     b"\x00\xff\x01",
     b"0xdeadbeef",
-    b"dml2A" + b'{"task_id":1}',  # another version
-    b"DML1A" + b'{"task_id":1}',
-    b"dml1Z" + b'{"task_id":1}',  # unknown kind
-    b"dml1A" + b'{"task_id":1',  # truncated
-    b"dml1A" + b"\xff\xfe",  # not UTF-8
+    b"dml1A" + b'{"task_id":1}',  # the previous version
+    b"dml3A" + b'{"task_id":1}',  # another version
+    b"DML2A" + b'{"task_id":1}',
+    b"dml2Z" + b'{"task_id":1}',  # unknown kind
+    b"dml2A" + b'{"task_id":1',  # truncated
+    b"dml2A" + b"\xff\xfe",  # not UTF-8
     _assign_variant('{"task_id":-1}'),
     _assign_variant('{"task_id":1.0}'),
     _assign_variant('{"task_id":true}'),
@@ -138,14 +150,30 @@ GARBAGE = [
     _assign_variant("NaN"),
     _assign_variant("[" * 100_000 + "]" * 100_000),  # too large, and deeply nested
     _assign_variant("[" * 5000 + "]" * 5000),  # deeply nested within the size limit
-    b"dml1V" + b'{"accept":1,"reason":"","submission_id":1}',  # int posing as bool
-    b"dml1V" + b'{"accept":true,"reason":null,"submission_id":1}',
-    b"dml1R" + b'{"result":{},"submission_id":1}',
-    b"dml1R" + b'{"result":[],"submission_id":1}',
-    b"dml1T" + json.dumps({"question": "q"}).encode(),
-    b"dml1A" + b'{"task_id":1} trailing',
+    b"dml2V" + b'{"accept":1,"reason":"","submission_id":1}',  # int posing as bool
+    b"dml2V" + b'{"accept":true,"reason":null,"submission_id":1}',
+    b"dml2R" + b'{"result":{},"submission_id":1}',
+    b"dml2R" + b'{"result":[],"submission_id":1}',
+    b"dml2T" + json.dumps({"question": "q"}).encode(),
+    b"dml2A" + b'{"task_id":1} trailing',
+    _commit_variant('{"commitment":"C"}'),  # missing submission_id
+    _commit_variant('{"submission_id":1}'),  # missing commitment
+    _commit_variant('{"commitment":"C","submission_id":1,"extra":0}'),
+    _commit_variant('{"commitment":"C","submission_id":1,"submission_id":2}'),
+    _commit_variant('{"commitment":"C","submission_id":true}'),
+    _commit_variant('{"commitment":"C","submission_id":-1}'),
+    _commit_variant('{"commitment":"C","submission_id":18446744073709551616}'),
+    _commit_variant('{"commitment":"C","submission_id":"1"}'),
+    _commit_variant('{"commitment":"' + "AB" * 32 + '","submission_id":1}'),  # upper case
+    _commit_variant('{"commitment":"' + "ab" * 31 + '","submission_id":1}'),  # too short
+    _commit_variant('{"commitment":"C00","submission_id":1}'),  # too long
+    _commit_variant('{"commitment":"' + "zz" * 32 + '","submission_id":1}'),  # not hex
+    _commit_variant('{"commitment":"0xC","submission_id":1}'),
+    _commit_variant('{"commitment":null,"submission_id":1}'),
+    _commit_variant('{"commitment":["C"],"submission_id":1}'),
+    _commit_variant('["C",1]'),
     b"cos\nsystem\n(S'echo pwned'\ntR.",  # a pickle: data, never executed
-    b"\x80\x04\x95" + b"dml1A",
+    b"\x80\x04\x95" + b"dml2A",
 ]
 
 
@@ -157,10 +185,10 @@ def test_codec_rejects_garbage(payload: bytes) -> None:
 def test_codec_rejects_bad_enum_and_metrics() -> None:
     body = json.loads(codec.encode(codec.TaskCreated(SPEC))[5:])
     for key, bad in [("validation_strategy", "YoloAccept"), ("task_type", 3)]:
-        assert codec.decode(b"dml1T" + json.dumps({**body, key: bad}).encode()) is None
+        assert codec.decode(b"dml2T" + json.dumps({**body, key: bad}).encode()) is None
     result = json.loads(codec.encode(codec.Result(1, RESULT))[5:])
     result["result"]["metrics"] = {"acc": "high"}
-    assert codec.decode(b"dml1R" + json.dumps(result).encode()) is None
+    assert codec.decode(b"dml2R" + json.dumps(result).encode()) is None
 
 
 def test_codec_never_raises_on_random_bytes() -> None:
@@ -315,7 +343,7 @@ def test_unfunded_signer_is_insufficient_balance(
     chain_client: ChainClient, funded_keypair: Callable[..., Keypair]
 ) -> None:
     pauper = funded_keypair(0)
-    remark = chain_client.remark_call(b"dml1 nobody pays for me")
+    remark = chain_client.remark_call(b"dml2 nobody pays for me")
     with pytest.raises(InsufficientBalance, match="has 0 free"):
         chain_client.submit(pauper, [remark])
     with pytest.raises(InsufficientBalance, match="1010"):  # the pool's own refusal

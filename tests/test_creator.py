@@ -18,6 +18,7 @@ from decentralml.marketplace.embedded import EmbeddedMarketplace
 from decentralml.storage import ArtifactStore
 from decentralml.validation.base import PerCandidatePolicy
 from decentralml.weights import encode
+from tests.helpers import commit_and_send
 
 GLOBAL = {"000.kernel": np.zeros((3, 2), np.float32), "001.bias": np.zeros(2, np.float32)}
 
@@ -43,8 +44,11 @@ def round_with_results(tmp_path: Path):
         sid = market.assign_task(worker, task.task_id)
         tensors = {name: np.full_like(t, value) for name, t in GLOBAL.items()}
         artifact = store.put(result_url(task, sid), encode(tensors))
-        market.send_task_result(
-            worker, sid, TaskResult(artifact.url, artifact.sha256, examples, {}, global_art.sha256)
+        commit_and_send(
+            market,
+            worker,
+            sid,
+            TaskResult(artifact.url, artifact.sha256, examples, {}, global_art.sha256),
         )
     creator = Creator(parse_config({}), market, store, alice, "r", Path("."))
     return creator, task, market.list_task_results(task.task_id)

@@ -29,6 +29,7 @@ from decentralml.accounts import (
     public_key_of,
     same_account,
 )
+from decentralml.commitment import result_commitment
 from decentralml.domain import (
     ResultSubmissionStatus,
     TaskResult,
@@ -40,6 +41,7 @@ from decentralml.domain import (
 )
 from decentralml.errors import (
     AlreadyAssigned,
+    AlreadyCommitted,
     ConfigError,
     InsufficientBalance,
     InvalidResult,
@@ -47,6 +49,7 @@ from decentralml.errors import (
     MarketplaceError,
     NoResultYet,
     NotAssignee,
+    NotCommitted,
     NotCreator,
     PendingResults,
     ResultAlreadySent,
@@ -59,6 +62,7 @@ from decentralml.errors import (
 from decentralml.marketplace import Marketplace
 from decentralml.marketplace.embedded import EmbeddedMarketplace
 from decentralml.marketplace.ledger import Ledger
+from tests.helpers import commit_and_send
 
 FROZEN = 1e9  # seconds per block: the wall clock never reaches block 1 during a test
 ALICE = dev_keypair("Alice")
@@ -84,6 +88,11 @@ def result(name: str = "r", accuracy: float = 0.9) -> TaskResult:
         metrics={"accuracy": accuracy, "loss": 0.25},
         base_fingerprint="fp",
     )
+
+
+def commitment_of(worker: Keypair, sha256: str = "ab" * 32) -> str:
+    """The worker's commitment to a result with this digest (``result()``'s by default)."""
+    return result_commitment(worker.ss58_address, sha256)
 
 
 def reencoded(keypair: Keypair, ss58_format: int) -> Keypair:
@@ -112,7 +121,7 @@ def with_results(market: EmbeddedMarketplace, *workers: Keypair, **kw: Any) -> l
     ids = []
     for worker in workers:
         sid = market.assign_task(worker, task_id)
-        market.send_task_result(worker, sid, result(str(sid)))
+        commit_and_send(market, worker, sid, result(str(sid)))
         ids.append(sid)
     return ids
 
@@ -270,7 +279,7 @@ def test_one_slot_per_contributor_whatever_the_prefix(market: EmbeddedMarketplac
         market.assign_task(reencoded(BOB, 0), task_id)
     assert market.get_task(task_id).assigned == 1
     assert market.get_submission(sid).worker == BOB.ss58_address  # stored canonical (42)
-    market.send_task_result(BOB, sid, result())  # the assignee, in another spelling
+    commit_and_send(market, BOB, sid, result())  # the assignee, in another spelling
 
 
 def test_unknown_ids(market: EmbeddedMarketplace) -> None:
@@ -280,6 +289,8 @@ def test_unknown_ids(market: EmbeddedMarketplace) -> None:
         market.get_task(0)
     with pytest.raises(UnknownSubmission):
         market.send_task_result(BOB, 3, result())
+    with pytest.raises(UnknownSubmission):
+        market.commit_result(BOB, 3, commitment_of(BOB))
     with pytest.raises(UnknownSubmission):
         market.accept(ALICE, 3)
 
@@ -313,7 +324,7 @@ def test_result_only_from_assignee_and_once(market: EmbeddedMarketplace) -> None
     with pytest.raises(NotAssignee):
         market.send_task_result(ALICE, sid, result())
     assert market.get_submission(sid).status is ResultSubmissionStatus.Assigned
-    market.send_task_result(BOB, sid, result(accuracy=0.875))
+    commit_and_send(market, BOB, sid, result(accuracy=0.875))
     stored = market.get_submission(sid)
     assert stored.status is ResultSubmissionStatus.PendingValidation
     assert stored.result == result(accuracy=0.875)
@@ -325,6 +336,7 @@ def test_result_only_from_assignee_and_once(market: EmbeddedMarketplace) -> None
 def test_no_result_after_expiry(market: EmbeddedMarketplace) -> None:
     task_id = market.create_task(ALICE, spec(expires=3))
     sid = market.assign_task(BOB, task_id)
+    market.commit_result(BOB, sid, commitment_of(BOB))
     market.advance_blocks(3)
     with pytest.raises(TaskNotOpen):
         market.send_task_result(BOB, sid, result())
@@ -334,9 +346,164 @@ def test_no_result_after_expiry(market: EmbeddedMarketplace) -> None:
 def test_no_result_on_closed_task(market: EmbeddedMarketplace) -> None:
     task_id = market.create_task(ALICE, spec())
     sid = market.assign_task(BOB, task_id)
+    market.commit_result(BOB, sid, commitment_of(BOB))
     assert market.close_task(ALICE, task_id) == 300
     with pytest.raises(TaskNotOpen):
         market.send_task_result(BOB, sid, result())
+
+
+# --- commit-reveal ------------------------------------------------------------------------------
+
+
+def test_result_needs_a_commitment_first(market: EmbeddedMarketplace) -> None:
+    task_id = market.create_task(ALICE, spec())
+    sid = market.assign_task(BOB, task_id)
+    before = dump(market.path)
+    with pytest.raises(NotCommitted, match="commit_result"):
+        market.send_task_result(BOB, sid, result())
+    assert dump(market.path) == before
+    market.commit_result(BOB, sid, commitment_of(BOB))
+    assert market.get_submission(sid).status is ResultSubmissionStatus.Assigned
+    market.send_task_result(BOB, sid, result())
+    assert market.get_submission(sid).result == result()
+
+
+def test_result_must_match_the_commitment(market: EmbeddedMarketplace) -> None:
+    task_id = market.create_task(ALICE, spec())
+    sid = market.assign_task(BOB, task_id)
+    market.commit_result(BOB, sid, commitment_of(BOB, "cd" * 32))
+    with pytest.raises(InvalidResult, match="does not match the submission's commitment"):
+        market.send_task_result(BOB, sid, result())  # sha256 "ab" * 32
+    assert market.get_submission(sid).result is None
+    revealed = TaskResult("memory://r", "CD" * 32, 600)  # the digest in upper case is the same
+    market.send_task_result(BOB, sid, revealed)
+    assert market.get_submission(sid).result == revealed
+
+
+def test_a_copied_commitment_is_useless_to_the_copier(market: EmbeddedMarketplace) -> None:
+    """Charlie copies Bob's commitment (public) and then Bob's result record: the commitment
+    binds Bob's key, so Charlie's reveal of the same digest does not match it."""
+    task_id = market.create_task(ALICE, spec())
+    bob_sid = market.assign_task(BOB, task_id)
+    charlie_sid = market.assign_task(CHARLIE, task_id)
+    market.commit_result(BOB, bob_sid, commitment_of(BOB))
+    copied = market.get_submission(bob_sid).commitment
+    market.commit_result(CHARLIE, charlie_sid, copied)  # the form is valid: it is recorded
+    market.send_task_result(BOB, bob_sid, result())
+    with pytest.raises(InvalidResult, match="does not match"):
+        market.send_task_result(CHARLIE, charlie_sid, market.get_submission(bob_sid).result)
+    with pytest.raises(AlreadyCommitted):  # nor can Charlie re-commit to the copied bytes
+        market.commit_result(CHARLIE, charlie_sid, commitment_of(CHARLIE))
+
+
+def test_commit_only_by_the_assignee(market: EmbeddedMarketplace) -> None:
+    task_id = market.create_task(ALICE, spec())
+    sid = market.assign_task(reencoded(BOB, 2), task_id)
+    for stranger in (CHARLIE, ALICE):
+        with pytest.raises(NotAssignee):
+            market.commit_result(stranger, sid, commitment_of(stranger))
+    assert market.get_submission(sid).commitment == ""
+    market.commit_result(reencoded(BOB, 0), sid, commitment_of(BOB))  # any spelling of Bob
+    assert market.get_submission(sid).commitment == commitment_of(reencoded(BOB, 2))
+
+
+def test_commit_once_and_an_identical_repeat_is_a_no_op(market: EmbeddedMarketplace) -> None:
+    task_id = market.create_task(ALICE, spec())
+    sid = market.assign_task(BOB, task_id)
+    market.commit_result(BOB, sid, commitment_of(BOB))
+    before = dump(market.path)
+    market.commit_result(BOB, sid, commitment_of(BOB))  # a retried step
+    assert dump(market.path) == before
+    with pytest.raises(AlreadyCommitted):
+        market.commit_result(BOB, sid, commitment_of(BOB, "cd" * 32))
+    assert dump(market.path) == before
+    market.send_task_result(BOB, sid, result())
+    with pytest.raises(ResultAlreadySent):
+        market.commit_result(BOB, sid, commitment_of(BOB))
+    stored = market.get_submission(sid)
+    assert stored.commitment == commitment_of(BOB) and stored.commit_order == 0
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "ab" * 31, "AB" * 32, "ab" * 32 + "00", "zz" * 32, " " + "ab" * 31 + "a"]
+)
+def test_malformed_commitments_are_refused(market: EmbeddedMarketplace, bad: str) -> None:
+    task_id = market.create_task(ALICE, spec())
+    sid = market.assign_task(BOB, task_id)
+    with pytest.raises(InvalidResult, match="64 lowercase hex"):
+        market.commit_result(BOB, sid, bad)
+    assert market.get_submission(sid).commitment == ""
+
+
+def test_no_commit_after_expiry_or_close(market: EmbeddedMarketplace) -> None:
+    expiring = market.create_task(ALICE, spec(expires=3))
+    closed = market.create_task(ALICE, spec())
+    late = market.assign_task(BOB, expiring)
+    shut = market.assign_task(BOB, closed)
+    market.close_task(ALICE, closed)
+    with pytest.raises(TaskNotOpen):
+        market.commit_result(BOB, shut, commitment_of(BOB))
+    market.advance_blocks(3)
+    with pytest.raises(TaskNotOpen):
+        market.commit_result(BOB, late, commitment_of(BOB))
+    assert market.get_submission(late).commitment == ""
+    assert market.get_submission(late).commit_order is None
+
+
+def test_commit_order_spans_submissions_and_tasks(market: EmbeddedMarketplace) -> None:
+    first = market.create_task(ALICE, spec())
+    second = market.create_task(ALICE, spec())
+    bob_1 = market.assign_task(BOB, first)
+    charlie_1 = market.assign_task(CHARLIE, first)
+    bob_2 = market.assign_task(BOB, second)
+    assert market.get_submission(bob_1).commit_order is None
+    market.advance_blocks(1)
+    market.commit_result(BOB, bob_2, commitment_of(BOB))
+    market.commit_result(CHARLIE, charlie_1, commitment_of(CHARLIE))
+    market.advance_blocks(2)
+    market.commit_result(BOB, bob_1, commitment_of(BOB, "cd" * 32))
+    market.commit_result(BOB, bob_2, commitment_of(BOB))  # a repeat takes no new number
+    orders = {sid: market.get_submission(sid).commit_order for sid in (bob_1, charlie_1, bob_2)}
+    assert orders == {bob_2: 0, charlie_1: 1, bob_1: 2}
+    rows = sqlite3.connect(market.path).execute(
+        "SELECT submission_id, commit_block FROM submissions ORDER BY submission_id"
+    )
+    assert dict(rows.fetchall()) == {bob_1: 3, charlie_1: 1, bob_2: 1}
+
+
+def test_an_old_schema_file_is_migrated(tmp_path: Path) -> None:
+    """A file written before commit-reveal (no commitment columns, no commit counter, a result
+    sent without commitment) opens, keeps its data, and takes commitments."""
+    path = tmp_path / "old.sqlite"
+    old = EmbeddedMarketplace(path, block_time_seconds=FROZEN)
+    old.fund(ALICE.ss58_address, START)
+    task_id = old.create_task(ALICE, spec())
+    old_sid = old.assign_task(BOB, task_id)
+    conn = sqlite3.connect(path)
+    with conn:
+        for column in ("commitment", "commit_block", "commit_seq"):
+            conn.execute(f"ALTER TABLE submissions DROP COLUMN {column}")
+        conn.execute("DELETE FROM meta WHERE key = 'next_commit_seq'")
+        conn.execute(
+            "UPDATE submissions SET status = 'PendingValidation', result_path = 'memory://old', "
+            "result_sha256 = ?, num_examples = 5, metrics_json = '{}', base_fingerprint = '', "
+            "result_block = 0 WHERE submission_id = ?",
+            ("ab" * 32, old_sid),
+        )
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(submissions)")}
+    conn.close()
+    assert "commitment" not in columns
+
+    market = EmbeddedMarketplace(path, block_time_seconds=FROZEN)
+    legacy = market.get_submission(old_sid)
+    assert (legacy.commitment, legacy.commit_order) == ("", None)
+    assert legacy.result is not None and legacy.result.result_path == "memory://old"
+    assert market.accept(ALICE, old_sid) == 100  # verdicts on old results still work
+    sid = market.assign_task(CHARLIE, task_id)
+    commit_and_send(market, CHARLIE, sid, result())
+    assert market.get_submission(sid).commit_order == 0
+    EmbeddedMarketplace(path, block_time_seconds=FROZEN)  # opening again changes nothing
+    assert market.get_submission(sid).commitment == commitment_of(CHARLIE)
 
 
 # --- verdicts -----------------------------------------------------------------------------------
@@ -545,6 +712,8 @@ def test_refused_operations_change_nothing(market: EmbeddedMarketplace) -> None:
         lambda: market.assign_task(DAVE, 1),
         lambda: market.send_task_result(BOB, bob_sid, result()),
         lambda: market.send_task_result(DAVE, charlie_sid, result()),
+        lambda: market.commit_result(BOB, bob_sid, commitment_of(BOB)),
+        lambda: market.commit_result(DAVE, charlie_sid, commitment_of(DAVE)),
         lambda: market.accept(BOB, charlie_sid),
         lambda: market.reject(ALICE, bob_sid, "too late"),
         lambda: market.close_task(ALICE, 0),
@@ -587,6 +756,7 @@ def test_ledger_without_balances_keeps_the_rules(tmp_path: Path) -> None:
     sid = ledger.assign_task(BOB.ss58_address, task_id, block=4)
     with pytest.raises(TaskFull):
         ledger.assign_task(CHARLIE.ss58_address, task_id, block=4)
+    ledger.commit_result(BOB.ss58_address, sid, commitment_of(BOB), block=5)
     ledger.send_task_result(BOB.ss58_address, sid, result(), block=5)
     assert ledger.accept(ALICE.ss58_address, sid, block=6) == 300
     assert ledger.close_task(ALICE.ss58_address, task_id, block=7) == 0
@@ -655,6 +825,15 @@ class RandomSession:
         self.market.assign_task(worker, task_id)
         self.workers.append((worker, self.creators[task_id]))
 
+    def commit(self) -> None:
+        """Mostly the commitment to ``result()`` of the submission's assignee; sometimes
+        another result's, so that a later send does not match it."""
+        sid = self.submission_id()
+        owner = self.party(sid, 0) or BOB
+        sha256 = "ab" * 32 if self.rng.random() < 0.8 else "cd" * 32
+        commitment = result_commitment(owner.ss58_address, sha256)
+        self.market.commit_result(self.who(owner), sid, commitment)
+
     def send(self) -> None:
         sid = self.submission_id()
         self.market.send_task_result(self.who(self.party(sid, 0)), sid, result())
@@ -707,7 +886,8 @@ def test_conservation_under_random_operations(tmp_path: Path) -> None:
     every task's books add up, and a refused operation left the file byte-for-byte as it was."""
     market = EmbeddedMarketplace(tmp_path / "random.db", block_time_seconds=FROZEN)
     session = RandomSession(market, random.Random(20240611))
-    kinds = ["fund", "create", "create", "assign", "assign", "assign", "send", "send", "send"]
+    kinds = ["fund", "create", "create", "assign", "assign", "assign", "commit", "commit"]
+    kinds += ["commit", "send", "send", "send"]
     kinds += ["accept", "accept", "reject", "settle", "close", "advance"]
     outcomes: Counter[tuple[str, bool]] = Counter()
     refusals: Counter[str] = Counter()
@@ -725,12 +905,12 @@ def test_conservation_under_random_operations(tmp_path: Path) -> None:
         if step % 25 == 0:
             assert_tasks_consistent(market)
     assert_tasks_consistent(market)
-    for kind in ("create", "assign", "send", "accept", "reject", "settle", "close"):
+    for kind in ("create", "assign", "commit", "send", "accept", "reject", "settle", "close"):
         assert outcomes[(kind, True)] > 0 and outcomes[(kind, False)] > 0, (kind, outcomes)
     expected_refusals = {
         InvalidTaskSpec, InsufficientBalance, UnknownTask, UnknownSubmission, TaskNotOpen,
         TaskFull, AlreadyAssigned, NotAssignee, ResultAlreadySent, NotCreator, NoResultYet,
-        VerdictAlreadyGiven,
+        VerdictAlreadyGiven, NotCommitted, AlreadyCommitted, InvalidResult,
     }  # fmt: skip
     assert {e.__name__ for e in expected_refusals} <= set(refusals), refusals
     statuses = {task.status for task in market.ledger.list_tasks(open_only=False)}
@@ -786,7 +966,7 @@ def test_settle_with_close_refunds_in_the_same_transaction(tmp_path) -> None:
     task_id = market.create_task(alice, spec)
     sids = [market.assign_task(worker, task_id) for worker in (bob, charlie)]
     for sid, worker in zip(sids, (bob, charlie), strict=True):
-        market.send_task_result(worker, sid, TaskResult("memory://r", "ab" * 32, 10))
+        commit_and_send(market, worker, sid, TaskResult("memory://r", "ab" * 32, 10))
 
     with pytest.raises(PendingResults, match=str(sids[1])):  # charlie's result is undecided
         market.settle(alice, [Verdict(sids[0], True, "ok")], close_task_id=task_id)
@@ -819,6 +999,7 @@ def test_unusable_result_numbers_are_refused(tmp_path, num_examples, metrics) ->
     market.fund(alice.ss58_address, 100)
     task_id = market.create_task(alice, TaskSpec("q", 100, 1, market.current_block() + 50))
     sid = market.assign_task(bob, task_id)
+    market.commit_result(bob, sid, result_commitment(bob.ss58_address, "ab" * 32))
     with pytest.raises(InvalidResult):
         market.send_task_result(
             bob, sid, TaskResult("memory://r", "ab" * 32, num_examples, metrics)

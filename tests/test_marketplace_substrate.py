@@ -18,6 +18,7 @@ from substrateinterface import Keypair
 from decentralml.chain import codec
 from decentralml.chain.client import ChainClient, ChainOutcomeUnknown, Receipt, public_key_hex
 from decentralml.chain.indexer import ChainIndexer
+from decentralml.commitment import result_commitment
 from decentralml.domain import (
     ResultSubmissionStatus,
     TaskResult,
@@ -28,13 +29,17 @@ from decentralml.domain import (
 )
 from decentralml.errors import (
     AlreadyAssigned,
+    AlreadyCommitted,
     ChainError,
     ConfigError,
     InsufficientBalance,
+    InvalidResult,
     InvalidTaskSpec,
     NotAssignee,
+    NotCommitted,
     NotCreator,
     PendingResults,
+    ResultAlreadySent,
     TaskFull,
     TaskNotOpen,
 )
@@ -42,6 +47,7 @@ from decentralml.marketplace import Marketplace
 from decentralml.marketplace.ledger import Ledger
 from decentralml.marketplace.substrate import SubstrateMarketplace
 from tests.chain_fixture import fund, in_one_block
+from tests.helpers import commit_and_send
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +56,11 @@ REWARD_POOL = 3 * 10**12  # 3 units; 1 unit per accepted result with 3 slots
 
 def result_for(n: int) -> TaskResult:
     return TaskResult(f"file:///r/{n}.safetensors", f"{n:064x}", 100 + n, {"accuracy": 0.9})
+
+
+def commitment_of(worker: Keypair, n: int) -> str:
+    """``worker``'s commitment to ``result_for(n)``."""
+    return result_commitment(worker.ss58_address, result_for(n).sha256)
 
 
 MarketFactory = Callable[..., SubstrateMarketplace]
@@ -103,7 +114,7 @@ def open_round(market: SubstrateMarketplace, people: dict[str, Keypair], workers
     sids = []
     for i in range(workers):
         sid = market.assign_task(people[f"w{i}"], task_id)
-        market.send_task_result(people[f"w{i}"], sid, result_for(sid))
+        commit_and_send(market, people[f"w{i}"], sid, result_for(sid))
         sids.append(sid)
     return task_id, sids
 
@@ -167,6 +178,12 @@ def test_refusals_cost_no_fee(
         market.assign_task(w0, task_id)
     with pytest.raises(NotAssignee):
         market.send_task_result(stranger, s0, result_for(9))
+    with pytest.raises(NotAssignee):
+        market.commit_result(stranger, s0, commitment_of(stranger, 9))
+    with pytest.raises(ResultAlreadySent):
+        market.commit_result(w0, s0, commitment_of(w0, 9))
+    with pytest.raises(InvalidResult):
+        market.commit_result(w0, s0, "AB" * 32)
     with pytest.raises(NotCreator):
         market.accept(stranger, s0)
     with pytest.raises(PendingResults):
@@ -182,13 +199,18 @@ def test_resubmitted_writes_are_not_duplicated(
     spec = spec_for(market)
     task_id = market.create_task(creator, spec)
     sid = market.assign_task(w0, task_id)
+    market.commit_result(w0, sid, commitment_of(w0, sid))
+    balances = (market.balance(creator.ss58_address), market.balance(w0.ss58_address))
+    market.commit_result(w0, sid, commitment_of(w0, sid))  # already there: a no-op
+    assert market.balance(w0.ss58_address) == balances[1]
     market.send_task_result(w0, sid, result_for(sid))
     balances = (market.balance(creator.ss58_address), market.balance(w0.ss58_address))
     assert market.create_task(creator, spec) == task_id  # the same open spec: the same task
     market.send_task_result(w0, sid, result_for(sid))  # already there: a no-op
     assert (market.balance(creator.ss58_address), market.balance(w0.ss58_address)) == balances
     assert len(market.list_tasks(open_only=False)) == 1
-    assert [o.kind for o in market.indexer.all_outcomes()] == ["TaskCreated", "Assign", "Result"]
+    kinds = [o.kind for o in market.indexer.all_outcomes()]
+    assert kinds == ["TaskCreated", "Assign", "Commit", "Result"]
 
 
 # --- races and rules the indexer enforces ------------------------------------------------
@@ -243,8 +265,104 @@ def test_non_assignee_result_is_ignored(
     assert submission.status == ResultSubmissionStatus.Assigned and submission.result is None
     (refused,) = [o for o in market.indexer.all_outcomes() if not o.applied]
     assert (refused.kind, refused.error_type) == ("Result", "NotAssignee")
-    market.send_task_result(people["w0"], sid, result_for(sid))
+    commit_and_send(market, people["w0"], sid, result_for(sid))
     assert market.get_submission(sid).result == result_for(sid)
+
+
+def test_commit_then_result(market_at: MarketFactory, people: dict[str, Keypair]) -> None:
+    market = market_at()
+    w0 = people["w0"]
+    task_id = market.create_task(people["creator"], spec_for(market))
+    sid = market.assign_task(w0, task_id)
+    market.commit_result(w0, sid, commitment_of(w0, sid))
+    committed = market.get_submission(sid)
+    assert (committed.commitment, committed.commit_order) == (commitment_of(w0, sid), 0)
+    assert committed.status == ResultSubmissionStatus.Assigned and committed.result is None
+    market.send_task_result(w0, sid, result_for(sid))
+    assert market.get_submission(sid).result == result_for(sid)
+    outcomes = market.indexer.all_outcomes()
+    assert [(o.kind, o.applied, o.entity_id) for o in outcomes[-2:]] == [
+        ("Commit", True, sid), ("Result", True, sid),
+    ]  # fmt: skip
+
+
+def test_result_without_commitment_is_refused_and_changes_nothing(
+    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
+) -> None:
+    market = market_at()
+    w0 = people["w0"]
+    task_id = market.create_task(people["creator"], spec_for(market))
+    sid = market.assign_task(w0, task_id)
+    balance = market.balance(w0.ss58_address)
+    with pytest.raises(NotCommitted, match="commit_result"):  # refused before any fee
+        market.send_task_result(w0, sid, result_for(sid))
+    assert market.balance(w0.ss58_address) == balance
+    before = (market.get_task(task_id), market.list_task_results(task_id))
+
+    raw(chain_client, w0, codec.Result(sid, result_for(sid)))  # written anyway
+    market.sync()
+    assert (market.get_task(task_id), market.list_task_results(task_id)) == before
+    (refused,) = [o for o in market.indexer.all_outcomes() if not o.applied]
+    assert (refused.kind, refused.error_type) == ("Result", "NotCommitted")
+
+    # A commitment to other bytes, then a reveal of these ones: refused too.
+    raw(
+        chain_client,
+        w0,
+        codec.Commit(sid, commitment_of(w0, 7)),
+        codec.Result(sid, result_for(sid)),
+    )
+    market.sync()
+    assert market.get_submission(sid).result is None
+    assert market.indexer.all_outcomes()[-1].error_type == "InvalidResult"
+    with pytest.raises(AlreadyCommitted):  # the commitment stands, and cannot be changed
+        market.commit_result(w0, sid, commitment_of(w0, sid))
+    raw(chain_client, w0, codec.Commit(sid, commitment_of(w0, sid)))
+    market.sync()
+    assert market.indexer.all_outcomes()[-1].error_type == "AlreadyCommitted"
+    assert market.get_submission(sid).commitment == commitment_of(w0, 7)
+    commit_and_send(market, w0, sid, result_for(7))  # the committed result is still welcome
+    assert market.get_submission(sid).result == result_for(7)
+
+
+def test_commit_order_follows_chain_order(
+    market_at: MarketFactory,
+    people: dict[str, Keypair],
+    chain_client: ChainClient,
+    chain_url: str,
+) -> None:
+    """Commitments are numbered across tasks in chain order: block, then extrinsic index."""
+    market = market_at()
+    creator = people["creator"]
+    first = market.create_task(creator, spec_for(market))
+    second = market.create_task(creator, spec_for(market))
+    workers = [people[f"w{i}"] for i in range(4)]
+    sids = [market.assign_task(w, first if i < 2 else second) for i, w in enumerate(workers)]
+    market.commit_result(workers[3], sids[3], commitment_of(workers[3], 3))
+    market.commit_result(workers[0], sids[0], commitment_of(workers[0], 0))
+    clients = [ChainClient(chain_url) for _ in range(2)]
+    racers = [market_at(f"racer{i}", client) for i, client in enumerate(clients)]
+    for racer in racers:
+        racer.sync()  # load metadata and index before the block is held
+    same_block = [(2, racers[0]), (1, racers[1])]  # w2 enters the pool first
+    try:
+        outcomes = in_one_block(
+            chain_client,
+            [
+                partial(racer.commit_result, workers[i], sids[i], commitment_of(workers[i], i))
+                for i, racer in same_block
+            ],
+        )
+    finally:
+        for client in clients:
+            client.close()
+    assert outcomes == [None, None], outcomes
+    orders = [market.get_submission(sid).commit_order for sid in sids]
+    assert orders == [1, 3, 2, 0]
+    commits = [o for o in market.indexer.all_outcomes() if o.kind == "Commit"]
+    assert commits[2].block_number == commits[3].block_number
+    assert commits[2].extrinsic_index < commits[3].extrinsic_index
+    assert [o.entity_id for o in commits] == [sids[3], sids[0], sids[2], sids[1]]
 
 
 def test_verdicts_count_only_from_the_creator_and_only_paid(
@@ -441,6 +559,7 @@ def test_records_naming_ids_beyond_sqlite_are_refused_not_fatal(
         chain_client,
         people["stranger"],
         codec.Assign(huge),
+        codec.Commit(huge, "ab" * 32),
         codec.Result(huge, result_for(1)),
         codec.VerdictRecord(huge, True, "x"),
         codec.Close(huge),
@@ -451,7 +570,8 @@ def test_records_naming_ids_beyond_sqlite_are_refused_not_fatal(
     refused = market.indexer.outcomes(receipt.block_number, receipt.extrinsic_index)
     assert not any(o.applied for o in refused)
     assert [o.error_type for o in refused] == [
-        "UnknownTask", "UnknownSubmission", "UnknownSubmission", "UnknownTask", "InvalidResult",
+        "UnknownTask", "UnknownSubmission", "UnknownSubmission", "UnknownSubmission",
+        "UnknownTask", "InvalidResult",
     ]  # fmt: skip
     task_id, _ = open_round(market, people)  # and the marketplace still works
     assert market.get_task(task_id).assigned == 2

@@ -15,7 +15,7 @@ from decentralml.storage import sha256_hex
 from decentralml.weights import decode, encode
 from flows.contributor import contribute
 from flows.creator import publish, run_round
-from tests.helpers import write_config
+from tests.helpers import commit_and_send, write_config
 
 pytestmark = [pytest.mark.slow]
 
@@ -46,7 +46,7 @@ def _send_fault(session, task, index: int, kind: str) -> int:
     if kind == "digest_mismatch":  # the file is swapped after its digest was recorded
         store.put(artifact.url, encode({k: v + 1 for k, v in session.global_tensors.items()}))
     result = TaskResult(artifact.url, artifact.sha256, 1000, {}, task.spec.global_weights_sha256)
-    market.send_task_result(worker, submission_id, result)
+    commit_and_send(market, worker, submission_id, result)
     return submission_id
 
 

@@ -2,11 +2,11 @@
 
 The chain has no marketplace pallet, so every marketplace action is a remark whose bytes say
 what happened; an indexer replays them in chain order through the marketplace rules
-(docs/chain-protocol.md). The encoding, version 1::
+(docs/chain-protocol.md). The encoding, version 2::
 
-    payload := b"dml1" kind body
-    kind    := one ASCII byte: b"T" TaskCreated, b"A" Assign, b"R" Result, b"V" Verdict,
-               b"C" Close
+    payload := b"dml2" kind body
+    kind    := one ASCII byte: b"T" TaskCreated, b"A" Assign, b"H" Commit, b"R" Result,
+               b"V" Verdict, b"C" Close
     body    := one JSON object in UTF-8 with exactly the fields of that kind (below)
 
     T  {"assets_path": str, "assets_sha256": str, "expiration_block": u32,
@@ -15,6 +15,7 @@ what happened; an indexer replays them in chain order through the marketplace ru
         "task_type": "DataAnnotators"|"ModelContributor"|"ModelEngineer",
         "validation_strategy": "AutoAccept"|"ManualAccept"|"CustomAccept"}
     A  {"task_id": u64}
+    H  {"commitment": str (64 lowercase hex), "submission_id": u64}
     R  {"result": {"base_fingerprint": str, "metrics": {str: float|null}, "num_examples": u64,
                    "result_path": str, "sha256": str},
         "submission_id": u64}
@@ -27,7 +28,9 @@ canonical form (sorted keys, no spaces, no NaN; a non-finite metric is written a
 back as NaN). The decoder accepts any JSON object with exactly the listed keys and types: a
 foreign, truncated or hostile remark decodes to ``None`` and is never evaluated (no eval, no
 pickle; duplicate keys, unknown keys, bools posing as ints and out-of-range numbers are all
-refused). An incompatible change gets a new prefix (``b"dml2"``).
+refused). An incompatible change gets a new prefix: version 2 (``b"dml2"``) added the Commit
+record, and a Result now counts only after its submission's commitment (commit-reveal,
+decentralml.commitment), so version 1 records are not read.
 
 Ids are not in the TaskCreated/Assign records: like the pallet's counters, a task id is the
 0-based position of the record among ACCEPTED TaskCreated records in chain order (block number,
@@ -43,9 +46,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from decentralml.commitment import is_commitment
 from decentralml.domain import TaskResult, TaskSpec, TaskType, ValidationStrategy
 
-PREFIX = b"dml1"
+PREFIX = b"dml2"
 """Magic and version of every payload; remarks without it are not ours and are ignored."""
 
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -72,6 +76,14 @@ class Assign:
 
 
 @dataclass(frozen=True)
+class Commit:
+    """The assignee's commitment to its result, written before the result is uploaded."""
+
+    submission_id: int
+    commitment: str
+
+
+@dataclass(frozen=True)
 class Result:
     submission_id: int
     result: TaskResult
@@ -91,11 +103,12 @@ class Close:
     task_id: int
 
 
-Record = TaskCreated | Assign | Result | VerdictRecord | Close
+Record = TaskCreated | Assign | Commit | Result | VerdictRecord | Close
 
 _KIND_OF: dict[type, bytes] = {
     TaskCreated: b"T",
     Assign: b"A",
+    Commit: b"H",
     Result: b"R",
     VerdictRecord: b"V",
     Close: b"C",
@@ -145,6 +158,8 @@ def _body_of(record: Record) -> dict[str, Any]:
         return _spec_body(record.spec)
     if isinstance(record, Assign):
         return {"task_id": record.task_id}
+    if isinstance(record, Commit):
+        return {"submission_id": record.submission_id, "commitment": record.commitment}
     if isinstance(record, Result):
         return {"submission_id": record.submission_id, "result": _result_body(record.result)}
     if isinstance(record, VerdictRecord):
@@ -188,7 +203,7 @@ class _Refused(Exception):
 
 
 def decode(payload: bytes | bytearray) -> Record | None:
-    """The record in a remark payload, or None for anything that is not a valid v1 record.
+    """The record in a remark payload, or None for anything that is not a valid v2 record.
 
     Never raises: remarks are written by anyone, so garbage is expected input."""
     try:
@@ -268,6 +283,14 @@ def _parse_close(body: dict[str, Any]) -> Close:
     return Close(_uint(body["task_id"], U64_MAX))
 
 
+def _parse_commit(body: dict[str, Any]) -> Commit:
+    _keys(body, frozenset({"submission_id", "commitment"}))
+    commitment = body["commitment"]
+    if not is_commitment(commitment):
+        raise _Refused
+    return Commit(_uint(body["submission_id"], U64_MAX), commitment)
+
+
 def _parse_result(body: dict[str, Any]) -> Result:
     _keys(body, frozenset({"submission_id", "result"}))
     raw = body["result"]
@@ -312,6 +335,7 @@ def _parse_verdict(body: dict[str, Any]) -> VerdictRecord:
 _PARSERS = {
     b"T": _parse_task_created,
     b"A": _parse_assign,
+    b"H": _parse_commit,
     b"R": _parse_result,
     b"V": _parse_verdict,
     b"C": _parse_close,

@@ -7,16 +7,18 @@ tasks, submissions and ids, so no party has to trust another's database.
 
 Replay order is chain order: block number, extrinsic index, call index inside a batch_all.
 Only successful extrinsics count (ChainClient drops failed ones). A record the rules refuse
-(a non-assignee's result, a stranger's verdict, an assignment to a full task) is kept in
-``chain_records`` with the refusal, and changes nothing else. An accept verdict counts only
-if the same extrinsic pays the contributor exactly ``pays_amount // max_assignments``: an
-"Accepted" status in the index therefore always means paid on chain.
+(a non-assignee's result, a result without its commitment, a stranger's verdict, an assignment
+to a full task) is kept in ``chain_records`` with the refusal, and changes nothing else. An
+accept verdict counts only if the same extrinsic pays the contributor exactly
+``pays_amount // max_assignments``: an "Accepted" status in the index therefore always means
+paid on chain.
 
 The cache lives in one SQLite file: the Ledger tables, ``chain_records`` (the outcome of each
 record, which writers read back to learn their ids) and ``chain_index`` (genesis hash,
-start block, last indexed block and its hash). A different genesis, a different start block,
-a head below the last indexed block or a changed hash at that height (a restarted dev chain)
-means the cache describes another chain: it is deleted and rebuilt from ``start_block``. A
+start block, record format, last indexed block and its hash). A different genesis, a
+different start block, another record format (an index built from dml1 records), a head
+below the last indexed block or a changed hash at that height (a restarted dev chain) means
+the cache cannot be continued: it is deleted and rebuilt from ``start_block``. A
 crash while a block was half applied is detected the same way (an ``applying`` marker) and
 also rebuilds, because Ledger writes and the progress marker are separate transactions.
 """
@@ -62,6 +64,9 @@ CREATE INDEX IF NOT EXISTS chain_records_by_signer
 
 
 _SQLITE_MAX_INT = 2**63 - 1
+
+_RECORD_FORMAT = codec.PREFIX.decode("ascii")
+"""An index built by a reader of another record version (dml1) is rebuilt, not continued."""
 
 
 class UnpaidAccept(MarketplaceError):
@@ -182,6 +187,8 @@ class ChainIndexer:
             return "another chain (genesis hash differs)"
         if int(progress.get("start_block", -1)) != self.start_block:
             return f"start block changed to {self.start_block}"
+        if progress.get("record_format") != _RECORD_FORMAT:
+            return f"built from other records than {_RECORD_FORMAT}"
         if progress.get("applying"):
             return f"interrupted while applying block {progress['applying']}"
         last = int(progress.get("last_block", self.start_block - 1))
@@ -203,6 +210,7 @@ class ChainIndexer:
                 conn,
                 genesis_hash=genesis,
                 start_block=self.start_block,
+                record_format=_RECORD_FORMAT,
                 last_block=self.start_block - 1,
                 last_block_hash="",
                 applying="",
@@ -292,6 +300,9 @@ class ChainIndexer:
             return _Applied(ledger.create_task(signer, record.spec, block))
         if isinstance(record, codec.Assign):
             return _Applied(ledger.assign_task(signer, record.task_id, block))
+        if isinstance(record, codec.Commit):
+            ledger.commit_result(signer, record.submission_id, record.commitment, block)
+            return _Applied(record.submission_id)
         if isinstance(record, codec.Result):
             ledger.send_task_result(signer, record.submission_id, record.result, block)
             return _Applied(record.submission_id)
@@ -348,7 +359,7 @@ def _target_id(record: codec.Record) -> int | None:
     """The id a refused record named, None when it cannot name a row (beyond SQLite's range)."""
     if isinstance(record, codec.Assign | codec.Close):
         target = record.task_id
-    elif isinstance(record, codec.Result | codec.VerdictRecord):
+    elif isinstance(record, codec.Commit | codec.Result | codec.VerdictRecord):
         target = record.submission_id
     else:
         return None

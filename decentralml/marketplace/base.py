@@ -26,7 +26,11 @@ class Marketplace(Protocol):
     def assign_task(self, worker: Keypair, task_id: int) -> int:
         """Take one slot of the task; returns the submission id."""
 
-    def send_task_result(self, worker: Keypair, submission_id: int, result: TaskResult) -> None: ...
+    def commit_result(self, worker: Keypair, submission_id: int, commitment: str) -> None:
+        """Record the assignee's commitment to its result before uploading it."""
+
+    def send_task_result(self, worker: Keypair, submission_id: int, result: TaskResult) -> None:
+        """Record the result (the reveal); it must match the submission's commitment."""
 
     def get_submission(self, submission_id: int) -> Submission: ...
 

@@ -85,6 +85,11 @@ class EmbeddedMarketplace:
     def assign_task(self, worker: Keypair, task_id: int) -> int:
         return self.ledger.assign_task(worker.ss58_address, task_id, self.current_block())
 
+    def commit_result(self, worker: Keypair, submission_id: int, commitment: str) -> None:
+        self.ledger.commit_result(
+            worker.ss58_address, submission_id, commitment, self.current_block()
+        )
+
     def send_task_result(self, worker: Keypair, submission_id: int, result: TaskResult) -> None:
         self.ledger.send_task_result(
             worker.ss58_address, submission_id, result, self.current_block()

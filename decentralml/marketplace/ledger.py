@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from decentralml.accounts import canonical_address
+from decentralml.commitment import is_commitment, result_commitment
 from decentralml.domain import (
     ResultSubmissionStatus,
     Submission,
@@ -37,11 +38,13 @@ from decentralml.domain import (
 )
 from decentralml.errors import (
     AlreadyAssigned,
+    AlreadyCommitted,
     InsufficientBalance,
     InvalidResult,
     InvalidTaskSpec,
     NoResultYet,
     NotAssignee,
+    NotCommitted,
     NotCreator,
     PendingResults,
     ResultAlreadySent,
@@ -61,6 +64,7 @@ _PENDING = ResultSubmissionStatus.PendingValidation.value
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('total_issuance', '0');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('next_commit_seq', '0');
 CREATE TABLE IF NOT EXISTS accounts (address TEXT PRIMARY KEY, balance TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id INTEGER PRIMARY KEY,
@@ -100,11 +104,17 @@ CREATE TABLE IF NOT EXISTS submissions (
     reason TEXT NOT NULL DEFAULT '',
     paid TEXT NOT NULL DEFAULT '0',
     verdict_block INTEGER,
+    commitment TEXT,
+    commit_block INTEGER,
+    commit_seq INTEGER,
     UNIQUE (task_id, worker)
 );
 CREATE INDEX IF NOT EXISTS submissions_pending ON submissions (task_id)
     WHERE status = '{_PENDING}';
 """
+
+_COMMIT_COLUMNS = (("commitment", "TEXT"), ("commit_block", "INTEGER"), ("commit_seq", "INTEGER"))
+"""Added with commit-reveal; files created before it get them by ALTER TABLE on open."""
 
 _SETTLEABLE = f"""
 SELECT * FROM tasks AS t
@@ -208,6 +218,8 @@ def _submission_from_row(row: sqlite3.Row) -> Submission:
         result=result,
         reason=row["reason"],
         paid=int(row["paid"]),
+        commitment=row["commitment"] or "",
+        commit_order=row["commit_seq"],
     )
 
 
@@ -337,6 +349,22 @@ def _get_meta_int(conn: sqlite3.Connection, key: str) -> int:
     return int(row[0])
 
 
+def _migrate_commit_columns(conn: sqlite3.Connection) -> None:
+    """Give a submissions table created before commit-reveal its commitment columns (its old
+    submissions keep NULL there: uncommitted). Runs inside the caller's write transaction."""
+    present = {row["name"] for row in conn.execute("PRAGMA table_info(submissions)")}
+    for name, sql_type in _COMMIT_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE submissions ADD COLUMN {name} {sql_type}")
+
+
+def _take_commit_seq(conn: sqlite3.Connection) -> int:
+    """The next marketplace-wide commitment number (0, 1, 2, ... in the order of commits)."""
+    seq = _get_meta_int(conn, "next_commit_seq")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'next_commit_seq'", (str(seq + 1),))
+    return seq
+
+
 class Ledger:
     """The marketplace state and its rules. Addresses are stored in one canonical SS58 form
     (prefix 42), so two spellings of one key are one account.
@@ -356,6 +384,13 @@ class Ledger:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _migrate_commit_columns(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         finally:
             conn.close()
 
@@ -489,11 +524,44 @@ class Ledger:
             )
             return submission_id
 
+    def commit_result(self, worker: str, submission_id: int, commitment: str, block: int) -> None:
+        """Record the assignee's commitment to its result (decentralml.commitment), before
+        expiry and before any result, once. Repeating the same commitment changes nothing (a
+        retried step); another one is refused with AlreadyCommitted. Each commitment takes the
+        next marketplace-wide commit number (``Submission.commit_order``)."""
+        account = canonical_address(worker)
+        if not is_commitment(commitment):
+            raise InvalidResult(
+                f"commitment must be 64 lowercase hex characters, got {commitment!r}; "
+                "compute it with decentralml.commitment.result_commitment"
+            )
+        with write_transaction(self.path) as conn:
+            self._settle_expired(conn, block)
+            submission = _submission_row(conn, submission_id)
+            if submission["worker"] != account:
+                raise NotAssignee(f"submission {submission_id} is assigned to someone else")
+            if submission["status"] != ResultSubmissionStatus.Assigned.value:
+                raise ResultAlreadySent(f"submission {submission_id} already has a result")
+            if submission["commitment"] is not None:
+                if submission["commitment"] == commitment:
+                    return
+                raise AlreadyCommitted(
+                    f"submission {submission_id} is already committed to another result "
+                    f"({submission['commitment']}); a commitment cannot be changed"
+                )
+            _require_open(_task_row(conn, submission["task_id"]), block)
+            conn.execute(
+                "UPDATE submissions SET commitment = ?, commit_block = ?, commit_seq = ? "
+                "WHERE submission_id = ?",
+                (commitment, block, _take_commit_seq(conn), submission_id),
+            )
+
     def send_task_result(
         self, worker: str, submission_id: int, result: TaskResult, block: int
     ) -> None:
-        """Record the assignee's result, once, before expiry; the submission then awaits a
-        verdict (PendingValidation)."""
+        """Record the assignee's result (the reveal), once, before expiry; it must match the
+        submission's commitment (commit_result first). The submission then awaits a verdict
+        (PendingValidation)."""
         account = canonical_address(worker)
         _check_result(result)
         metrics_json = json.dumps(dict(result.metrics), sort_keys=True)
@@ -504,6 +572,13 @@ class Ledger:
                 raise NotAssignee(f"submission {submission_id} is assigned to someone else")
             if submission["status"] != ResultSubmissionStatus.Assigned.value:
                 raise ResultAlreadySent(f"submission {submission_id} already has a result")
+            if submission["commitment"] is None:
+                raise NotCommitted(
+                    f"submission {submission_id} has no commitment; call commit_result with "
+                    "result_commitment(worker, sha256) first, then upload, then send the result"
+                )
+            if result_commitment(account, result.sha256) != submission["commitment"]:
+                raise InvalidResult("result does not match the submission's commitment")
             _require_open(_task_row(conn, submission["task_id"]), block)
             conn.execute(
                 "UPDATE submissions SET status = ?, result_path = ?, result_sha256 = ?, "

@@ -11,14 +11,16 @@ Trust model. The reward is announced, not escrowed: no pallet can lock it, so
 ``create_task`` checks that the creator could pay it, and the "refund" at close or expiry is
 bookkeeping. What the chain does guarantee: a result is Accepted only if the payment was made
 in the same extrinsic (the indexer ignores an unpaid accept), only the creator's verdicts and
-only the assignee's results count, slots are first come first served in chain order, and the
-history of every creator's verdicts and payments is public.
+only the assignee's results count (and only after its commitment to them), slots are first
+come first served in chain order, commitments are numbered in chain order, and the history of
+every creator's verdicts and payments is public.
 
 Each write reads the index first and refuses (for free) what the rules would refuse, and what
-was already done: a resubmitted assignment, result or verdict never becomes a second record,
-and a creator restarted mid-round re-running ``settle`` pays nothing twice. After a write the
-client waits for finality, syncs the index and reads its own record's outcome back (the id it
-created, or the rule that refused it, e.g. TaskFull when another contributor won the race).
+was already done: a resubmitted assignment, commitment, result or verdict never becomes a
+second record, and a creator restarted mid-round re-running ``settle`` pays nothing twice.
+After a write the client waits for finality, syncs the index and reads its own record's
+outcome back (the id it created, or the rule that refused it, e.g. TaskFull when another
+contributor won the race).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from decentralml.chain import codec
 from decentralml.chain.audit import ChainAudit, audit
 from decentralml.chain.client import ChainClient, ChainOutcomeUnknown, Transfer, public_key_hex
 from decentralml.chain.indexer import ChainIndexer, RecordOutcome
+from decentralml.commitment import is_commitment, result_commitment
 from decentralml.domain import (
     ResultSubmissionStatus,
     Submission,
@@ -46,12 +49,15 @@ from decentralml.domain import (
 )
 from decentralml.errors import (
     AlreadyAssigned,
+    AlreadyCommitted,
     ChainError,
     CreatorCannotPay,
     InsufficientBalance,
+    InvalidResult,
     InvalidTaskSpec,
     NoResultYet,
     NotAssignee,
+    NotCommitted,
     NotCreator,
     PendingResults,
     ResultAlreadySent,
@@ -214,8 +220,35 @@ class SubstrateMarketplace:
         outcome.raise_if_refused()
         return _entity(outcome)
 
+    def commit_result(self, worker: Keypair, submission_id: int, commitment: str) -> None:
+        """Record the assignee's commitment to its result before uploading it. Committing the
+        same commitment again is a no-op; another one is refused (AlreadyCommitted). The
+        chain order of commit records is the commit order (``Submission.commit_order``)."""
+        if not is_commitment(commitment):
+            raise InvalidResult(
+                f"commitment must be 64 lowercase hex characters, got {commitment!r}; "
+                "compute it with decentralml.commitment.result_commitment"
+            )
+        last = self.sync()
+        submission = self.ledger.get_submission(submission_id)
+        if not same_account(submission.worker, worker.ss58_address):
+            raise NotAssignee(f"submission {submission_id} is assigned to someone else")
+        if submission.status != ResultSubmissionStatus.Assigned:
+            raise ResultAlreadySent(f"submission {submission_id} already has a result")
+        if submission.commitment:
+            if submission.commitment == commitment:
+                return  # already on chain: a resubmission
+            raise AlreadyCommitted(
+                f"submission {submission_id} is already committed to another result "
+                f"({submission.commitment}); a commitment cannot be changed"
+            )
+        _require_open(self.ledger.get_task(submission.task_id, block=max(last, 0)), last + 1)
+        (outcome,) = self._write(worker, [(codec.Commit(submission_id, commitment), None)])
+        outcome.raise_if_refused()
+
     def send_task_result(self, worker: Keypair, submission_id: int, result: TaskResult) -> None:
-        """Record the assignee's result. Sending the same result again is a no-op."""
+        """Record the assignee's result (the reveal): it must match the submission's
+        commitment (commit_result first). Sending the same result again is a no-op."""
         last = self.sync()
         submission = self.ledger.get_submission(submission_id)
         if not same_account(submission.worker, worker.ss58_address):
@@ -224,6 +257,13 @@ class SubstrateMarketplace:
             if submission.result == result:
                 return  # already on chain: a resubmission
             raise ResultAlreadySent(f"submission {submission_id} already has a result")
+        if not submission.commitment:
+            raise NotCommitted(
+                f"submission {submission_id} has no commitment; call commit_result with "
+                "result_commitment(worker, sha256) first, then upload, then send the result"
+            )
+        if result_commitment(worker.ss58_address, result.sha256) != submission.commitment:
+            raise InvalidResult("result does not match the submission's commitment")
         _require_open(self.ledger.get_task(submission.task_id, block=max(last, 0)), last + 1)
         (outcome,) = self._write(worker, [(codec.Result(submission_id, result), None)])
         outcome.raise_if_refused()

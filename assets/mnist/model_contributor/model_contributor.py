@@ -19,10 +19,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import settings
 
 from decentralml.config import load_config
-from decentralml.contributor import assign, fetch_inputs, submit, upload_result
+from decentralml.contributor import (
+    assign,
+    commit,
+    encode_result,
+    fetch_inputs,
+    submit,
+    upload_result,
+)
 from decentralml.data.federated import contributor_shard, test_split
 from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
+from decentralml.storage import sha256_hex
 from decentralml.training import TrainingOutcome, train_contribution
 from decentralml.weights import decode, encode
 
@@ -84,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(settings.MODEL_NAME, settings.LEARNING_RATE)
     set_model_tensors(model, outcome.tensors)
     print(f"local test metrics: {evaluate(model, x_test, y_test)}")
-    artifact = upload_result(store, task, submission_id, outcome)
+    data = encode_result(task, outcome)
+    commit(market, worker, submission_id, sha256_hex(data))  # before the bytes are readable
+    artifact = upload_result(store, task, submission_id, data)
     submit(market, worker, task, submission_id, artifact, outcome)
     print(f"submission {submission_id}: {outcome.num_examples} examples sent as {artifact.url}")
     return 0
