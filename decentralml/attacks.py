@@ -16,17 +16,26 @@ creator's defences are measured against these (docs/benchmarks.md, docs/security
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
+from substrateinterface import Keypair
 
-AttackKind = Literal[
-    "sign_flip", "scaled", "gaussian_noise", "label_flip", "free_rider", "inflated_examples"
-]
+from decentralml.accounts import same_account
+from decentralml.config import AttackConfig, AttackKind
+from decentralml.contributor import Contributor, result_url
+from decentralml.domain import Task
+from decentralml.marketplace.base import Marketplace
+from decentralml.storage import ArtifactStore
+from decentralml.training import TrainingOutcome
+from decentralml.weights import decode
+
 ATTACKS: tuple[str, ...] = get_args(AttackKind)
 INFLATED_CLAIM = 10**15
+FREE_RIDER_WAIT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -37,9 +46,11 @@ class Attack:
     scale: float = 10.0
     noise_std: float = 0.1
 
-    @property
-    def trains(self) -> bool:
-        return self.kind != "free_rider"
+    @classmethod
+    def from_config(cls, config: AttackConfig) -> Attack | None:
+        if config.kind is None:
+            return None
+        return cls(config.kind, config.scale, config.noise_std)
 
     def labels(self, y: np.ndarray) -> np.ndarray:
         """The labels this attacker trains on (flipped for ``label_flip``)."""
@@ -72,3 +83,57 @@ def _along_update(
     global_tensors: Mapping[str, np.ndarray], trained: Mapping[str, np.ndarray], factor: float
 ) -> dict[str, np.ndarray]:
     return {n: (g + factor * (trained[n] - g)).astype(g.dtype) for n, g in global_tensors.items()}
+
+
+def tamper(
+    attack: Attack,
+    outcome: TrainingOutcome,
+    global_tensors: Mapping[str, np.ndarray],
+    copy_source: Mapping[str, np.ndarray] | None = None,
+    seed: int = 0,
+) -> TrainingOutcome:
+    """The outcome this attacker sends instead of ``outcome``; a free-rider sends
+    ``copy_source`` (another contributor's weights), or the global weights back."""
+    if attack.kind == "free_rider":
+        tensors = dict(copy_source if copy_source is not None else global_tensors)
+        return TrainingOutcome(tensors, outcome.num_examples, outcome.metrics)
+    tensors = attack.weights(global_tensors, outcome.tensors, seed)
+    return TrainingOutcome(tensors, attack.claim(outcome.num_examples), outcome.metrics)
+
+
+def someone_elses_result(
+    market: Marketplace,
+    store: ArtifactStore,
+    task: Task,
+    worker: Keypair,
+    wait_seconds: float = FREE_RIDER_WAIT_SECONDS,
+    poll_seconds: float = 0.5,
+) -> dict[str, np.ndarray] | None:
+    """What a free-rider copies: the first other result of the task readable in storage."""
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        for submission in market.list_task_results(task.task_id):
+            if submission.result is None or same_account(submission.worker, worker.ss58_address):
+                continue
+            location = result_url(task, submission.submission_id)
+            if store.exists(location):
+                return decode(store.get(location, submission.result.sha256))
+        time.sleep(poll_seconds)
+    return None
+
+
+def attacker_outcome(
+    contributor: Contributor,
+    task: Task,
+    global_tensors: Mapping[str, np.ndarray],
+    outcome: TrainingOutcome,
+) -> TrainingOutcome:
+    """What ``contributor`` (an attacker) sends for ``task`` after its own training."""
+    attack = contributor.attack
+    if attack is None:
+        return outcome
+    source = None
+    if attack.kind == "free_rider":
+        market, store, worker = contributor.market, contributor.store, contributor.keypair
+        source = someone_elses_result(market, store, task, worker)
+    return tamper(attack, outcome, global_tensors, source, seed=contributor.shard_index)

@@ -11,11 +11,14 @@ import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import get_args
 
-from decentralml.config import RunConfig, load_config
+from decentralml.config import AttackKind, RunConfig, StrategyName, load_config
 from decentralml.errors import DecentralMLError
 
 DEFAULT_CONFIG = Path("configs/mnist.yaml")
+ATTACKS = get_args(AttackKind)
+STRATEGY_NAMES = get_args(StrategyName)
 SUBSTRATE_CONFIG = Path("configs/mnist-substrate.yaml")
 
 
@@ -30,6 +33,9 @@ def _overrides(args: argparse.Namespace) -> dict:
         ("task.validation_strategy", "validation"),
         ("task.manual_decisions", "decisions"),
         ("training.epochs", "epochs"),
+        ("attack.kind", "attack"),
+        ("attack.attackers", "attackers"),
+        ("strategy", "strategy"),
     ):
         value = getattr(args, attr, None)
         if value is not None:
@@ -58,6 +64,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         summary = run_demo(config, on_round=on_round)
     print_round_table(summary["rounds"])
     print(f"final test accuracy {summary['final_accuracy']:.4f} in {summary['wall_seconds']} s")
+    attack = summary["attack"]
+    if attack["kind"]:
+        print(
+            f"attack: {attack['attackers']} x {attack['kind']}; paid to attackers "
+            f"{attack['paid_to_attackers']}, honest results rejected {attack['honest_rejected']}"
+        )
     for payment in summary["payments"]:
         line = f"  paid {payment['amount']:>14} to {payment['contributor']}"
         if "received_on_chain" in payment:
@@ -217,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--validation", choices=["AutoAccept", "ManualAccept", "CustomAccept"])
     demo.add_argument("--epochs", type=int)
     demo.add_argument("--decisions", help="ManualAccept: JSON/YAML file of verdicts by id")
+    demo.add_argument("--strategy", choices=STRATEGY_NAMES, help="aggregation rule")
+    demo.add_argument("--attack", choices=ATTACKS, help="simulate attackers of this kind")
+    demo.add_argument("--attackers", type=int, help="how many contributors attack (the last K)")
     demo.add_argument("--summary-json", type=Path)
     train_cmd = add(
         "train", cmd_train, "creator: publish and run every round (contributors elsewhere)"

@@ -219,6 +219,27 @@ class StrategyConfig(_Section):
     clip_norm_multiple: Annotated[float, Field(gt=0)] | None = None
 
 
+AttackKind = Literal[
+    "sign_flip", "scaled", "gaussian_noise", "label_flip", "free_rider", "inflated_examples"
+]
+
+
+class AttackConfig(_Section):
+    """Simulated attackers for ``decentralml demo`` (decentralml.attacks): the last
+    ``attackers`` of the demo's contributors send ``kind`` instead of honest work."""
+
+    kind: AttackKind | None = None
+    attackers: Annotated[int, Field(ge=0)] = 0
+    scale: Annotated[float, Field(gt=0)] = 10.0
+    noise_std: Annotated[float, Field(gt=0)] = 0.1
+
+    @model_validator(mode="after")
+    def _kind_and_count_together(self) -> AttackConfig:
+        if (self.kind is None) != (self.attackers == 0):
+            raise ValueError("set both attack.kind and attack.attackers (>= 1), or neither")
+        return self
+
+
 class RunConfig(_Section):
     """A whole federated training: what the creator publishes and how the demo simulates it."""
 
@@ -235,6 +256,16 @@ class RunConfig(_Section):
     contributors: PositiveInt = 5
     round_timeout_seconds: Annotated[float, Field(gt=0)] = 900.0
     poll_seconds: Annotated[float, Field(gt=0)] = 0.5
+    attack: AttackConfig = AttackConfig()
+
+    @model_validator(mode="after")
+    def _attackers_are_contributors(self) -> RunConfig:
+        if self.attack.attackers > self.contributors:
+            raise ValueError(
+                f"attack.attackers {self.attack.attackers} is more than the "
+                f"{self.contributors} contributors"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

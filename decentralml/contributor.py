@@ -33,6 +33,7 @@ from decentralml.training import TrainingOutcome
 from decentralml.weights import check_against, decode, encode, layout_of
 
 if TYPE_CHECKING:
+    from decentralml.attacks import Attack
     from decentralml.marketplace.substrate import CreatorStanding
 
 MAX_EPOCHS = 100
@@ -48,7 +49,7 @@ class Contributor:
     stores flow parameters it can serialize) cannot serialize it, so the key never lands in
     a run record; the repr shows the address only."""
 
-    __slots__ = ("cache_dir", "keypair", "market", "shard_index", "store", "terms")
+    __slots__ = ("attack", "cache_dir", "keypair", "market", "shard_index", "store", "terms")
 
     def __init__(
         self,
@@ -58,10 +59,12 @@ class Contributor:
         shard_index: int,
         cache_dir: str | None = None,
         terms: ContributorConfig | None = None,
+        attack: Attack | None = None,
     ) -> None:
         self.market, self.store, self.keypair = market, store, keypair
         self.shard_index, self.cache_dir = shard_index, cache_dir
         self.terms = terms or ContributorConfig()  # what it asks of a task before paying
+        self.attack = attack  # demos and benchmarks only: a simulated attacker's behaviour
 
     def __repr__(self) -> str:
         return f"Contributor({self.keypair.ss58_address}, shard {self.shard_index})"

@@ -51,16 +51,19 @@ def contribute(contributor: Contributor, task: Task) -> Contribution:
     submission_id = steps.assign(market, worker, task.task_id)  # trusted this far: now pay
     settings = inputs.settings
     x, y = steps.load_shard(settings["data"], contributor.shard_index, contributor.cache_dir)
+    attacker = contributor.attack  # demos only: a simulated attacker (decentralml.attacks)
     outcome = steps.train(
         settings["model"],
         inputs.global_tensors,
         x,
-        y,
+        attacker.labels(y) if attacker else y,
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],
         learning_rate=settings["learning_rate"],
         seed=contributor.shard_index + 1000 * task.task_id,
     )
+    if attacker:
+        outcome = steps.attack(contributor, task, inputs.global_tensors, outcome)
     data = steps.encode_result(task, outcome)
     steps.commit(market, worker, submission_id, sha256_hex(data))
     artifact = steps.upload_result(store, task, submission_id, data)

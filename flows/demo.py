@@ -14,6 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
+from decentralml.accounts import same_account
+from decentralml.attacks import Attack
 from decentralml.config import RunConfig
 from decentralml.contributor import Contributor
 from decentralml.runtime import contributor_keypair, fund_dev_accounts
@@ -36,9 +38,16 @@ def run_demo(
     first_task_id = len(market.list_tasks(open_only=False))
     first_block = market.current_block() + 1
     stop = threading.Event()
+    attackers = attacker_indices(config)
     contributors = [
         Contributor(
-            market, session.creator.store, worker, i, config.data.cache_dir, config.contributor
+            market,
+            session.creator.store,
+            worker,
+            i,
+            config.data.cache_dir,
+            config.contributor,
+            Attack.from_config(config.attack) if i in attackers else None,
         )
         for i, worker in enumerate(workers)
     ]
@@ -58,9 +67,55 @@ def run_demo(
         for agent in agents:
             agent.result()
     summary = summarize(session, reports, before, time.perf_counter() - started)
+    roles = {
+        w.ss58_address: (config.attack.kind if i in attackers else None)
+        for i, w in enumerate(workers)
+    }
+    summary["submissions"] = submissions_by_role(market, reports, roles)
+    summary["attack"] = {
+        "kind": config.attack.kind,
+        "attackers": config.attack.attackers,
+        "paid_to_attackers": sum(
+            r["paid"] for r in summary["submissions"] if r["role"] != "honest"
+        ),
+        "honest_rejected": sum(
+            r["verdict"] == "rejected" for r in summary["submissions"] if r["role"] == "honest"
+        ),
+    }
     if hasattr(market, "audit"):
         add_chain_evidence(summary, market.audit(first_block), session.creator.keypair.ss58_address)
     return summary
+
+
+def attacker_indices(config: RunConfig) -> set[int]:
+    """The simulated attackers are the demo's last ``attack.attackers`` contributors."""
+    return set(range(config.contributors - config.attack.attackers, config.contributors))
+
+
+def submissions_by_role(
+    market, reports: list[RoundReport], roles: dict[str, str | None]
+) -> list[dict]:
+    """Every judged submission with who sent it (honest, or the attack it simulated), its
+    verdict and what it was paid: the evidence of what attacks cost the creator."""
+    rows = []
+    for report in reports:
+        verdicts = {sid: ("accepted", "") for sid in report.accepted}
+        verdicts.update({sid: ("rejected", why) for sid, why in report.rejected.items()})
+        for sid, (verdict, reason) in sorted(verdicts.items()):
+            worker = market.get_submission(sid).worker
+            attack = next((kind for a, kind in roles.items() if same_account(a, worker)), None)
+            rows.append(
+                {
+                    "round": report.round_number,
+                    "submission": sid,
+                    "contributor": worker,
+                    "role": attack or "honest",
+                    "verdict": verdict,
+                    "reason": reason,
+                    "paid": report.payments.get(sid, 0),
+                }
+            )
+    return rows
 
 
 def add_chain_evidence(summary: dict, evidence, creator: str) -> None:

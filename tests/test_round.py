@@ -1,6 +1,7 @@
 """A real federated round: TensorFlow training on MNIST shards, Prefect flows, embedded
-marketplace, file storage — with broken contributions injected beside the honest ones, and
-the built-in CustomAccept validator (held-out accuracy >= 0.5) as the policy."""
+marketplace, file storage — with broken, copied, misdirected and poisoned contributions
+injected beside the honest ones, and the default policy (CustomAccept: update_norm, then the
+held-out gate) deciding."""
 
 from __future__ import annotations
 
@@ -20,32 +21,46 @@ from tests.helpers import commit_and_send, write_config
 pytestmark = [pytest.mark.slow]
 
 HONEST = 2
-FAULTS = ("truncated", "wrong_shape", "nan", "digest_mismatch", "lazy")
+FAULTS = (
+    "truncated",
+    "wrong_shape",
+    "nan",
+    "digest_mismatch",
+    "lazy",
+    "copy",
+    "elsewhere",
+    "sign_flip",
+)
 
 
-def _faulty_bytes(kind: str, good: dict[str, np.ndarray]) -> bytes:
-    tensors = {name: tensor.copy() for name, tensor in good.items()}
+def _faulty_bytes(kind: str, start: dict[str, np.ndarray], honest: dict[str, np.ndarray]) -> bytes:
+    tensors = {name: tensor.copy() for name, tensor in start.items()}
     if kind == "wrong_shape":
         tensors["001.bias"] = np.zeros(64, dtype=np.float32)
     if kind == "nan":
         tensors["000.kernel"][0, 0] = np.nan
-    if kind == "lazy":  # well-formed, but untrained: only CustomAccept's accuracy check catches it
-        return encode(good)
+    if kind == "lazy":  # well-formed, but untrained: the global weights sent back
+        return encode(start)
+    if kind == "copy":  # an honest contributor's weights, committed after it
+        return encode(honest, {"num_examples": 1000})
+    if kind == "sign_flip":  # an honest update reversed and scaled (×10)
+        return encode({n: start[n] - 10 * (honest[n] - start[n]) for n in start})
     data = encode(tensors)
     return data[: len(data) // 2] if kind == "truncated" else data
 
 
-def _send_fault(session, task, index: int, kind: str) -> int:
-    """A contributor who takes a slot and sends a broken result of the given kind."""
+def _send_fault(session, task, index: int, kind: str, honest_sid: int) -> int:
+    """A contributor who takes a slot and sends a bad result of the given kind."""
     market, store = session.creator.market, session.creator.store
     worker = contributor_keypair(session.creator.config.marketplace, index)
     submission_id = assign(market, worker, task.task_id)
-    artifact = store.put(
-        result_url(task, submission_id), _faulty_bytes(kind, session.global_tensors)
-    )
+    honest = decode(store.get(result_url(task, honest_sid)))
+    data = _faulty_bytes(kind, session.global_tensors, honest)
+    artifact = store.put(result_url(task, submission_id), data)
     if kind == "digest_mismatch":  # the file is swapped after its digest was recorded
         store.put(artifact.url, encode({k: v + 1 for k, v in session.global_tensors.items()}))
-    result = TaskResult(artifact.url, artifact.sha256, 1000, {}, task.spec.global_weights_sha256)
+    path = "file:///etc/hostname" if kind == "elsewhere" else artifact.url
+    result = TaskResult(path, artifact.sha256, 1000, {}, task.spec.global_weights_sha256)
     commit_and_send(market, worker, submission_id, result)
     return submission_id
 
@@ -61,7 +76,6 @@ def finished_round(tmp_path_factory, prefect_harness):
             "task.max_assignments": slots,
             "task.pays_amount": 700,
             "task.validation_strategy": "CustomAccept",
-            "task.min_accuracy": 0.5,
         },
     )
     session = open_session(config, run="test-round")
@@ -77,7 +91,10 @@ def finished_round(tmp_path_factory, prefect_harness):
         contribute(Contributor(market, session.creator.store, workers[i], i), task)
         for i in range(HONEST)
     ]
-    faults = {_send_fault(session, task, HONEST + n, kind): kind for n, kind in enumerate(FAULTS)}
+    first = honest[0].submission_id
+    faults = {
+        _send_fault(session, task, HONEST + n, kind, first): kind for n, kind in enumerate(FAULTS)
+    }
     report = run_round(session, 1, task_id)
     return locals()
 
@@ -96,7 +113,10 @@ def test_each_broken_result_is_rejected_with_its_reason(finished_round):
         "wrong_shape": "shape",
         "nan": "NaN",
         "digest_mismatch": "sha256",
-        "lazy": "held-out accuracy",
+        "lazy": "unchanged global weights",
+        "copy": f"copy of submission {finished_round['honest'][0].submission_id}",
+        "elsewhere": "it was not read",
+        "sign_flip": "update norm",
     }
     assert set(report.rejected) == set(faults)
     for submission_id, kind in faults.items():
