@@ -10,18 +10,20 @@ import pytest
 from substrateinterface import SubstrateInterface
 
 from decentralml.accept_task_results import accept_task_results
-from decentralml.accounts import dev_keypair
+from decentralml.accounts import dev_keypair, keypair_from_uri
 from decentralml.assign_task import assign_task
+from decentralml.commitment import result_commitment
 from decentralml.create_task import create_task_model_contributor
-from decentralml.domain import ResultSubmissionStatus
+from decentralml.domain import ResultSubmissionStatus, TaskResult, Verdict
 from decentralml.list_task_results import list_task_results
 from decentralml.list_tasks import list_tasks
 from decentralml.marketplace.embedded import EmbeddedMarketplace
 from decentralml.packaging import build_package
 from decentralml.reject_task_results import reject_task_results
 from decentralml.runtime import DEFAULT_ASSETS
+from decentralml.seed_api import as_marketplace
 from decentralml.send_task_result import send_task_result
-from decentralml.storage import ArtifactStore
+from decentralml.storage import ArtifactStore, sha256_hex
 from decentralml.validate_task_results import validate_task_results
 from decentralml.weights import encode
 
@@ -101,3 +103,54 @@ def test_seed_api_accepts_a_substrate_interface(chain_url, tmp_path, monkeypatch
     assert accept_task_results(substrate, "//Alice", None, [sid]) == {sid: 2 * 10**12}
     [submission] = list_task_results(substrate, task_id)
     assert submission.status is ResultSubmissionStatus.Accepted
+
+
+def hostile_round(substrate, tmp_path, root: str) -> tuple[int, dict[str, int]]:
+    """One honest result and three hostile ones, sent through the seed API (or, for a record
+    the API would never write, straight to the marketplace as an attacker would)."""
+    task_id = create(substrate, root, slots=4)
+    sids = {"honest": contribute(substrate, task_id, "//Bob", tmp_path, 1.0)}
+    copied = tmp_path / "Bob.safetensors"  # Bob's own file, sent again by Charlie
+    sid = assign_task(substrate, "//Charlie", None, task_id, download_dir=tmp_path / "Charlie")
+    send_task_result(substrate, "//Charlie", sid, {"num_examples": 50}, copied)
+    sids["copy"] = sid
+    sids["unchanged"] = contribute(substrate, task_id, "//Dave", tmp_path, 0.0)
+    eve = keypair_from_uri("//Eve")
+    market = as_marketplace(substrate)
+    sid = market.assign_task(eve, task_id)
+    digest = sha256_hex(b"anything")
+    market.commit_result(eve, sid, result_commitment(eve.ss58_address, digest))
+    market.send_task_result(eve, sid, TaskResult("file:///etc/hostname", digest, 50))
+    sids["elsewhere"] = sid
+    return task_id, sids
+
+
+def assert_hostile_results_refused(verdicts: dict[int, Verdict], sids: dict[str, int]) -> None:
+    assert verdicts[sids["honest"]].accept
+    assert verdicts[sids["copy"]].reason.startswith(f"copy of submission {sids['honest']}")
+    assert verdicts[sids["unchanged"]].reason.startswith("unchanged global weights")
+    assert verdicts[sids["elsewhere"]].reason.endswith("it was not read")
+    assert not any(v.accept for sid, v in verdicts.items() if sid != sids["honest"])
+
+
+def test_seed_api_refuses_copies_and_foreign_locations_on_the_embedded_marketplace(tmp_path):
+    market = EmbeddedMarketplace(tmp_path / "m.sqlite")
+    market.fund(dev_keypair("Alice").ss58_address, 10**13)
+    task_id, sids = hostile_round(market, tmp_path, f"memory://seed-hostile-{tmp_path.name}")
+    verdicts = {v.submission_id: v for v in validate_task_results(market, task_id)}
+    assert_hostile_results_refused(verdicts, sids)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_seed_api_refuses_copies_in_chain_commit_order(chain_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    substrate = SubstrateInterface(url=chain_url, ss58_format=42)
+    market = as_marketplace(substrate)
+    for uri in ("//Alice", "//Bob", "//Charlie", "//Dave", "//Eve"):
+        market.fund(keypair_from_uri(uri).ss58_address, 10**15)
+    task_id, sids = hostile_round(substrate, tmp_path, (tmp_path / "storage").as_uri())
+    verdicts = {v.submission_id: v for v in validate_task_results(substrate, task_id)}
+    assert_hostile_results_refused(verdicts, sids)
+    orders = {s.submission_id: s.commit_order for s in list_task_results(substrate, task_id)}
+    assert orders[sids["honest"]] < orders[sids["copy"]]
