@@ -70,6 +70,7 @@ class World:
         from decentralml.creator import task_settings
         from decentralml.data.federated import contributor_shard, creator_holdout, test_split
         from decentralml.models import build_model, model_tensors
+        from decentralml.training import ReusableTrainer
 
         config = parse_config({"contributors": CONTRIBUTORS, "data": {"partition": partition}})
         data = task_settings(config)["data"]
@@ -77,23 +78,13 @@ class World:
         self.holdout = creator_holdout(5000, 42)
         self.test = test_split()
         keras.utils.set_random_seed(0)
-        self.trainer = build_model("mnist_mlp")
+        self.trainer = ReusableTrainer("mnist_mlp")
         self.scorer = build_model("mnist_mlp")
-        self.initial = model_tensors(self.trainer)
+        self.initial = model_tensors(self.trainer.model)
 
     def train(self, start: dict, x: np.ndarray, y: np.ndarray, seed: int) -> dict:
         """One contributor's local epoch from ``start``, Adam restarted (fresh moments)."""
-        import keras
-
-        from decentralml.models import model_tensors, set_model_tensors
-
-        keras.utils.set_random_seed(seed)
-        set_model_tensors(self.trainer, start)
-        for variable in self.trainer.optimizer.variables:
-            if "learning_rate" not in variable.path:  # moments and step count only
-                variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
-        self.trainer.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=True)
-        return model_tensors(self.trainer)
+        return self.trainer.fit(start, x, y, seed=seed)
 
     def score(self, tensors, split) -> dict:
         from decentralml.models import evaluate, set_model_tensors

@@ -44,7 +44,7 @@ class Attack:
 
     kind: AttackKind
     scale: float = 10.0
-    noise_std: float = 0.1
+    noise_std: float = 0.5
 
     @classmethod
     def from_config(cls, config: AttackConfig) -> Attack | None:

@@ -56,8 +56,11 @@ class UpdateNormValidator(_Section):
 
 
 class HoldoutGateValidator(_Section):
+    """tolerance: the relative drop of the aggregate's held-out loss, when a result is left
+    out, above which the result is refused."""
+
     name: Literal["holdout_gate"] = "holdout_gate"
-    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.01
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.08
 
 
 class MinAccuracyValidator(_Section):
@@ -231,7 +234,7 @@ class AttackConfig(_Section):
     kind: AttackKind | None = None
     attackers: Annotated[int, Field(ge=0)] = 0
     scale: Annotated[float, Field(gt=0)] = 10.0
-    noise_std: Annotated[float, Field(gt=0)] = 0.1
+    noise_std: Annotated[float, Field(gt=0)] = 0.5
 
     @model_validator(mode="after")
     def _kind_and_count_together(self) -> AttackConfig:

@@ -44,3 +44,34 @@ def train_contribution(
     history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
     metrics = {name: float(values[-1]) for name, values in history.history.items()}
     return TrainingOutcome(model_tensors(model), len(y), metrics)
+
+
+class ReusableTrainer:
+    """Many local fits on one compiled model: simulations train dozens of contributions in
+    one process, and a fresh model per fit costs a compile and a new ``tf.function`` trace.
+
+    Each fit starts like ``train_contribution``'s: the given weights, a seeded shuffle, and a
+    restarted optimizer (its moments and step count zeroed; the learning rate kept)."""
+
+    def __init__(self, model_name: str, learning_rate: float = 0.001) -> None:
+        self.model = build_model(model_name, learning_rate)
+
+    def fit(
+        self,
+        start: Mapping[str, np.ndarray],
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        epochs: int = 1,
+        batch_size: int = 32,
+        seed: int = 0,
+    ) -> dict[str, np.ndarray]:
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        set_model_tensors(self.model, dict(start))
+        for variable in self.model.optimizer.variables:
+            if "learning_rate" not in variable.path:
+                variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+        self.model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
+        return model_tensors(self.model)

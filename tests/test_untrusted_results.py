@@ -288,14 +288,14 @@ def test_update_norm_bound_refuses_a_scaled_update(round_) -> None:
     assert all(verdicts[w.submission_id].accept for w in workers)
 
 
-def _accuracy_along(direction: dict[str, np.ndarray]):
-    """A held-out 'accuracy' that rises as the weights move along ``direction`` from GLOBAL:
-    an evaluator whose answer the test can compute by hand."""
+def _loss_along(direction: dict[str, np.ndarray]):
+    """A held-out loss that falls as the weights move along ``direction`` from GLOBAL: an
+    evaluator whose answer the test can compute by hand."""
     unit = {n: d / np.linalg.norm(d) for n, d in direction.items()}
 
     def evaluate(tensors) -> dict:
         progress = sum(float(np.sum((tensors[n] - GLOBAL[n]) * unit[n])) for n in unit)
-        return {"accuracy": 0.5 + progress}
+        return {"loss": 1.0 - progress, "accuracy": 0.5 + progress}
 
     return evaluate
 
@@ -305,18 +305,18 @@ def test_holdout_gate_refuses_updates_that_hurt_the_aggregate_even_when_colludin
     workers = [round_.add({n: t + 0.01 for n, t in honest(i, 0.003).items()}) for i in range(4)]
     harmful = [round_.add({n: t - 0.01 * (i + 1) for n, t in GLOBAL.items()}) for i in range(2)]
     gate = HoldoutGate(tolerance=0.01)
-    verdicts = round_.verdicts(CustomAccept(gate), _accuracy_along(good_direction))
+    verdicts = round_.verdicts(CustomAccept(gate), _loss_along(good_direction))
     assert all(verdicts[w.submission_id].accept for w in workers), verdicts
     for bad in harmful:
         assert verdicts[bad.submission_id].reason.startswith(
-            "held-out accuracy of the round's aggregate is "
+            "held-out loss of the round's aggregate is "
         )
 
 
 def test_holdout_gate_alone_compares_with_keeping_the_global_weights(round_) -> None:
     only = round_.add({n: GLOBAL[n] - 0.05 for n in GLOBAL})
     direction = {n: np.ones_like(t) for n, t in GLOBAL.items()}
-    verdict = round_.verdicts(CustomAccept(HoldoutGate(0.01)), _accuracy_along(direction))
+    verdict = round_.verdicts(CustomAccept(HoldoutGate(0.01)), _loss_along(direction))
     assert verdict[only.submission_id].accept is False
 
 

@@ -9,9 +9,10 @@ candidates the previous ones kept. Built-ins:
 * ``holdout_gate``: judges what a contribution does to the aggregate, not its standalone score.
   A contributor holding two digit classes trains a model that scores only ~20 % on the
   creator's held-out split, yet its update is what the aggregate needs for those classes; so
-  the gate compares the held-out accuracy of the round's aggregate with and without each
-  candidate (leave-one-out) and refuses the one whose removal helps most, if that gain exceeds
-  ``tolerance``, then looks again at the rest (colluders hide each other in one pass).
+  the gate compares the held-out loss of the round's aggregate with and without each
+  candidate (leave-one-out) and refuses the one whose removal helps most, if the loss drops by
+  more than ``tolerance`` (relative), then looks again at the rest (colluders hide each other
+  in one pass).
 * ``min_accuracy``: the seed's standalone held-out accuracy threshold (kept for IID tasks;
   ``validation.builtin``), wrapped like any function.
 * a user function ``package.module:function`` taking one Candidate (``FunctionValidator``).
@@ -69,14 +70,19 @@ class UpdateNormBound:
 
 
 class HoldoutGate:
-    """Leave-one-out on the held-out split: refuse a candidate whose removal raises the
-    accuracy of the round's example-weighted mean by more than ``tolerance`` (default 0.01),
-    worst first, re-measuring after each refusal."""
+    """Leave-one-out on the held-out split: refuse a candidate whose removal lowers the
+    held-out loss of the round's example-weighted mean by more than ``tolerance`` (relative,
+    default 0.08), worst first, re-measuring after each refusal.
+
+    Loss, not accuracy: it moves smoothly with every example's confidence, so a label-flipped
+    update shows (leaving out one of three among ten IID contributors lowered the loss by
+    9.5–17 % in our runs), while honest work raises it when left out on IID data (2–10 %) and
+    lowers it by at most ~6.4 % on two-class shards — docs/benchmarks.md has the numbers."""
 
     name = "holdout_gate"
-    metric = "accuracy"
+    metric = "loss"
 
-    def __init__(self, tolerance: float = 0.01) -> None:
+    def __init__(self, tolerance: float = 0.08) -> None:
         self.tolerance = tolerance
 
     def check(self, candidates: Sequence[Candidate], view: RoundView) -> dict[int, Finding]:
@@ -84,19 +90,18 @@ class HoldoutGate:
         findings: dict[int, Finding] = {}
         while in_play:
             with_all, without = self._leave_one_out(in_play, view)
-            gains = {sid: acc - with_all for sid, acc in without.items()}
-            worst = max(gains, key=lambda sid: gains[sid])
-            if gains[worst] <= self.tolerance:
-                for sid, gain in gains.items():
-                    findings[sid] = Finding(
-                        True,
-                        f"held-out accuracy of the aggregate {with_all:.4f} ({-gain:+.4f} from it)",
-                    )
+            drops = {sid: _relative_drop(with_all, loss) for sid, loss in without.items()}
+            worst = max(drops, key=lambda sid: drops[sid])
+            if drops[worst] <= self.tolerance:
+                for sid, drop in drops.items():
+                    note = f"held-out loss of the aggregate {with_all:.4f} ({drop:+.1%} without it)"
+                    findings[sid] = Finding(True, note)
                 return findings
             findings[worst] = Finding(
                 False,
-                f"held-out accuracy of the round's aggregate is {with_all:.4f} with this result "
-                f"and {without[worst]:.4f} without it (tolerance {self.tolerance:g})",
+                f"held-out loss of the round's aggregate is {with_all:.4f} with this result "
+                f"and {without[worst]:.4f} without it ({drops[worst]:.1%} lower; "
+                f"tolerance {self.tolerance:.0%})",
             )
             in_play = [c for c in in_play if c.submission_id != worst]
         return findings
@@ -119,9 +124,15 @@ class HoldoutGate:
         return with_all, without
 
     def _score(self, view: RoundView, update: np.ndarray) -> float:
-        return float(
-            view.evaluate(view.weights_from_update(update.astype(np.float32)))[self.metric]
-        )
+        weights = view.weights_from_update(update.astype(np.float32))
+        return float(view.evaluate(weights)[self.metric])
+
+
+def _relative_drop(with_all: float, without: float) -> float:
+    """How much lower the loss is without a result, as a fraction of the loss with it."""
+    if with_all <= 0:
+        return 0.0 if without >= with_all else float("inf")
+    return (with_all - without) / with_all
 
 
 class FunctionValidator:
