@@ -24,7 +24,7 @@ from decentralml.accounts import same_account
 from decentralml.commitment import result_commitment
 from decentralml.config import ContributorConfig
 from decentralml.domain import Task, TaskResult, TaskType
-from decentralml.errors import AlreadyCommitted, CreatorCannotPay, TaskRefused
+from decentralml.errors import AlreadyCommitted, TaskRefused
 from decentralml.marketplace.base import Marketplace
 from decentralml.models import available_models, build_model, model_tensors
 from decentralml.packaging import unpack_package
@@ -114,13 +114,7 @@ def check_offer(market: Marketplace, task: Task, terms: ContributorConfig) -> No
         if not _SHA256.fullmatch(getattr(spec, name)):
             raise TaskRefused(f"task {task.task_id} records no valid {name}: nothing to verify")
     if isinstance(market, ReportsCreatorStanding):
-        standing = market.creator_standing(task.creator)
-        if not standing.covered:
-            raise CreatorCannotPay(
-                f"creator {task.creator} holds {standing.free_balance} but owes "
-                f"{standing.outstanding} in unpaid rewards of its open tasks: rewards are not "
-                "escrowed on chain, so this task may never pay"
-            )
+        market.creator_standing(task.creator).require_covered()
 
 
 def assign(market: Marketplace, worker: Keypair, task_id: int) -> int:

@@ -278,6 +278,17 @@ def _submission_row(conn: sqlite3.Connection, submission_id: int) -> sqlite3.Row
     return row
 
 
+def _awaiting_result(conn: sqlite3.Connection, submission_id: int, account: str) -> sqlite3.Row:
+    """The submission, if ``account`` is its assignee and it has no result yet: the
+    preconditions shared by a commitment and a result."""
+    submission = _submission_row(conn, submission_id)
+    if submission["worker"] != account:
+        raise NotAssignee(f"submission {submission_id} is assigned to someone else")
+    if submission["status"] != ResultSubmissionStatus.Assigned.value:
+        raise ResultAlreadySent(f"submission {submission_id} already has a result")
+    return submission
+
+
 def _check_result(result: TaskResult) -> None:
     """A result's numbers must be storable and meaningful; anyone can post one on chain."""
     if not _is_int(result.num_examples) or not 0 < result.num_examples <= _SQLITE_MAX_INT:
@@ -537,11 +548,7 @@ class Ledger:
             )
         with write_transaction(self.path) as conn:
             self._settle_expired(conn, block)
-            submission = _submission_row(conn, submission_id)
-            if submission["worker"] != account:
-                raise NotAssignee(f"submission {submission_id} is assigned to someone else")
-            if submission["status"] != ResultSubmissionStatus.Assigned.value:
-                raise ResultAlreadySent(f"submission {submission_id} already has a result")
+            submission = _awaiting_result(conn, submission_id, account)
             if submission["commitment"] is not None:
                 if submission["commitment"] == commitment:
                     return
@@ -567,11 +574,7 @@ class Ledger:
         metrics_json = json.dumps(dict(result.metrics), sort_keys=True)
         with write_transaction(self.path) as conn:
             self._settle_expired(conn, block)
-            submission = _submission_row(conn, submission_id)
-            if submission["worker"] != account:
-                raise NotAssignee(f"submission {submission_id} is assigned to someone else")
-            if submission["status"] != ResultSubmissionStatus.Assigned.value:
-                raise ResultAlreadySent(f"submission {submission_id} already has a result")
+            submission = _awaiting_result(conn, submission_id, account)
             if submission["commitment"] is None:
                 raise NotCommitted(
                     f"submission {submission_id} has no commitment; call commit_result with "

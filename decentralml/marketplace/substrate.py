@@ -87,6 +87,15 @@ class CreatorStanding:
     def covered(self) -> bool:
         return self.free_balance >= self.outstanding
 
+    def require_covered(self) -> None:
+        """Refuse to work for a creator whose balance does not cover what it promised."""
+        if not self.covered:
+            raise CreatorCannotPay(
+                f"creator {self.address} holds {self.free_balance} but owes "
+                f"{self.outstanding} in unpaid rewards of its open tasks: rewards are not "
+                "escrowed on chain, so this task may never pay"
+            )
+
 
 class SubstrateMarketplace:
     """The Marketplace Protocol on a Substrate chain; ``index_path`` is this party's cache.
@@ -209,13 +218,7 @@ class SubstrateMarketplace:
         _require_open(task, last + 1)
         if task.open_slots <= 0:
             raise TaskFull(f"all {task.spec.max_assignments} slots of task {task_id} are taken")
-        standing = self.creator_standing(task.creator)
-        if not standing.covered:
-            raise CreatorCannotPay(
-                f"creator {task.creator} holds {standing.free_balance} but owes "
-                f"{standing.outstanding} in unpaid rewards of its open tasks: rewards are not "
-                "escrowed on chain, so this task may never pay; not assigning"
-            )
+        self.creator_standing(task.creator).require_covered()
         (outcome,) = self._write(worker, [(codec.Assign(task_id), None)])
         outcome.raise_if_refused()
         return _entity(outcome)
