@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from prefect.cache_policies import NO_CACHE
 
-from decentralml.errors import ConfigError, IntegrityError, MarketplaceError, TaskRefused
+from decentralml.errors import (
+    ArtifactTooLarge,
+    ConfigError,
+    IntegrityError,
+    MarketplaceError,
+    TaskRefused,
+)
 
 # Rule violations are answers, not glitches: retrying "task full" or "not the assignee" only
-# repeats the refusal. Everything else (I/O, connection drops) is retried with backoff.
-PERMANENT_ERRORS = (MarketplaceError, IntegrityError, ConfigError, TaskRefused)
+# repeats the refusal, and a file over its size limit stays over it. Everything else (I/O,
+# connection drops, a read that may have been damaged on the way) is retried with backoff.
+PERMANENT_ERRORS = (MarketplaceError, IntegrityError, ConfigError, TaskRefused, ArtifactTooLarge)
 
 
 def _retry_unless_permanent(task, task_run, state) -> bool:

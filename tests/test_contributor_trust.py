@@ -230,7 +230,7 @@ def test_a_replayed_task_costs_no_slot_and_the_agent_contributes_to_the_next_one
         contributions = run_agent(contributor, 0.05, first_task_id=replayed, max_tasks=2)
     assert market.list_task_results(replayed) == []
     reason = _skips(caplog)[replayed]
-    assert reason.startswith("StorageError: ") and reason.endswith("does not exist"), reason
+    assert reason.startswith("ArtifactMissing: ") and reason.endswith("does not exist"), reason
     assert [c.task_id for c in contributions] == [valid]
     [submission] = market.list_task_results(valid)
     assert submission.worker == worker.ss58_address and submission.result is not None
