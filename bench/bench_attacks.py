@@ -17,8 +17,8 @@ the same configuration with no attacker, measured in the same run.
 Configurations:
 * ``fedavg+auto``: FedAvg and AutoAccept (screening and originality only) — the seed's meaning;
 * ``defended``: the shipped default (FedAvg, CustomAccept with update_norm and holdout_gate);
-* ``median+auto``, ``trimmed_mean+auto``, ``krum+auto``: the robust rules, which pay everyone
-  whose result passes screening.
+* ``median+auto``, ``trimmed_mean+auto``, ``krum+auto``: the robust rules (trim_ratio 0.3,
+  Krum with f = 3), which pay everyone whose result passes screening.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ _WORLDS: dict[str, World] = {}
 
 def run(partition: str, config: str, attack: str, rounds: int) -> Outcome:
     from decentralml.attacks import Attack
-    from decentralml.config import TaskConfig
+    from decentralml.config import StrategyConfig, TaskConfig
     from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult
     from decentralml.storage import ArtifactStore
     from decentralml.strategies import Contribution, NothingToAggregate, get_strategy
@@ -112,7 +112,8 @@ def run(partition: str, config: str, attack: str, rounds: int) -> Outcome:
     validation = "CustomAccept" if config == "defended" else "AutoAccept"
     task = TaskConfig(validation_strategy=validation, max_assignments=CONTRIBUTORS)
     policy = make_policy(task)
-    strategy = get_strategy(strategy_name)
+    # Robust rules sized for the threat: trim 30 % per side, Krum told f = 3 of 10.
+    strategy = get_strategy(StrategyConfig(name=strategy_name, trim_ratio=0.3, byzantine=3))
     store = ArtifactStore(f"memory://bench-{uuid.uuid4().hex}")
     attackers = set(range(CONTRIBUTORS - ATTACKERS, CONTRIBUTORS)) if attack != "none" else set()
     behaviour = Attack(attack) if attack != "none" else None
