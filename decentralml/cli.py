@@ -110,11 +110,19 @@ def print_round_table(rounds: list[dict]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from decentralml.session import open_session
     from flows.creator import train
 
     config = _config(args)
+    session = open_session(config, run=args.run or config.name)
     with round_progress(config.rounds) as on_round:
-        reports = train(config, on_round=on_round)
+        reports = train(config, session=session, on_round=on_round)
+    if not reports:
+        print(
+            f"run {session.creator.run!r} has already finished its {config.rounds} rounds; "
+            "raise --rounds to continue it, or give --run NAME to start another training"
+        )
+        return 0
     print_round_table([_round_row(r) for r in reports])
     return 0
 
@@ -237,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train", cmd_train, "creator: publish and run every round (contributors elsewhere)"
     )
     train_cmd.add_argument("--rounds", type=int)
+    train_cmd.add_argument(
+        "--run", help="name of the training (default: config name); rerun it to resume"
+    )
     publish_cmd = add("publish", cmd_publish, "creator: publish one round's task")
     publish_cmd.add_argument("--round", type=int, default=1)
     publish_cmd.add_argument("--run", help="run name for storage paths (default: config name)")

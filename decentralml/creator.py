@@ -15,9 +15,17 @@ from pathlib import Path
 import numpy as np
 from substrateinterface import Keypair
 
+from decentralml.accounts import same_account
 from decentralml.config import RunConfig
 from decentralml.contributor import result_url
-from decentralml.domain import ResultSubmissionStatus, Submission, Task, TaskSpec, Verdict
+from decentralml.domain import (
+    ResultSubmissionStatus,
+    Submission,
+    Task,
+    TaskSpec,
+    TaskStatus,
+    Verdict,
+)
 from decentralml.errors import StorageError
 from decentralml.marketplace.base import Marketplace
 from decentralml.packaging import build_package
@@ -25,7 +33,7 @@ from decentralml.storage import ArtifactStore, StoredArtifact
 from decentralml.strategies import Contribution, NothingToAggregate, Tensors, get_strategy
 from decentralml.validation import Judge, Policy, result_size_limit, screening_rules
 from decentralml.validation.base import Evaluator
-from decentralml.weights import encode, layout_of
+from decentralml.weights import decode, encode, layout_of
 
 log = logging.getLogger(__name__)
 
@@ -199,3 +207,64 @@ def settle_and_close(
 def checkpoint(creator: Creator, round_number: int, tensors: Tensors) -> StoredArtifact:
     url = creator.store.checkpoint_url(creator.run, round_number)
     return creator.store.put(url, encode(tensors, {"round": round_number}))
+
+
+def pending_results(market: Marketplace, task_id: int) -> list[Submission]:
+    """Every result of the task still awaiting a verdict (late arrivals included)."""
+    pending = ResultSubmissionStatus.PendingValidation
+    return [s for s in market.list_task_results(task_id) if s.status is pending]
+
+
+# --- resuming a training: everything that matters is on the marketplace and in storage -------
+
+
+FINISHED = (TaskStatus.Completed, TaskStatus.Withdrawn)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a training (one ``run``) got, read back from the marketplace and storage.
+
+    ``done_rounds``: rounds whose new weights are checkpointed AND whose task is finished
+    (settled and closed, or ended at expiry). ``open_task``: the task of the next round, if it
+    was published and is still open: resuming finishes it instead of publishing (and escrowing)
+    the round again."""
+
+    done_rounds: int
+    checkpoint: dict[str, np.ndarray] | None
+    open_task: Task | None
+
+
+def run_tasks(creator: Creator) -> dict[int, Task]:
+    """The latest task this creator published for each round of its run."""
+    prefix = creator.store.url_for("runs", creator.run) + "/"
+    latest: dict[int, Task] = {}
+    for task in creator.market.list_tasks(open_only=False):
+        mine = same_account(task.creator, creator.keypair.ss58_address)
+        if mine and task.spec.global_weights_path.startswith(prefix):
+            latest[task.spec.round_number] = task
+    return latest
+
+
+def find_progress(creator: Creator) -> Progress:
+    """Read back a training's state; see ``Progress``. Checkpoints are written before anyone
+    is paid (write-ahead), so a finished task without its checkpoint means the round ended
+    without a settlement of ours (expired): it is run again."""
+    tasks = run_tasks(creator)
+    done = 0
+    while (task := tasks.get(done + 1)) is not None and task.status in FINISHED:
+        if not creator.store.exists(creator.store.checkpoint_url(creator.run, done + 1)):
+            break
+        done += 1
+    checkpoint = None
+    if done:
+        url = creator.store.checkpoint_url(creator.run, done)
+        checkpoint = decode(creator.store.get(url))
+    following = tasks.get(done + 1)
+    open_task = following if following is not None and following.status not in FINISHED else None
+    return Progress(done, checkpoint, open_task)
+
+
+def published_global(creator: Creator, task: Task) -> dict[str, np.ndarray]:
+    """The global weights a task was published with, verified against its record."""
+    return decode(creator.store.get(task.spec.global_weights_path, task.spec.global_weights_sha256))

@@ -6,13 +6,12 @@ Built once per training so that each round reuses one compiled model for every e
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 import numpy as np
 
 from decentralml.config import RunConfig
-from decentralml.creator import Creator, task_settings
+from decentralml.creator import Creator, Progress, published_global, task_settings
 from decentralml.data.federated import Split, creator_holdout, largest_shard, test_split
 from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
 from decentralml.runtime import (
@@ -64,6 +63,14 @@ class CreatorSession:
         finally:
             set_model_tensors(self.model, self.global_tensors)
 
+    def resume(self, progress: Progress) -> None:
+        """Start from where a training got: the open round's published weights, else the last
+        checkpoint; a fresh training keeps the model it was built with."""
+        if progress.open_task is not None:
+            self.set_global(published_global(self.creator, progress.open_task))
+        elif progress.checkpoint is not None:
+            self.set_global(progress.checkpoint)
+
     def set_global(self, tensors: Mapping[str, np.ndarray]) -> dict:
         """Adopt new global weights; returns their metrics on the full test set."""
         self.global_tensors = dict(tensors)
@@ -74,8 +81,10 @@ class CreatorSession:
 def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
     """Build and compile the model, optionally warm it up, and load the creator's splits.
 
-    The creator provides the contributors' shards, so it knows the largest one: no honest
-    claim of examples exceeds it (``max_examples``, used by screening).
+    ``run`` names the training (storage paths, progress read back on a rerun); by default the
+    config's name, so rerunning the same config resumes it. The creator provides the
+    contributors' shards, so it knows the largest one: no honest claim of examples exceeds it
+    (``max_examples``, used by screening).
 
     In dev mode on the embedded marketplace the creator's account is topped up by the faucet.
     The warm-up trains on the creator's held-out split: it is the only data the creator holds,
@@ -86,7 +95,7 @@ def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
         market=market,
         store=open_store(config.storage),
         keypair=creator_keypair(config.marketplace),
-        run=run or f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        run=run or config.name,
         assets_dir=DEFAULT_ASSETS,
     )
     fund_dev_accounts(market, config, [creator.keypair])

@@ -2,9 +2,12 @@
 
 publish:  save the global weights, package the contributor assets, create the task
 round:    wait for results → screen + validate + federate → set and evaluate the new weights
-          → settle and close in one unit (accept pays, reject records why, the rest is
-          refunded) → checkpoint
-train:    publish and run `rounds` rounds, each task carrying the latest global weights
+          → checkpoint them (before anyone is paid for them) → settle and close in one unit
+          (accept pays, reject records why, the rest is refunded); a result that lands before
+          the settlement is judged in it
+train:    publish and run `rounds` rounds, each task carrying the latest global weights; a
+          rerun of the same run (config name or --run) reads its progress back from the
+          marketplace and storage and finishes the open round instead of publishing it again
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from decentralml.config import RunConfig, load_config
+from decentralml.crashpoints import crashpoint
+from decentralml.errors import PendingResults
 from decentralml.session import CreatorSession, open_session
 from decentralml.validation import make_policy
 from tasks import creator as steps
@@ -54,27 +59,36 @@ def run_round(
     session: CreatorSession, round_number: int, task_id: int, decider=None
 ) -> RoundReport:
     creator, config = session.creator, session.creator.config
-    submissions = steps.wait_for_results(
+    steps.wait_for_results(
         creator.market, task_id, config.round_timeout_seconds, config.poll_seconds
     )
-    task = creator.market.get_task(task_id)
     policy = make_policy(config.task, decider)
-    review = steps.review(
-        creator,
-        task,
-        submissions,
-        session.global_tensors,
-        policy,
-        session.evaluate_tensors,
-        session.max_examples,
-    )
-    kept = review.new_global if review.new_global is not None else session.global_tensors
-    metrics = session.set_global(kept)
-    payments, refund = steps.settle_and_close(
-        creator.market, creator.keypair, task_id, review.verdicts
-    )
+    round_start = dict(session.global_tensors)
+    while True:  # once, unless a late result lands before the settlement: then judge it too
+        task = creator.market.get_task(task_id)
+        review = steps.review(
+            creator,
+            task,
+            steps.pending_results(creator.market, task_id),
+            round_start,
+            policy,
+            session.evaluate_tensors,
+            session.max_examples,
+        )
+        crashpoint("reviewed")
+        kept = review.new_global if review.new_global is not None else round_start
+        metrics = session.set_global(kept)
+        steps.checkpoint(creator, round_number, session.global_tensors)  # before paying for it
+        crashpoint("checkpointed")
+        try:
+            payments, refund = steps.settle_and_close(
+                creator.market, creator.keypair, task_id, review.verdicts
+            )
+            break
+        except PendingResults as late:
+            get_run_logger().info("task %d: a late result arrived (%s); judging it", task_id, late)
+    crashpoint("settled")
     publish_round_table(round_number, task_id, metrics, review.verdicts, payments)
-    steps.checkpoint(creator, round_number, session.global_tensors)
     report = RoundReport(
         round_number,
         task_id,
@@ -119,9 +133,13 @@ def train(
     on_round: Callable[[RoundReport], None] | None = None,
 ) -> list[RoundReport]:
     session = session or open_session(config)
+    progress = steps.find_progress(session.creator)
+    session.resume(progress)
     reports = []
-    for round_number in range(1, config.rounds + 1):
-        task_id = publish(session, round_number)
+    for round_number in range(progress.done_rounds + 1, config.rounds + 1):
+        resumable = progress.open_task if round_number == progress.done_rounds + 1 else None
+        task_id = resumable.task_id if resumable else publish(session, round_number)
+        crashpoint("published")
         reports.append(run_round(session, round_number, task_id, decider))
         if on_round:
             on_round(reports[-1])

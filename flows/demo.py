@@ -29,7 +29,7 @@ def run_demo(
 ) -> dict:
     """Run creator and contributors; return the summary (accuracy per round, payments)."""
     started = time.perf_counter()
-    session = open_session(config)
+    session = open_session(config, run=f"{config.name}-demo-{time.strftime('%Y%m%d-%H%M%S')}")
     market = session.creator.market
     workers = [contributor_keypair(config.marketplace, i) for i in range(config.contributors)]
     if config.marketplace.backend == "substrate":  # on a chain, contributors pay fees

@@ -14,3 +14,5 @@ wait_for_results = task(name="wait-for-results", **LOCAL_TASK)(core.wait_for_res
 review = task(name="validate-and-federate", **LOCAL_TASK)(core.review)
 settle_and_close = task(name="settle-and-close", **IO_TASK)(core.settle_and_close)
 checkpoint = task(name="checkpoint-global", **IO_TASK)(core.checkpoint)
+pending_results = task(name="list-pending-results", **IO_TASK)(core.pending_results)
+find_progress = task(name="find-progress", **IO_TASK)(core.find_progress)

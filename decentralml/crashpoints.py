@@ -1,0 +1,20 @@
+"""Named crash points for recovery tests (failpoints, as FoundationDB and TiKV use them).
+
+``DECENTRALML_CRASH_AT=<name>`` kills the process with SIGKILL when it reaches ``<name>``, as
+a power cut would: no ``finally``, no Prefect state hook, no flush. Unset — always, outside the
+recovery tests — a crash point does nothing. The creator's points, in a round's order:
+``published`` (the task is open, results arrive while the creator is gone), ``reviewed``,
+``checkpointed`` (new weights stored, nobody paid yet), ``settled`` (paid, round closed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+CRASH_AT = "DECENTRALML_CRASH_AT"
+
+
+def crashpoint(name: str) -> None:
+    if os.environ.get(CRASH_AT) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

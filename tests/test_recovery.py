@@ -1,0 +1,85 @@
+"""A creator killed with SIGKILL at any step of a round, then run again, finishes the training:
+the open round is resumed (not published and escrowed again), nobody is paid twice, and the
+weights that were paid for are never lost (they are checkpointed before the settlement).
+
+The creator runs as ``decentralml train`` in a subprocess; ``DECENTRALML_CRASH_AT`` makes it
+kill itself at a named step (decentralml/crashpoints.py). Contributor agents run in threads of
+the test process throughout, as they would on their own machines.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from decentralml.contributor import Contributor
+from decentralml.creator import FINISHED
+from decentralml.domain import ResultSubmissionStatus
+from decentralml.marketplace.embedded import EmbeddedMarketplace
+from decentralml.runtime import contributor_keypair, open_store
+from flows.contributor import run_agent
+from tests.helpers import ROOT, write_config
+
+pytestmark = [pytest.mark.slow]
+
+ROUNDS, CONTRIBUTORS, PAYS = 2, 2, 1_000_000
+
+
+def creator_process(path, crash_at: str | None) -> subprocess.CompletedProcess:
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT)}
+    env.pop("DECENTRALML_CRASH_AT", None)
+    if crash_at:
+        env["DECENTRALML_CRASH_AT"] = crash_at
+    command = [sys.executable, "-m", "decentralml.cli", "train", "--config", str(path)]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("crash_at", ["published", "reviewed", "checkpointed", "settled"])
+def test_a_killed_creator_resumes_and_pays_each_result_once(tmp_path, prefect_harness, crash_at):
+    path, config = write_config(
+        tmp_path,
+        rounds=ROUNDS,
+        contributors=CONTRIBUTORS,
+        **{"task.max_assignments": CONTRIBUTORS, "task.pays_amount": PAYS},
+    )
+    market = EmbeddedMarketplace(config.marketplace.path)
+    store = open_store(config.storage)
+    stop = threading.Event()
+    agents = [
+        Contributor(market, store, contributor_keypair(config.marketplace, i), i)
+        for i in range(CONTRIBUTORS)
+    ]
+    with ThreadPoolExecutor(CONTRIBUTORS) as pool:
+        running = [pool.submit(run_agent, a, 0.2, 0, stop, ROUNDS) for a in agents]
+        try:
+            killed = creator_process(path, crash_at)
+            assert killed.returncode == -9, killed.stderr[-2000:]
+            resumed = creator_process(path, None)
+            assert resumed.returncode == 0, resumed.stderr[-3000:]
+        finally:
+            stop.set()
+        for agent in running:
+            agent.result(timeout=600)
+
+    tasks = market.list_tasks(open_only=False)
+    assert [t.spec.round_number for t in tasks] == list(range(1, ROUNDS + 1))  # none twice
+    assert all(t.status in FINISHED for t in tasks)
+    reward = PAYS // CONTRIBUTORS
+    for task in tasks:
+        results = market.list_task_results(task.task_id)
+        assert [s.status for s in results] == [ResultSubmissionStatus.Accepted] * CONTRIBUTORS
+        assert all(s.paid == reward for s in results)
+    for agent in agents:
+        assert market.balance(agent.keypair.ss58_address) == reward * ROUNDS  # paid once each
+    assert market.escrow_total() == 0
+    balances = market.ledger.balances()
+    assert sum(balances.values()) == market.total_issuance()  # nothing created or lost
+    for round_number in range(1, ROUNDS + 1):
+        assert store.exists(store.checkpoint_url(config.name, round_number))
