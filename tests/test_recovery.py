@@ -83,3 +83,54 @@ def test_a_killed_creator_resumes_and_pays_each_result_once(tmp_path, prefect_ha
     assert sum(balances.values()) == market.total_issuance()  # nothing created or lost
     for round_number in range(1, ROUNDS + 1):
         assert store.exists(store.checkpoint_url(config.name, round_number))
+
+
+def test_a_result_landing_after_the_wait_is_judged_in_the_same_settlement(
+    tmp_path, prefect_harness
+):
+    """The finding: a result arriving between the end of the wait and the settlement made the
+    settlement fail ("task 0 has results awaiting a verdict"), nobody was paid."""
+    import numpy as np
+
+    from decentralml.contributor import assign, result_url
+    from decentralml.domain import TaskResult, Verdict
+    from decentralml.session import open_session
+    from decentralml.weights import encode
+    from flows.creator import publish, run_round
+    from tests.helpers import commit_and_send
+
+    _, config = write_config(
+        tmp_path,
+        **{
+            "task.max_assignments": 3,
+            "round_timeout_seconds": 0.5,
+            "task.validation_strategy": "ManualAccept",
+        },
+    )
+    session = open_session(config, run="late")
+    market, store = session.creator.market, session.creator.store
+    task = market.get_task(publish(session, 1))
+    rng = np.random.default_rng(0)
+
+    def send(index: int, sid: int) -> None:
+        worker = contributor_keypair(config.marketplace, index)
+        tensors = {
+            n: (t + rng.normal(0, 0.01, t.shape)).astype(t.dtype)
+            for n, t in session.global_tensors.items()
+        }
+        artifact = store.put(result_url(task, sid), encode(tensors))
+        commit_and_send(market, worker, sid, TaskResult(artifact.url, artifact.sha256, 1000))
+
+    early = assign(market, contributor_keypair(config.marketplace, 0), task.task_id)
+    late = assign(market, contributor_keypair(config.marketplace, 1), task.task_id)
+    send(0, early)
+
+    def decide(candidate) -> Verdict:  # the late result lands while the creator reviews
+        if market.get_submission(late).result is None:
+            send(1, late)
+        return Verdict(candidate.submission_id, True, "looks fine")
+
+    report = run_round(session, 1, task.task_id, decide)
+    assert sorted(report.accepted) == [early, late]
+    assert market.get_submission(late).status is ResultSubmissionStatus.Accepted
+    assert market.get_task(task.task_id).status in FINISHED
