@@ -151,6 +151,10 @@ class MarketplaceConfig(_Section):
     backend: Literal["embedded", "substrate"] = "embedded"
     path: str = ".decentralml/marketplace.sqlite"
     block_time_seconds: Annotated[float, Field(gt=0)] = 6.0
+    review_grace_blocks: PositiveInt = 600
+    """Blocks after a task's expiry for its creator to judge its results; a result still
+    unjudged then is accepted and paid (embedded: by the ledger itself; chain: by the
+    creator's next run, which settles overdue results first — docs/security.md)."""
     url: str = "ws://127.0.0.1:9950"
     index_path: str = ".decentralml/chain-index.sqlite"
     start_block: Annotated[int, Field(ge=0)] = 0

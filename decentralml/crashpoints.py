@@ -13,8 +13,14 @@ import os
 import signal
 
 CRASH_AT = "DECENTRALML_CRASH_AT"
+CRASH_MODE = "DECENTRALML_CRASH_MODE"
+"""``kill`` (default) or ``interrupt``: raise KeyboardInterrupt instead, as Ctrl-C or a
+cancelled run would, so that the orchestrator's crash handling (state hooks) runs."""
 
 
 def crashpoint(name: str) -> None:
-    if os.environ.get(CRASH_AT) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(CRASH_AT) != name:
+        return
+    if os.environ.get(CRASH_MODE) == "interrupt":
+        raise KeyboardInterrupt(f"crash point {name}")
+    os.kill(os.getpid(), signal.SIGKILL)

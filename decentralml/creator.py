@@ -26,8 +26,9 @@ from decentralml.domain import (
     TaskStatus,
     Verdict,
 )
-from decentralml.errors import StorageError
+from decentralml.errors import PendingResults, StorageError
 from decentralml.marketplace.base import Marketplace
+from decentralml.marketplace.ledger import AUTO_ACCEPTED
 from decentralml.packaging import build_package
 from decentralml.storage import ArtifactStore, StoredArtifact
 from decentralml.strategies import Contribution, NothingToAggregate, Tensors, get_strategy
@@ -268,3 +269,38 @@ def find_progress(creator: Creator) -> Progress:
 def published_global(creator: Creator, task: Task) -> dict[str, np.ndarray]:
     """The global weights a task was published with, verified against its record."""
     return decode(creator.store.get(task.spec.global_weights_path, task.spec.global_weights_sha256))
+
+
+def settle_overdue(creator: Creator) -> dict[int, int]:
+    """Pay every result of this creator's tasks still unjudged ``review_grace_blocks`` after
+    its task expired, and close those tasks: the promise the embedded ledger keeps by itself,
+    kept here for a chain, where only the creator can pay. Returns the payments."""
+    market, grace = creator.market, creator.config.marketplace.review_grace_blocks
+    block = market.current_block()
+    payments: dict[int, int] = {}
+    for task in market.list_tasks(open_only=False):
+        mine = same_account(task.creator, creator.keypair.ss58_address)
+        if not mine or task.status in FINISHED or block < task.spec.expiration_block + grace:
+            continue
+        reason = AUTO_ACCEPTED.format(grace=grace)
+        verdicts = [
+            Verdict(s.submission_id, True, reason) for s in pending_results(market, task.task_id)
+        ]
+        payments.update(market.settle(creator.keypair, verdicts, close_task_id=task.task_id))
+    return payments
+
+
+def close_open_tasks(creator: Creator) -> dict[int, str]:
+    """Close this run's unfinished tasks, refunding unused slots: what a cancelled or crashed
+    training does. A task with results awaiting a verdict stays open for them (a rerun judges
+    them; past the review grace they are paid). Returns what happened to each task."""
+    outcomes: dict[int, str] = {}
+    for task in run_tasks(creator).values():
+        if task.status in FINISHED:
+            continue
+        try:
+            refund = creator.market.close_task(creator.keypair, task.task_id)
+            outcomes[task.task_id] = f"closed, {refund} refunded"
+        except PendingResults as pending:
+            outcomes[task.task_id] = f"left open: {pending}"
+    return outcomes

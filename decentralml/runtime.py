@@ -23,7 +23,11 @@ def open_marketplace(config: MarketplaceConfig) -> Marketplace:
         from decentralml.marketplace.embedded import EmbeddedMarketplace
 
         Path(config.path).parent.mkdir(parents=True, exist_ok=True)
-        return EmbeddedMarketplace(config.path, block_time_seconds=config.block_time_seconds)
+        return EmbeddedMarketplace(
+            config.path,
+            block_time_seconds=config.block_time_seconds,
+            review_grace_blocks=config.review_grace_blocks,
+        )
     from decentralml.marketplace.substrate import SubstrateMarketplace
 
     Path(config.index_path).parent.mkdir(parents=True, exist_ok=True)

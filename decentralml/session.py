@@ -78,6 +78,19 @@ class CreatorSession:
         return evaluate(self.model, *self.test)
 
 
+def open_creator(config: RunConfig, run: str | None = None) -> Creator:
+    """The creator's marketplace, storage and key for a run (default: the config's name),
+    without the model or data: enough to inspect or close its tasks."""
+    return Creator(
+        config=config,
+        market=open_marketplace(config.marketplace),
+        store=open_store(config.storage),
+        keypair=creator_keypair(config.marketplace),
+        run=run or config.name,
+        assets_dir=DEFAULT_ASSETS,
+    )
+
+
 def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
     """Build and compile the model, optionally warm it up, and load the creator's splits.
 
@@ -89,15 +102,8 @@ def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
     In dev mode on the embedded marketplace the creator's account is topped up by the faucet.
     The warm-up trains on the creator's held-out split: it is the only data the creator holds,
     so validation after a warm-up is slightly optimistic for the creator's own model."""
-    market = open_marketplace(config.marketplace)
-    creator = Creator(
-        config=config,
-        market=market,
-        store=open_store(config.storage),
-        keypair=creator_keypair(config.marketplace),
-        run=run or config.name,
-        assets_dir=DEFAULT_ASSETS,
-    )
+    creator = open_creator(config, run)
+    market = creator.market
     fund_dev_accounts(market, config, [creator.keypair])
     cache = config.data.cache_dir
     holdout = creator_holdout(config.data.holdout_examples, config.data.seed, cache)

@@ -20,8 +20,9 @@ from prefect.artifacts import create_table_artifact
 
 from decentralml.config import RunConfig, load_config
 from decentralml.crashpoints import crashpoint
+from decentralml.creator import close_open_tasks
 from decentralml.errors import PendingResults
-from decentralml.session import CreatorSession, open_session
+from decentralml.session import CreatorSession, open_creator, open_session
 from decentralml.validation import make_policy
 from tasks import creator as steps
 
@@ -133,6 +134,7 @@ def train(
     on_round: Callable[[RoundReport], None] | None = None,
 ) -> list[RoundReport]:
     session = session or open_session(config)
+    steps.settle_overdue(session.creator)  # results nobody judged in time are paid first
     progress = steps.find_progress(session.creator)
     session.resume(progress)
     reports = []
@@ -146,7 +148,21 @@ def train(
     return reports
 
 
-@flow(name="creator-train-from-config", flow_run_name="train-from-{config_path}")
+def close_tasks_of_aborted_run(flow, flow_run, state) -> None:
+    """State hook: a cancelled or crashed training closes its open task, refunding the unused
+    slots; results already sent stay for a verdict (a rerun judges them, and past the review
+    grace they are paid). Rerunning the same config resumes the training from storage."""
+    config = load_config(flow_run.parameters.get("config_path", "configs/mnist.yaml"))
+    for task_id, outcome in close_open_tasks(open_creator(config)).items():
+        get_run_logger().warning("training %s stopped: task %d %s", config.name, task_id, outcome)
+
+
+@flow(
+    name="creator-train-from-config",
+    flow_run_name="train-from-{config_path}",
+    on_cancellation=[close_tasks_of_aborted_run],
+    on_crashed=[close_tasks_of_aborted_run],
+)
 def train_from_config(config_path: str = "configs/mnist.yaml") -> list[dict]:
     """Deployment entry point (see prefect.yaml): every round of the configured training.
     The creator's key comes from the environment variable the config names."""

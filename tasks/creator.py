@@ -16,3 +16,4 @@ settle_and_close = task(name="settle-and-close", **IO_TASK)(core.settle_and_clos
 checkpoint = task(name="checkpoint-global", **IO_TASK)(core.checkpoint)
 pending_results = task(name="list-pending-results", **IO_TASK)(core.pending_results)
 find_progress = task(name="find-progress", **IO_TASK)(core.find_progress)
+settle_overdue = task(name="pay-overdue-results", **IO_TASK)(core.settle_overdue)

@@ -79,6 +79,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "backend": "embedded",
             "path": ".decentralml/marketplace.sqlite",
             "block_time_seconds": 6.0,
+            "review_grace_blocks": 600,
             "url": "ws://127.0.0.1:9950",
             "index_path": ".decentralml/chain-index.sqlite",
             "start_block": 0,

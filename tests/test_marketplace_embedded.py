@@ -1005,3 +1005,25 @@ def test_unusable_result_numbers_are_refused(tmp_path, num_examples, metrics) ->
             bob, sid, TaskResult("memory://r", "ab" * 32, num_examples, metrics)
         )
     assert market.get_submission(sid).status is ResultSubmissionStatus.Assigned
+
+
+def test_results_left_unjudged_past_the_grace_are_paid_and_the_rest_refunded(tmp_path: Path):
+    """The finding: a task that expired with a pending result kept its escrow forever (checked
+    100 000 blocks later). Now, like MTurk's auto-approval, the ledger pays it after the grace."""
+    market = EmbeddedMarketplace(tmp_path / "grace.sqlite", review_grace_blocks=50)
+    market.fund(ALICE.ss58_address, START)
+    bob_sid, charlie_sid = with_results(market, BOB, CHARLIE, pays=300, expires=10)
+    market.advance_blocks(10 + 49)  # expired, still within the creator's grace
+    assert market.get_submission(bob_sid).status is ResultSubmissionStatus.PendingValidation
+    market.reject(ALICE, charlie_sid, "checked in time: refused")
+    market.advance_blocks(1)
+    bob = market.get_submission(bob_sid)
+    assert (bob.status, bob.paid) == (ResultSubmissionStatus.Accepted, 100)
+    assert bob.reason == "not judged within 50 blocks after the task expired: accepted and paid"
+    task = market.get_task(0)
+    assert (task.status, task.paid, task.refunded) == (TaskStatus.Completed, 100, 200)
+    assert market.balance(BOB.ss58_address) == 100
+    assert market.balance(ALICE.ss58_address) == START - 100
+    assert market.escrow_total() == 0
+    with pytest.raises(VerdictAlreadyGiven):
+        market.reject(ALICE, bob_sid, "too late to refuse")

@@ -19,7 +19,7 @@ import pytest
 
 from decentralml.contributor import Contributor
 from decentralml.creator import FINISHED
-from decentralml.domain import ResultSubmissionStatus
+from decentralml.domain import ResultSubmissionStatus, TaskStatus
 from decentralml.marketplace.embedded import EmbeddedMarketplace
 from decentralml.runtime import contributor_keypair, open_store
 from flows.contributor import run_agent
@@ -134,3 +134,21 @@ def test_a_result_landing_after_the_wait_is_judged_in_the_same_settlement(
     assert sorted(report.accepted) == [early, late]
     assert market.get_submission(late).status is ResultSubmissionStatus.Accepted
     assert market.get_task(task.task_id).status in FINISHED
+
+
+def test_a_crashed_training_run_closes_its_task_and_refunds(tmp_path, prefect_harness, monkeypatch):
+    """The finding: a cancelled Prefect run left its task InProgress with its escrow. The
+    deployment entry's state hooks close the open task when the run crashes or is cancelled
+    (here a KeyboardInterrupt right after publishing, as Ctrl-C or a cancellation raises)."""
+    from flows.creator import train_from_config
+
+    path, config = write_config(tmp_path, **{"task.pays_amount": PAYS})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DECENTRALML_CRASH_AT", "published")
+    monkeypatch.setenv("DECENTRALML_CRASH_MODE", "interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        train_from_config(str(path))
+    market = EmbeddedMarketplace(config.marketplace.path)
+    [task] = market.list_tasks(open_only=False)
+    assert (task.status, task.paid, task.refunded) == (TaskStatus.Withdrawn, 0, PAYS)
+    assert market.escrow_total() == 0

@@ -30,13 +30,22 @@ CREATE TABLE IF NOT EXISTS embedded_clock (
 """
 
 
+DEFAULT_REVIEW_GRACE_BLOCKS = 600
+"""An hour of 6-second blocks after expiry for the creator to judge, then results are paid."""
+
+
 class EmbeddedMarketplace:
     """The Marketplace Protocol over a local Ledger (balances tracked, dev faucet ``fund``)."""
 
-    def __init__(self, path: str | Path, block_time_seconds: float = 6.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        block_time_seconds: float = 6.0,
+        review_grace_blocks: int = DEFAULT_REVIEW_GRACE_BLOCKS,
+    ) -> None:
         if not block_time_seconds > 0:
             raise ConfigError(f"block_time_seconds must be > 0, got {block_time_seconds}")
-        self.ledger = Ledger(path, track_balances=True)
+        self.ledger = Ledger(path, track_balances=True, review_grace_blocks=review_grace_blocks)
         self.path = self.ledger.path
         self.genesis_time, self.block_time_seconds = self._init_clock(block_time_seconds)
 
@@ -116,7 +125,7 @@ class EmbeddedMarketplace:
         """Dev faucet: mint ``amount`` to ``address`` (counted in total_issuance)."""
         self.ledger.fund(address, amount)
 
-    # --- reads (expired tasks are settled first, so reads show the refunds) ---
+    # --- reads (expired tasks are settled first, so reads show the refunds and payments) ---
 
     def get_task(self, task_id: int) -> Task:
         return self.ledger.get_task(task_id, block=self.current_block())
@@ -125,10 +134,10 @@ class EmbeddedMarketplace:
         return self.ledger.list_tasks(open_only, block=self.current_block())
 
     def get_submission(self, submission_id: int) -> Submission:
-        return self.ledger.get_submission(submission_id)
+        return self.ledger.get_submission(submission_id, block=self.current_block())
 
     def list_task_results(self, task_id: int) -> list[Submission]:
-        return self.ledger.list_task_results(task_id)
+        return self.ledger.list_task_results(task_id, block=self.current_block())
 
     def balance(self, address: str) -> int:
         return self.ledger.balance(address, block=self.current_block())

@@ -124,6 +124,14 @@ WHERE t.finished_block IS NULL AND t.expiration_block <= ?
 ORDER BY t.task_id
 """
 
+_OVERDUE = f"""
+SELECT s.submission_id, t.creator FROM submissions AS s JOIN tasks AS t ON t.task_id = s.task_id
+WHERE t.finished_block IS NULL AND s.status = '{_PENDING}' AND t.expiration_block + ? <= ?
+ORDER BY s.submission_id
+"""
+
+AUTO_ACCEPTED = "not judged within {grace} blocks after the task expired: accepted and paid"
+
 
 # --- connections and transactions -----------------------------------------------------------
 
@@ -383,11 +391,23 @@ class Ledger:
     ``track_balances=False`` is for an indexer of a chain that holds the balances itself: the
     rules, escrow bookkeeping (paid/refunded per task) and statuses still apply, but no
     account balance is read or changed.
+
+    ``review_grace_blocks``: like a marketplace's auto-approval delay (Amazon Mechanical Turk
+    pays an assignment its requester did not review in time), a result still awaiting a
+    verdict this many blocks after its task expired is accepted and paid from the escrow, and
+    the task then refunds the rest; nobody's money stays locked. None (an indexer: the chain
+    holds no escrow to pay from) leaves such results to their creator.
     """
 
-    def __init__(self, path: str | Path, track_balances: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        track_balances: bool = True,
+        review_grace_blocks: int | None = None,
+    ) -> None:
         self.path = Path(path)
         self.track_balances = track_balances
+        self.review_grace_blocks = review_grace_blocks
         self._init_schema()
 
     def _init_schema(self) -> None:
@@ -436,15 +456,27 @@ class Ledger:
         return refund
 
     def _settle_expired(self, conn: sqlite3.Connection, block: int) -> list[tuple[int, int]]:
+        if self.review_grace_blocks is not None:
+            reason = AUTO_ACCEPTED.format(grace=self.review_grace_blocks)
+            for row in conn.execute(_OVERDUE, (self.review_grace_blocks, block)).fetchall():
+                self._accept(conn, row["creator"], row["submission_id"], reason, block)
         rows = conn.execute(_SETTLEABLE, (block,)).fetchall()
         return [(row["task_id"], self._finish(conn, row, block)) for row in rows]
 
+    def _nothing_to_settle(self, conn: sqlite3.Connection, block: int) -> bool:
+        if self.review_grace_blocks is not None:
+            overdue = conn.execute(_OVERDUE, (self.review_grace_blocks, block)).fetchone()
+            if overdue is not None:
+                return False
+        return conn.execute(_SETTLEABLE, (block,)).fetchone() is None
+
     def settle_expired(self, block: int) -> list[tuple[int, int]]:
-        """Finish every task past its expiration_block with no result awaiting a verdict and
-        refund its creator; returns [(task_id, refund)]. A read-only check runs first, so
+        """Accept results left unjudged past the review grace (see the class), then finish every
+        task past its expiration_block with no result awaiting a verdict and refund its
+        creator; returns [(task_id, refund)]. A read-only check runs first, so
         calling this before every read costs no write lock when there is nothing to do."""
         with read_transaction(self.path) as conn:
-            if conn.execute(_SETTLEABLE, (block,)).fetchone() is None:
+            if self._nothing_to_settle(conn, block):
                 return []
         with write_transaction(self.path) as conn:
             return self._settle_expired(conn, block)
@@ -726,12 +758,14 @@ class Ledger:
             rows = conn.execute(query + " ORDER BY task_id", params).fetchall()
         return [_task_from_row(row) for row in rows]
 
-    def get_submission(self, submission_id: int) -> Submission:
+    def get_submission(self, submission_id: int, block: int | None = None) -> Submission:
+        self._settle_if_asked(block)
         with read_transaction(self.path) as conn:
             return _submission_from_row(_submission_row(conn, submission_id))
 
-    def list_task_results(self, task_id: int) -> list[Submission]:
+    def list_task_results(self, task_id: int, block: int | None = None) -> list[Submission]:
         """Every submission of the task (any status), by id."""
+        self._settle_if_asked(block)
         with read_transaction(self.path) as conn:
             _task_row(conn, task_id)
             rows = conn.execute(
