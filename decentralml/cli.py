@@ -101,11 +101,13 @@ def round_progress(rounds: int):
 
 
 def print_round_table(rounds: list[dict]) -> None:
-    print(f"{'round':>5} {'task':>5} {'accuracy':>9} {'accepted':>9} {'rejected':>9}")
+    print(f"{'round':>5} {'task':>5} {'accuracy':>9} {'accepted':>9} {'rejected':>9} deferred")
     for row in rounds:
+        deferred = row.get("deferred") or {}
         print(
             f"{row['round']:>5} {row['task_id']:>5} {row['accuracy']:>9.4f} "
-            f"{len(row['accepted']):>9} {len(row['rejected']):>9}"
+            f"{len(row['accepted']):>9} {len(row['rejected']):>9} {len(deferred):>8}"
+            + ("  (task stays open)" if deferred else "")
         )
 
 
@@ -134,6 +136,7 @@ def _round_row(report) -> dict:
         "accuracy": report.accuracy,
         "accepted": report.accepted,
         "rejected": report.rejected,
+        "deferred": report.deferred,
     }
 
 

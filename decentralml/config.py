@@ -177,9 +177,23 @@ class MarketplaceConfig(_Section):
 
 
 class StorageConfig(_Section):
+    """Where artifacts live (see decentralml.storage) and how long a party keeps trying when
+    the storage is unavailable.
+
+    retry_attempts: tries of every read and write in all (default 4; 1: no retry).
+    retry_delays: seconds to wait after the 1st, 2nd, ... failure; the last one repeats
+        (default [0.5, 1, 2]). Their sum bounds the outage a round rides out: a result the
+        creator still cannot read after them gets no verdict this round (it is not rejected).
+        Raise them for storage that may restart mid-round (docs/security.md, "Faults").
+    """
+
     url: str = "file://.decentralml/storage"
     endpoint_url: str | None = None
     max_result_bytes: PositiveInt = 50_000_000
+    retry_attempts: PositiveInt = 4
+    retry_delays: list[Annotated[float, Field(ge=0, le=600)]] = Field(
+        default_factory=lambda: [0.5, 1.0, 2.0]
+    )
 
     @field_validator("url", "endpoint_url")
     @classmethod

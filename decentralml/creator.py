@@ -32,7 +32,7 @@ from decentralml.marketplace.ledger import AUTO_ACCEPTED
 from decentralml.packaging import build_package
 from decentralml.storage import ArtifactStore, StoredArtifact
 from decentralml.strategies import Contribution, NothingToAggregate, Tensors, get_strategy
-from decentralml.validation import Judge, Policy, result_size_limit, screening_rules
+from decentralml.validation import Deferred, Judge, Policy, result_size_limit, screening_rules
 from decentralml.validation.base import Evaluator
 from decentralml.weights import decode, encode, layout_of
 
@@ -53,7 +53,11 @@ class Creator:
 
 @dataclass
 class RoundReview:
+    """The round's verdicts, the results left without one (``deferred``: the creator's
+    storage could not be read; they stay PendingValidation) and the federated weights."""
+
     verdicts: list[Verdict] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)
     new_global: Tensors | None = None
 
     @property
@@ -181,7 +185,13 @@ def review(
         rules=screening_rules(creator.config.task, max_examples),
     )
     decisions = judge.review(submissions)
-    outcome.verdicts = [decision.verdict for decision in decisions]
+    outcome.verdicts = [d.verdict for d in decisions if d.verdict is not None]
+    outcome.deferred = [d.deferred for d in decisions if d.deferred is not None]
+    for deferred in outcome.deferred:
+        log.warning(
+            "task %s: submission %d gets no verdict this round: %s",
+            task.task_id, deferred.submission_id, deferred.reason,
+        )  # fmt: skip
     accepted = [
         Contribution(decision.candidate.tensors, decision.candidate.weight)
         for decision in decisions
@@ -196,12 +206,21 @@ def review(
 
 
 def settle_and_close(
-    market: Marketplace, keypair: Keypair, task_id: int, verdicts: list[Verdict]
+    market: Marketplace,
+    keypair: Keypair,
+    task_id: int,
+    verdicts: list[Verdict],
+    deferred: list[Deferred] | None = None,
 ) -> tuple[dict[int, int], int]:
     """Record every verdict, pay the accepted results (once: a repeat pays 0) and close the
     task, refunding what was not paid — one unit, so one extrinsic on chain. Returns the
-    payments and the task's refund."""
-    payments = market.settle(keypair, verdicts, close_task_id=task_id)
+    payments and the task's refund.
+
+    With ``deferred`` results the task is NOT closed (a close refuses results still awaiting
+    a verdict): the decided ones are settled, the task stays open with its escrow, and the
+    refund is 0 until the creator judges the rest and closes it."""
+    close = None if deferred else task_id
+    payments = market.settle(keypair, verdicts, close_task_id=close)
     return payments, market.get_task(task_id).refunded
 
 
@@ -250,11 +269,15 @@ def run_tasks(creator: Creator) -> dict[int, Task]:
 def find_progress(creator: Creator) -> Progress:
     """Read back a training's state; see ``Progress``. Checkpoints are written before anyone
     is paid (write-ahead), so a finished task without its checkpoint means the round ended
-    without a settlement of ours (expired): it is run again."""
+    without a settlement of ours (expired): it is run again. A round whose task stays open
+    only for deferred results, but whose successor was published, is done."""
     tasks = run_tasks(creator)
     done = 0
-    while (task := tasks.get(done + 1)) is not None and task.status in FINISHED:
-        if not creator.store.exists(creator.store.checkpoint_url(creator.run, done + 1)):
+    while (task := tasks.get(done + 1)) is not None:
+        moved_on = task.status in FINISHED or (done + 2) in tasks  # deferred results keep it open
+        if not moved_on or not creator.store.exists(
+            creator.store.checkpoint_url(creator.run, done + 1)
+        ):
             break
         done += 1
     checkpoint = None

@@ -92,7 +92,11 @@ class TaskRefused(DecentralMLError):
 
 
 class StorageError(DecentralMLError):
-    """An artifact is missing, unreadable, or its digest does not match the record."""
+    """An artifact is missing, unreadable, or its digest does not match the record.
+
+    Two kinds below: what is stored is wrong (ArtifactMissing, ArtifactTooLarge,
+    DigestMismatch: the writer's fault, reading again changes nothing) and the storage could
+    not be used (StorageUnavailable: the reader's side; try again later)."""
 
 
 class ArtifactMissing(StorageError):
@@ -104,7 +108,14 @@ class ArtifactTooLarge(StorageError):
 
 
 class DigestMismatch(StorageError):
-    """The stored bytes are not the ones whose sha256 was recorded."""
+    """The stored bytes are not the ones whose sha256 was recorded: two reads gave the same
+    wrong digest, so it is what is stored, not damage on the way."""
+
+
+class StorageUnavailable(StorageError):
+    """The storage could not be read or written (a connection refused, a timeout, an I/O
+    error), or two reads of one artifact gave different bytes: nothing is known about what
+    is stored. Transient or on the reader's side: retry later, never blame the writer."""
 
 
 class IntegrityError(DecentralMLError):

@@ -12,7 +12,7 @@ from decentralml.accounts import contributor_dev_keypair, dev_keypair, keypair_f
 from decentralml.config import MarketplaceConfig, RunConfig, StorageConfig
 from decentralml.errors import ConfigError
 from decentralml.marketplace.base import Marketplace
-from decentralml.storage import ArtifactStore
+from decentralml.storage import ArtifactStore, Retries
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ASSETS = PROJECT_ROOT / "assets" / "mnist" / "model_contributor"
@@ -35,7 +35,8 @@ def open_marketplace(config: MarketplaceConfig) -> Marketplace:
 
 
 def open_store(config: StorageConfig) -> ArtifactStore:
-    return ArtifactStore(config.url, endpoint_url=config.endpoint_url)
+    retries = Retries(config.retry_attempts, tuple(config.retry_delays))
+    return ArtifactStore(config.url, endpoint_url=config.endpoint_url, retries=retries)
 
 
 def creator_keypair(config: MarketplaceConfig) -> Keypair:

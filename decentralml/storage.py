@@ -10,21 +10,99 @@ Layout under the root URL (a run is one federated training; a round is one task)
 Every artifact is addressed by a full URL and its sha256 is recorded next to it on the
 marketplace; readers verify it, so a swapped or damaged file is detected, not used.
 Credentials never appear in URLs: fsspec backends read them from the environment.
+
+Failures come in two kinds (decentralml.errors): what is stored is wrong (missing, too large,
+the same wrong digest on two reads) — the writer's fault, final — or the storage could not be
+used (StorageUnavailable) — retried here with backoff (``Retries``), and still transient when
+the retries run out: a reader must not blame the writer for it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import posixpath
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import fsspec
 
-from decentralml.errors import ArtifactMissing, ArtifactTooLarge, DigestMismatch, StorageError
+from decentralml.errors import (
+    ArtifactMissing,
+    ArtifactTooLarge,
+    DigestMismatch,
+    StorageError,
+    StorageUnavailable,
+)
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 _READ_CHUNK = 2**20
+
+
+def _backend_errors() -> tuple[type[BaseException], ...]:
+    """What a backend raises when it cannot be used: OSError for local and most fsspec
+    backends; s3fs lets botocore's connection errors through (a stopped S3 server raises
+    EndpointConnectionError, which is not an OSError)."""
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from botocore.exceptions import BotoCoreError
+    except ImportError:
+        pass
+    else:
+        errors.append(BotoCoreError)
+    return tuple(errors)
+
+
+_UNAVAILABLE = _backend_errors()
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How a storage operation is retried while the storage is unavailable: ``attempts``
+    tries in all (1: no retry), waiting ``delays[i]`` seconds after the (i+1)-th failure (the
+    last delay repeats). Default: 4 tries over 3.5 s of waiting."""
+
+    attempts: int = 4
+    delays: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or any(delay < 0 for delay in self.delays):
+            raise ValueError(f"attempts must be >= 1 and delays >= 0, got {self}")
+
+
+NO_RETRIES = Retries(attempts=1, delays=())
+
+
+def with_retries(
+    fn: Callable[[], T],
+    attempts: int,
+    delays: Sequence[float],
+    retry_on: tuple[type[BaseException], ...] = (StorageUnavailable,),
+    sleep: Callable[[float], None] = time.sleep,
+    what: str = "storage operation",
+) -> T:
+    """``fn()``, tried up to ``attempts`` times while it raises one of ``retry_on``, waiting
+    ``delays[i]`` after the (i+1)-th failure (the last delay repeats; none: no wait). The
+    last failure is raised as it is; any other error at once."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except retry_on as error:
+            if attempt == attempts:
+                raise
+            delay = delays[min(attempt, len(delays)) - 1] if delays else 0.0
+            log.warning(
+                "%s failed (attempt %d of %d), retrying in %.1f s: %s",
+                what, attempt, attempts, delay, error,
+            )  # fmt: skip
+            sleep(delay)
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -65,8 +143,11 @@ class StoredArtifact:
 class ArtifactStore:
     """Reads and writes artifacts under a root URL; see the module docstring for the layout."""
 
-    def __init__(self, root_url: str, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, root_url: str, endpoint_url: str | None = None, retries: Retries = Retries()
+    ) -> None:
         self.root_url = normalize_url(root_url)
+        self.retries = retries
         self._options: dict[str, object] = {}
         if endpoint_url and self.root_url.startswith("s3://"):
             self._options["client_kwargs"] = {"endpoint_url": endpoint_url}
@@ -81,7 +162,30 @@ class ArtifactStore:
         return self.url_for("runs", run, "checkpoints", f"round-{round_number}.safetensors")
 
     def put(self, url: str, data: bytes) -> StoredArtifact:
-        """Write bytes to ``url`` (parents created), return its digest."""
+        """Write bytes to ``url`` (parents created), return its digest. Retried while the
+        storage is unavailable; StorageUnavailable when it stays so."""
+        self._retry(lambda: self._write(url, data), f"write {url}")
+        return StoredArtifact(url=url, sha256=sha256_hex(data), size=len(data))
+
+    def get(
+        self, url: str, expected_sha256: str | None = None, max_bytes: int | None = None
+    ) -> bytes:
+        """Read ``url``, verified against ``expected_sha256`` and bounded by ``max_bytes``.
+
+        Raises ArtifactMissing, ArtifactTooLarge or DigestMismatch for what is stored (final),
+        StorageUnavailable when the storage stays unusable through the retries. A read with
+        the wrong digest is read again: the same wrong digest twice is what is stored
+        (DigestMismatch); the recorded one the second time was damage on the way (the good
+        bytes are returned); a third digest means reads are being damaged (unavailable).
+        """
+        return self._retry(
+            lambda: self._read_verified(url, expected_sha256, max_bytes), f"read {url}"
+        )
+
+    def _retry(self, fn: Callable[[], T], what: str) -> T:
+        return with_retries(fn, self.retries.attempts, self.retries.delays, what=what)
+
+    def _write(self, url: str, data: bytes) -> None:
         fs, path = self._fs(url)
         try:
             parent = posixpath.dirname(path)
@@ -89,19 +193,32 @@ class ArtifactStore:
                 fs.makedirs(parent, exist_ok=True)
             with fs.open(path, "wb") as handle:
                 handle.write(data)
-        except OSError as error:
-            raise StorageError(f"cannot write {url}: {error}") from error
-        return StoredArtifact(url=url, sha256=sha256_hex(data), size=len(data))
+        except _UNAVAILABLE as error:
+            raise StorageUnavailable(f"cannot write {url}: {error}") from error
 
-    def get(
-        self, url: str, expected_sha256: str | None = None, max_bytes: int | None = None
-    ) -> bytes:
-        """Read ``url``; refuse oversized files and digest mismatches with a StorageError.
+    def _read_verified(self, url: str, expected_sha256: str | None, max_bytes: int | None) -> bytes:
+        data = self._read(url, max_bytes)
+        if not expected_sha256 or sha256_hex(data) == expected_sha256:
+            return data
+        again = self._read(url, max_bytes)
+        if sha256_hex(again) == expected_sha256:
+            log.warning("%s: one read came back damaged; the next one was intact", url)
+            return again
+        if again == data:
+            raise DigestMismatch(
+                f"{url} has sha256 {sha256_hex(data)}, but {expected_sha256} was recorded: "
+                "the file was changed or damaged after it was registered"
+            )
+        raise StorageUnavailable(
+            f"{url} gave different bytes on two reads (sha256 {sha256_hex(data)}, then "
+            f"{sha256_hex(again)}), neither the recorded {expected_sha256}: reads are being "
+            "damaged on the way, or the file is being rewritten"
+        )
 
-        With ``max_bytes`` at most ``max_bytes + 1`` bytes are ever read: the size the backend
-        reports is checked first, but a backend may not know it (or the file may grow between
-        the two calls), so the read itself is bounded too.
-        """
+    def _read(self, url: str, max_bytes: int | None) -> bytes:
+        """One read. With ``max_bytes`` at most ``max_bytes + 1`` bytes are ever read: the
+        size the backend reports is checked first, but a backend may not know it (or the file
+        may grow between the two calls), so the read itself is bounded too."""
         fs, path = self._fs(url)
         try:
             size = fs.size(path)
@@ -116,13 +233,8 @@ class ArtifactStore:
                 )
         except FileNotFoundError:
             raise ArtifactMissing(f"{url} does not exist") from None
-        except OSError as error:
-            raise StorageError(f"cannot read {url}: {error}") from error
-        if expected_sha256 and sha256_hex(data) != expected_sha256:
-            raise DigestMismatch(
-                f"{url} has sha256 {sha256_hex(data)}, but {expected_sha256} was recorded: "
-                "the file was changed or damaged after it was registered"
-            )
+        except _UNAVAILABLE as error:
+            raise StorageUnavailable(f"cannot read {url}: {error}") from error
         return data
 
     def holds(self, url: str) -> bool:

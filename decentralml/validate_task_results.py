@@ -1,7 +1,9 @@
 """Seed API: download, screen and judge a task's results (never built in DecentralML).
 
-Returns one Verdict per result awaiting validation; nothing is paid here: pass the verdicts to
-accept_task_results / reject_task_results (or Marketplace.settle) to record them.
+Returns one Verdict per result awaiting validation that could be judged; nothing is paid here:
+pass the verdicts to accept_task_results / reject_task_results (or Marketplace.settle) to
+record them. A result whose file could not be read because the storage is unavailable gets no
+verdict (it is left out, still PendingValidation): call again later.
 """
 
 from __future__ import annotations
@@ -50,10 +52,8 @@ def validate_task_results(
         rules=rules or ScreeningRules(),
     )
     pending = ResultSubmissionStatus.PendingValidation
-    return [
-        d.verdict
-        for d in judge.review(s for s in market.list_task_results(task_id) if s.status is pending)
-    ]
+    decisions = judge.review(s for s in market.list_task_results(task_id) if s.status is pending)
+    return [d.verdict for d in decisions if d.verdict is not None]
 
 
 def _no_evaluator(_tensors) -> dict:

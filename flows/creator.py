@@ -4,7 +4,9 @@ publish:  save the global weights, package the contributor assets, create the ta
 round:    wait for results → screen + validate + federate → set and evaluate the new weights
           → checkpoint them (before anyone is paid for them) → settle and close in one unit
           (accept pays, reject records why, the rest is refunded); a result that lands before
-          the settlement is judged in it
+          the settlement is judged in it. A result the creator's storage could not deliver
+          (after retries) is deferred, not rejected: the decided ones are settled and the task
+          stays open until it is judged.
 train:    publish and run `rounds` rounds, each task carrying the latest global weights; a
           rerun of the same run (config name or --run) reads its progress back from the
           marketplace and storage and finishes the open round instead of publishing it again
@@ -20,7 +22,7 @@ from prefect.artifacts import create_table_artifact
 
 from decentralml.config import RunConfig, load_config
 from decentralml.crashpoints import crashpoint
-from decentralml.creator import close_open_tasks
+from decentralml.creator import RoundReview, close_open_tasks
 from decentralml.errors import PendingResults
 from decentralml.session import CreatorSession, open_creator, open_session
 from decentralml.validation import make_policy
@@ -35,8 +37,11 @@ class RoundReport:
     loss: float
     accepted: list[int] = field(default_factory=list)
     rejected: dict[int, str] = field(default_factory=dict)
+    deferred: dict[int, str] = field(default_factory=dict)
     payments: dict[int, int] = field(default_factory=dict)
     refund: int = 0
+    task_open: bool = False
+    """True while deferred results keep the task open (not closed, nothing refunded)."""
 
 
 @flow(
@@ -83,13 +88,13 @@ def run_round(
         crashpoint("checkpointed")
         try:
             payments, refund = steps.settle_and_close(
-                creator.market, creator.keypair, task_id, review.verdicts
+                creator.market, creator.keypair, task_id, review.verdicts, review.deferred
             )
             break
         except PendingResults as late:
             get_run_logger().info("task %d: a late result arrived (%s); judging it", task_id, late)
     crashpoint("settled")
-    publish_round_table(round_number, task_id, metrics, review.verdicts, payments)
+    publish_round_table(round_number, task_id, metrics, review, payments)
     report = RoundReport(
         round_number,
         task_id,
@@ -97,17 +102,26 @@ def run_round(
         metrics["loss"],
         accepted=[v.submission_id for v in review.accepted],
         rejected={v.submission_id: v.reason for v in review.rejected},
+        deferred={d.submission_id: d.reason for d in review.deferred},
         payments=payments,
         refund=refund,
+        task_open=bool(review.deferred),
     )
     get_run_logger().info("round %d: %s", round_number, asdict(report))
+    if report.task_open:
+        get_run_logger().warning(
+            "round %d: task %d stays open: submissions %s could not be read from storage and "
+            "have no verdict yet; judge them when the storage is back, then close the task",
+            round_number, task_id, sorted(report.deferred),
+        )  # fmt: skip
     return report
 
 
 def publish_round_table(
-    round_number: int, task_id: int, metrics: dict, verdicts: list, payments: dict[int, int]
+    round_number: int, task_id: int, metrics: dict, review: RoundReview, payments: dict[int, int]
 ) -> None:
-    """The round's verdicts as a table artifact: the creator reads them in the Prefect UI."""
+    """The round's verdicts (and deferred results) as a table artifact: the creator reads
+    them in the Prefect UI."""
     rows = [
         {
             "submission": v.submission_id,
@@ -115,13 +129,18 @@ def publish_round_table(
             "reason": v.reason,
             "paid": payments.get(v.submission_id, 0),
         }
-        for v in verdicts
+        for v in review.verdicts
+    ]
+    rows += [
+        {"submission": d.submission_id, "verdict": "deferred", "reason": d.reason, "paid": 0}
+        for d in review.deferred
     ]
     create_table_artifact(
         table=rows or [{"submission": "-", "verdict": "no results", "reason": "", "paid": 0}],
         description=(
             f"Round {round_number} (task {task_id}): test accuracy {metrics['accuracy']:.4f}, "
             f"loss {metrics['loss']:.4f}"
+            + ("; the task stays open: deferred results await a verdict" if review.deferred else "")
         ),
     )
 

@@ -5,17 +5,29 @@ from __future__ import annotations
 from prefect.cache_policies import NO_CACHE
 
 from decentralml.errors import (
+    ArtifactMissing,
     ArtifactTooLarge,
     ConfigError,
+    DigestMismatch,
     IntegrityError,
     MarketplaceError,
     TaskRefused,
 )
 
 # Rule violations are answers, not glitches: retrying "task full" or "not the assignee" only
-# repeats the refusal, and a file over its size limit stays over it. Everything else (I/O,
-# connection drops, a read that may have been damaged on the way) is retried with backoff.
-PERMANENT_ERRORS = (MarketplaceError, IntegrityError, ConfigError, TaskRefused, ArtifactTooLarge)
+# repeats the refusal, and a file that is missing, over its size limit or has the same wrong
+# digest on two reads (the store reads a damaged file twice) stays so. Everything else (I/O,
+# connection drops: StorageUnavailable once the store's own retries ran out) is retried again
+# here with backoff.
+PERMANENT_ERRORS = (
+    MarketplaceError,
+    IntegrityError,
+    ConfigError,
+    TaskRefused,
+    ArtifactMissing,
+    ArtifactTooLarge,
+    DigestMismatch,
+)
 
 
 def _retry_unless_permanent(task, task_run, state) -> bool:

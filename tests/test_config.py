@@ -92,6 +92,8 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "url": "file://.decentralml/storage",
             "endpoint_url": None,
             "max_result_bytes": 50_000_000,
+            "retry_attempts": 4,
+            "retry_delays": [0.5, 1.0, 2.0],
         },
         "contributor": {
             "min_reward_per_result": 1,
@@ -256,6 +258,22 @@ def test_storage_url_with_inline_credentials_is_refused(url: str) -> None:
 @pytest.mark.parametrize("url", ["s3://bucket/prefix", "file:///tmp/x", "memory://root"])
 def test_storage_url_without_credentials_is_fine(url: str) -> None:
     assert parse_config(_with("storage.url", url)).storage.url == url
+
+
+def test_storage_retry_budget_reaches_the_store() -> None:
+    from decentralml.runtime import open_store
+    from decentralml.storage import Retries
+
+    data = _with("storage.retry_attempts", 7)
+    data["storage"]["retry_delays"] = [1, 4]
+    assert open_store(parse_config(data).storage).retries == Retries(7, (1.0, 4.0))
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value"), [("storage.retry_attempts", 0), ("storage.retry_delays", [1, -1])]
+)
+def test_storage_retry_budget_is_checked(dotted: str, value: object) -> None:
+    assert f"  {dotted}" in _error(_with(dotted, value))
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,23 @@ import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from decentralml.errors import StorageError
-from decentralml.storage import ArtifactStore, StoredArtifact, normalize_url, sha256_hex
+from decentralml.errors import (
+    ArtifactMissing,
+    ArtifactTooLarge,
+    DigestMismatch,
+    StorageError,
+    StorageUnavailable,
+)
+from decentralml.storage import (
+    NO_RETRIES,
+    ArtifactStore,
+    Retries,
+    StoredArtifact,
+    normalize_url,
+    sha256_hex,
+    with_retries,
+)
+from tests.faulty_fs import inject
 
 PAYLOAD = b"\x00weights\xff" * 1000
 
@@ -165,8 +180,10 @@ def test_unknown_protocol_is_a_storage_error() -> None:
 
 def test_writing_where_a_file_is_in_the_way_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "runs").write_text("a file, not a folder")
-    store = ArtifactStore(tmp_path.as_uri())
-    with pytest.raises(StorageError, match=r"cannot write .*runs/r/round-1/global\.safetensors"):
+    store = ArtifactStore(tmp_path.as_uri(), retries=NO_RETRIES)
+    with pytest.raises(
+        StorageUnavailable, match=r"cannot write .*runs/r/round-1/global\.safetensors"
+    ):
         store.put(store.round_url("r", 1, "global.safetensors"), b"g")
     assert (tmp_path / "runs").read_text() == "a file, not a folder"
 
@@ -285,3 +302,128 @@ def test_max_bytes_bounds_the_read_when_the_backend_cannot_tell_the_size() -> No
     assert _SizelessMemoryFS.bytes_read == 1001  # not the 8 MiB behind it
     assert store.get(url, max_bytes=len(big), expected_sha256=sha256_hex(big)) == big
     assert store.get(url) == big  # no limit: read to the end
+
+
+# --- unavailable storage: retried; what is stored: final ------------------------------------
+
+
+def test_with_retries_retries_unavailable_then_returns() -> None:
+    calls, waits = [], []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 4:
+            raise StorageUnavailable("down")
+        return "ok"
+
+    assert with_retries(flaky, 5, [0.1, 0.5], sleep=waits.append) == "ok"
+    assert len(calls) == 4 and waits == [0.1, 0.5, 0.5]  # the last delay repeats
+
+
+def test_with_retries_gives_up_with_the_last_error_and_never_retries_others() -> None:
+    waits: list[float] = []
+    errors = iter([StorageUnavailable("first"), StorageUnavailable("second")])
+
+    def down() -> None:
+        raise next(errors)
+
+    with pytest.raises(StorageUnavailable, match="second"):
+        with_retries(down, 2, [], sleep=waits.append)
+    assert waits == [0.0]
+    calls = []
+
+    def missing() -> None:
+        calls.append(1)
+        raise ArtifactMissing("gone")
+
+    with pytest.raises(ArtifactMissing):
+        with_retries(missing, 5, [1.0], sleep=waits.append)
+    assert calls == [1]
+    with pytest.raises(ValueError, match="attempts"):
+        with_retries(lambda: None, 0, [])
+
+
+def test_retries_are_checked() -> None:
+    with pytest.raises(ValueError):
+        Retries(0)
+    with pytest.raises(ValueError):
+        Retries(2, (-1.0,))
+
+
+@pytest.fixture
+def faulty_store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(f"faulty://{tmp_path / 'storage'}", retries=Retries(3, (0.0,)))
+
+
+def test_unreadable_storage_is_unavailable_after_the_retries(faulty_store: ArtifactStore) -> None:
+    artifact = faulty_store.put(faulty_store.url_for("a.bin"), PAYLOAD)
+    with inject(fail_reads=1.0) as faults, pytest.raises(StorageUnavailable) as error:
+        faulty_store.get(artifact.url, artifact.sha256)
+    assert faults.failed == 3  # every try failed
+    assert "injected fault" in str(error.value)
+    assert not isinstance(error.value, (ArtifactMissing, DigestMismatch, ArtifactTooLarge))
+
+
+def test_a_failed_write_is_retried(faulty_store: ArtifactStore) -> None:
+    url = faulty_store.url_for("w.bin")
+    with inject(fail_writes=0.5, seed=3):
+        artifact = faulty_store.put(url, PAYLOAD)
+    assert faulty_store.get(url, artifact.sha256) == PAYLOAD
+    with inject(fail_writes=1.0), pytest.raises(StorageUnavailable, match="cannot write"):
+        faulty_store.put(url, b"other")
+
+
+def test_what_is_stored_is_not_retried(faulty_store: ArtifactStore) -> None:
+    artifact = faulty_store.put(faulty_store.url_for("a.bin"), PAYLOAD)
+    with inject() as faults:
+        with pytest.raises(ArtifactMissing):
+            faulty_store.get(faulty_store.url_for("none.bin"), "0" * 64)
+        with pytest.raises(ArtifactTooLarge):
+            faulty_store.get(artifact.url, artifact.sha256, max_bytes=10)
+        with pytest.raises(DigestMismatch):
+            faulty_store.get(artifact.url, "0" * 64)
+    assert faults.reads == 2  # the wrong digest read twice (to be sure), nothing else retried
+
+
+def _scripted_reads(monkeypatch: pytest.MonkeyPatch, store: ArtifactStore, *reads: bytes):
+    """Make each read of ``store`` return the next of ``reads`` (what a backend delivered)."""
+    script = iter(reads)
+    monkeypatch.setattr(store, "_read", lambda url, max_bytes: next(script))
+
+
+def test_one_damaged_read_is_read_again(
+    store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    damaged = b"\x01" + PAYLOAD[1:]
+    _scripted_reads(monkeypatch, store, damaged, PAYLOAD)
+    assert store.get(store.url_for("x"), sha256_hex(PAYLOAD)) == PAYLOAD
+
+
+def test_the_same_wrong_bytes_twice_are_a_digest_mismatch(
+    store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    swapped = b"swapped"
+    _scripted_reads(monkeypatch, store, swapped, swapped)
+    with pytest.raises(DigestMismatch, match="was recorded"):
+        store.get(store.url_for("x"), sha256_hex(PAYLOAD))
+
+
+def test_reads_that_keep_changing_are_unavailable_not_a_mismatch(
+    store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ArtifactStore(store.root_url, retries=Retries(2, (0.0,)))
+    _scripted_reads(monkeypatch, store, b"a", b"b", b"c", b"d")
+    with pytest.raises(StorageUnavailable, match="different bytes on two reads"):
+        store.get(store.url_for("x"), sha256_hex(PAYLOAD))
+
+
+@pytest.mark.parametrize(("fail", "corrupt"), [(0.2, 0.0), (0.0, 0.1), (0.2, 0.1)])
+def test_intact_artifacts_survive_failed_and_damaged_reads(
+    tmp_path: Path, fail: float, corrupt: float
+) -> None:
+    store = ArtifactStore(f"faulty://{tmp_path}", retries=Retries(6, (0.0,)))
+    artifacts = [store.put(store.url_for(f"{i}.bin"), PAYLOAD + bytes([i])) for i in range(40)]
+    with inject(fail_reads=fail, corrupt_reads=corrupt, seed=1) as faults:
+        for i, artifact in enumerate(artifacts):
+            assert store.get(artifact.url, artifact.sha256) == PAYLOAD + bytes([i])
+    assert faults.failed + faults.corrupted >= 3  # the faults did happen (seeded)

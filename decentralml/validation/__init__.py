@@ -15,6 +15,7 @@ from decentralml.validation.auto import AutoAccept
 from decentralml.validation.base import (
     Candidate,
     Decision,
+    Deferred,
     Judge,
     Policy,
     RoundView,
@@ -81,6 +82,7 @@ __all__ = [
     "Candidate",
     "CustomAccept",
     "Decision",
+    "Deferred",
     "FunctionValidator",
     "HoldoutGate",
     "Judge",

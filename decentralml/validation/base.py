@@ -12,6 +12,11 @@ decision recorded with its reason:
    because paying for either is never what a creator means.
 3. policy: AutoAccept, ManualAccept or CustomAccept decides on what remains.
 
+A result the creator cannot read because its own storage is unavailable (after the store's
+retries) gets no verdict: it is ``Deferred`` and stays PendingValidation, since rejecting it
+would blame the contributor for the creator's fault. Copies are judged against earlier
+commitments, so every result committed after a deferred one that passed integrity waits too.
+
 Reasons are published on the marketplace, so they never describe the creator's machine: no
 local paths, no digests or sizes of files the contributor did not write.
 """
@@ -32,6 +37,7 @@ from decentralml.errors import (
     DigestMismatch,
     IntegrityError,
     StorageError,
+    StorageUnavailable,
 )
 from decentralml.weights import Layout, check_against, decode, layout_bytes
 
@@ -136,6 +142,16 @@ class PerCandidatePolicy:
 
 
 @dataclass(frozen=True)
+class Deferred:
+    """No verdict this time: the creator could not judge the submission for a reason on its
+    own side (its storage unavailable). Nothing is recorded on the marketplace; the result
+    stays PendingValidation and is judged when the creator reviews it again."""
+
+    submission_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class ScreeningRules:
     """Limits every policy applies before it is asked.
 
@@ -157,9 +173,10 @@ def screen(
     expected_location: str,
     max_bytes: int,
     max_examples: int | None = None,
-) -> dict[str, np.ndarray] | Verdict:
+) -> dict[str, np.ndarray] | Verdict | Deferred:
     """Load and check one result from ``expected_location`` (derived by the creator, never
-    taken from the record); a reject Verdict says why it cannot be used."""
+    taken from the record); a reject Verdict says why it cannot be used, Deferred that the
+    creator's storage could not be read (``fetch`` retries first: see ArtifactStore.get)."""
     result = submission.result
     if result is None:
         return Verdict(submission.submission_id, False, "no result was sent")
@@ -188,6 +205,9 @@ def screen(
         return _reject(submission, f"result file is over the {max_bytes}-byte limit")
     except DigestMismatch:
         return _reject(submission, "stored result does not match its recorded sha256")
+    except StorageUnavailable:
+        # The creator's own storage failed, not the contributor: no verdict, no path named.
+        return Deferred(submission.submission_id, "the creator's storage could not be read")
     except StorageError:
         return _reject(submission, "result file could not be read")
     except IntegrityError as error:
@@ -223,12 +243,26 @@ def allowed_weights(
 
 @dataclass(frozen=True)
 class Decision:
-    verdict: Verdict
+    """What the review made of one submission: a ``verdict`` (with the weights of an accepted
+    ``candidate``), or none yet (``deferred``) — exactly one of the two."""
+
+    verdict: Verdict | None = None
     candidate: Candidate | None = None
+    deferred: Deferred | None = None
+
+    def __post_init__(self) -> None:
+        if (self.verdict is None) == (self.deferred is None):
+            raise ValueError("a Decision holds a verdict or a deferral, exactly one")
+
+    @property
+    def submission_id(self) -> int:
+        decided = self.verdict or self.deferred
+        assert decided is not None
+        return decided.submission_id
 
     @property
     def accepted(self) -> bool:
-        return self.verdict.accept and self.candidate is not None
+        return self.verdict is not None and self.verdict.accept and self.candidate is not None
 
 
 @dataclass(frozen=True)
@@ -256,6 +290,7 @@ class Judge:
         decisions: dict[int, Decision] = {}
         candidates: list[Candidate] = []
         ordered = sorted(submissions, key=commitment_order)
+        first_deferred: int | None = None
         for submission in ordered:
             screened = screen(
                 submission,
@@ -267,6 +302,19 @@ class Judge:
             )
             if isinstance(screened, Verdict):
                 decisions[submission.submission_id] = Decision(screened)
+            elif isinstance(screened, Deferred):
+                decisions[submission.submission_id] = Decision(deferred=screened)
+                if first_deferred is None:
+                    first_deferred = submission.submission_id
+            elif first_deferred is not None:
+                # It may copy the unread earlier one: it cannot be judged original yet.
+                decisions[submission.submission_id] = Decision(
+                    deferred=Deferred(
+                        submission.submission_id,
+                        f"waits for submission {first_deferred}, committed earlier, which "
+                        "could not be read: copies are judged against earlier commitments",
+                    )
+                )
             else:
                 candidates.append(Candidate(submission, screened, self.evaluate, self.params))
         view = RoundView(self.global_tensors, self.evaluate)
@@ -290,9 +338,15 @@ class Judge:
                 decisions[candidate.submission_id] = Decision(verdict, kept)
         return [decisions[s.submission_id] for s in ordered]
 
-    def __call__(self, submission: Submission) -> tuple[Verdict, Mapping[str, np.ndarray] | None]:
-        """One submission alone (a round of one): the verdict and, if accepted, the weights."""
+    def __call__(
+        self, submission: Submission
+    ) -> tuple[Verdict | Deferred, Mapping[str, np.ndarray] | None]:
+        """One submission alone (a round of one): the verdict and, if accepted, the weights;
+        Deferred (and None) when the creator's storage could not be read."""
         decision = self.review([submission])[0]
+        if decision.deferred is not None:
+            return decision.deferred, None
+        assert decision.verdict is not None
         return decision.verdict, decision.candidate.tensors if decision.accepted else None
 
 
