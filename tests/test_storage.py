@@ -14,8 +14,14 @@ import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from decentralml.errors import StorageError
-from decentralml.storage import ArtifactStore, StoredArtifact, normalize_url, sha256_hex
+from decentralml.errors import ConfigError, StorageError
+from decentralml.storage import (
+    ArtifactStore,
+    StoredArtifact,
+    check_protocol,
+    normalize_url,
+    sha256_hex,
+)
 
 PAYLOAD = b"\x00weights\xff" * 1000
 
@@ -155,12 +161,31 @@ def test_max_bytes_refuses_larger_files(store: ArtifactStore) -> None:
     assert store.get(url, max_bytes=size) == PAYLOAD
 
 
-def test_unknown_protocol_is_a_storage_error() -> None:
-    store = ArtifactStore("nosuchproto://bucket/prefix")
-    with pytest.raises(StorageError, match="no storage backend for nosuchproto://bucket/prefix/x"):
-        store.get(store.url_for("x"))
-    with pytest.raises(StorageError, match="no storage backend"):
-        store.put(store.url_for("x"), b"x")
+def test_unknown_protocol_is_a_config_error_at_once() -> None:
+    """Not a StorageError: Prefect would retry that, and no retry makes a protocol known."""
+    with pytest.raises(ConfigError, match="no storage backend for nosuchproto://bucket/prefix"):
+        ArtifactStore("nosuchproto://bucket/prefix")
+    store = ArtifactStore("memory://root")
+    for read_or_write in (lambda: store.get("nosuchproto://b/x"), lambda: store.put("zz://x", b"")):
+        with pytest.raises(ConfigError, match="fsspec knows no protocol") as error:
+            read_or_write()
+        assert not isinstance(error.value, StorageError)
+
+
+def test_a_known_protocol_without_its_package_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def missing(protocol: str) -> None:
+        raise ImportError(f"Please install {protocol}fs")
+
+    monkeypatch.setattr(fsspec, "get_filesystem_class", missing)
+    with pytest.raises(ConfigError, match="protocol 'gcs' needs a package that is not installed"):
+        ArtifactStore("gcs://bucket/runs")
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/p", "simplecache::s3://bucket/p", "relative/dir"])
+def test_known_protocols_are_checked_without_connecting(url: str) -> None:
+    check_protocol(url)  # s3fs is installed; nothing is contacted
 
 
 def test_writing_where_a_file_is_in_the_way_is_a_storage_error(tmp_path: Path) -> None:
@@ -285,3 +310,13 @@ def test_max_bytes_bounds_the_read_when_the_backend_cannot_tell_the_size() -> No
     assert _SizelessMemoryFS.bytes_read == 1001  # not the 8 MiB behind it
     assert store.get(url, max_bytes=len(big), expected_sha256=sha256_hex(big)) == big
     assert store.get(url) == big  # no limit: read to the end
+
+
+def test_an_unknown_protocol_is_not_retried_by_the_flows() -> None:
+    from tasks.policy import _retry_unless_permanent
+
+    class FailedState:
+        def result(self) -> None:
+            ArtifactStore("memory://root").get("nosuchproto://b/x")
+
+    assert _retry_unless_permanent(None, None, FailedState()) is False
