@@ -257,8 +257,7 @@ def test_reward_smaller_than_the_slots_is_refused() -> None:
 def test_storage_url_with_inline_credentials_is_refused(url: str) -> None:
     message = _error(_with("storage.url", url))
     assert _problems(message) == [
-        "storage.url: Value error, must not embed credentials; set them in the environment "
-        "instead"
+        "storage.url: Value error, must not embed credentials; set them in the environment instead"
     ]
     assert url not in message  # the secret is not echoed back into logs
 
@@ -299,8 +298,7 @@ def test_a_secret_anywhere_is_refused_by_its_path(dotted: str) -> None:
     value = "bottom drive obey lake curtain smoke"
     message = _error(_with(dotted, value))
     assert _problems(message) == [
-        f"(top level): Value error, {dotted}: secrets do not belong in config; "
-        "use the environment"
+        f"(top level): Value error, {dotted}: secrets do not belong in config; use the environment"
     ]
     assert value not in message  # the secret is not echoed back into logs
 
