@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from decentralml.checks import CREATE, check_config
 from decentralml.config import RunConfig, load_config
 from decentralml.session import CreatorSession, open_session
 from decentralml.validation import make_policy
@@ -132,4 +133,5 @@ def train(
 def train_from_config(config_path: str = "configs/mnist.yaml") -> list[dict]:
     """Deployment entry point (see prefect.yaml): every round of the configured training.
     The creator's key comes from the environment variable the config names."""
-    return [asdict(report) for report in train(load_config(config_path))]
+    config = check_config(load_config(config_path), CREATE, source=config_path)
+    return [asdict(report) for report in train(config)]
