@@ -1,7 +1,9 @@
 """The `decentralml` command: demo, creator, contributor and inspection commands.
 
-Flows are imported lazily inside commands: listing tasks or balances must not pay for
-TensorFlow and Prefect start-up.
+Flows are imported lazily inside commands, after the config is loaded and checked: listing
+tasks or balances must not pay for TensorFlow and Prefect start-up, and a bad config is
+refused before either starts. A config problem (or any refusal this package raises on
+purpose) is one line ``error: ...`` and exit status 2; Ctrl-C is one line and status 130.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import get_args
 
+from decentralml import checks
 from decentralml.config import AttackKind, RunConfig, StrategyName, load_config
 from decentralml.errors import DecentralMLError
 
@@ -46,16 +49,19 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
+    """The command's config with its overrides, checked for the parts the command uses
+    (``checks``, set per command in build_parser) before anything is opened or published."""
     path = args.config
     if path == DEFAULT_CONFIG and getattr(args, "marketplace", None) == "substrate":
         path = SUBSTRATE_CONFIG  # chain-sized rewards and accounts, not just another backend
-    return load_config(path, _overrides(args))
+    config = load_config(path, _overrides(args))
+    return checks.check_config(config, args.checks, source=str(path))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    config = _config(args)
     from flows.demo import run_demo
 
-    config = _config(args)
     print(
         f"demo: {config.contributors} contributors, {config.rounds} rounds, "
         f"{config.data.partition} data, {config.marketplace.backend} marketplace"
@@ -112,10 +118,10 @@ def print_round_table(rounds: list[dict]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    config = _config(args)
     from decentralml.session import open_session
     from flows.creator import train
 
-    config = _config(args)
     session = open_session(config, run=args.run or config.name)
     with round_progress(config.rounds) as on_round:
         reports = train(config, session=session, on_round=on_round)
@@ -141,11 +147,11 @@ def _round_row(report) -> dict:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    config = _config(args)
     from decentralml.session import open_session
     from decentralml.weights import decode
     from flows.creator import publish
 
-    config = _config(args)
     session = open_session(config, run=args.run or config.name)
     if args.weights:
         session.set_global(decode(session.creator.store.get(args.weights)))
@@ -155,11 +161,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_round(args: argparse.Namespace) -> int:
+    config = _config(args)
     from decentralml.session import open_session
     from decentralml.weights import decode
     from flows.creator import run_round
 
-    config = _config(args)
     session = open_session(config, run=args.run or config.name)
     task = session.creator.market.get_task(args.task_id)
     store = session.creator.store
@@ -171,9 +177,10 @@ def cmd_round(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    config = _config(args)
     from decentralml.runtime import open_marketplace
 
-    market = open_marketplace(_config(args).marketplace)
+    market = open_marketplace(config.marketplace)
     print(
         f"{'id':>4} {'round':>5} {'status':<11} {'slots':>7} {'reward':>12} {'expires':>8} question"
     )
@@ -187,9 +194,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    config = _config(args)
     from decentralml.runtime import open_marketplace
 
-    market = open_marketplace(_config(args).marketplace)
+    market = open_marketplace(config.marketplace)
     print(f"{'id':>4} {'status':<17} {'examples':>8} {'paid':>10} contributor reason")
     for sub in market.list_task_results(args.task_id):
         examples = sub.result.num_examples if sub.result else "-"
@@ -201,10 +209,11 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_balance(args: argparse.Namespace) -> int:
+    config = _config(args)
     from decentralml.accounts import keypair_from_uri
     from decentralml.runtime import open_marketplace
 
-    market = open_marketplace(_config(args).marketplace)
+    market = open_marketplace(config.marketplace)
     address = (
         args.address
         if not args.address.startswith("//")
@@ -215,6 +224,7 @@ def cmd_balance(args: argparse.Namespace) -> int:
 
 
 def cmd_contribute(args: argparse.Namespace) -> int:
+    _config(args)  # refused here, before the agent flow starts (it loads the file itself)
     from flows.contributor import agent
 
     done = agent(str(args.config), args.index, args.rounds)
@@ -226,13 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decentralml", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, handler, help_text: str, uses: tuple) -> argparse.ArgumentParser:
+        """``uses``: the checks (decentralml.checks) for the config parts the command uses."""
         command = sub.add_parser(name, help=help_text)
         command.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-        command.set_defaults(handler=handler)
+        command.set_defaults(handler=handler, checks=uses)
         return command
 
-    demo = add("demo", cmd_demo, "run a whole federated training on this machine")
+    demo = add("demo", cmd_demo, "run a whole federated training on this machine", checks.DEMO)
     demo.add_argument("--rounds", type=int)
     demo.add_argument("--contributors", type=int)
     demo.add_argument("--partition", choices=["iid", "shards", "dirichlet"])
@@ -245,31 +256,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--attackers", type=int, help="how many contributors attack (the last K)")
     demo.add_argument("--summary-json", type=Path)
     train_cmd = add(
-        "train", cmd_train, "creator: publish and run every round (contributors elsewhere)"
+        "train",
+        cmd_train,
+        "creator: publish and run every round (contributors elsewhere)",
+        checks.CREATE,
     )
     train_cmd.add_argument("--rounds", type=int)
     train_cmd.add_argument(
         "--run", help="name of the training (default: config name); rerun it to resume"
     )
-    publish_cmd = add("publish", cmd_publish, "creator: publish one round's task")
+    publish_cmd = add("publish", cmd_publish, "creator: publish one round's task", checks.PUBLISH)
     publish_cmd.add_argument("--round", type=int, default=1)
     publish_cmd.add_argument("--run", help="run name for storage paths (default: config name)")
     publish_cmd.add_argument("--weights", help="URL of global weights to start from")
-    round_cmd = add("round", cmd_round, "creator: collect, validate, federate and settle a task")
+    round_cmd = add(
+        "round",
+        cmd_round,
+        "creator: collect, validate, federate and settle a task",
+        checks.CREATE,
+    )
     round_cmd.add_argument("task_id", type=int)
     round_cmd.add_argument("--validation", choices=["AutoAccept", "ManualAccept", "CustomAccept"])
     round_cmd.add_argument("--decisions", help="ManualAccept: JSON/YAML file of verdicts by id")
     round_cmd.add_argument("--run", help="run name for storage paths (default: config name)")
-    tasks_cmd = add("tasks", cmd_tasks, "list open tasks")
+    tasks_cmd = add("tasks", cmd_tasks, "list open tasks", checks.READ)
     tasks_cmd.add_argument("action", nargs="?", choices=["list"], default="list")
     tasks_cmd.add_argument("--all", action="store_true", help="include finished tasks")
-    results = add("results", cmd_results, "list a task's submissions")
+    results = add("results", cmd_results, "list a task's submissions", checks.READ)
     results.add_argument("action", nargs="?", choices=["list"], default="list")
     results.add_argument("task_id", type=int)
-    balance = add("balance", cmd_balance, "show an account's balance")
+    balance = add("balance", cmd_balance, "show an account's balance", checks.READ)
     balance.add_argument("address", help="SS58 address or dev URI such as //Bob")
     contribute_cmd = add(
-        "contribute", cmd_contribute, "contributor: work on new tasks as they appear"
+        "contribute",
+        cmd_contribute,
+        "contributor: work on new tasks as they appear",
+        checks.CONTRIBUTE,
     )
     contribute_cmd.add_argument("--index", type=int, default=0, help="data shard index")
     contribute_cmd.add_argument("--rounds", type=int, help="stop after this many tasks")
@@ -283,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     except DecentralMLError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
 
 
 if __name__ == "__main__":

@@ -310,12 +310,23 @@ def _check_no_secrets(node: object, path: str) -> None:
             _check_no_secrets(value, child)
 
 
-def _format_errors(error: ValidationError, source: str) -> str:
+def format_problems(source: str, problems: list[tuple[str, str]]) -> str:
+    """One line per problem, each naming its field path: a single problem is the whole
+    message (``invalid configuration in X: rounds: ...``); several follow a heading."""
+    if len(problems) == 1:
+        where, why = problems[0]
+        return f"invalid configuration in {source}: {where}: {why}"
     lines = [f"invalid configuration in {source}:"]
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {where}: {item['msg']}")
+    lines += [f"  {where}: {why}" for where, why in problems]
     return "\n".join(lines)
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    problems = [
+        (".".join(str(part) for part in item["loc"]) or "(top level)", item["msg"])
+        for item in error.errors()
+    ]
+    return format_problems(source, problems)
 
 
 def parse_config(data: object, source: str = "<dict>") -> RunConfig:

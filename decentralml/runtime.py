@@ -4,6 +4,9 @@ which backend a config name means, so flows and CLI never branch on it."""
 from __future__ import annotations
 
 import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from substrateinterface import Keypair
@@ -19,19 +22,36 @@ DEFAULT_ASSETS = PROJECT_ROOT / "assets" / "mnist" / "model_contributor"
 
 
 def open_marketplace(config: MarketplaceConfig) -> Marketplace:
+    """The configured backend. Its SQLite file failing to open is the config's problem (a
+    folder where the file should be, a file that is not SQLite, no write access): a
+    ConfigError naming the field, never a bare sqlite3 traceback."""
     if config.backend == "embedded":
         from decentralml.marketplace.embedded import EmbeddedMarketplace
 
-        Path(config.path).parent.mkdir(parents=True, exist_ok=True)
-        return EmbeddedMarketplace(
-            config.path,
-            block_time_seconds=config.block_time_seconds,
-            review_grace_blocks=config.review_grace_blocks,
-        )
+        with _sqlite_file("marketplace.path", config.path):
+            return EmbeddedMarketplace(
+                config.path,
+                block_time_seconds=config.block_time_seconds,
+                review_grace_blocks=config.review_grace_blocks,
+            )
     from decentralml.marketplace.substrate import SubstrateMarketplace
 
-    Path(config.index_path).parent.mkdir(parents=True, exist_ok=True)
-    return SubstrateMarketplace(config.url, config.index_path, start_block=config.start_block)
+    with _sqlite_file("marketplace.index_path", config.index_path):
+        return SubstrateMarketplace(config.url, config.index_path, start_block=config.start_block)
+
+
+@contextmanager
+def _sqlite_file(field: str, path: str) -> Iterator[None]:
+    """Only the folder and SQLite's own errors: a node that refuses the connection (also an
+    OSError) is not the file's fault."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{field}: folder of {path} cannot be created: {error}") from None
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise ConfigError(f"{field}: {path} cannot be opened as a SQLite file: {error}") from None
 
 
 def open_store(config: StorageConfig) -> ArtifactStore:

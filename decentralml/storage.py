@@ -33,6 +33,7 @@ import fsspec
 from decentralml.errors import (
     ArtifactMissing,
     ArtifactTooLarge,
+    ConfigError,
     DigestMismatch,
     StorageError,
     StorageUnavailable,
@@ -120,6 +121,27 @@ def normalize_url(url: str) -> str:
     return f"{protocol}://{path.rstrip('/') or ('/' if protocol == 'file' else '')}"
 
 
+def check_protocol(url: str) -> None:
+    """Refuse a URL that no installed fsspec backend serves, without connecting to anything.
+
+    A ConfigError, not a StorageError: an unknown protocol or a missing backend package is
+    not transient, so it must never be retried (tasks/policy.py), only fixed."""
+    protocols = url.split("://", 1)[0] if "://" in url else "file"
+    for protocol in protocols.split("::"):  # chained URLs: simplecache::s3://bucket/key
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ValueError:
+            raise ConfigError(
+                f"no storage backend for {url}: fsspec knows no protocol {protocol!r} "
+                "(file://, s3://, memory:// ... see fsspec.available_protocols())"
+            ) from None
+        except ImportError as error:
+            raise ConfigError(
+                f"no storage backend for {url}: protocol {protocol!r} needs a package that is "
+                f"not installed ({error})"
+            ) from None
+
+
 def _read_at_most(handle: IO[bytes], limit: int) -> bytes:
     """Up to ``limit`` bytes: a raw handle may return less than asked before the end."""
     parts: list[bytes] = []
@@ -148,6 +170,7 @@ class ArtifactStore:
     ) -> None:
         self.root_url = normalize_url(root_url)
         self.retries = retries
+        check_protocol(self.root_url)
         self._options: dict[str, object] = {}
         if endpoint_url and self.root_url.startswith("s3://"):
             self._options["client_kwargs"] = {"endpoint_url": endpoint_url}
@@ -247,6 +270,7 @@ class ArtifactStore:
         return bool(fs.exists(path))
 
     def _fs(self, url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        check_protocol(url)  # URLs read from a task record may name any protocol
         try:
             return fsspec.core.url_to_fs(url, **self._options)
         except (ImportError, ValueError) as error:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from decentralml.checks import CONTRIBUTE, check_config
 from decentralml.config import RunConfig, load_config
 from decentralml.contributor import Contributor, check_offer, find_open_task
 from decentralml.domain import Task
@@ -135,7 +136,7 @@ def agent(
     """Deployment entry point: a contributor's long-running agent (see prefect.yaml). It works
     on every open task with a free slot, oldest first, including tasks published before it
     started. Its key comes from the environment variable the config names."""
-    config = load_config(config_path)
+    config = check_config(load_config(config_path), CONTRIBUTE, source=config_path)
     contributor = open_contributor(config, shard_index)
     return len(run_agent(contributor, config.poll_seconds, 0, None, max_tasks))
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from decentralml.checks import CREATE, check_config
 from decentralml.config import RunConfig, load_config
 from decentralml.crashpoints import crashpoint
 from decentralml.creator import RoundReview, close_open_tasks
@@ -185,4 +186,5 @@ def close_tasks_of_aborted_run(flow, flow_run, state) -> None:
 def train_from_config(config_path: str = "configs/mnist.yaml") -> list[dict]:
     """Deployment entry point (see prefect.yaml): every round of the configured training.
     The creator's key comes from the environment variable the config names."""
-    return [asdict(report) for report in train(load_config(config_path))]
+    config = check_config(load_config(config_path), CREATE, source=config_path)
+    return [asdict(report) for report in train(config)]

@@ -6,11 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
+from decentralml import cli
 from decentralml.accounts import contributor_dev_keypair
-from tests.helpers import ROOT, write_config
+from decentralml.cli import _config, build_parser, main
+from tests.helpers import ROOT, small_config, write_config
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -125,3 +129,148 @@ def test_creator_and_contributor_in_separate_processes(tmp_path):
     assert balance.stdout.split()[1] == str(1_000_000)
     results = run_cli("results", "0", "--config", str(path))
     assert "Accepted" in results.stdout and "checked by hand" in results.stdout
+
+
+# --- bad config values: refused at load, in-process, before anything is published ------------
+
+
+def _regular_file(tmp_path: Path) -> Path:
+    """A file where a folder would have to be: no one, not even root, can create under it."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    return blocker
+
+
+BAD_VALUES = {  # name: (command, overrides of the small config, the field the error names)
+    "unknown model": ("train", {"model.name": "resnet9000"}, "model.name"),
+    "unknown strategy": ("train", {"strategy": {"name": "fedmagic"}}, "strategy.name"),
+    "unknown storage protocol": ("publish", {"storage.url": "nosuchproto://b/runs"}, "storage.url"),
+    "storage root not creatable": (
+        "train",
+        {"storage.url": lambda tmp: (_regular_file(tmp) / "storage").as_uri()},
+        "storage.url",
+    ),
+    "custom validator not importable": (
+        "train",
+        {"task.custom_validator": "nosuch.module:fn"},
+        "task.custom_validator",
+    ),
+    "custom validator not callable": (
+        "publish",
+        {"task.custom_validator": "decentralml.config:DEFAULT_VALIDATORS"},
+        "task.custom_validator",
+    ),
+    "more contributors than slots": (
+        "demo",
+        {"contributors": 8, "task.max_assignments": 3},
+        "contributors",
+    ),
+    "marketplace folder not creatable": (
+        "tasks",
+        {"marketplace.path": lambda tmp: str(_regular_file(tmp) / "m.sqlite")},
+        "marketplace.path",
+    ),
+    "marketplace path is a folder": (
+        "train",
+        {"marketplace.path": lambda tmp: str(tmp)},
+        "marketplace.path",
+    ),
+    "index folder not creatable": (
+        "contribute",
+        {
+            "marketplace.backend": "substrate",
+            "marketplace.index_path": lambda tmp: str(_regular_file(tmp) / "index.sqlite"),
+        },
+        "marketplace.index_path",
+    ),
+    "decisions file missing": (
+        "round",
+        {
+            "task.validation_strategy": "ManualAccept",
+            "task.manual_decisions": lambda tmp: str(tmp / "no-such-decisions.yaml"),
+        },
+        "task.manual_decisions",
+    ),
+}
+
+
+def _published_nothing(tmp_path: Path) -> bool:
+    market = tmp_path / "marketplace.sqlite"
+    stored = [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+    if stored:
+        return False
+    if not market.exists():
+        return True
+    from decentralml.marketplace.embedded import EmbeddedMarketplace
+
+    return EmbeddedMarketplace(market).list_tasks(open_only=False) == []
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_a_bad_value_is_one_line_and_status_2_before_anything_is_published(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command, overrides, field = BAD_VALUES[case]
+    values = {k: v(tmp_path) if callable(v) else v for k, v in overrides.items()}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(small_config(tmp_path, **values)))
+    extra = ["0"] if command == "round" else []
+    code = main([command, *extra, "--config", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: invalid configuration in {path}: {field}: "), err
+    assert _published_nothing(tmp_path)
+
+
+def test_train_checks_its_custom_validator_before_it_publishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tester's case: a validator that cannot load was found only after the task was
+    published and the round's wait ended. Now the training never starts."""
+    import flows.creator
+    from decentralml.marketplace.embedded import EmbeddedMarketplace
+
+    path, config = write_config(tmp_path, **{"task.custom_validator": "tests.nosuch:fn"})
+    market = EmbeddedMarketplace(config.marketplace.path)  # an existing marketplace
+    started = []
+    monkeypatch.setattr(flows.creator, "train", lambda *a, **k: started.append(a))
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "task.custom_validator: custom validator module 'tests.nosuch'" in err
+    assert started == [] and market.list_tasks(open_only=False) == []
+
+
+def test_listing_commands_check_only_what_they_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tasks` opens only the marketplace: a model name it never reads does not stop it."""
+    path, _ = write_config(tmp_path, **{"model.name": "resnet9000"})
+    assert main(["tasks", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.split()[:2] == ["id", "round"]
+
+
+def test_demo_contributors_flag_sets_the_slots_too(tmp_path: Path) -> None:
+    path, _ = write_config(tmp_path, **{"task.max_assignments": 3})
+    args = build_parser().parse_args(["demo", "--config", str(path), "--contributors", "8"])
+    config = _config(args)
+    assert (config.contributors, config.task.max_assignments) == (8, 8)
+
+
+def test_more_contributors_than_slots_is_fine_for_a_real_training(tmp_path: Path) -> None:
+    """Outside the demo the contributors are strangers: the fastest take the slots."""
+    path, _ = write_config(tmp_path, **{"contributors": 8, "task.max_assignments": 3})
+    args = build_parser().parse_args(["train", "--config", str(path)])
+    assert _config(args).contributors == 8
+
+
+def test_ctrl_c_is_one_line_and_status_130(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_tasks", interrupted)
+    path, _ = write_config(tmp_path)
+    assert main(["tasks", "--config", str(path)]) == 130
+    assert capsys.readouterr().err == "interrupted\n"

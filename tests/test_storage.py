@@ -17,6 +17,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from decentralml.errors import (
     ArtifactMissing,
     ArtifactTooLarge,
+    ConfigError,
     DigestMismatch,
     StorageError,
     StorageUnavailable,
@@ -26,6 +27,7 @@ from decentralml.storage import (
     ArtifactStore,
     Retries,
     StoredArtifact,
+    check_protocol,
     normalize_url,
     sha256_hex,
     with_retries,
@@ -170,12 +172,31 @@ def test_max_bytes_refuses_larger_files(store: ArtifactStore) -> None:
     assert store.get(url, max_bytes=size) == PAYLOAD
 
 
-def test_unknown_protocol_is_a_storage_error() -> None:
-    store = ArtifactStore("nosuchproto://bucket/prefix")
-    with pytest.raises(StorageError, match="no storage backend for nosuchproto://bucket/prefix/x"):
-        store.get(store.url_for("x"))
-    with pytest.raises(StorageError, match="no storage backend"):
-        store.put(store.url_for("x"), b"x")
+def test_unknown_protocol_is_a_config_error_at_once() -> None:
+    """Not a StorageError: Prefect would retry that, and no retry makes a protocol known."""
+    with pytest.raises(ConfigError, match="no storage backend for nosuchproto://bucket/prefix"):
+        ArtifactStore("nosuchproto://bucket/prefix")
+    store = ArtifactStore("memory://root")
+    for read_or_write in (lambda: store.get("nosuchproto://b/x"), lambda: store.put("zz://x", b"")):
+        with pytest.raises(ConfigError, match="fsspec knows no protocol") as error:
+            read_or_write()
+        assert not isinstance(error.value, StorageError)
+
+
+def test_a_known_protocol_without_its_package_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def missing(protocol: str) -> None:
+        raise ImportError(f"Please install {protocol}fs")
+
+    monkeypatch.setattr(fsspec, "get_filesystem_class", missing)
+    with pytest.raises(ConfigError, match="protocol 'gcs' needs a package that is not installed"):
+        ArtifactStore("gcs://bucket/runs")
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/p", "simplecache::s3://bucket/p", "relative/dir"])
+def test_known_protocols_are_checked_without_connecting(url: str) -> None:
+    check_protocol(url)  # s3fs is installed; nothing is contacted
 
 
 def test_writing_where_a_file_is_in_the_way_is_a_storage_error(tmp_path: Path) -> None:
@@ -427,3 +448,13 @@ def test_intact_artifacts_survive_failed_and_damaged_reads(
         for i, artifact in enumerate(artifacts):
             assert store.get(artifact.url, artifact.sha256) == PAYLOAD + bytes([i])
     assert faults.failed + faults.corrupted >= 3  # the faults did happen (seeded)
+
+
+def test_an_unknown_protocol_is_not_retried_by_the_flows() -> None:
+    from tasks.policy import _retry_unless_permanent
+
+    class FailedState:
+        def result(self) -> None:
+            ArtifactStore("memory://root").get("nosuchproto://b/x")
+
+    assert _retry_unless_permanent(None, None, FailedState()) is False

@@ -26,7 +26,7 @@ def load_function(reference: str) -> Callable[[Candidate], Any]:
         )
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
+    except Exception as error:  # the creator's module may fail in any way while it loads
         raise ConfigError(
             f"custom validator module {module_name!r} cannot be imported: {error}"
         ) from None

@@ -1,0 +1,176 @@
+"""A loaded config checked against this machine: what pydantic (decentralml/config.py) cannot
+know on its own. Is the model registered, does the custom validator import, does fsspec know
+the storage protocol, can the marketplace and storage folders be written, does the decisions
+file exist, does the demo have a slot for each of its contributors?
+
+Every command runs the checks for the parts it uses right after it loads its config, before
+it opens a marketplace or publishes anything: a bad value is one line naming its field, not a
+traceback, and never a task found broken after a round's wait.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from decentralml.config import RunConfig, format_problems
+from decentralml.domain import ValidationStrategy
+from decentralml.errors import ConfigError
+from decentralml.storage import check_protocol, normalize_url
+
+Problem = tuple[str, str]
+"""(dotted field path, what is wrong with it and what to do)."""
+
+Check = Callable[[RunConfig], Iterator[Problem]]
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def model_registered(config: RunConfig) -> Iterator[Problem]:
+    from decentralml.models import available_models
+
+    if config.model.name not in available_models():
+        yield (
+            "model.name",
+            (
+                f"unknown model {config.model.name!r}; registered models: "
+                f"{', '.join(available_models())} (decentralml/models.py)"
+            ),
+        )
+
+
+def custom_validator_loads(config: RunConfig) -> Iterator[Problem]:
+    """Imported here, as the round will import it: a module that fails to load fails now."""
+    task = config.task
+    if task.validation_strategy is not ValidationStrategy.CustomAccept or not task.custom_validator:
+        return
+    from decentralml.validation.custom import load_function
+
+    try:
+        load_function(task.custom_validator)
+    except ConfigError as error:
+        yield "task.custom_validator", str(error)
+
+
+def decisions_file_readable(config: RunConfig) -> Iterator[Problem]:
+    """ManualAccept with a decisions file: the file exists and parses. Not for ``publish``:
+    there the file may be written after the results are seen, before ``round`` runs."""
+    task = config.task
+    if task.validation_strategy is not ValidationStrategy.ManualAccept or not task.manual_decisions:
+        return
+    from decentralml.validation.manual import decisions_from_file
+
+    try:
+        decisions_from_file(task.manual_decisions)
+    except ConfigError as error:
+        yield "task.manual_decisions", str(error)
+
+
+def demo_slots_fit(config: RunConfig) -> Iterator[Problem]:
+    """The demo simulates ``contributors`` agents on tasks of ``task.max_assignments`` slots;
+    an agent without a slot never works and is never paid. (Elsewhere more contributors than
+    slots is normal: the fastest take the slots.)"""
+    slots = config.task.max_assignments
+    if config.contributors > slots:
+        yield (
+            "contributors",
+            (
+                f"{config.contributors} simulated contributors but task.max_assignments is "
+                f"{slots}: {config.contributors - slots} would never get a slot; lower "
+                "contributors, raise task.max_assignments, or pass --contributors N (sets both)"
+            ),
+        )
+
+
+def storage_protocol_known(config: RunConfig) -> Iterator[Problem]:
+    try:
+        check_protocol(normalize_url(config.storage.url))
+    except ConfigError as error:
+        yield "storage.url", str(error)
+
+
+def storage_root_writable(config: RunConfig) -> Iterator[Problem]:
+    """A file:// root must be creatable and writable; remote roots are not contacted."""
+    url = normalize_url(config.storage.url)
+    if not url.startswith("file://"):
+        return
+    problem = _folder_problem(Path(unquote(urlparse(url).path)))
+    if problem:
+        yield "storage.url", problem
+
+
+def marketplace_writable(config: RunConfig) -> Iterator[Problem]:
+    """The backend's own SQLite file (the embedded marketplace, or the chain's index) can be
+    created in a writable folder, or is already a SQLite file."""
+    market = config.marketplace
+    field, path = (
+        ("marketplace.path", market.path)
+        if market.backend == "embedded"
+        else ("marketplace.index_path", market.index_path)
+    )
+    problem = _sqlite_file_problem(Path(path))
+    if problem:
+        yield field, problem
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot hold new files, or None. Tried for real (create the folder, write
+    and delete a file): permission bits say nothing for root, read-only mounts or ACLs."""
+    in_the_way = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if in_the_way is not None and not in_the_way.is_dir():
+        return f"{in_the_way} is a file, so folder {folder} cannot be created; pick another"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".decentralml-probe-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        return f"folder {folder} cannot be created or written ({reason}); pick a writable folder"
+    return None
+
+
+def _sqlite_file_problem(path: Path) -> str | None:
+    if path.is_dir():
+        return f"{path} is a folder; name a file in it, e.g. {path / 'marketplace.sqlite'}"
+    try:
+        if path.is_file() and path.stat().st_size > 0:
+            with path.open("rb") as handle:
+                if handle.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+                    return f"{path} is not a SQLite file; name a new file or the existing one"
+    except OSError as error:
+        return f"{path} cannot be read ({error.strerror or error})"
+    return _folder_problem(path.parent)
+
+
+READ: tuple[Check, ...] = (marketplace_writable,)
+"""tasks, results, balance: only the marketplace is opened."""
+
+CONTRIBUTE: tuple[Check, ...] = (storage_protocol_known, marketplace_writable)
+"""contribute: a contributor writes its results next to the task's files, not to its root."""
+
+PUBLISH: tuple[Check, ...] = (
+    model_registered,
+    custom_validator_loads,
+    storage_protocol_known,
+    storage_root_writable,
+    marketplace_writable,
+)
+"""publish: everything its later round needs except the decisions file."""
+
+CREATE: tuple[Check, ...] = (decisions_file_readable, *PUBLISH)
+"""train and round: publish's checks and the decisions file."""
+
+DEMO: tuple[Check, ...] = (demo_slots_fit, *CREATE)
+"""demo: the creator's checks and a slot for every simulated contributor."""
+
+
+def check_config(
+    config: RunConfig, checks: Iterable[Check] = DEMO, source: str = "<config>"
+) -> RunConfig:
+    """Run ``checks``; refuse with one ConfigError listing every problem, one line each."""
+    problems = [problem for check in checks for problem in check(config)]
+    if problems:
+        raise ConfigError(format_problems(source, problems))
+    return config
