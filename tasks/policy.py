@@ -6,6 +6,7 @@ from prefect.cache_policies import NO_CACHE
 
 from decentralml.errors import (
     ArtifactTooLarge,
+    ChainOutcomeUnknown,
     ConfigError,
     IntegrityError,
     MarketplaceError,
@@ -17,10 +18,18 @@ from decentralml.errors import (
 # connection drops, a read that may have been damaged on the way) is retried with backoff.
 PERMANENT_ERRORS = (MarketplaceError, IntegrityError, ConfigError, TaskRefused, ArtifactTooLarge)
 
+# Not answers, though they subclass one: an unknown chain outcome (lost connection, inclusion
+# deadline, dropped from the pool) says nothing about the rules. It stays a ChainError for
+# callers that catch those, and is retried here explicitly; the retry is safe because the
+# marketplace reads the chain and the pool back before it sends anything again.
+TRANSIENT_ERRORS = (ChainOutcomeUnknown,)
+
 
 def _retry_unless_permanent(task, task_run, state) -> bool:
     try:
         state.result()
+    except TRANSIENT_ERRORS:
+        return True
     except PERMANENT_ERRORS:
         return False
     except Exception:
