@@ -162,7 +162,9 @@ def public_key_hex(address: str | Keypair) -> str:
 
 class ChainClient:
     """One websocket connection to a node, shared under a lock (the socket is not
-    thread-safe). Use one client per thread when submissions must wait concurrently."""
+    thread-safe). A submission holds the lock while it picks its nonce, signs and sends;
+    waiting for inclusion takes it one read at a time, so other threads can use the client
+    meanwhile."""
 
     def __init__(self, url: str, *, connect_timeout: float = 30.0, retry_seconds: float = 20.0):
         self.url = url
