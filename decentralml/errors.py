@@ -86,6 +86,30 @@ class ChainError(MarketplaceError):
     """An extrinsic failed on chain; the message carries the module error name."""
 
 
+class ChainOutcomeUnknown(ChainError):
+    """A submitted extrinsic's fate is not known: the connection dropped, it was not included
+    before the deadline, or it left the pool without being included. It is NOT a refusal:
+    read the chain back (the marketplace does) and submit again only if the record is neither
+    on chain nor pending. ``tasks/policy.py`` retries it although it is a ChainError (so also a
+    MarketplaceError, for callers that catch those).
+
+    ``extrinsic_hash`` and ``nonce`` name the submission when known; ``pending`` is True when
+    it was still in the pool (it may yet land)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        extrinsic_hash: str | None = None,
+        nonce: int | None = None,
+        pending: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.extrinsic_hash = extrinsic_hash
+        self.nonce = nonce
+        self.pending = pending
+
+
 class TaskRefused(DecentralMLError):
     """A contributor declines a task before paying anything for it: the record, the package's
     settings or the creator fail the contributor's checks. Nothing was assigned."""

@@ -7,6 +7,7 @@ from prefect.cache_policies import NO_CACHE
 from decentralml.errors import (
     ArtifactMissing,
     ArtifactTooLarge,
+    ChainOutcomeUnknown,
     ConfigError,
     DigestMismatch,
     IntegrityError,
@@ -29,10 +30,18 @@ PERMANENT_ERRORS = (
     DigestMismatch,
 )
 
+# Not answers, though they subclass one: an unknown chain outcome (lost connection, inclusion
+# deadline, dropped from the pool) says nothing about the rules. It stays a ChainError for
+# callers that catch those, and is retried here explicitly; the retry is safe because the
+# marketplace reads the chain and the pool back before it sends anything again.
+TRANSIENT_ERRORS = (ChainOutcomeUnknown,)
+
 
 def _retry_unless_permanent(task, task_run, state) -> bool:
     try:
         state.result()
+    except TRANSIENT_ERRORS:
+        return True
     except PERMANENT_ERRORS:
         return False
     except Exception:

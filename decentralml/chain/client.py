@@ -10,6 +10,12 @@ Three things substrate-interface leaves to the caller are done here once:
 * Reads survive a chain restart: connection errors are retried with back-off for a while.
   Submissions are NOT retried: a lost connection leaves their outcome unknown, so the caller
   must read back before resubmitting (``ChainOutcomeUnknown``).
+* Waiting for inclusion has a deadline. A submission is followed by polling the pool and the
+  new blocks (not by a subscription, whose socket read has no timeout and which never reports
+  an extrinsic the node silently drops), so it ends included, refused, dropped (seconds after
+  leaving the pool) or unknown at ``inclusion_timeout``. Nonces come from the pool
+  (``system_accountNextIndex``), so a restarted writer does not reuse the nonce of its own
+  pending extrinsic; ``pending_extrinsics`` lets it find that extrinsic and wait for it.
 * Records are read exactly. A failed extrinsic stays in its block, so only extrinsics with an
   ``ExtrinsicSuccess`` event count; remark bytes are recovered exactly (see ``_items``)
   and ``Utility.batch_all`` is flattened in order.
@@ -20,6 +26,7 @@ addresses with SS58 prefix 2 while this package writes prefix 42.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,15 +34,26 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
 from scalecodec.base import ScaleBytes
-from substrateinterface import Keypair, SubstrateInterface
+from scalecodec.utils.ss58 import ss58_encode
+from substrateinterface import ExtrinsicReceipt, Keypair, SubstrateInterface
 from substrateinterface.exceptions import SubstrateRequestException
 from websocket import WebSocketException
 
 from decentralml.accounts import InvalidAddress, public_key_of
-from decentralml.errors import ChainError, InsufficientBalance
+from decentralml.errors import ChainError, ChainOutcomeUnknown, InsufficientBalance
 
 SS58_FORMAT = 42
 FEE_CACHE_SECONDS = 60.0
+INCLUSION_TIMEOUT = 60.0
+"""Default seconds a submission may wait for its block (ten 6 s relay-chain slots) before its
+outcome is reported unknown."""
+DROP_GRACE_SECONDS = 4.0
+"""How long an extrinsic may be out of the pool and in no block before it counts as dropped:
+chopsticks takes the pool's extrinsics out while it builds a block (~0.5-2 s here)."""
+_POLL_SECONDS = 0.25
+_POOL_REFUSALS_UNKNOWN = frozenset({1012, 1013, 1014})
+"""Pool refusals meaning another extrinsic with this nonce is pending or was just seen
+(temporarily banned, already imported, priority too low): not a verdict on ours."""
 _T = TypeVar("_T")
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, WebSocketException)
@@ -62,9 +80,7 @@ class ChainInsufficientBalance(ChainDispatchError, InsufficientBalance):
     Balances.InsufficientBalance): catchable as ChainError or as InsufficientBalance."""
 
 
-class ChainOutcomeUnknown(ChainError):
-    """The connection dropped while an extrinsic was being submitted: it may or may not be on
-    chain. Read the state back before submitting it again."""
+__all__ = ["ChainOutcomeUnknown"]  # defined in decentralml.errors, re-exported here
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,21 @@ class ChainExtrinsic:
         return tuple(item for item in self.items if isinstance(item, Transfer))
 
 
+@dataclass(frozen=True)
+class PendingExtrinsic:
+    """A signed extrinsic waiting in the node's pool, decoded."""
+
+    extrinsic_hash: str
+    signer: str
+    """The signer's public key, 0x hex."""
+    nonce: int
+    items: tuple[Item, ...]
+
+    @property
+    def remarks(self) -> tuple[bytes, ...]:
+        return tuple(item.payload for item in self.items if isinstance(item, Remark))
+
+
 class ChainRecord(NamedTuple):
     """One remark of a successful extrinsic, in chain order."""
 
@@ -131,7 +162,9 @@ def public_key_hex(address: str | Keypair) -> str:
 
 class ChainClient:
     """One websocket connection to a node, shared under a lock (the socket is not
-    thread-safe). Use one client per thread when submissions must wait concurrently."""
+    thread-safe). A submission holds the lock while it picks its nonce, signs and sends;
+    waiting for inclusion takes it one read at a time, so other threads can use the client
+    meanwhile."""
 
     def __init__(self, url: str, *, connect_timeout: float = 30.0, retry_seconds: float = 20.0):
         self.url = url
@@ -139,6 +172,7 @@ class ChainClient:
         self._lock = threading.RLock()
         self._substrate = self._connect(url, connect_timeout)
         self._existential_deposit: int | None = None
+        self._ss58_prefix: int | None = None
         self._fee_cache: dict[tuple[tuple[str, ...], int], tuple[float, int]] = {}
 
     # --- connection ---------------------------------------------------------------------
@@ -226,6 +260,56 @@ class ChainClient:
 
         return self._read(read)
 
+    def best_head_number(self) -> int:
+        """The newest block's number (what inclusion is judged against)."""
+        return int(self.rpc("chain_getHeader", [])["number"], 16)
+
+    def next_nonce(self, address: str) -> int:
+        """The nonce the signer's next extrinsic must use: the state's plus the signer's
+        extrinsics in the pool (``system_accountNextIndex``). Chopsticks matches pool
+        extrinsics by the address spelled in the chain's own SS58 prefix, so it is asked in
+        that spelling (asked with prefix 42 it silently ignores the pool)."""
+        spelled = ss58_encode(public_key_of(address), self.chain_ss58_prefix())
+        return int(self.rpc("system_accountNextIndex", [spelled]))
+
+    def chain_ss58_prefix(self) -> int:
+        if self._ss58_prefix is None:
+            constant = self._read(self._substrate.get_constant, "System", "SS58Prefix")
+            self._ss58_prefix = int(constant.value) if constant is not None else SS58_FORMAT
+        return self._ss58_prefix
+
+    def pending_extrinsics(self, signer: str | Keypair | None = None) -> list[PendingExtrinsic]:
+        """The signed extrinsics in the node's pool (``author_pendingExtrinsics``), decoded,
+        in pool order; only ``signer``'s when given."""
+        wanted = None if signer is None else public_key_hex(signer)
+        encoded = self.rpc("author_pendingExtrinsics", [])
+        return [
+            pending
+            for pending in self._read(lambda: [self._decode_pending(data) for data in encoded])
+            if pending is not None and (wanted is None or pending.signer == wanted)
+        ]
+
+    def _decode_pending(self, data: str) -> PendingExtrinsic | None:
+        self._substrate.init_runtime()
+        extrinsic = self._substrate.runtime_config.create_scale_object(
+            "Extrinsic", data=ScaleBytes(data), metadata=self._substrate.metadata
+        )
+        extrinsic.decode()
+        signer = _signer(extrinsic.value)
+        if signer is None:
+            return None
+        call_bytes = bytes(extrinsic.value_object["call"].get_used_bytes())
+        return PendingExtrinsic(
+            extrinsic_hash=_extrinsic_hash(data),
+            signer=signer,
+            nonce=int(extrinsic.value.get("nonce", 0)),
+            items=tuple(self._items(call_bytes)),
+        )
+
+    def account_nonce(self, address: str) -> int:
+        """The nonce in state: how many of the account's extrinsics are in blocks."""
+        return self._account_data(address)["nonce"]
+
     def free_balance(self, address: str) -> int:
         return self._account_data(address)["free"]
 
@@ -312,41 +396,133 @@ class ChainClient:
         batch: bool = True,
         *,
         preflight: bool = True,
-        wait_for_finalization: bool = False,
+        nonce: int | None = None,
+        inclusion_timeout: float = INCLUSION_TIMEOUT,
     ) -> Receipt:
         """Sign and submit ``calls`` as ONE extrinsic and wait for its inclusion.
 
         One call goes directly; several go in ``Utility.batch_all`` (all or nothing, and
-        cheaper than separate extrinsics). Raises InsufficientBalance (before any fee is spent
-        when ``preflight``), ChainError naming the pallet error if the extrinsic failed, and
-        ChainOutcomeUnknown if the connection dropped mid-way."""
+        cheaper than separate extrinsics). The nonce is the pool's next one unless given
+        (resubmitting with the nonce of a lost attempt means at most one of them can land).
+        Raises InsufficientBalance (before any fee is spent when ``preflight``), ChainError
+        naming the pallet error if the extrinsic failed, and ChainOutcomeUnknown if the
+        connection dropped, the extrinsic left the pool without being included, or it was
+        not included within ``inclusion_timeout`` seconds."""
         call = self._one_call(list(calls), batch)
         with self._lock:
-            account = self._account_data(keypair.ss58_address)
             if preflight:
+                account = self._account_data(keypair.ss58_address)
                 self._check_funds(keypair, call, calls, account)
-            # The nonce from the account read: the runtime API call substrate-interface would
-            # make costs ~0.1 s on chopsticks. Like it, this ignores the pending pool, so one
-            # signer's extrinsics must be submitted one after the other (this lock does that
-            # for one client).
+            if nonce is None:
+                # The pool's count, not the state's: a restarted writer whose earlier
+                # extrinsic is still pending must not reuse its nonce (the node would keep
+                # one of the two and drop the other without a word).
+                nonce = self.next_nonce(keypair.ss58_address)
+            head = self.best_head_number()
             extrinsic = self._read(
-                self._substrate.create_signed_extrinsic, call, keypair, nonce=account["nonce"]
+                self._substrate.create_signed_extrinsic, call, keypair, nonce=nonce
             )
+            extrinsic_hash = "0x" + extrinsic.extrinsic_hash.hex()
             try:
-                receipt = self._substrate.submit_extrinsic(
-                    extrinsic,
-                    wait_for_inclusion=True,
-                    wait_for_finalization=wait_for_finalization,
-                )
+                self._substrate.rpc_request("author_submitExtrinsic", [str(extrinsic.data)])
             except SubstrateRequestException as exc:
-                raise _refused(exc, keypair) from None
-            except CONNECTION_ERRORS as exc:
+                raise _refused(exc, keypair, extrinsic_hash, nonce) from None
+            except CONNECTION_ERRORS:
+                # It may or may not have reached the pool: the wait below finds out.
                 self._reconnect()
-                raise ChainOutcomeUnknown(
-                    f"connection to {self.url} lost while submitting from "
-                    f"{keypair.ss58_address} ({exc}); read the state back before resubmitting"
-                ) from exc
-        return self._checked(receipt)
+        return self.wait_for_inclusion(
+            extrinsic_hash, keypair.ss58_address, nonce, after_block=head, timeout=inclusion_timeout
+        )
+
+    def wait_for_inclusion(
+        self,
+        extrinsic_hash: str,
+        signer: str,
+        nonce: int,
+        *,
+        after_block: int,
+        timeout: float = INCLUSION_TIMEOUT,
+    ) -> Receipt:
+        """Wait until the extrinsic ``extrinsic_hash`` (``signer``'s, with ``nonce``) is in a
+        block after ``after_block``, and return its checked receipt.
+
+        Each round reads, in this order, the pool, the signer's state nonce and the head, then
+        scans the new blocks: an extrinsic in no block up to that head and not in the pool
+        has left the pool without being included. Raises ChainOutcomeUnknown at once when its
+        nonce was used by another extrinsic (it can never land), after DROP_GRACE_SECONDS out
+        of the pool otherwise, and after ``timeout`` while it is still pending."""
+        deadline = time.monotonic() + timeout
+        scanned = after_block
+        out_of_pool_since: float | None = None
+        try:
+            while True:
+                in_pool = extrinsic_hash in self._pool_hashes()
+                state_nonce = self.account_nonce(signer)
+                head = self.best_head_number()
+                found = self._find_in_blocks(extrinsic_hash, scanned + 1, head)
+                if found is not None:
+                    break
+                scanned = head
+                now = time.monotonic()
+                if in_pool:
+                    out_of_pool_since = None
+                elif state_nonce > nonce:
+                    raise ChainOutcomeUnknown(
+                        f"extrinsic {extrinsic_hash} of {signer} was dropped: its nonce "
+                        f"{nonce} was used by another extrinsic of the same signer",
+                        extrinsic_hash=extrinsic_hash,
+                        nonce=nonce,
+                    )
+                elif out_of_pool_since is None:
+                    out_of_pool_since = now
+                elif now - out_of_pool_since >= DROP_GRACE_SECONDS:
+                    raise ChainOutcomeUnknown(
+                        f"extrinsic {extrinsic_hash} of {signer} left the pool of {self.url} "
+                        "without being included (dropped, or never arrived)",
+                        extrinsic_hash=extrinsic_hash,
+                        nonce=nonce,
+                    )
+                if now >= deadline:
+                    raise ChainOutcomeUnknown(
+                        f"extrinsic {extrinsic_hash} of {signer} was not included within "
+                        f"{timeout:.0f}s and is still pending: it may land later; read the "
+                        "chain back before submitting it again",
+                        extrinsic_hash=extrinsic_hash,
+                        nonce=nonce,
+                        pending=in_pool,
+                    )
+                time.sleep(_POLL_SECONDS)
+        except ChainOutcomeUnknown:
+            raise
+        except ChainError as exc:  # the connection could not be restored while waiting
+            raise ChainOutcomeUnknown(
+                f"lost track of extrinsic {extrinsic_hash} of {signer}: {exc}",
+                extrinsic_hash=extrinsic_hash,
+                nonce=nonce,
+            ) from exc
+        return self._checked(found)
+
+    def _pool_hashes(self) -> set[str]:
+        return {_extrinsic_hash(data) for data in self.rpc("author_pendingExtrinsics", [])}
+
+    def _find_in_blocks(self, extrinsic_hash: str, first: int, last: int) -> Any | None:
+        """The receipt of ``extrinsic_hash`` if it is in blocks first..last, else None.
+        Blocks are asked for by number only (never a remembered hash: see block_hash)."""
+        for number in range(first, last + 1):
+            block_hash = self.block_hash(number)
+            if block_hash is None:
+                return None
+            block = self.rpc("chain_getBlock", [block_hash])["block"]
+            for index, data in enumerate(block["extrinsics"]):
+                if _extrinsic_hash(data) == extrinsic_hash:
+                    return ExtrinsicReceipt(
+                        substrate=self._substrate,
+                        extrinsic_hash=extrinsic_hash,
+                        block_hash=block_hash,
+                        block_number=number,
+                        extrinsic_idx=index,
+                    )
+        return None
 
     def _one_call(self, calls: list[Any], batch: bool) -> Any:
         if not calls:
@@ -582,7 +758,19 @@ def compact_decode(data: bytes, offset: int = 0) -> tuple[int, int]:
     return int.from_bytes(data[offset + 1 : offset + 1 + size], "little"), offset + 1 + size
 
 
-def _refused(exc: SubstrateRequestException, keypair: Keypair) -> ChainError | InsufficientBalance:
+def _extrinsic_hash(data: str | bytes) -> str:
+    """An extrinsic's hash: blake2-256 of its encoding (length prefix included)."""
+    raw = (
+        bytes.fromhex(data[2:] if data.startswith("0x") else data)
+        if isinstance(data, str)
+        else data
+    )
+    return "0x" + hashlib.blake2b(raw, digest_size=32).hexdigest()
+
+
+def _refused(
+    exc: SubstrateRequestException, keypair: Keypair, extrinsic_hash: str, nonce: int
+) -> ChainError | InsufficientBalance:
     """Map a transaction-pool refusal (before inclusion; no fee charged) to a typed error."""
     detail = exc.args[0] if exc.args else exc
     code = detail.get("code") if isinstance(detail, dict) else None
@@ -592,5 +780,20 @@ def _refused(exc: SubstrateRequestException, keypair: Keypair) -> ChainError | I
         return InsufficientBalance(
             f"the chain refused the transaction of {keypair.ss58_address}: it cannot pay the "
             "fee (1010 invalid payment); fund the account and retry"
+        )
+    if code == 1010 and "stale" in text.lower():
+        return ChainOutcomeUnknown(
+            f"nonce {nonce} of {keypair.ss58_address} is already used (1010 stale), perhaps by "
+            "an earlier submission of the same records: read the chain back",
+            extrinsic_hash=extrinsic_hash,
+            nonce=nonce,
+        )
+    if code in _POOL_REFUSALS_UNKNOWN:
+        return ChainOutcomeUnknown(
+            f"the pool refused the transaction of {keypair.ss58_address} because another with "
+            f"nonce {nonce} is pending or was just seen ({detail}); read the chain back",
+            extrinsic_hash=extrinsic_hash,
+            nonce=nonce,
+            pending=True,
         )
     return ChainError(f"the chain refused the transaction of {keypair.ss58_address}: {detail}")

@@ -29,7 +29,7 @@ import fcntl
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +88,8 @@ class RecordOutcome:
     amount: int
     error_type: str
     error: str
+    payload_sha256: str
+    """sha256 of the record's exact bytes: how a writer recognizes its own records."""
 
     def raise_if_refused(self) -> None:
         """Re-raise a refusal as the rule's own error type (TaskFull, NotAssignee, ...)."""
@@ -332,14 +334,20 @@ class ChainIndexer:
             ).fetchall()
         return [_outcome(row) for row in rows]
 
-    def find_outcomes(self, signer: str, payload: bytes, after_block: int) -> list[RecordOutcome]:
-        """The outcomes of the extrinsic in which ``signer`` wrote ``payload`` after
-        ``after_block`` (to recover when a submission's fate was unknown), or []."""
+    def find_outcomes(
+        self, signer: str, payloads: Sequence[bytes], after_block: int
+    ) -> list[RecordOutcome]:
+        """The outcomes of the first extrinsic in which ``signer`` wrote any of ``payloads``
+        after ``after_block`` (to recover when a submission's fate was unknown), or [].
+        Compare its outcomes' ``payload_sha256`` to tell the same write from an overlap."""
+        digests = [hashlib.sha256(payload).hexdigest() for payload in payloads]
+        marks = ",".join("?" * len(digests))
         with read_transaction(self.path) as conn:
             row = conn.execute(
                 "SELECT block_number, extrinsic_index FROM chain_records WHERE signer = ? "
-                "AND payload_sha256 = ? AND block_number > ? ORDER BY block_number LIMIT 1",
-                (canonical_address(signer), hashlib.sha256(payload).hexdigest(), after_block),
+                f"AND payload_sha256 IN ({marks}) AND block_number > ? "
+                "ORDER BY block_number, extrinsic_index LIMIT 1",
+                (canonical_address(signer), *digests, after_block),
             ).fetchone()
         return [] if row is None else self.outcomes(row[0], row[1])
 
@@ -394,4 +402,5 @@ def _outcome(row: sqlite3.Row) -> RecordOutcome:
         amount=int(row["amount"]),
         error_type=row["error_type"],
         error=row["error"],
+        payload_sha256=row["payload_sha256"],
     )

@@ -20,11 +20,15 @@ was already done: a resubmitted assignment, commitment, result or verdict never 
 second record, and a creator restarted mid-round re-running ``settle`` pays nothing twice.
 After a write the client waits for finality, syncs the index and reads its own record's
 outcome back (the id it created, or the rule that refused it, e.g. TaskFull when another
-contributor won the race).
+contributor won the race). A write whose outcome is unknown (lost connection, inclusion
+deadline, dropped from the pool) is read back from the chain and the pool before anything is
+sent again, and a restarted writer waits for its own pending extrinsic instead of sending a
+duplicate (docs/chain-protocol.md, "Crashes and unknown outcomes").
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,7 +39,14 @@ from substrateinterface import Keypair
 from decentralml.accounts import same_account
 from decentralml.chain import codec
 from decentralml.chain.audit import ChainAudit, audit
-from decentralml.chain.client import ChainClient, ChainOutcomeUnknown, Transfer, public_key_hex
+from decentralml.chain.client import (
+    INCLUSION_TIMEOUT,
+    ChainClient,
+    ChainOutcomeUnknown,
+    Receipt,
+    Transfer,
+    public_key_hex,
+)
 from decentralml.chain.indexer import ChainIndexer, RecordOutcome
 from decentralml.commitment import is_commitment, result_commitment
 from decentralml.domain import (
@@ -101,7 +112,11 @@ class SubstrateMarketplace:
     """The Marketplace Protocol on a Substrate chain; ``index_path`` is this party's cache.
 
     Every party of one marketplace must use the same chain and ``start_block``: ids are
-    positions among the records replayed from there."""
+    positions among the records replayed from there.
+
+    ``inclusion_timeout`` (default ``INCLUSION_TIMEOUT``, 60 s): how long a write waits for
+    its extrinsic to enter a block before raising ChainOutcomeUnknown. ``finality_timeout``
+    (120 s): how long it then waits for that block to be finalized."""
 
     def __init__(
         self,
@@ -110,10 +125,12 @@ class SubstrateMarketplace:
         start_block: int = 0,
         *,
         finality_timeout: float = 120.0,
+        inclusion_timeout: float = INCLUSION_TIMEOUT,
     ) -> None:
         self.client = chain if isinstance(chain, ChainClient) else ChainClient(chain)
         self.indexer = ChainIndexer(self.client, index_path, start_block)
         self.finality_timeout = finality_timeout
+        self.inclusion_timeout = inclusion_timeout
 
     @property
     def ledger(self) -> Ledger:
@@ -375,52 +392,93 @@ class SubstrateMarketplace:
     # --- the write path ------------------------------------------------------------------
 
     def _write(self, signer: Keypair, plan: list[Planned]) -> list[RecordOutcome]:
-        """Submit the plan as one extrinsic, then read back each record's outcome."""
+        """Submit the plan as one extrinsic, then read back each record's outcome.
+
+        Never sends the same records twice. Before submitting it looks for them in the pool
+        (an extrinsic of this signer still pending, e.g. sent by this writer before a crash:
+        it waits for THAT one) and on chain since the plan's index. After an unknown outcome
+        it reads the chain and the pool back, and resubmits once, only when the records are
+        in neither, reusing the lost attempt's nonce while it is unused, so that at most one
+        of the two can ever land. Otherwise the ChainOutcomeUnknown propagates: it is
+        retried by tasks/policy.py, and the retry plans again from the chain."""
         payloads = [codec.encode(record) for record, _ in plan]
         calls = []
         for payload, (_, payment) in zip(payloads, plan, strict=True):
             calls.append(self.client.remark_call(payload))
             if payment is not None:
                 calls.append(self.client.transfer_call(payment.dest, payment.amount))
-        head_before = self.client.finalized_head_number()
+        planned_at = self.indexer.last_indexed_block()  # the callers sync, then plan
+        found = self._reconcile(signer, payloads, planned_at, wait_pending=True)
+        if found is not None:
+            return found
         try:
-            receipt = self.client.submit(signer, calls)
-        except ChainOutcomeUnknown:
-            return self._recover(signer, payloads[0], head_before, len(plan))
+            receipt = self.client.submit(signer, calls, inclusion_timeout=self.inclusion_timeout)
+        except ChainOutcomeUnknown as unknown:
+            found = self._reconcile(signer, payloads, planned_at, wait_pending=False)
+            if found is not None:
+                return found
+            nonce = unknown.nonce
+            if nonce is not None and nonce < self.client.account_nonce(signer.ss58_address):
+                nonce = None  # used by another extrinsic of ours: take the pool's next one
+            receipt = self.client.submit(
+                signer, calls, nonce=nonce, inclusion_timeout=self.inclusion_timeout
+            )
+        return self._read_back(receipt, payloads)
+
+    def _reconcile(
+        self, signer: Keypair, payloads: list[bytes], after_block: int, *, wait_pending: bool
+    ) -> list[RecordOutcome] | None:
+        """The outcomes of these records if ``signer`` already sent them: on chain after
+        ``after_block``, or (``wait_pending``) pending in the pool, waited for until the
+        inclusion deadline. None when they are in neither: sending them is safe. Raises
+        ChainOutcomeUnknown when they are pending and not waited for, or when an extrinsic
+        carrying only some of them landed (the operation must be planned again)."""
+        mine = set(payloads)
+        pending = [p for p in self.client.pending_extrinsics(signer) if mine & set(p.remarks)]
+        self.sync()  # after reading the pool: what left it for a block is in the index now
+        found = self.indexer.find_outcomes(signer.ss58_address, payloads, after_block)
+        if found:
+            return _same_write(found, payloads)
+        if not pending:
+            return None
+        earlier = pending[0]
+        if not wait_pending:
+            raise ChainOutcomeUnknown(
+                f"extrinsic {earlier.extrinsic_hash} of {signer.ss58_address} carrying these "
+                "records is still pending: it may land later; retry to read its outcome",
+                extrinsic_hash=earlier.extrinsic_hash,
+                nonce=earlier.nonce,
+                pending=True,
+            )
+        receipt = self.client.wait_for_inclusion(
+            earlier.extrinsic_hash,
+            signer.ss58_address,
+            earlier.nonce,
+            after_block=after_block,
+            timeout=self.inclusion_timeout,
+        )
+        return _same_write(self._read_back(receipt, list(earlier.remarks)), payloads)
+
+    def _read_back(self, receipt: Receipt, payloads: list[bytes]) -> list[RecordOutcome]:
+        """The index's outcomes of the records of an included extrinsic, once finalized."""
         self._wait_finalized(receipt.block_number)
         self.sync()
         outcomes = self.indexer.outcomes(receipt.block_number, receipt.extrinsic_index)
-        if len(outcomes) != len(plan):
+        if len(outcomes) != len(payloads):
             raise ChainError(
                 f"extrinsic {receipt.block_number}-{receipt.extrinsic_index} holds "
-                f"{len(outcomes)} marketplace records, {len(plan)} were sent; is the index "
+                f"{len(outcomes)} marketplace records, {len(payloads)} were sent; is the index "
                 "start_block after this block?"
             )
         return outcomes
-
-    def _recover(
-        self, signer: Keypair, first_payload: bytes, head_before: int, expected: int
-    ) -> list[RecordOutcome]:
-        """The connection dropped during submission: find the extrinsic if it landed."""
-        deadline = time.monotonic() + min(self.finality_timeout, 30.0)
-        while time.monotonic() < deadline:
-            self.sync()
-            found = self.indexer.find_outcomes(signer.ss58_address, first_payload, head_before)
-            if len(found) == expected:
-                return found
-            time.sleep(1.0)
-        raise ChainOutcomeUnknown(
-            f"the extrinsic of {signer.ss58_address} was not found on chain after a lost "
-            "connection; it was not applied, retry the operation"
-        )
 
     def _wait_finalized(self, block_number: int) -> None:
         deadline = time.monotonic() + self.finality_timeout
         while self.client.finalized_head_number() < block_number:
             if time.monotonic() > deadline:
-                raise ChainError(
+                raise ChainOutcomeUnknown(
                     f"block {block_number} not finalized after {self.finality_timeout:.0f}s; "
-                    "the record is included and will count once finalized"
+                    "the record is included and will count once finalized: retry to read it"
                 )
             time.sleep(0.5)
 
@@ -447,6 +505,20 @@ def _require_open(task: Task, next_block: int) -> None:
             f"task {task.task_id} expires at block {task.spec.expiration_block}; the next "
             f"block is {next_block}: pick an open task"
         )
+
+
+def _same_write(found: list[RecordOutcome], payloads: list[bytes]) -> list[RecordOutcome]:
+    """``found`` if that extrinsic carried exactly these records; an overlap means the plan
+    was made before part of it landed, so it must be made again."""
+    digests = [hashlib.sha256(payload).hexdigest() for payload in payloads]
+    if [outcome.payload_sha256 for outcome in found] == digests:
+        return found
+    first = found[0]
+    raise ChainOutcomeUnknown(
+        f"extrinsic {first.block_number}-{first.extrinsic_index} of {first.signer} carries "
+        "some of these records but not exactly them; retry the operation, it plans again "
+        "from the chain"
+    )
 
 
 def _entity(outcome: RecordOutcome) -> int:

@@ -1,0 +1,255 @@
+"""Crashes and unknown outcomes on a real local chain (docs/chain-protocol.md).
+
+A creator killed after submitting its settlement and before the block, then restarted, must
+neither pay twice nor hang; a write not included by its deadline raises ChainOutcomeUnknown
+and a later call reconciles; the retry policy retries unknown outcomes, never refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.states import Completed, Failed
+from substrateinterface import Keypair
+
+from decentralml import errors
+from decentralml.chain.client import ChainClient, ChainOutcomeUnknown, Receipt
+from decentralml.domain import ResultSubmissionStatus, Verdict
+from decentralml.errors import ChainError, InsufficientBalance, TaskFull
+from decentralml.marketplace.substrate import SubstrateMarketplace
+from tasks.policy import _retry_unless_permanent
+from tests.chain_fixture import manual_blocks
+from tests.test_marketplace_substrate import REWARD_POOL, open_round
+
+ROOT = Path(__file__).resolve().parent.parent
+REWARD = REWARD_POOL // 3
+
+SETTLE_SNIPPET = textwrap.dedent(
+    """
+    import json, sys
+    from substrateinterface import Keypair
+    from decentralml.domain import Verdict
+    from decentralml.marketplace.substrate import SubstrateMarketplace
+
+    args = json.loads(sys.argv[1])
+    creator = Keypair.create_from_mnemonic(args["mnemonic"], ss58_format=42)
+    market = SubstrateMarketplace(args["url"], args["index"], args["start"])
+    verdicts = [Verdict(sid, True, "ok") for sid in args["sids"]]
+    print("settling", flush=True)
+    print(market.settle(creator, verdicts), flush=True)
+    """
+)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not seen after {timeout}s")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def round_of_two(
+    chain_client: ChainClient, funded_keypair: Callable[..., Keypair], tmp_path: Path
+) -> tuple[SubstrateMarketplace, dict[str, Keypair], list[int], int]:
+    """A task with two results awaiting a verdict; the creator's index starts at ``start``."""
+    start = chain_client.finalized_head_number() + 1
+    people = {name: funded_keypair() for name in ("creator", "w0", "w1")}
+    market = SubstrateMarketplace(chain_client, tmp_path / "setup.sqlite", start)
+    _, sids = open_round(market, people)
+    return market, people, sids, start
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_creator_killed_before_inclusion_neither_pays_twice_nor_hangs(
+    chain_url: str, chain_client: ChainClient, round_of_two: tuple, tmp_path: Path
+) -> None:
+    market, people, (s0, s1), start = round_of_two
+    creator = people["creator"]
+    workers_before = [market.balance(people[w].ss58_address) for w in ("w0", "w1")]
+    args = {"url": chain_url, "index": str(tmp_path / "crashed.sqlite"), "start": start,
+            "mnemonic": creator.mnemonic, "sids": [s0, s1]}  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with manual_blocks(chain_client) as build_block:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SETTLE_SNIPPET, json.dumps(args)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(lambda: chain_client.pending_extrinsics(creator), 60, "the settlement")
+        finally:
+            process.send_signal(signal.SIGKILL)  # by its own PID: the process we started
+            process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+
+        # The restarted creator: a new client, a fresh index, the same settle call.
+        restarted = SubstrateMarketplace(
+            ChainClient(chain_url), tmp_path / "restarted.sqlite", start, inclusion_timeout=30
+        )
+        restarted.sync()  # metadata and index loaded before the clock starts
+        waiting = threading.Event()
+        real_wait = restarted.client.wait_for_inclusion
+
+        def wait_for_inclusion(*args: Any, **kwargs: Any) -> Receipt:
+            waiting.set()
+            return real_wait(*args, **kwargs)
+
+        restarted.client.wait_for_inclusion = wait_for_inclusion  # type: ignore[method-assign]
+        result: dict[str, object] = {}
+
+        def settle_again() -> None:
+            try:
+                result["paid"] = restarted.settle(creator, [Verdict(s0, True, "ok"),
+                                                            Verdict(s1, True, "ok")])  # fmt: skip
+            except BaseException as exc:  # asserted below
+                result["error"] = exc
+            result["done"] = time.monotonic()
+
+        thread = threading.Thread(target=settle_again)
+        thread.start()
+        assert waiting.wait(timeout=60), "the restarted creator never waited for the pending one"
+        time.sleep(1.0)
+        assert len(chain_client.pending_extrinsics(creator)) == 1  # it sent no duplicate
+        built = time.monotonic()
+        build_block()
+        thread.join(timeout=60)
+    try:
+        assert not thread.is_alive(), "the restarted creator hangs"
+        assert "error" not in result, result.get("error")
+        returned_after = float(result["done"]) - built  # type: ignore[arg-type]
+        print(f"restarted creator returned {returned_after:.1f}s after the block")
+        assert returned_after < 15
+        # The earlier (killed) process's extrinsic paid; its outcome is what the call returns.
+        assert result["paid"] == {s0: REWARD, s1: REWARD}
+        workers_after = [market.balance(people[w].ss58_address) for w in ("w0", "w1")]
+        assert [a - b for a, b in zip(workers_after, workers_before, strict=True)] == [REWARD] * 2
+        verdicts = [o for o in restarted.indexer.all_outcomes() if o.kind == "VerdictRecord"]
+        assert {(o.block_number, o.extrinsic_index) for o in verdicts} == {
+            (verdicts[0].block_number, verdicts[0].extrinsic_index)
+        }  # exactly one settlement extrinsic
+        assert len(verdicts) == 2 and all(o.applied for o in verdicts)
+        assert chain_client.pending_extrinsics(creator) == []
+        # A third run pays nothing.
+        assert restarted.settle(creator, [Verdict(s0, True, "ok")]) == {s0: 0}
+    finally:
+        restarted.client.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_inclusion_deadline_raises_unknown_and_a_later_call_reconciles(
+    chain_url: str, chain_client: ChainClient, round_of_two: tuple, tmp_path: Path
+) -> None:
+    market, people, (s0, _), start = round_of_two
+    creator = people["creator"]
+    creator_before = market.balance(creator.ss58_address)
+    w0_before = market.balance(people["w0"].ss58_address)
+    short = SubstrateMarketplace(
+        ChainClient(chain_url), tmp_path / "short.sqlite", start, inclusion_timeout=3
+    )
+    try:
+        with manual_blocks(chain_client) as build_block:
+            began = time.monotonic()
+            with pytest.raises(ChainOutcomeUnknown, match="still pending") as raised:
+                short.settle(creator, [Verdict(s0, True, "ok")])
+            assert time.monotonic() - began < 20  # the deadline (3 s) plus the read-back
+            assert raised.value.pending
+            assert isinstance(raised.value, ChainError)  # still catchable as before
+            assert len(chain_client.pending_extrinsics(creator)) == 1
+            build_block()
+        # The later call finds the verdict on chain: nothing new is written or paid.
+        assert short.settle(creator, [Verdict(s0, True, "ok")]) == {s0: 0}
+        assert short.get_submission(s0).status == ResultSubmissionStatus.Accepted
+        assert market.balance(people["w0"].ss58_address) - w0_before == REWARD
+        verdicts = [o for o in short.indexer.all_outcomes() if o.kind == "VerdictRecord"]
+        assert len(verdicts) == 1
+        assert creator_before - market.balance(creator.ss58_address) < 2 * REWARD
+    finally:
+        short.client.close()
+
+
+@pytest.mark.integration
+def test_restarted_writer_takes_its_nonce_from_the_pool(
+    chain_client: ChainClient, funded_keypair: Callable[..., Keypair]
+) -> None:
+    """``next_nonce`` counts the signer's pool extrinsics (the state's nonce does not)."""
+    signer = funded_keypair()
+    with manual_blocks(chain_client) as build_block:
+        call = chain_client.remark_call(b"not a record")
+        extrinsic = chain_client.substrate.create_signed_extrinsic(call, signer, nonce=0)
+        chain_client.rpc("author_submitExtrinsic", [str(extrinsic.data)])
+        assert chain_client.account_nonce(signer.ss58_address) == 0
+        assert chain_client.next_nonce(signer.ss58_address) == 1
+        (pending,) = chain_client.pending_extrinsics(signer)
+        assert (pending.nonce, pending.remarks) == (0, (b"not a record",))
+        build_block()
+
+
+@pytest.mark.integration
+def test_a_duplicate_nonce_surfaces_quickly_as_unknown(
+    chain_client: ChainClient, funded_keypair: Callable[..., Keypair]
+) -> None:
+    """The node keeps one of two extrinsics with the same nonce and drops the other without
+    a word: the dropped one's wait ends as soon as its nonce is used, not at the deadline."""
+    signer = funded_keypair()
+    with manual_blocks(chain_client) as build_block:
+        first = chain_client.substrate.create_signed_extrinsic(
+            chain_client.remark_call(b"first"), signer, nonce=0
+        )
+        chain_client.rpc("author_submitExtrinsic", [str(first.data)])
+        outcome: dict[str, object] = {}
+
+        def submit_duplicate() -> None:
+            client = ChainClient(chain_client.url)
+            try:
+                client.submit(signer, [client.remark_call(b"second")], nonce=0)
+            except BaseException as exc:  # asserted below
+                outcome["error"] = exc
+            finally:
+                outcome["done"] = time.monotonic()
+                client.close()
+
+        thread = threading.Thread(target=submit_duplicate)
+        thread.start()
+        wait_until(lambda: len(chain_client.pending_extrinsics(signer)) == 2, 30, "duplicate")
+        built = time.monotonic()
+        build_block()
+        thread.join(timeout=60)
+    assert isinstance(outcome["error"], ChainOutcomeUnknown)
+    assert "nonce 0 was used" in str(outcome["error"])
+    assert float(outcome["done"]) - built < 5  # type: ignore[arg-type]
+
+
+# --- the retry policy (unit level) ---------------------------------------------------------
+
+
+def test_policy_retries_unknown_outcomes_and_not_refusals() -> None:
+    retry = _retry_unless_permanent
+    assert retry(None, None, Failed(data=ChainOutcomeUnknown("deadline passed"))) is True
+    assert retry(None, None, Failed(data=ConnectionError("reset"))) is True
+    assert retry(None, None, Failed(data=TaskFull("all slots taken"))) is False
+    assert retry(None, None, Failed(data=InsufficientBalance("fund it"))) is False
+    assert retry(None, None, Failed(data=ChainError("Balances.InsufficientBalance"))) is False
+    assert retry(None, None, Completed()) is True
+
+
+def test_unknown_outcome_is_still_a_chain_error() -> None:
+    """Code that catches ChainError keeps catching it; only the policy tells them apart."""
+    assert issubclass(ChainOutcomeUnknown, ChainError)
+    assert ChainOutcomeUnknown is errors.ChainOutcomeUnknown
