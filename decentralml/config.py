@@ -56,11 +56,13 @@ class UpdateNormValidator(_Section):
 
 
 class HoldoutGateValidator(_Section):
-    """tolerance: the relative drop of the aggregate's held-out loss, when a result is left
-    out, above which the result is refused."""
+    """A result is refused when leaving it out lowers the aggregate's held-out loss by more
+    than ``tolerance`` (relative) and raises no class's loss by more than ``class_tolerance``
+    (relative): it harms the whole and helps no class."""
 
     name: Literal["holdout_gate"] = "holdout_gate"
     tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.08
+    class_tolerance: Annotated[float, Field(ge=0)] = 0.05
 
 
 class MinAccuracyValidator(_Section):

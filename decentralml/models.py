@@ -79,6 +79,25 @@ def set_model_tensors(model: keras.Model, tensors: dict[str, np.ndarray]) -> Non
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict:
-    """Loss and accuracy on (x, y) as plain floats."""
+    """Loss and accuracy on (x, y) as plain floats, and ``class_loss``: the mean loss of each
+    class's examples (the held-out gate asks whether a result helps any class at all)."""
     loss, accuracy = model.evaluate(x, y, batch_size=batch_size, verbose=0)
-    return {"loss": float(loss), "accuracy": float(accuracy), "examples": len(y)}
+    metrics = {"loss": float(loss), "accuracy": float(accuracy), "examples": len(y)}
+    metrics["class_loss"] = class_losses(model, x, y, batch_size)
+    return metrics
+
+
+def class_losses(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> list[float]:
+    """Mean sparse cross-entropy per label (NaN for a label with no example)."""
+    import keras
+
+    outputs = model.predict(x, batch_size=batch_size, verbose=0)
+    from_logits = bool(getattr(model.loss, "from_logits", False))
+    per_example = np.asarray(
+        keras.losses.sparse_categorical_crossentropy(y, outputs, from_logits=from_logits)
+    )
+    labels = np.asarray(y).astype(np.int64)
+    return [
+        float(per_example[labels == c].mean()) if np.any(labels == c) else float("nan")
+        for c in range(outputs.shape[-1])
+    ]

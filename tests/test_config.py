@@ -68,7 +68,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "validation_strategy": "CustomAccept",
             "validators": [
                 {"name": "update_norm", "max_ratio": 3.0},
-                {"name": "holdout_gate", "tolerance": 0.08},
+                {"name": "holdout_gate", "tolerance": 0.08, "class_tolerance": 0.05},
             ],
             "custom_validator": None,
             "min_accuracy": 0.5,

@@ -331,3 +331,27 @@ def test_round_view_round_trips_an_update() -> None:
     for name in GLOBAL:
         np.testing.assert_allclose(rebuilt[name], weights[name], atol=1e-7)
         assert rebuilt[name].dtype == GLOBAL[name].dtype
+
+
+def test_holdout_gate_keeps_a_result_that_is_the_support_of_a_class(round_) -> None:
+    """Non-IID: a result may worsen the overall loss yet be the only support of a class
+    (an honest two-class shard); one that worsens the loss and helps no class is refused."""
+    ones = {n: np.ones_like(t) for n, t in GLOBAL.items()}
+    overall = _loss_along(ones)
+
+    def evaluate(tensors) -> dict:
+        metrics = overall(tensors)
+        support = float(tensors["000.kernel"][0, 0] - GLOBAL["000.kernel"][0, 0])
+        class_loss = [metrics["loss"]] * 10
+        class_loss[3] = 1.0 - support  # class 3 improves only along one weight
+        return {**metrics, "class_loss": class_loss}
+
+    workers = [round_.add({n: t + 0.01 for n, t in honest(i, 0.003).items()}) for i in range(4)]
+    specialist = {n: t - 0.01 for n, t in honest(7, 0.003).items()}
+    specialist["000.kernel"][0, 0] = GLOBAL["000.kernel"][0, 0] + 0.5
+    kept = round_.add(specialist)
+    harmful = round_.add({n: t - 0.01 for n, t in honest(8, 0.003).items()})
+    verdicts = round_.verdicts(CustomAccept(HoldoutGate(0.01, 0.05)), evaluate)
+    assert verdicts[kept.submission_id].accept, verdicts[kept.submission_id]
+    assert verdicts[harmful.submission_id].reason.endswith("and it helps no class")
+    assert all(verdicts[w.submission_id].accept for w in workers)

@@ -61,7 +61,7 @@ def make_validator(entry: ValidatorConfig) -> RoundValidator:
     if isinstance(entry, UpdateNormValidator):
         return UpdateNormBound(entry.max_ratio)
     if isinstance(entry, HoldoutGateValidator):
-        return HoldoutGate(entry.tolerance)
+        return HoldoutGate(entry.tolerance, entry.class_tolerance)
     if isinstance(entry, MinAccuracyValidator):
         return FunctionValidator(builtin.min_accuracy, MIN_ACCURACY)
     raise TypeError(f"no validator for {entry!r}")
