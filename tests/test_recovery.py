@@ -89,7 +89,8 @@ def test_a_result_landing_after_the_wait_is_judged_in_the_same_settlement(
     tmp_path, prefect_harness
 ):
     """The finding: a result arriving between the end of the wait and the settlement made the
-    settlement fail ("task 0 has results awaiting a verdict"), nobody was paid."""
+    settlement fail ("task 0 has results awaiting a verdict"), nobody was paid. A contributor
+    killed mid-training leaves its slot empty: the round settles with the others."""
     import numpy as np
 
     from decentralml.contributor import assign, result_url
@@ -123,6 +124,7 @@ def test_a_result_landing_after_the_wait_is_judged_in_the_same_settlement(
 
     early = assign(market, contributor_keypair(config.marketplace, 0), task.task_id)
     late = assign(market, contributor_keypair(config.marketplace, 1), task.task_id)
+    killed = assign(market, contributor_keypair(config.marketplace, 2), task.task_id)  # never sends
     send(0, early)
 
     def decide(candidate) -> Verdict:  # the late result lands while the creator reviews
@@ -133,7 +135,10 @@ def test_a_result_landing_after_the_wait_is_judged_in_the_same_settlement(
     report = run_round(session, 1, task.task_id, decide)
     assert sorted(report.accepted) == [early, late]
     assert market.get_submission(late).status is ResultSubmissionStatus.Accepted
-    assert market.get_task(task.task_id).status in FINISHED
+    finished = market.get_task(task.task_id)
+    assert finished.status in FINISHED  # the killed contributor's empty slot did not block it
+    assert market.get_submission(killed).status is ResultSubmissionStatus.Assigned
+    assert finished.refunded == finished.spec.pays_amount - 2 * finished.spec.reward_per_result
 
 
 def test_a_crashed_training_run_closes_its_task_and_refunds(tmp_path, prefect_harness, monkeypatch):
