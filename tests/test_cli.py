@@ -124,7 +124,7 @@ def test_creator_and_contributor_in_separate_processes(tmp_path):
     )
     assert settled.returncode == 0, settled.stderr[-3000:]
     row = settled.stdout.strip().splitlines()[-1].split()
-    assert row[:2] == ["1", "0"] and float(row[2]) > 0.8 and row[3:] == ["1", "0"]
+    assert row[:2] == ["1", "0"] and float(row[2]) > 0.8 and row[3:] == ["1", "0", "0"]
     balance = run_cli("balance", contributor_dev_keypair(2).ss58_address, "--config", str(path))
     assert balance.stdout.split()[1] == str(1_000_000)
     results = run_cli("results", "0", "--config", str(path))
