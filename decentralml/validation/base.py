@@ -338,17 +338,6 @@ class Judge:
                 decisions[candidate.submission_id] = Decision(verdict, kept)
         return [decisions[s.submission_id] for s in ordered]
 
-    def __call__(
-        self, submission: Submission
-    ) -> tuple[Verdict | Deferred, Mapping[str, np.ndarray] | None]:
-        """One submission alone (a round of one): the verdict and, if accepted, the weights;
-        Deferred (and None) when the creator's storage could not be read."""
-        decision = self.review([submission])[0]
-        if decision.deferred is not None:
-            return decision.deferred, None
-        assert decision.verdict is not None
-        return decision.verdict, decision.candidate.tensors if decision.accepted else None
-
 
 def commitment_order(submission: Submission) -> tuple[float, int]:
     """Earlier commitments first; submissions without one (older records) after, by id."""
