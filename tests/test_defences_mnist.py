@@ -16,7 +16,8 @@ import pytest
 from decentralml.attacks import Attack
 from decentralml.config import TaskConfig, parse_config
 from decentralml.creator import task_settings
-from decentralml.data.federated import contributor_shard, creator_holdout, test_split
+from decentralml.data.federated import contributor_shard, creator_holdout
+from decentralml.data.federated import test_split as mnist_test_split
 from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult
 from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
 from decentralml.storage import ArtifactStore
@@ -41,7 +42,7 @@ def lab():
         "trainer": trainer,
         "initial": model_tensors(trainer.model),
         "holdout": creator_holdout(5000, 42),
-        "test": test_split(),
+        "test": mnist_test_split(),
     }
 
 
