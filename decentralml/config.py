@@ -84,7 +84,10 @@ class TaskConfig(_Section):
     CustomAccept (the default) runs ``validators`` in order, then ``custom_validator`` if set;
     with neither given it runs update_norm and holdout_gate, which refuse poisoned updates
     without refusing honest non-IID work. AutoAccept pays whatever passes screening
-    (docs/security.md says what that risks)."""
+    (docs/security.md says what that risks). ManualAccept reads ``manual_decisions`` if set,
+    else the round's flow run pauses for the Prefect UI form; without an answer after
+    ``manual_timeout_seconds``, and for a submission the answer does not mention, the
+    ``manual_default`` applies."""
 
     question: str = "Train the MNIST digit classifier on your shard of the data"
     pays_amount: PositiveInt = 1_000_000
@@ -95,6 +98,8 @@ class TaskConfig(_Section):
     custom_validator: str | None = None
     min_accuracy: Annotated[float, Field(ge=0, le=1)] = 0.5
     manual_decisions: str | None = None
+    manual_timeout_seconds: PositiveInt = 3600
+    manual_default: Literal["reject", "accept"] = "reject"
     copy_threshold: Annotated[float, Field(ge=0, lt=1)] = 0.05
     max_examples: PositiveInt | None = None
     examples_cap_multiple: Annotated[float, Field(ge=1)] = 2.0

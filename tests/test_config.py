@@ -73,6 +73,8 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "custom_validator": None,
             "min_accuracy": 0.5,
             "manual_decisions": None,
+            "manual_timeout_seconds": 3600,
+            "manual_default": "reject",
             "copy_threshold": 0.05,
             "max_examples": None,
             "examples_cap_multiple": 2.0,

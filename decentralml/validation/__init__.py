@@ -25,7 +25,14 @@ from decentralml.validation.base import (
     screen,
 )
 from decentralml.validation.custom import CustomAccept, function_policy, load_function
-from decentralml.validation.manual import Decider, ManualAccept, decisions_from_file, prompt_decider
+from decentralml.validation.manual import (
+    Decider,
+    ManualAccept,
+    RoundDecider,
+    decisions_from_file,
+    prompt_decider,
+    terminal_decider,
+)
 from decentralml.validation.validators import (
     FunctionValidator,
     HoldoutGate,
@@ -36,20 +43,21 @@ from decentralml.validation.validators import (
 MIN_ACCURACY = "decentralml.validation.builtin:min_accuracy"
 
 
-def make_policy(task: TaskConfig, decider: Decider | None = None) -> Policy:
+def make_policy(
+    task: TaskConfig, decider: Decider | None = None, round_decider: RoundDecider | None = None
+) -> Policy:
     """The policy the task's config names. ManualAccept uses ``decider``, else the decisions
-    file from the config, else a terminal prompt. CustomAccept runs the configured validators,
-    then ``custom_validator``."""
+    file from the config, else ``round_decider`` (the Prefect UI form in a flow run), else a
+    terminal prompt if there is a terminal (else a ConfigError naming the review command).
+    CustomAccept runs the configured validators, then ``custom_validator``."""
     if task.validation_strategy is ValidationStrategy.AutoAccept:
         return AutoAccept()
     if task.validation_strategy is ValidationStrategy.ManualAccept:
-        if decider is None:
-            decider = (
-                decisions_from_file(task.manual_decisions)
-                if task.manual_decisions
-                else prompt_decider()
-            )
-        return ManualAccept(decider)
+        if decider is None and task.manual_decisions:
+            decider = decisions_from_file(task.manual_decisions)
+        if decider is None and round_decider is not None:
+            return ManualAccept(round_decider=round_decider)
+        return ManualAccept(decider or terminal_decider())
     validators = [make_validator(entry) for entry in task.custom_validators()]
     if task.custom_validator:
         function = load_function(task.custom_validator)
@@ -88,6 +96,7 @@ __all__ = [
     "Judge",
     "ManualAccept",
     "Policy",
+    "RoundDecider",
     "RoundView",
     "ScreeningRules",
     "UpdateNormBound",
@@ -101,4 +110,5 @@ __all__ = [
     "result_size_limit",
     "screen",
     "screening_rules",
+    "terminal_decider",
 ]

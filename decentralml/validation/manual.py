@@ -1,35 +1,215 @@
-"""ManualAccept: the creator decides each result, from a decisions file or at a prompt.
+"""ManualAccept: the creator decides each result that passed screening.
 
-A decisions file (JSON or YAML) maps submission ids to ``{"accept": bool, "reason": str}``:
+Three routes to the creator's answers, all behind a Prefect-free seam:
 
-    {"7": {"accept": true, "reason": "looks good"}, "8": {"accept": false, "reason": "late"}}
+- a decisions file (JSON or YAML) mapping submission ids to ``{"accept": bool, "reason": str}``
+  (``decentralml review TASK --write FILE`` writes a template listing the pending ones):
 
-The Prefect UI form (pause_flow_run with a RunInput) plugs in here as another ``Decider``.
+      {"7": {"accept": true, "reason": "looks good"}, "8": {"accept": false, "reason": "late"}}
+
+- the terminal (``prompt_decider``), only where there is one: with no TTY to ask, the
+  creator is told to use the review command instead of the process blocking in ``input()``;
+- a ``RoundDecider`` that sees the round's candidates at once: the Prefect UI form
+  (flows/manual_review.py pauses the round's flow run once and builds the verdicts here, with
+  ``verdicts_from_answers``).
+
+What a reviewer sees of each candidate is ``summarize``: the same rows in the UI form, the
+review command and the template.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import math
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from decentralml.domain import Verdict
-from decentralml.errors import ConfigError
-from decentralml.validation.base import Candidate, PerCandidatePolicy
+from decentralml.errors import ConfigError, DecentralMLError
+from decentralml.validation.base import Candidate, PerCandidatePolicy, RoundView
 
 Decider = Callable[[Candidate], Verdict]
+RoundDecider = Callable[[Sequence[Candidate]], Mapping[int, Verdict]]
+"""Verdicts for a whole round at once, keyed by submission id: one question per round."""
+ManualDefault = Literal["reject", "accept"]
+
+NO_REVIEWER = (
+    "ManualAccept has no decisions file and no terminal to ask: list the pending submissions "
+    "with `decentralml review TASK_ID --write decisions.yaml`, fill it in, then run "
+    "`decentralml round TASK_ID --decisions decisions.yaml`"
+)
+
+
+class ReviewRefused(DecentralMLError):
+    """A reviewer's answer that cannot be applied (an id that is not pending, one named twice)."""
 
 
 class ManualAccept(PerCandidatePolicy):
+    """Asks ``decider`` about each candidate, or ``round_decider`` about all of them at once."""
+
     name = "ManualAccept"
 
-    def __init__(self, decider: Decider) -> None:
+    def __init__(
+        self, decider: Decider | None = None, *, round_decider: RoundDecider | None = None
+    ) -> None:
+        if (decider is None) == (round_decider is None):
+            raise ValueError("ManualAccept takes a decider or a round_decider, exactly one")
         self._decider = decider
+        self._round_decider = round_decider
 
     def decide(self, candidate: Candidate) -> Verdict:
-        return self._decider(candidate)
+        if self._decider is not None:
+            return self._decider(candidate)
+        return self._ask_round([candidate])[0]
+
+    def decide_round(self, candidates: Sequence[Candidate], view: RoundView) -> list[Verdict]:
+        if self._decider is not None:
+            return super().decide_round(candidates, view)
+        return self._ask_round(candidates)
+
+    def _ask_round(self, candidates: Sequence[Candidate]) -> list[Verdict]:
+        assert self._round_decider is not None
+        verdicts = self._round_decider(candidates)
+        return [verdicts[candidate.submission_id] for candidate in candidates]
+
+
+# --- what a reviewer sees ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One pending submission as a reviewer sees it (held-out metrics on the creator's split)."""
+
+    submission_id: int
+    contributor: str
+    examples: int
+    counted: int
+    local_metrics: dict[str, float]
+    holdout_accuracy: float
+    holdout_loss: float
+
+    @property
+    def notes(self) -> str:
+        """What screening made of it: it passed, and how many examples its claim counts for."""
+        if self.counted < self.examples:
+            return f"passed screening; its claim counts as {self.counted} examples"
+        return "passed screening"
+
+
+def summarize(candidate: Candidate) -> Summary:
+    """Evaluates the candidate on the held-out split (once: the policy reuses the metrics)."""
+    held_out = candidate.holdout_metrics()
+    result = candidate.submission.result
+    return Summary(
+        submission_id=candidate.submission_id,
+        contributor=candidate.submission.worker,
+        examples=candidate.num_examples,
+        counted=candidate.weight or candidate.num_examples,
+        local_metrics=dict(result.metrics) if result else {},
+        holdout_accuracy=float(held_out["accuracy"]),
+        holdout_loss=float(held_out["loss"]),
+    )
+
+
+def _local(metrics: Mapping[str, float]) -> str:
+    return ", ".join(f"{k} {_number(v)}" for k, v in sorted(metrics.items())) or "-"
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else str(value)
+
+
+def review_markdown(task_id: int, summaries: Sequence[Summary], default: ManualDefault) -> str:
+    """The UI form's header: a table of every pending submission and how to answer."""
+    lines = [
+        f"### Task {task_id}: {len(summaries)} submission(s) await your decision",
+        "",
+        "| submission | contributor | examples | local metrics | held-out accuracy "
+        "| held-out loss | screening |",
+        "|---:|---|---:|---|---:|---:|---|",
+    ]
+    lines += [
+        f"| {s.submission_id} | `{s.contributor}` | {s.examples} | {_local(s.local_metrics)} "
+        f"| {s.holdout_accuracy:.4f} | {s.holdout_loss:.4f} | {s.notes} |"
+        for s in summaries
+    ]
+    lines += [
+        "",
+        "Add one decision per submission (its id, Accept on or off, a reason: it is published "
+        f"with the verdict). A submission you do not mention is decided by the default: {default}.",
+    ]
+    return "\n".join(lines)
+
+
+def review_text(summaries: Sequence[Summary]) -> str:
+    """The same table for a terminal (``decentralml review``)."""
+    lines = [f"{'id':>4} {'examples':>8} {'accuracy':>8} {'loss':>7}  contributor  local  notes"]
+    lines += [
+        f"{s.submission_id:>4} {s.examples:>8} {s.holdout_accuracy:>8.4f} {s.holdout_loss:>7.4f}"
+        f"  {s.contributor}  {_local(s.local_metrics)}  {s.notes}"
+        for s in summaries
+    ]
+    return "\n".join(lines)
+
+
+def decisions_template(task_id: int, summaries: Sequence[Summary]) -> str:
+    """A decisions file to fill in: ``accept`` is left empty, so a file nobody edited is
+    refused (``needs a boolean 'accept'``) rather than read as a decision."""
+    lines = [
+        f"# ManualAccept decisions for task {task_id}: set accept to true or false and give a",
+        "# reason (published with the verdict), then run",
+        f"#   decentralml round {task_id} --validation ManualAccept --decisions THIS_FILE",
+    ]
+    for s in summaries:
+        lines += [
+            f"# {s.contributor}: {s.examples} examples, held-out accuracy "
+            f"{s.holdout_accuracy:.4f}, loss {s.holdout_loss:.4f}; {s.notes}",
+            f"{s.submission_id}:",
+            "  accept:",
+            '  reason: ""',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# --- answers -> verdicts ----------------------------------------------------------------------
+
+
+def default_verdict(submission_id: int, default: ManualDefault, why: str) -> Verdict:
+    """The configured default, saying why it applied, e.g. ``no decision before the timeout
+    (default: reject)``."""
+    return Verdict(submission_id, default == "accept", f"{why} (default: {default})")
+
+
+def verdicts_from_answers(
+    answers: Iterable[tuple[int, bool, str]], pending: Iterable[int], default: ManualDefault
+) -> dict[int, Verdict]:
+    """A verdict for every pending submission from a reviewer's (id, accept, reason) answers.
+
+    Refuses the whole answer when it names a submission that is not pending or names one
+    twice: applying the rest would pay or reject on an answer the reviewer got wrong. A pending
+    submission the answer does not mention gets ``default``."""
+    waiting = sorted(set(pending))
+    given: dict[int, Verdict] = {}
+    for sid, accept, reason in answers:
+        if sid not in waiting:
+            listed = ", ".join(map(str, waiting))
+            raise ReviewRefused(f"submission {sid} is not pending review (pending: {listed})")
+        if sid in given:
+            raise ReviewRefused(f"submission {sid} is decided twice")
+        fallback = "accepted by the reviewer" if accept else "rejected by the reviewer"
+        given[sid] = Verdict(sid, accept, reason.strip() or fallback)
+    return {
+        sid: given.get(sid) or default_verdict(sid, default, "not mentioned in the review")
+        for sid in waiting
+    }
+
+
+# --- the decisions file and the terminal ------------------------------------------------------
 
 
 def decisions_from_file(path: str | Path) -> Decider:
@@ -71,6 +251,14 @@ def _read_decisions(source: Path) -> dict[int, tuple[bool, str]]:
         reason = value.get("reason")
         decisions[sid] = (value["accept"], str(reason) if reason else "decided by the creator")
     return decisions
+
+
+def terminal_decider() -> Decider:
+    """The prompt, when stdin is a terminal; otherwise no one could answer ``input()`` and the
+    process would block forever (under a worker, in CI): refuse with the review command."""
+    if not sys.stdin or not sys.stdin.isatty():
+        raise ConfigError(NO_REVIEWER)
+    return prompt_decider()
 
 
 def prompt_decider(ask: Callable[[str], str] = input) -> Decider:
