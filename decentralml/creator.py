@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,8 @@ from decentralml.packaging import build_package
 from decentralml.storage import ArtifactStore, StoredArtifact
 from decentralml.strategies import Contribution, NothingToAggregate, Tensors, get_strategy
 from decentralml.validation import Deferred, Judge, Policy, result_size_limit, screening_rules
-from decentralml.validation.base import Evaluator
+from decentralml.validation.base import Candidate, Evaluator, RoundView
+from decentralml.validation.manual import Summary, summarize
 from decentralml.weights import decode, encode, layout_of
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,31 @@ def own_result_location(creator: Creator, task: Task) -> Callable[[Submission], 
     return lambda submission: result_url(task, submission.submission_id)
 
 
+def make_judge(
+    creator: Creator,
+    task: Task,
+    global_tensors: Mapping[str, np.ndarray],
+    policy: Policy,
+    evaluate_holdout: Evaluator,
+    max_examples: int | None = None,
+) -> Judge:
+    """The round's judge: the creator's own storage, the model's layout and size bound, the
+    task's screening rules, then ``policy``."""
+    layout = layout_of(global_tensors)
+    max_bytes = result_size_limit(layout, creator.config.storage.max_result_bytes)
+    return Judge(
+        fetch=lambda url, digest: creator.store.get(url, digest, max_bytes),
+        result_location=own_result_location(creator, task),
+        layout=layout,
+        global_tensors=global_tensors,
+        max_bytes=max_bytes,
+        policy=policy,
+        evaluate=evaluate_holdout,
+        params={"min_accuracy": creator.config.task.min_accuracy},
+        rules=screening_rules(creator.config.task, max_examples),
+    )
+
+
 def review(
     creator: Creator,
     task: Task,
@@ -171,19 +197,7 @@ def review(
     Round-level checks (copies, update norms, the held-out gate, robust rules) compare results
     with each other, so the round's screened weights are held together: n models of memory."""
     outcome = RoundReview()
-    layout = layout_of(global_tensors)
-    max_bytes = result_size_limit(layout, creator.config.storage.max_result_bytes)
-    judge = Judge(
-        fetch=lambda url, digest: creator.store.get(url, digest, max_bytes),
-        result_location=own_result_location(creator, task),
-        layout=layout,
-        global_tensors=global_tensors,
-        max_bytes=max_bytes,
-        policy=policy,
-        evaluate=evaluate_holdout,
-        params={"min_accuracy": creator.config.task.min_accuracy},
-        rules=screening_rules(creator.config.task, max_examples),
-    )
+    judge = make_judge(creator, task, global_tensors, policy, evaluate_holdout, max_examples)
     decisions = judge.review(submissions)
     outcome.verdicts = [d.verdict for d in decisions if d.verdict is not None]
     outcome.deferred = [d.deferred for d in decisions if d.deferred is not None]
@@ -203,6 +217,53 @@ def review(
     except NothingToAggregate:
         log.warning("task %s: no result accepted; the global model stays as it was", task.task_id)
     return outcome
+
+
+@dataclass
+class ReviewSheet:
+    """What a manual reviewer is asked about: the ``pending`` submissions that passed
+    screening (with their held-out metrics), beside those screening already ``refused`` and
+    those ``deferred`` (unreadable for now). Nothing is decided or recorded."""
+
+    pending: list[Summary] = field(default_factory=list)
+    refused: list[Verdict] = field(default_factory=list)
+    deferred: list[Deferred] = field(default_factory=list)
+
+
+class _Collect:
+    """A policy that only takes note of the candidates screening let through."""
+
+    name = "review only"
+
+    def __init__(self) -> None:
+        self.summaries: list[Summary] = []
+
+    def decide_round(self, candidates: Sequence[Candidate], view: RoundView) -> list[Verdict]:
+        self.summaries = [summarize(candidate) for candidate in candidates]
+        return [Verdict(c.submission_id, False, "not decided") for c in candidates]
+
+
+def review_sheet(
+    creator: Creator,
+    task: Task,
+    submissions: list[Submission],
+    global_tensors: Mapping[str, np.ndarray],
+    evaluate_holdout: Evaluator,
+    max_examples: int | None = None,
+) -> ReviewSheet:
+    """Screen the task's pending results as the round would (integrity, originality) and
+    summarize the ones left for a manual decision, without deciding anything."""
+    collect = _Collect()
+    judge = make_judge(creator, task, global_tensors, collect, evaluate_holdout, max_examples)
+    decisions = judge.review(submissions)
+    pending = {s.submission_id for s in collect.summaries}
+    return ReviewSheet(
+        pending=collect.summaries,
+        refused=[
+            d.verdict for d in decisions if d.verdict is not None and d.submission_id not in pending
+        ],
+        deferred=[d.deferred for d in decisions if d.deferred is not None],
+    )
 
 
 def settle_and_close(
