@@ -4,9 +4,10 @@ publish:  save the global weights, package the contributor assets, create the ta
 round:    wait for results → screen + validate + federate → set and evaluate the new weights
           → checkpoint them (before anyone is paid for them) → settle and close in one unit
           (accept pays, reject records why, the rest is refunded); a result that lands before
-          the settlement is judged in it. A result the creator's storage could not deliver
-          (after retries) is deferred, not rejected: the decided ones are settled and the task
-          stays open until it is judged.
+          the settlement is judged in it. ManualAccept without a decisions file pauses the
+          run for the reviewer's form in the Prefect UI (flows/manual_review.py). A result the
+          creator's storage could not deliver (after retries) is deferred, not rejected: the
+          decided ones are settled and the task stays open until it is judged.
 train:    publish and run `rounds` rounds, each task carrying the latest global weights; a
           rerun of the same run (config name or --run) reads its progress back from the
           marketplace and storage and finishes the open round instead of publishing it again
@@ -27,6 +28,7 @@ from decentralml.creator import RoundReview, close_open_tasks
 from decentralml.errors import PendingResults
 from decentralml.session import CreatorSession, open_creator, open_session
 from decentralml.validation import make_policy
+from flows.manual_review import FormReview
 from tasks import creator as steps
 
 
@@ -69,7 +71,7 @@ def run_round(
     steps.wait_for_results(
         creator.market, task_id, config.round_timeout_seconds, config.poll_seconds
     )
-    policy = make_policy(config.task, decider)
+    policy = make_policy(config.task, decider, FormReview.for_task(config.task))  # ManualAccept
     round_start = dict(session.global_tensors)
     while True:  # once, unless a late result lands before the settlement: then judge it too
         task = creator.market.get_task(task_id)
