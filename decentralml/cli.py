@@ -17,7 +17,7 @@ from typing import get_args
 
 from decentralml import checks
 from decentralml.config import AttackKind, RunConfig, StrategyName, load_config
-from decentralml.errors import DecentralMLError
+from decentralml.errors import ConfigError, DecentralMLError
 
 DEFAULT_CONFIG = Path("configs/mnist.yaml")
 ATTACKS = get_args(AttackKind)
@@ -58,8 +58,29 @@ def _config(args: argparse.Namespace) -> RunConfig:
     return checks.check_config(config, args.checks, source=str(path))
 
 
+def _reviewer(config: RunConfig):
+    """Who answers ManualAccept without a decisions file: the terminal prompt if there is one,
+    else the Prefect UI form when a Prefect server is configured (the round pauses for it);
+    with neither, the command is refused now rather than blocking in ``input()``."""
+    from decentralml.domain import ValidationStrategy
+    from decentralml.validation.manual import NO_REVIEWER, prompt_decider
+
+    task = config.task
+    if task.validation_strategy is not ValidationStrategy.ManualAccept or task.manual_decisions:
+        return None
+    if sys.stdin.isatty():
+        return prompt_decider()
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        print("ManualAccept: answer the paused round's form in the Prefect UI", file=sys.stderr)
+        return None
+    raise ConfigError(NO_REVIEWER)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     config = _config(args)
+    decider = _reviewer(config)
     from flows.demo import run_demo
 
     print(
@@ -67,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{config.data.partition} data, {config.marketplace.backend} marketplace"
     )
     with round_progress(config.rounds) as on_round:
-        summary = run_demo(config, on_round=on_round)
+        summary = run_demo(config, on_round=on_round, decider=decider)
     print_round_table(summary["rounds"])
     print(f"final test accuracy {summary['final_accuracy']:.4f} in {summary['wall_seconds']} s")
     attack = summary["attack"]
@@ -119,12 +140,13 @@ def print_round_table(rounds: list[dict]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
+    decider = _reviewer(config)
     from decentralml.session import open_session
     from flows.creator import train
 
     session = open_session(config, run=args.run or config.name)
     with round_progress(config.rounds) as on_round:
-        reports = train(config, session=session, on_round=on_round)
+        reports = train(config, session=session, decider=decider, on_round=on_round)
     if not reports:
         print(
             f"run {session.creator.run!r} has already finished its {config.rounds} rounds; "
@@ -162,17 +184,57 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_round(args: argparse.Namespace) -> int:
     config = _config(args)
-    from decentralml.session import open_session
-    from decentralml.weights import decode
+    decider = _reviewer(config)
     from flows.creator import run_round
+
+    session, task = _session_at_task(config, args)
+    report = run_round(session, task.spec.round_number, task.task_id, decider)
+    print_round_table([_round_row(report)])
+    return 0
+
+
+def _session_at_task(config: RunConfig, args: argparse.Namespace):
+    """The creator's session holding the global weights task ``args.task_id`` was published
+    with (verified against its record): what its round starts from."""
+    from decentralml.creator import published_global
+    from decentralml.session import open_session
 
     session = open_session(config, run=args.run or config.name)
     task = session.creator.market.get_task(args.task_id)
-    store = session.creator.store
-    global_bytes = store.get(task.spec.global_weights_path, task.spec.global_weights_sha256)
-    session.set_global(decode(global_bytes))
-    report = run_round(session, task.spec.round_number, task.task_id)
-    print_round_table([_round_row(report)])
+    session.set_global(published_global(session.creator, task))
+    return session, task
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """The non-interactive ManualAccept route, step one: what awaits a decision, with the
+    held-out metrics the UI form shows, and optionally a decisions file to fill in."""
+    config = _config(args)
+    from decentralml.creator import pending_results, review_sheet
+    from decentralml.validation.manual import decisions_template, review_text
+
+    session, task = _session_at_task(config, args)
+    creator = session.creator
+    sheet = review_sheet(
+        creator,
+        task,
+        pending_results(creator.market, task.task_id),
+        session.global_tensors,
+        session.evaluate_tensors,
+        session.max_examples,
+    )
+    print(f"task {task.task_id}: {len(sheet.pending)} submission(s) await a decision")
+    if sheet.pending:
+        print(review_text(sheet.pending))
+    for verdict in sheet.refused:
+        print(f"{verdict.submission_id:>4} refused by screening: {verdict.reason}")
+    for deferred in sheet.deferred:
+        print(f"{deferred.submission_id:>4} deferred: {deferred.reason}")
+    if args.write and sheet.pending:
+        args.write.write_text(decisions_template(task.task_id, sheet.pending))
+        print(
+            f"wrote {args.write}: fill in accept and reason, then run "
+            f"decentralml round {task.task_id} --validation ManualAccept --decisions {args.write}"
+        )
     return 0
 
 
@@ -279,6 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     round_cmd.add_argument("--validation", choices=["AutoAccept", "ManualAccept", "CustomAccept"])
     round_cmd.add_argument("--decisions", help="ManualAccept: JSON/YAML file of verdicts by id")
     round_cmd.add_argument("--run", help="run name for storage paths (default: config name)")
+    review_cmd = add(
+        "review",
+        cmd_review,
+        "creator: list a task's submissions awaiting a ManualAccept decision",
+        checks.CREATE,
+    )
+    review_cmd.add_argument("task_id", type=int)
+    review_cmd.add_argument("--write", type=Path, help="write a decisions file to fill in")
+    review_cmd.add_argument("--run", help="run name for storage paths (default: config name)")
     tasks_cmd = add("tasks", cmd_tasks, "list open tasks", checks.READ)
     tasks_cmd.add_argument("action", nargs="?", choices=["list"], default="list")
     tasks_cmd.add_argument("--all", action="store_true", help="include finished tasks")
