@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
 import pytest
 
 from decentralml.accounts import contributor_dev_keypair, dev_keypair
@@ -215,24 +214,34 @@ def _killed_at_the_end(process: subprocess.Popen) -> Iterator[None]:
     finally:
         if process.poll() is None:
             for child in _still_running(_descendants(process.pid)):
-                child.kill()
+                os.kill(child, signal.SIGKILL)
             process.kill()
             process.wait()
 
 
-def _descendants(pid: int) -> list[psutil.Process]:
-    return psutil.Process(pid).children(recursive=True)
+def _parent_of(pid: int) -> int | None:
+    """From /proc (Linux): the field after the parenthesised command name is the state."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+    return None if state == "Z" else int(ppid)  # a zombie has already exited
 
 
-def _still_running(processes: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for process in processes:
-        try:
-            if process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
+def _descendants(pid: int) -> list[int]:
+    parents = {int(p.name): _parent_of(int(p.name)) for p in Path("/proc").glob("[0-9]*")}
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _still_running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (a PID is not reused within the seconds this takes)."""
+    return [pid for pid in pids if _parent_of(pid) is not None]
 
 
 @pytest.mark.slow
@@ -277,4 +286,4 @@ def test_ctrl_c_in_ephemeral_mode_leaves_no_prefect_server_behind(tmp_path: Path
         _, err = agent.communicate(timeout=120)
     assert agent.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "stopped by SIGINT after 0 task(s)" in err
-    assert not _still_running(children), [p.cmdline() for p in _still_running(children)]
+    assert not _still_running(children), _still_running(children)
