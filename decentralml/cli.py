@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import get_args
 
 from decentralml import checks
-from decentralml.config import AttackKind, RunConfig, StrategyName, load_config
+from decentralml.config import (
+    MARKETPLACE_ENV,
+    AttackKind,
+    RunConfig,
+    StrategyName,
+    load_config,
+    load_contributor_config,
+)
 from decentralml.errors import ConfigError, DecentralMLError
 
 DEFAULT_CONFIG = Path("configs/mnist.yaml")
@@ -239,20 +247,30 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = _contributor_config(args)
     from decentralml.runtime import open_marketplace
 
     market = open_marketplace(config.marketplace)
+    block = market.current_block()
     print(
-        f"{'id':>4} {'round':>5} {'status':<11} {'slots':>7} {'reward':>12} {'expires':>8} question"
+        f"{'id':>4} {'status':<11} {'reward/result':>13} {'free/slots':>10} {'blocks left':>11} "
+        f"{'model':<12} {'epochs':>6} creator"
     )
     for task in market.list_tasks(open_only=not args.all):
+        spec = task.spec
+        left = spec.expiration_block - block
         print(
-            f"{task.task_id:>4} {task.spec.round_number:>5} {task.status.value:<11} "
-            f"{task.assigned:>3}/{task.spec.max_assignments:<3} {task.spec.pays_amount:>12} "
-            f"{task.spec.expiration_block:>8}  {task.spec.question}"
+            f"{task.task_id:>4} {task.status.value:<11} {spec.reward_per_result:>13} "
+            f"{f'{task.open_slots}/{spec.max_assignments}':>10} "
+            f"{left if left > 0 else 'expired':>11} {spec.model or '-':<12} "
+            f"{spec.epochs or '-':>6} {_short(task.creator)}"
         )
     return 0
+
+
+def _short(address: str) -> str:
+    """An address shortened as wallets show it: enough to recognise, not to copy."""
+    return f"{address[:6]}...{address[-4:]}" if len(address) > 12 else address
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -285,12 +303,28 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_contribute(args: argparse.Namespace) -> int:
-    _config(args)  # refused here, before the agent flow starts (it loads the file itself)
-    from flows.contributor import agent
+def _contributor_config(args: argparse.Namespace) -> RunConfig:
+    """A contributor's config: ``--config`` if given or present, else the defaults (a machine
+    without the creator's file), pointed at ``--marketplace`` or $DECENTRALML_MARKETPLACE_URL."""
+    path = args.config if args.config != DEFAULT_CONFIG or args.config.exists() else None
+    location = getattr(args, "marketplace_at", None)
+    config = load_contributor_config(path, location, _overrides(args))
+    return checks.check_config(config, args.checks, source=str(path or "no config file"))
 
-    done = agent(str(args.config), args.index, args.rounds)
-    print(f"contributed to {done} task(s)")
+
+def cmd_contribute(args: argparse.Namespace) -> int:
+    _contributor_config(args)  # refused here, before the agent flow starts (it loads its own)
+    from decentralml.shutdown import STOP
+
+    with STOP.on_signals():  # from here on a signal stops the agent cleanly (see the module)
+        from flows.contributor import agent
+
+        path = args.config if args.config.exists() else ""
+        state = agent(str(path), args.index, args.max_tasks, args.marketplace_at, return_state=True)
+    if state.is_cancelled():
+        print(f"stopped: {state.message}", file=sys.stderr)
+        return STOP.exit_status
+    print(f"contributed to {state.result()} task(s)")
     return 0
 
 
@@ -365,11 +399,24 @@ def build_parser() -> argparse.ArgumentParser:
         checks.CONTRIBUTE,
     )
     contribute_cmd.add_argument("--index", type=int, default=0, help="data shard index")
-    contribute_cmd.add_argument("--rounds", type=int, help="stop after this many tasks")
+    contribute_cmd.add_argument(
+        "--max-tasks", "--rounds", dest="max_tasks", type=int, help="stop after this many tasks"
+    )
+    for command in (contribute_cmd, tasks_cmd):
+        command.add_argument(
+            "--marketplace",
+            dest="marketplace_at",
+            metavar="URL_OR_PATH",
+            help="a chain's ws:// URL or an embedded marketplace's file "
+            f"(default: ${MARKETPLACE_ENV}, else the config's)",
+        )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before Prefect is imported: its 20 s default is too short for the temporary server of
+    # ephemeral mode on a cold or busy machine. A value the user set wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

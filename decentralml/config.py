@@ -8,6 +8,7 @@ storage credentials come from the environment, so a config file can be committed
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,6 +16,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from decentralml.accounts import canonical_address
 from decentralml.domain import ValidationStrategy
 from decentralml.errors import ConfigError
 from decentralml.packaging import MAX_PACKAGE_BYTES
@@ -220,11 +222,27 @@ class ContributorConfig(_Section):
     max_asset_bytes: the most a contributor package may be, compressed (default 32 MiB; the
         unpacked limits are decentralml.packaging's).
     max_global_bytes: the most a task's global weights file may be (default 64 MiB).
+    models: the models (task record's ``model``) this contributor trains; empty: any. A task
+        that records no model is skipped when the list is set.
+    creators: the creators (SS58 addresses) whose tasks it takes; empty: anyone's.
+    max_concurrent_tasks: tasks worked on at once (default 1), each in its own thread.
+    idle_timeout_seconds: the agent ends (Completed) after this long with no task to work on;
+        None (default): it waits for tasks forever.
     """
 
     min_reward_per_result: Annotated[int, Field(ge=0)] = 1
     max_asset_bytes: PositiveInt = MAX_PACKAGE_BYTES
     max_global_bytes: PositiveInt = 64 * 2**20
+    models: list[str] = Field(default_factory=list)
+    creators: list[str] = Field(default_factory=list)
+    max_concurrent_tasks: PositiveInt = 1
+    idle_timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+
+    @field_validator("creators")
+    @classmethod
+    def _ss58_addresses(cls, value: list[str]) -> list[str]:
+        """Stored in one spelling (prefix 42): a chain reports prefix-2 addresses."""
+        return [canonical_address(address) for address in value]
 
 
 StrategyName = Literal["fedavg", "average", "median", "trimmed_mean", "krum", "multi_krum"]
@@ -376,3 +394,33 @@ def _set_dotted(data: dict, dotted: str, value: object) -> None:
             where = ".".join(parents[:depth])
             raise ConfigError(f"override {dotted}: {where} is a value, not a section")
     node[leaf] = value
+
+
+MARKETPLACE_ENV = "DECENTRALML_MARKETPLACE_URL"
+"""Where a contributor configured by environment only finds the marketplace."""
+
+
+def marketplace_at(location: str) -> dict[str, str]:
+    """Overrides pointing a config at a marketplace: a ``ws://``/``wss://`` URL is a Substrate
+    chain, anything else the embedded marketplace's SQLite file at that path."""
+    if re.match(r"^wss?://", location):
+        return {"marketplace.backend": "substrate", "marketplace.url": location}
+    return {"marketplace.backend": "embedded", "marketplace.path": location}
+
+
+def load_contributor_config(
+    path: str | Path | None, marketplace: str | None = None, overrides: dict | None = None
+) -> RunConfig:
+    """A contributor's config. A contributor on another machine has no creator's config file:
+    with ``path`` None (or "") it starts from the defaults. The marketplace comes from
+    ``marketplace`` or else $DECENTRALML_MARKETPLACE_URL when either is set; the key is read
+    from the environment later (marketplace.contributor_key_env) and the storage endpoint
+    from each task's record."""
+    location = marketplace or os.environ.get(MARKETPLACE_ENV, "")
+    merged = {**(marketplace_at(location) if location else {}), **(overrides or {})}
+    if path:
+        return load_config(path, merged)
+    data: dict = {}
+    for dotted, value in merged.items():
+        _set_dotted(data, dotted, value)
+    return parse_config(data, "no config file")

@@ -100,16 +100,34 @@ class ReportsCreatorStanding(Protocol):
     def creator_standing(self, creator: str) -> CreatorStanding: ...
 
 
+def unwanted(task: Task, terms: ContributorConfig) -> str | None:
+    """Why the contributor's own filters pass over ``task`` (reward, model, creator), or None.
+
+    Read from the task record alone, so a filtered task costs no download. Unlike the trust
+    checks in check_offer, a filtered task is no sign of a bad creator, only not this
+    contributor's business."""
+    spec = task.spec
+    if spec.reward_per_result < terms.min_reward_per_result:
+        return (
+            f"pays {spec.reward_per_result} per result, below min_reward_per_result "
+            f"{terms.min_reward_per_result}"
+        )
+    if terms.models and spec.model not in terms.models:
+        trains = f"trains {spec.model!r}" if spec.model else "records no model"
+        return f"{trains}, not one of contributor.models {terms.models}"
+    if terms.creators and not any(same_account(task.creator, c) for c in terms.creators):
+        return f"its creator {task.creator} is not in contributor.creators"
+    return None
+
+
 def check_offer(market: Marketplace, task: Task, terms: ContributorConfig) -> None:
     """The cheap checks on the task record, before anything is downloaded or paid."""
     spec = task.spec
     if spec.task_type is not TaskType.ModelContributor:
         raise TaskRefused(f"task {task.task_id} is a {spec.task_type} task, not ModelContributor")
-    if spec.reward_per_result < terms.min_reward_per_result:
-        raise TaskRefused(
-            f"task {task.task_id} pays {spec.reward_per_result} per result, below "
-            f"min_reward_per_result {terms.min_reward_per_result}"
-        )
+    reason = unwanted(task, terms)
+    if reason:
+        raise TaskRefused(f"task {task.task_id} {reason}")
     for name in ("assets_sha256", "global_weights_sha256"):
         if not _SHA256.fullmatch(getattr(spec, name)):
             raise TaskRefused(f"task {task.task_id} records no valid {name}: nothing to verify")

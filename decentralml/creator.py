@@ -119,6 +119,8 @@ def create_round_task(
         global_weights_path=global_weights.url,
         global_weights_sha256=global_weights.sha256,
         round_number=round_number,
+        model=creator.config.model.name,
+        epochs=creator.config.training.epochs,
     )
     return creator.market.create_task(creator.keypair, spec)
 

@@ -8,22 +8,26 @@ the weights → commit to them → upload → send the result (the reveal).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
+from prefect.states import Cancelled
 
 from decentralml.checks import CONTRIBUTE, check_config
-from decentralml.config import RunConfig, load_config
-from decentralml.contributor import Contributor, check_offer, find_open_task
+from decentralml.config import RunConfig, load_contributor_config
+from decentralml.contributor import Contributor, check_offer, find_open_task, unwanted
 from decentralml.domain import Task
 from decentralml.errors import TaskFull, TaskNotOpen
 from decentralml.marketplace.base import Marketplace
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
+from decentralml.shutdown import STOP
 from decentralml.storage import sha256_hex
 from tasks import contributor as steps
 
@@ -43,12 +47,18 @@ class Contribution:
     flow_run_name="contributor-{contributor.shard_index}-task-{task.task_id}",
     validate_parameters=False,
 )
-def contribute(contributor: Contributor, task: Task) -> Contribution:
+def contribute(
+    contributor: Contributor, task: Task, stop: threading.Event | None = None
+) -> Contribution | State:
+    """One task, start to finish. Once ``stop`` is set, a task that has not yet taken a slot
+    ends Cancelled (nothing was paid); one that has is finished."""
     market, store, worker = contributor.market, contributor.store, contributor.keypair
     steps.check_offer(market, task, contributor.terms)
     with tempfile.TemporaryDirectory(prefix=f"dml-task-{task.task_id}-") as workdir:
         inputs = steps.fetch_inputs(store, task, Path(workdir), contributor.terms)
     steps.check_inputs(inputs, contributor.shard_index)
+    if stop is not None and stop.is_set():
+        return Cancelled(message=f"task {task.task_id}: stopped before taking a slot")
     submission_id = steps.assign(market, worker, task.task_id)  # trusted this far: now pay
     settings = inputs.settings
     x, y = steps.load_shard(settings["data"], contributor.shard_index, contributor.cache_dir)
@@ -83,36 +93,127 @@ def run_agent(
     stop: threading.Event | None = None,
     max_tasks: int | None = None,
 ) -> list[Contribution]:
-    """Watch the marketplace and contribute to each new task (id >= first_task_id).
+    """Watch the marketplace and contribute to each new task (id >= first_task_id), up to
+    ``contributor.terms.max_concurrent_tasks`` at once, each in its own thread.
 
-    Stops after ``max_tasks`` tasks were seen (None: never) or when ``stop`` is set. A task
-    whose slots went to faster contributors is skipped silently; any other failure of one task
-    (a stranger's bad task, a refused check, a bug) is logged as one line and the task is
-    skipped for good: tasks are published by anyone, so none may stop the agent.
+    Ends after handling ``max_tasks`` tasks (worked on or skipped; None: no limit), after
+    ``terms.idle_timeout_seconds`` with nothing to do, or once ``stop`` is set; it then waits
+    for the tasks in progress (those not yet holding a slot drop out). A task the
+    contributor's filters pass over (decentralml.contributor.unwanted) is skipped with one
+    info line; a task whose slots went to faster contributors is skipped silently; any other
+    failure of one task (a stranger's bad task, a refused check, a bug) is one warning line.
+    Every skipped task is remembered and never retried: tasks are published by anyone, so
+    none may stop the agent.
     """
     stop = stop or threading.Event()
+    terms = contributor.terms
     seen: set[int] = set(range(first_task_id))
-    contributions: list[Contribution] = []
+    workers = _Workers(contributor, stop, terms.max_concurrent_tasks)
+    last_busy = time.monotonic()
     while (max_tasks is None or len(seen) - first_task_id < max_tasks) and not stop.is_set():
+        workers.reap()
+        if workers.busy:
+            last_busy = time.monotonic()
+        if workers.full:
+            stop.wait(min(poll_seconds, 0.2))
+            continue
         task = find_open_task(contributor.market, contributor.keypair, seen)
         if task is None:
+            if _idle_too_long(last_busy, terms.idle_timeout_seconds, workers.busy):
+                log.info("no task for %s s: the agent stops", terms.idle_timeout_seconds)
+                break
             stop.wait(poll_seconds)
             continue
         seen.add(task.task_id)  # remembered: a skipped task is not tried again
+        reason = unwanted(task, terms)
+        if reason:  # the contributor's own filters: a quiet skip, not a warning
+            log.info("skipping task %d: filtered: %s", task.task_id, reason)
+            continue
         try:
             # The cheap checks first, here too: a spam task costs no flow run, no download.
-            check_offer(contributor.market, task, contributor.terms)
-            contributions.append(contribute(contributor, task))
-        except (TaskFull, TaskNotOpen):
-            continue  # the slots went to faster contributors, or the task ended
-        except Exception as error:  # not KeyboardInterrupt/SystemExit: those stop the agent
+            check_offer(contributor.market, task, terms)
+        except Exception as error:
             log.warning("skipping task %d: %s", task.task_id, _one_line(error))
-    return contributions
+            continue
+        workers.start(task)
+        last_busy = time.monotonic()
+    return workers.finish()
 
 
-def _one_line(error: Exception) -> str:
+def _one_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else '(no message)'}"
+
+
+def _idle_too_long(last_busy: float, timeout: float | None, busy: int) -> bool:
+    return timeout is not None and not busy and time.monotonic() - last_busy >= timeout
+
+
+class _Workers:
+    """The tasks in progress, one contributor flow run per thread.
+
+    Each thread runs the flow in a copy of the agent's context, so Prefect links every task's
+    run to the agent's run. Threads are daemons: after a second signal the process exits
+    without waiting for them. A KeyboardInterrupt or SystemExit in a task is re-raised in
+    the agent's thread; anything else fails that task only."""
+
+    def __init__(self, contributor: Contributor, stop: threading.Event, limit: int) -> None:
+        self.contributor, self.stop, self.limit = contributor, stop, limit
+        self.threads: list[threading.Thread] = []
+        self.contributions: list[Contribution] = []
+        self.fatal: list[BaseException] = []
+
+    @property
+    def busy(self) -> int:
+        return len(self.threads)
+
+    @property
+    def full(self) -> bool:
+        return len(self.threads) >= self.limit
+
+    def start(self, task: Task) -> None:
+        context = contextvars.copy_context()
+        thread = threading.Thread(
+            target=context.run,
+            args=(self._work, task),
+            name=f"contributor-task-{task.task_id}",
+            daemon=True,
+        )
+        self.threads.append(thread)
+        thread.start()
+
+    def _work(self, task: Task) -> None:
+        try:
+            state = contribute(self.contributor, task, self.stop, return_state=True)
+            if state.is_completed():
+                self.contributions.append(state.result())
+            elif state.is_cancelled():
+                log.info("dropping task %d: stopped before taking a slot", task.task_id)
+            else:
+                self._failed(task, state.result(raise_on_failure=False))
+        except BaseException as error:  # handed to the agent's thread
+            self.fatal.append(error)
+
+    def _failed(self, task: Task, error: object) -> None:
+        if isinstance(error, TaskFull | TaskNotOpen):
+            return  # the slots went to faster contributors, or the task ended
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            raise error
+        reason = _one_line(error) if isinstance(error, BaseException) else str(error)
+        log.warning("skipping task %d: %s", task.task_id, reason)
+
+    def reap(self) -> None:
+        self.threads = [thread for thread in self.threads if thread.is_alive()]
+        if self.fatal:
+            raise self.fatal[0]
+
+    def finish(self) -> list[Contribution]:
+        """Wait for the tasks in progress; their contributions, in the order they finished."""
+        for thread in self.threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)  # short waits: a second signal is handled promptly
+        self.reap()
+        return self.contributions
 
 
 def open_contributor(
@@ -131,14 +232,26 @@ def open_contributor(
 
 @flow(name="contributor-agent", flow_run_name="agent-{shard_index}")
 def agent(
-    config_path: str = "configs/mnist.yaml", shard_index: int = 0, max_tasks: int | None = None
-) -> int:
+    config_path: str = "configs/mnist.yaml",
+    shard_index: int = 0,
+    max_tasks: int | None = None,
+    marketplace: str | None = None,
+) -> int | State:
     """Deployment entry point: a contributor's long-running agent (see prefect.yaml). It works
     on every open task with a free slot, oldest first, including tasks published before it
-    started. Its key comes from the environment variable the config names."""
-    config = check_config(load_config(config_path), CONTRIBUTE, source=config_path)
+    started. ``config_path`` "" means no config file (the defaults); ``marketplace`` (or
+    $DECENTRALML_MARKETPLACE_URL) is a chain URL or an embedded marketplace's path. Its key
+    comes from the environment variable the config names.
+
+    SIGTERM or SIGINT stops it cleanly (decentralml.shutdown): the run ends Cancelled."""
+    config = load_contributor_config(config_path or None, marketplace)
+    config = check_config(config, CONTRIBUTE, source=config_path or "no config file")
     contributor = open_contributor(config, shard_index)
-    return len(run_agent(contributor, config.poll_seconds, 0, None, max_tasks))
+    with STOP.on_signals():
+        done = run_agent(contributor, config.poll_seconds, 0, STOP.event, max_tasks)
+    if STOP.requested:
+        return Cancelled(message=f"stopped by {STOP.signal_name} after {len(done)} task(s)")
+    return len(done)
 
 
 def _dev_index(config: RunConfig, shard_index: int) -> int | None:

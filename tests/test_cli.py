@@ -247,7 +247,7 @@ def test_listing_commands_check_only_what_they_use(
     """`tasks` opens only the marketplace: a model name it never reads does not stop it."""
     path, _ = write_config(tmp_path, **{"model.name": "resnet9000"})
     assert main(["tasks", "--config", str(path)]) == 0
-    assert capsys.readouterr().out.split()[:2] == ["id", "round"]
+    assert capsys.readouterr().out.split()[:2] == ["id", "status"]
 
 
 def test_demo_contributors_flag_sets_the_slots_too(tmp_path: Path) -> None:

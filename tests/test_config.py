@@ -112,6 +112,10 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "min_reward_per_result": 1,
             "max_asset_bytes": 32 * 2**20,
             "max_global_bytes": 64 * 2**20,
+            "models": [],
+            "creators": [],
+            "max_concurrent_tasks": 1,
+            "idle_timeout_seconds": None,
         },
         "strategy": {
             "name": "fedavg",

@@ -9,9 +9,9 @@ what happened; an indexer replays them in chain order through the marketplace ru
                b"V" Verdict, b"C" Close
     body    := one JSON object in UTF-8 with exactly the fields of that kind (below)
 
-    T  {"assets_path": str, "assets_sha256": str, "expiration_block": u32,
+    T  {"assets_path": str, "assets_sha256": str, "epochs": u32, "expiration_block": u32,
         "global_weights_path": str, "global_weights_sha256": str, "max_assignments": u32,
-        "pays_amount": u128, "question": str, "round_number": u32,
+        "model": str, "pays_amount": u128, "question": str, "round_number": u32,
         "task_type": "DataAnnotators"|"ModelContributor"|"ModelEngineer",
         "validation_strategy": "AutoAccept"|"ManualAccept"|"CustomAccept"}
     A  {"task_id": u64}
@@ -119,6 +119,7 @@ _SPEC_INT_BOUNDS: dict[str, int] = {
     "max_assignments": U32_MAX,
     "expiration_block": U32_MAX,
     "round_number": U32_MAX,
+    "epochs": U32_MAX,
 }
 _SPEC_TEXT_FIELDS = (
     "question",
@@ -126,6 +127,7 @@ _SPEC_TEXT_FIELDS = (
     "assets_sha256",
     "global_weights_path",
     "global_weights_sha256",
+    "model",
 )
 _SPEC_KEYS = frozenset({*_SPEC_INT_BOUNDS, *_SPEC_TEXT_FIELDS, "validation_strategy", "task_type"})
 _RESULT_KEYS = frozenset({"result_path", "sha256", "num_examples", "metrics", "base_fingerprint"})

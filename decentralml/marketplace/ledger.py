@@ -80,6 +80,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     global_weights_path TEXT NOT NULL,
     global_weights_sha256 TEXT NOT NULL,
     round_number INTEGER NOT NULL,
+    model TEXT NOT NULL DEFAULT '',
+    epochs INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,
     created_block INTEGER NOT NULL,
     assigned INTEGER NOT NULL DEFAULT 0,
@@ -115,6 +117,12 @@ CREATE INDEX IF NOT EXISTS submissions_pending ON submissions (task_id)
 
 _COMMIT_COLUMNS = (("commitment", "TEXT"), ("commit_block", "INTEGER"), ("commit_seq", "INTEGER"))
 """Added with commit-reveal; files created before it get them by ALTER TABLE on open."""
+
+_TASK_WORKLOAD_COLUMNS = (
+    ("model", "TEXT NOT NULL DEFAULT ''"),
+    ("epochs", "INTEGER NOT NULL DEFAULT 0"),
+)
+"""Added so contributors can filter tasks by workload; older files get them on open."""
 
 _SETTLEABLE = f"""
 SELECT * FROM tasks AS t
@@ -194,6 +202,8 @@ def _task_from_row(row: sqlite3.Row) -> Task:
         global_weights_path=row["global_weights_path"],
         global_weights_sha256=row["global_weights_sha256"],
         round_number=row["round_number"],
+        model=row["model"],
+        epochs=row["epochs"],
     )
     return Task(
         task_id=row["task_id"],
@@ -375,6 +385,10 @@ def _migrate_commit_columns(conn: sqlite3.Connection) -> None:
     for name, sql_type in _COMMIT_COLUMNS:
         if name not in present:
             conn.execute(f"ALTER TABLE submissions ADD COLUMN {name} {sql_type}")
+    present = {row["name"] for row in conn.execute("PRAGMA table_info(tasks)")}
+    for name, sql_type in _TASK_WORKLOAD_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE tasks ADD COLUMN {name} {sql_type}")
 
 
 def _take_commit_seq(conn: sqlite3.Connection) -> int:
@@ -513,8 +527,8 @@ class Ledger:
             conn.execute(
                 "INSERT INTO tasks (task_id, creator, question, pays_amount, max_assignments, "
                 "expiration_block, validation_strategy, task_type, assets_path, assets_sha256, "
-                "global_weights_path, global_weights_sha256, round_number, status, "
-                "created_block) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "global_weights_path, global_weights_sha256, round_number, model, epochs, status, "
+                "created_block) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task_id,
                     account,
@@ -529,6 +543,8 @@ class Ledger:
                     spec.global_weights_path,
                     spec.global_weights_sha256,
                     spec.round_number,
+                    spec.model,
+                    spec.epochs,
                     TaskStatus.Created.value,
                     block,
                 ),
