@@ -114,17 +114,18 @@ def print_round_table(rounds: list[dict]) -> None:
             f"{row['round']:>5} {row['task_id']:>5} {row['accuracy']:>9.4f} "
             f"{len(row['accepted']):>9} {len(row['rejected']):>9} {len(deferred):>8}"
             + ("  (task stays open)" if deferred else "")
+            + (f"  (failed: {row['shortfall']})" if row.get("shortfall") else "")
         )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
     from decentralml.session import open_session
-    from flows.creator import train
+    from flows.creator import run_training
 
     session = open_session(config, run=args.run or config.name)
     with round_progress(config.rounds) as on_round:
-        reports = train(config, session=session, on_round=on_round)
+        reports = run_training(config, session, on_round=on_round)
     if not reports:
         print(
             f"run {session.creator.run!r} has already finished its {config.rounds} rounds; "
@@ -132,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         return 0
     print_round_table([_round_row(r) for r in reports])
-    return 0
+    return 1 if any(r.shortfall for r in reports) else 0
 
 
 def _round_row(report) -> dict:
@@ -143,6 +144,7 @@ def _round_row(report) -> dict:
         "accepted": report.accepted,
         "rejected": report.rejected,
         "deferred": report.deferred,
+        "shortfall": report.shortfall,
     }
 
 
@@ -164,16 +166,18 @@ def cmd_round(args: argparse.Namespace) -> int:
     config = _config(args)
     from decentralml.session import open_session
     from decentralml.weights import decode
-    from flows.creator import run_round
+    from flows.creator import creator_tags, outcome, run_round
 
     session = open_session(config, run=args.run or config.name)
     task = session.creator.market.get_task(args.task_id)
     store = session.creator.store
     global_bytes = store.get(task.spec.global_weights_path, task.spec.global_weights_sha256)
     session.set_global(decode(global_bytes))
-    report = run_round(session, task.spec.round_number, task.task_id)
+    with creator_tags(session.creator.run):
+        state = run_round(session, task.spec.round_number, task.task_id, return_state=True)
+    report = outcome(state)
     print_round_table([_round_row(report)])
-    return 0
+    return 1 if report.shortfall else 0
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:

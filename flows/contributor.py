@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
 
 from decentralml.checks import CONTRIBUTE, check_config
 from decentralml.config import RunConfig, load_config
@@ -102,7 +102,8 @@ def run_agent(
         try:
             # The cheap checks first, here too: a spam task costs no flow run, no download.
             check_offer(contributor.market, task, contributor.terms)
-            contributions.append(contribute(contributor, task))
+            with tags("decentralml", "role:contributor"):
+                contributions.append(contribute(contributor, task))
         except (TaskFull, TaskNotOpen):
             continue  # the slots went to faster contributors, or the task ended
         except Exception as error:  # not KeyboardInterrupt/SystemExit: those stop the agent
