@@ -143,6 +143,7 @@ def print_round_table(rounds: list[dict]) -> None:
             f"{row['round']:>5} {row['task_id']:>5} {row['accuracy']:>9.4f} "
             f"{len(row['accepted']):>9} {len(row['rejected']):>9} {len(deferred):>8}"
             + ("  (task stays open)" if deferred else "")
+            + (f"  (failed: {row['shortfall']})" if row.get("shortfall") else "")
         )
 
 
@@ -150,11 +151,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
     decider = _reviewer(config)
     from decentralml.session import open_session
-    from flows.creator import train
+    from flows.creator import run_training
 
     session = open_session(config, run=args.run or config.name)
     with round_progress(config.rounds) as on_round:
-        reports = train(config, session=session, decider=decider, on_round=on_round)
+        reports = run_training(config, session, decider=decider, on_round=on_round)
     if not reports:
         print(
             f"run {session.creator.run!r} has already finished its {config.rounds} rounds; "
@@ -162,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         return 0
     print_round_table([_round_row(r) for r in reports])
-    return 0
+    return 1 if any(r.shortfall for r in reports) else 0
 
 
 def _round_row(report) -> dict:
@@ -173,6 +174,7 @@ def _round_row(report) -> dict:
         "accepted": report.accepted,
         "rejected": report.rejected,
         "deferred": report.deferred,
+        "shortfall": report.shortfall,
     }
 
 
@@ -193,12 +195,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_round(args: argparse.Namespace) -> int:
     config = _config(args)
     decider = _reviewer(config)
-    from flows.creator import run_round
+    from flows.creator import creator_tags, outcome, run_round
 
     session, task = _session_at_task(config, args)
-    report = run_round(session, task.spec.round_number, task.task_id, decider)
+    with creator_tags(session.creator.run):
+        state = run_round(session, task.spec.round_number, task.task_id, decider, return_state=True)
+    report = outcome(state)
     print_round_table([_round_row(report)])
-    return 0
+    return 1 if report.shortfall else 0
 
 
 def _session_at_task(config: RunConfig, args: argparse.Namespace):

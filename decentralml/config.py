@@ -105,6 +105,9 @@ class TaskConfig(_Section):
     copy_threshold: Annotated[float, Field(ge=0, lt=1)] = 0.05
     max_examples: PositiveInt | None = None
     examples_cap_multiple: Annotated[float, Field(ge=1)] = 2.0
+    min_accepted_results: Annotated[int, Field(ge=0)] = 1
+    """A round settling with fewer accepted results ends Failed (after it is settled and
+    checkpointed); 0 never flags a round."""
 
     @field_validator("question")
     @classmethod
@@ -134,6 +137,11 @@ class TaskConfig(_Section):
             raise ValueError(
                 f"pays_amount {self.pays_amount} is smaller than max_assignments "
                 f"{self.max_assignments}: each accepted result would be paid 0"
+            )
+        if self.min_accepted_results > self.max_assignments:
+            raise ValueError(
+                f"min_accepted_results {self.min_accepted_results} is more than max_assignments "
+                f"{self.max_assignments}: every round would fail"
             )
         return self
 

@@ -55,11 +55,17 @@ class Creator:
 @dataclass
 class RoundReview:
     """The round's verdicts, the results left without one (``deferred``: the creator's
-    storage could not be read; they stay PendingValidation) and the federated weights."""
+    storage could not be read; they stay PendingValidation) and the federated weights.
+
+    ``holdout`` and ``counted``, by submission id, for every result that passed integrity:
+    its weights' metrics on the creator's held-out split (evaluated once, whatever the policy
+    asked) and the examples it was allowed to count in averaging (none for a copy)."""
 
     verdicts: list[Verdict] = field(default_factory=list)
     deferred: list[Deferred] = field(default_factory=list)
     new_global: Tensors | None = None
+    holdout: dict[int, Mapping[str, object]] = field(default_factory=dict)
+    counted: dict[int, int] = field(default_factory=dict)
 
     @property
     def accepted(self) -> list[Verdict]:
@@ -133,14 +139,54 @@ def results_complete(task: Task, submissions: list[Submission], block: int) -> b
     return block >= task.spec.expiration_block
 
 
+@dataclass(frozen=True)
+class WaitStatus:
+    """Where a round stands while the creator waits: what a progress display shows."""
+
+    task_id: int
+    slots: int
+    assigned: int
+    results: int
+    seconds_left: float
+    blocks_left: int
+
+    @property
+    def fraction(self) -> float:
+        """Results in over slots, in [0, 1]."""
+        return min(1.0, self.results / self.slots) if self.slots else 1.0
+
+
+def wait_status(
+    task: Task, submissions: list[Submission], block: int, seconds_left: float
+) -> WaitStatus:
+    in_hand = [s for s in submissions if s.status is not ResultSubmissionStatus.Assigned]
+    return WaitStatus(
+        task.task_id,
+        task.spec.max_assignments,
+        len(submissions),
+        len(in_hand),
+        max(0.0, seconds_left),
+        max(0, task.spec.expiration_block - block),
+    )
+
+
 def wait_for_results(
-    market: Marketplace, task_id: int, timeout_s: float, poll_s: float
+    market: Marketplace,
+    task_id: int,
+    timeout_s: float,
+    poll_s: float,
+    on_poll: Callable[[WaitStatus], None] | None = None,
 ) -> list[Submission]:
-    """Poll until every slot has a result, the task expires, or ``timeout_s`` passes."""
+    """Poll until every slot has a result, the task expires, or ``timeout_s`` passes.
+
+    ``on_poll`` sees the round's status after every poll (the flow shows it as progress)."""
     deadline = time.monotonic() + timeout_s
     while True:
         submissions = market.list_task_results(task_id)
-        if results_complete(market.get_task(task_id), submissions, market.current_block()):
+        task, block = market.get_task(task_id), market.current_block()
+        if on_poll is not None:
+            on_poll(wait_status(task, submissions, block, deadline - time.monotonic()))
+        if results_complete(task, submissions, block):
             break
         if time.monotonic() >= deadline:
             log.warning("task %s: deadline reached with %d submissions", task_id, len(submissions))
@@ -203,6 +249,8 @@ def review(
     decisions = judge.review(submissions)
     outcome.verdicts = [d.verdict for d in decisions if d.verdict is not None]
     outcome.deferred = [d.deferred for d in decisions if d.deferred is not None]
+    outcome.holdout = {d.submission_id: d.holdout for d in decisions if d.holdout is not None}
+    outcome.counted = {d.submission_id: d.counted for d in decisions if d.counted is not None}
     for deferred in outcome.deferred:
         log.warning(
             "task %s: submission %d gets no verdict this round: %s",
@@ -285,6 +333,18 @@ def settle_and_close(
     close = None if deferred else task_id
     payments = market.settle(keypair, verdicts, close_task_id=close)
     return payments, market.get_task(task_id).refunded
+
+
+def shortfall(accepted: int, rejected: int, deferred: int, minimum: int) -> str | None:
+    """Why a round with ``accepted`` results falls short of the ``minimum`` it needs to count
+    as done (None when it does not): the settled round then ends flagged, not green."""
+    if accepted >= minimum:
+        return None
+    rest = f"{rejected} rejected, {deferred} deferred"
+    if accepted == 0:
+        return f"no result accepted: {rest}"
+    results = "result" if accepted == 1 else "results"
+    return f"{accepted} {results} accepted, fewer than the {minimum} required: {rest}"
 
 
 def checkpoint(creator: Creator, round_number: int, tensors: Tensors) -> StoredArtifact:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import State, flow, get_run_logger
+from prefect import State, flow, get_run_logger, tags
 from prefect.states import Cancelled
 
 from decentralml.checks import CONTRIBUTE, check_config
@@ -184,7 +184,8 @@ class _Workers:
 
     def _work(self, task: Task) -> None:
         try:
-            state = contribute(self.contributor, task, self.stop, return_state=True)
+            with tags("decentralml", "role:contributor"):
+                state = contribute(self.contributor, task, self.stop, return_state=True)
             if state.is_completed():
                 self.contributions.append(state.result())
             elif state.is_cancelled():

@@ -7,48 +7,57 @@ round:    wait for results → screen + validate + federate → set and evaluate
           the settlement is judged in it. ManualAccept without a decisions file pauses the
           run for the reviewer's form in the Prefect UI (flows/manual_review.py). A result the
           creator's storage could not deliver (after retries) is deferred, not rejected: the
-          decided ones are settled and the task stays open until it is judged.
-train:    publish and run `rounds` rounds, each task carrying the latest global weights; a
-          rerun of the same run (config name or --run) reads its progress back from the
-          marketplace and storage and finishes the open round instead of publishing it again
+          decided ones are settled and the task stays open until it is judged. The round's
+          submissions table and summary become keyed artifacts; fewer accepted results than
+          `task.min_accepted_results` end the settled round Failed.
+train:    publish and run `rounds` rounds, each task carrying the latest global weights, and
+          chart accuracy and loss per round; a rerun of the same run (config name or --run)
+          reads its progress back from the marketplace and storage and finishes the open
+          round instead of publishing it again
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import asdict
+from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect import flow, get_run_logger, tags
+from prefect.runtime import flow_run as current_flow_run
+from prefect.states import Failed, State
 
 from decentralml.checks import CREATE, check_config
 from decentralml.config import RunConfig, load_config
 from decentralml.crashpoints import crashpoint
-from decentralml.creator import RoundReview, close_open_tasks
+from decentralml.creator import close_open_tasks, shortfall
 from decentralml.errors import PendingResults
+from decentralml.reporting import RoundReport, submission_rows, underfilled_rounds
 from decentralml.session import CreatorSession, open_creator, open_session
 from decentralml.validation import make_policy
 from flows.manual_review import FormReview
 from tasks import creator as steps
+from tasks import reporting
 
 
-@dataclass
-class RoundReport:
-    round_number: int
-    task_id: int
-    accuracy: float
-    loss: float
-    accepted: list[int] = field(default_factory=list)
-    rejected: dict[int, str] = field(default_factory=dict)
-    deferred: dict[int, str] = field(default_factory=dict)
-    payments: dict[int, int] = field(default_factory=dict)
-    refund: int = 0
-    task_open: bool = False
-    """True while deferred results keep the task open (not closed, nothing refunded)."""
+def creator_tags(run: str) -> AbstractContextManager:
+    """Tags of every creator flow run of ``run``: filter the UI by run or by role."""
+    return tags("decentralml", f"run:{run}", "role:creator")
+
+
+def outcome(state: State) -> Any:
+    """What a finished run returned, also when it ended Failed on purpose (an underfilled
+    round still carries its report); a run that failed by raising re-raises here."""
+    value = state.result(raise_on_failure=False)
+    if isinstance(value, BaseException):
+        raise value
+    return value
 
 
 @flow(
-    name="creator-publish", flow_run_name="publish-round-{round_number}", validate_parameters=False
+    name="creator-publish",
+    flow_run_name="{session.creator.run}-publish-round-{round_number}",
+    validate_parameters=False,
 )
 def publish(session: CreatorSession, round_number: int) -> int:
     creator = session.creator
@@ -61,24 +70,32 @@ def publish(session: CreatorSession, round_number: int) -> int:
 
 @flow(
     name="creator-round",
-    flow_run_name="round-{round_number}-task-{task_id}",
+    flow_run_name="{session.creator.run}-round-{round_number}-task-{task_id}",
     validate_parameters=False,
 )
 def run_round(
     session: CreatorSession, round_number: int, task_id: int, decider=None
-) -> RoundReport:
-    creator, config = session.creator, session.creator.config
+) -> RoundReport | State:
+    """One round, settled. A round with fewer accepted results than
+    ``task.min_accepted_results`` is still settled, checkpointed and reported, then ends in a
+    Failed state that names why and carries its report (see ``outcome``)."""
+    creator, config, run = session.creator, session.creator.config, session.creator.run
     steps.wait_for_results(
-        creator.market, task_id, config.round_timeout_seconds, config.poll_seconds
+        creator.market,
+        task_id,
+        config.round_timeout_seconds,
+        config.poll_seconds,
+        reporting.WaitProgress(run, round_number),
     )
     policy = make_policy(config.task, decider, FormReview.for_task(config.task))  # ManualAccept
     round_start = dict(session.global_tensors)
     while True:  # once, unless a late result lands before the settlement: then judge it too
         task = creator.market.get_task(task_id)
+        submissions = steps.pending_results(creator.market, task_id)
         review = steps.review(
             creator,
             task,
-            steps.pending_results(creator.market, task_id),
+            submissions,
             round_start,
             policy,
             session.evaluate_tensors,
@@ -97,7 +114,6 @@ def run_round(
         except PendingResults as late:
             get_run_logger().info("task %d: a late result arrived (%s); judging it", task_id, late)
     crashpoint("settled")
-    publish_round_table(round_number, task_id, metrics, review, payments)
     report = RoundReport(
         round_number,
         task_id,
@@ -109,7 +125,14 @@ def run_round(
         payments=payments,
         refund=refund,
         task_open=bool(review.deferred),
+        shortfall=shortfall(
+            len(review.accepted),
+            len(review.rejected),
+            len(review.deferred),
+            config.task.min_accepted_results,
+        ),
     )
+    reporting.publish_round(run, report, submission_rows(submissions, review, payments))
     get_run_logger().info("round %d: %s", round_number, asdict(report))
     if report.task_open:
         get_run_logger().warning(
@@ -117,57 +140,62 @@ def run_round(
             "have no verdict yet; judge them when the storage is back, then close the task",
             round_number, task_id, sorted(report.deferred),
         )  # fmt: skip
+    if report.shortfall:
+        get_run_logger().warning("round %d: %s", round_number, report.shortfall)
+        return Failed(message=f"round {round_number}: {report.shortfall}", data=report)
     return report
 
 
-def publish_round_table(
-    round_number: int, task_id: int, metrics: dict, review: RoundReview, payments: dict[int, int]
-) -> None:
-    """The round's verdicts (and deferred results) as a table artifact: the creator reads
-    them in the Prefect UI."""
-    rows = [
-        {
-            "submission": v.submission_id,
-            "verdict": "accepted" if v.accept else "rejected",
-            "reason": v.reason,
-            "paid": payments.get(v.submission_id, 0),
-        }
-        for v in review.verdicts
-    ]
-    rows += [
-        {"submission": d.submission_id, "verdict": "deferred", "reason": d.reason, "paid": 0}
-        for d in review.deferred
-    ]
-    create_table_artifact(
-        table=rows or [{"submission": "-", "verdict": "no results", "reason": "", "paid": 0}],
-        description=(
-            f"Round {round_number} (task {task_id}): test accuracy {metrics['accuracy']:.4f}, "
-            f"loss {metrics['loss']:.4f}"
-            + ("; the task stays open: deferred results await a verdict" if review.deferred else "")
-        ),
-    )
+def _train_run_name() -> str:
+    parameters = current_flow_run.parameters
+    session = parameters.get("session")
+    return f"{session.creator.run if session else parameters['config'].name}-train"
 
 
-@flow(name="creator-train", flow_run_name="train-{config.name}", validate_parameters=False)
+@flow(name="creator-train", flow_run_name=_train_run_name, validate_parameters=False)
 def train(
     config: RunConfig,
     session: CreatorSession | None = None,
     decider=None,
     on_round: Callable[[RoundReport], None] | None = None,
-) -> list[RoundReport]:
+) -> list[RoundReport] | State:
+    """Every remaining round of the run. An underfilled round does not stop the training;
+    the run then ends Failed naming those rounds, with all the reports (see ``outcome``)."""
     session = session or open_session(config)
+    run = session.creator.run
     steps.settle_overdue(session.creator)  # results nobody judged in time are paid first
     progress = steps.find_progress(session.creator)
     session.resume(progress)
-    reports = []
-    for round_number in range(progress.done_rounds + 1, config.rounds + 1):
-        resumable = progress.open_task if round_number == progress.done_rounds + 1 else None
-        task_id = resumable.task_id if resumable else publish(session, round_number)
-        crashpoint("published")
-        reports.append(run_round(session, round_number, task_id, decider))
-        if on_round:
-            on_round(reports[-1])
+    reports: list[RoundReport] = []
+    with creator_tags(run):
+        for round_number in range(progress.done_rounds + 1, config.rounds + 1):
+            resumable = progress.open_task if round_number == progress.done_rounds + 1 else None
+            task_id = resumable.task_id if resumable else publish(session, round_number)
+            crashpoint("published")
+            state = run_round(session, round_number, task_id, decider, return_state=True)
+            reports.append(outcome(state))
+            reporting.publish_training(run, reports)
+            if on_round:
+                on_round(reports[-1])
+    underfilled = underfilled_rounds(reports)
+    if underfilled:
+        why = "; ".join(f"round {r.round_number}: {r.shortfall}" for r in reports if r.shortfall)
+        rounds = ", ".join(map(str, underfilled))
+        return Failed(message=f"underfilled rounds {rounds} ({why})", data=reports)
     return reports
+
+
+def run_training(
+    config: RunConfig,
+    session: CreatorSession | None = None,
+    decider=None,
+    on_round: Callable[[RoundReport], None] | None = None,
+) -> list[RoundReport]:
+    """``train`` tagged with its run and role, returning the reports even when the training
+    ended Failed for underfilled rounds (``underfilled_rounds`` tells which)."""
+    run = session.creator.run if session else config.name
+    with creator_tags(run):
+        return outcome(train(config, session, decider, on_round, return_state=True))
 
 
 def close_tasks_of_aborted_run(flow, flow_run, state) -> None:
@@ -189,4 +217,5 @@ def train_from_config(config_path: str = "configs/mnist.yaml") -> list[dict]:
     """Deployment entry point (see prefect.yaml): every round of the configured training.
     The creator's key comes from the environment variable the config names."""
     config = check_config(load_config(config_path), CREATE, source=config_path)
-    return [asdict(report) for report in train(config)]
+    with creator_tags(config.name):
+        return [asdict(report) for report in train(config)]  # raises if a round underfilled

@@ -21,7 +21,7 @@ from decentralml.contributor import Contributor
 from decentralml.runtime import contributor_keypair, fund_dev_accounts
 from decentralml.session import open_session
 from flows.contributor import run_agent
-from flows.creator import RoundReport, train
+from flows.creator import RoundReport, run_training
 
 
 def run_demo(
@@ -61,7 +61,7 @@ def run_demo(
             for contributor in contributors
         ]
         try:
-            reports = train(config, session=session, decider=decider, on_round=on_round)
+            reports = run_training(config, session, decider, on_round)
         finally:
             stop.set()
         for agent in agents:
@@ -146,6 +146,7 @@ def summarize(session, reports: list[RoundReport], before: dict[str, int], secon
                 "accepted": r.accepted,
                 "rejected": r.rejected,
                 "refund": r.refund,
+                "shortfall": r.shortfall,
             }
             for r in reports
         ],

@@ -78,6 +78,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "copy_threshold": 0.05,
             "max_examples": None,
             "examples_cap_multiple": 2.0,
+            "min_accepted_results": 1,
         },
         "data": {
             "source": "mnist",
@@ -257,6 +258,15 @@ def test_reward_smaller_than_the_slots_is_refused() -> None:
         "max_assignments 5: each accepted result would be paid 0"
     )
     parse_config(_with("task.pays_amount", 5))  # one unit each is fine
+
+
+def test_a_round_cannot_require_more_accepted_results_than_it_has_slots() -> None:
+    assert parse_config({}).task.min_accepted_results == 1
+    assert _error(_with("task.min_accepted_results", 6)) == (
+        "invalid configuration in <dict>: task: Value error, min_accepted_results 6 is more "
+        "than max_assignments 5: every round would fail"
+    )
+    assert parse_config(_with("task.min_accepted_results", 0)).task.min_accepted_results == 0
 
 
 @pytest.mark.parametrize(

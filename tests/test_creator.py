@@ -11,7 +11,7 @@ import pytest
 from decentralml.accounts import contributor_dev_keypair, dev_keypair
 from decentralml.config import parse_config
 from decentralml.contributor import result_url
-from decentralml.creator import Creator, review
+from decentralml.creator import Creator, review, wait_for_results
 from decentralml.domain import TaskResult, TaskSpec, Verdict
 from decentralml.errors import StorageError
 from decentralml.marketplace.embedded import EmbeddedMarketplace
@@ -110,3 +110,39 @@ def test_an_oversized_result_is_refused_by_the_model_size_not_only_the_ceiling(
     outcome = review(creator, task, [padded], GLOBAL, accept_all, lambda t: {})
     [verdict] = outcome.verdicts
     assert not verdict.accept and "limit" in verdict.reason
+
+
+def test_review_reports_each_results_holdout_metrics_evaluated_once(round_with_results):
+    creator, task, submissions = round_with_results
+    evaluated: list[float] = []
+
+    def evaluate(tensors) -> dict:
+        value = float(tensors["001.bias"][0])
+        evaluated.append(value)
+        return {"accuracy": value / 10, "loss": 1 / value}
+
+    def needs_accuracy(candidate):  # a policy that reads the metrics too: no second pass
+        accept = candidate.holdout_metrics()["accuracy"] > 0.2
+        return Verdict(candidate.submission_id, accept, "accuracy")
+
+    outcome = review(creator, task, submissions, GLOBAL, _Policy(needs_accuracy), evaluate)
+    first, second = (s.submission_id for s in submissions)
+    assert sorted(evaluated) == [1.0, 4.0]
+    assert outcome.holdout == {
+        first: {"accuracy": 0.1, "loss": 1.0},
+        second: {"accuracy": 0.4, "loss": 0.25},
+    }
+    assert outcome.counted == {first: 100, second: 200}  # rejected or not: 300 capped at 2 × 100
+    assert [v.accept for v in outcome.verdicts] == [False, True]
+
+
+def test_waiting_reports_slots_results_and_deadline_on_every_poll(round_with_results, caplog):
+    creator, task, _ = round_with_results
+    statuses = []
+    with caplog.at_level("WARNING", logger="decentralml"):
+        wait_for_results(creator.market, task.task_id, 0.25, 0.1, on_poll=statuses.append)
+    assert len(statuses) >= 2
+    assert {(s.slots, s.assigned, s.results) for s in statuses} == {(3, 2, 2)}
+    assert statuses[0].seconds_left > statuses[-1].seconds_left >= 0
+    assert statuses[-1].blocks_left > 90 and statuses[-1].fraction == 2 / 3
+    assert "deadline reached with 2 submissions" in caplog.text

@@ -114,7 +114,7 @@ def test_deployments_run_a_round_through_a_worker(prefect_server, tmp_path):
     finally:
         _stop(worker)
     assert set(states.values()) == {"COMPLETED"}, states
-    assert {"agent-1", "contributor-1-task-0", "round-1-task-0"} <= set(states)
+    assert {"agent-1", "contributor-1-task-0", f"{config.name}-round-1-task-0"} <= set(states)
 
     [submission] = open_marketplace(config.marketplace).list_task_results(0)
     assert submission.status is ResultSubmissionStatus.Accepted

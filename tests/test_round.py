@@ -170,7 +170,11 @@ def test_prefect_records_no_key_material_and_no_arrays(finished_round):
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs()
     names = {run.name for run in runs}
-    assert {"contributor-0-task-0", "round-1-task-0", "publish-round-1"} <= names
+    assert {
+        "contributor-0-task-0",
+        "test-round-round-1-task-0",
+        "test-round-publish-round-1",
+    } <= names
     stored = [json.dumps(run.parameters, default=str) for run in runs]
     keys = [contributor_keypair(finished_round["config"].marketplace, i) for i in range(HONEST)]
     keys.append(finished_round["session"].creator.keypair)
@@ -180,31 +184,13 @@ def test_prefect_records_no_key_material_and_no_arrays(finished_round):
     assert max(map(len, stored)) < 5_000, "arrays or models leaked into run parameters"
 
 
-def test_round_verdicts_are_a_table_artifact_in_prefect(finished_round):
+def test_round_verdicts_are_a_keyed_table_artifact_in_prefect(finished_round):
     import json
 
-    from prefect.client.orchestration import get_client
+    from prefect.artifacts import Artifact
 
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts()
     report = finished_round["report"]
-    # Other tests of the session run rounds too: this round's table is the one with its
-    # accuracy and its own rejection reasons.
-    title = f"Round 1 (task 0): test accuracy {report.accuracy:.4f}"
-
-    def rows_of(artifact) -> dict:
-        data = artifact.data if isinstance(artifact.data, list) else json.loads(artifact.data)
-        return {row["submission"]: row for row in data}
-
-    [table] = [
-        a
-        for a in artifacts
-        if a.type == "table"
-        and a.description.startswith(title)
-        and all(
-            rows_of(a).get(sid, {}).get("reason") == why for sid, why in report.rejected.items()
-        )
-    ]
+    table = Artifact.get("test-round-round-1-submissions")  # the run's key: its latest version
     data = table.data if isinstance(table.data, list) else json.loads(table.data)
     rows = {row["submission"]: row for row in data}
     assert {sid for sid, r in rows.items() if r["verdict"] == "rejected"} == set(report.rejected)

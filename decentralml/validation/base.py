@@ -244,11 +244,16 @@ def allowed_weights(
 @dataclass(frozen=True)
 class Decision:
     """What the review made of one submission: a ``verdict`` (with the weights of an accepted
-    ``candidate``), or none yet (``deferred``) — exactly one of the two."""
+    ``candidate``), or none yet (``deferred``) — exactly one of the two.
+
+    ``holdout`` (held-out metrics) and ``counted`` (examples allowed to count) are set for
+    every submission that passed integrity, accepted or not: the creator's report shows them."""
 
     verdict: Verdict | None = None
     candidate: Candidate | None = None
     deferred: Deferred | None = None
+    holdout: Mapping[str, object] | None = None
+    counted: int | None = None
 
     def __post_init__(self) -> None:
         if (self.verdict is None) == (self.deferred is None):
@@ -323,7 +328,9 @@ class Judge:
         for candidate in candidates:
             if candidate.submission_id in copies:
                 reason = copies[candidate.submission_id]
-                decisions[candidate.submission_id] = Decision(_reject(candidate.submission, reason))
+                decisions[candidate.submission_id] = Decision(
+                    _reject(candidate.submission, reason), holdout=candidate.holdout_metrics()
+                )
         weights = allowed_weights(
             [c.num_examples for c in originals],
             self.rules.examples_cap_multiple,
@@ -335,7 +342,9 @@ class Judge:
             verdicts = self.policy.decide_round(originals, view)
             for candidate, verdict in zip(originals, verdicts, strict=True):
                 kept = candidate if verdict.accept else None
-                decisions[candidate.submission_id] = Decision(verdict, kept)
+                decisions[candidate.submission_id] = Decision(
+                    verdict, kept, holdout=candidate.holdout_metrics(), counted=candidate.weight
+                )
         return [decisions[s.submission_id] for s in ordered]
 
 

@@ -1,0 +1,84 @@
+"""Publishing the creator's reports as keyed Prefect artifacts (builders in
+decentralml.reporting). A key is reused by every rerun of the same run and round, and the
+training's chart and summary keep one key per run: the UI's artifact history shows them change."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prefect import task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from decentralml.creator import WaitStatus
+from decentralml.reporting import (
+    RoundReport,
+    artifact_key,
+    chart_markdown,
+    metrics_chart_png,
+    progress_description,
+    round_summary,
+    training_summary,
+)
+from tasks.policy import LOCAL_TASK
+
+NO_RESULTS_ROW = {"submission": None, "verdict": "no results", "reason": "", "paid": 0}
+
+
+@task(name="publish-round-report", **LOCAL_TASK)
+def publish_round(run: str, report: RoundReport, rows: list[dict]) -> None:
+    """The round's submissions table and its summary."""
+    round_key = ("round", report.round_number)
+    create_table_artifact(
+        key=artifact_key(run, *round_key, "submissions"),
+        table=rows or [NO_RESULTS_ROW],
+        description=f"Round {report.round_number} (task {report.task_id}): submissions, "
+        f"held-out metrics, verdicts and payments; test accuracy {report.accuracy:.4f}",
+    )
+    create_markdown_artifact(
+        key=artifact_key(run, *round_key, "summary"),
+        markdown=round_summary(report),
+        description=f"Round {report.round_number} summary",
+    )
+
+
+@task(name="publish-training-report", **LOCAL_TASK)
+def publish_training(run: str, reports: Sequence[RoundReport]) -> None:
+    """The accuracy/loss chart and the training summary, republished after every round."""
+    create_markdown_artifact(
+        key=artifact_key(run, "accuracy-chart"),
+        markdown=chart_markdown(run, metrics_chart_png(reports)),
+        description=f"Test accuracy and loss after round {reports[-1].round_number}",
+    )
+    create_markdown_artifact(
+        key=artifact_key(run, "training-summary"),
+        markdown=training_summary(run, reports),
+        description=f"Training {run} after round {reports[-1].round_number}",
+    )
+
+
+class WaitProgress:
+    """``wait_for_results``'s ``on_poll``: a progress artifact of the round's results, created
+    on the first poll and updated only when the slots or results change (not every poll)."""
+
+    def __init__(self, run: str, round_number: int) -> None:
+        self.key = artifact_key(run, "round", round_number, "progress")
+        self._artifact_id = None
+        self._shown: tuple[int, int] | None = None
+
+    def __call__(self, status: WaitStatus) -> None:
+        shown = (status.assigned, status.results)
+        if shown == self._shown:
+            return
+        self._shown = shown
+        progress, description = 100 * status.fraction, progress_description(status)
+        if self._artifact_id is None:
+            self._artifact_id = create_progress_artifact(
+                progress, key=self.key, description=description
+            )
+        else:
+            update_progress_artifact(self._artifact_id, progress, description=description)
