@@ -225,7 +225,7 @@ def test_the_round_pauses_for_the_form_and_pays_exactly_the_approved(rounds) -> 
     session, market = rounds["session"], rounds["session"].creator.market
     task_id, (good, bad) = rounds["tasks"][1]
     thread, out = _round_in_thread(session, 1, task_id)
-    run = _paused_run(f"round-1-task-{task_id}")
+    run = _paused_run(f"manual-round-1-task-{task_id}")
     description, schema = _form(run)
     assert f"Task {task_id}: 2 submission(s) await your decision" in description
     for sid in (good, bad):
@@ -237,10 +237,10 @@ def test_the_round_pauses_for_the_form_and_pays_exactly_the_approved(rounds) -> 
     # A wrong type is refused by the server: the run stays paused, nothing is decided.
     with pytest.raises(RuntimeError, match="Cannot resume this run"):
         resume_flow_run(run.id, run_input={"decisions": [{"submission_id": "x"}]})
-    assert _paused_run(f"round-1-task-{task_id}").id == run.id
+    assert _paused_run(f"manual-round-1-task-{task_id}").id == run.id
     # An unknown id passes the schema but not the flow: refused, and the round pauses again.
     resume_flow_run(run.id, run_input={"decisions": [{"submission_id": 999, "accept": True}]})
-    again = _paused_run(f"round-1-task-{task_id}", after_pauses=1)
+    again = _paused_run(f"manual-round-1-task-{task_id}", after_pauses=1)
     refusal, _ = _form(again)
     assert "refused: submission 999 is not pending review" in refusal
     assert all(market.get_submission(s).status is ResultSubmissionStatus.PendingValidation
