@@ -106,6 +106,9 @@ def upload_assets(
 def create_round_task(
     creator: Creator, round_number: int, assets: StoredArtifact, global_weights: StoredArtifact
 ) -> int:
+    """Publish the round: the record names what contributors fetch (with digests), what they
+    train (model, epochs, for their filters) and the storage endpoint those URLs resolve
+    against, so a contributor needs no copy of this creator's config."""
     task = creator.config.task
     spec = TaskSpec(
         question=task.question,
@@ -118,6 +121,9 @@ def create_round_task(
         global_weights_path=global_weights.url,
         global_weights_sha256=global_weights.sha256,
         round_number=round_number,
+        model=creator.config.model.name,
+        epochs=creator.config.training.epochs,
+        storage_endpoint=creator.config.storage.endpoint_url or "",
     )
     return creator.market.create_task(creator.keypair, spec)
 

@@ -63,6 +63,13 @@ class TaskSpec:
     global_weights_path: str = ""
     global_weights_sha256: str = ""
     round_number: int = 0
+    model: str = ""
+    """The model the task trains (e.g. mnist_mlp): contributors filter on it before downloading."""
+    epochs: int = 0
+    """Local epochs per result the task asks for (0: not recorded)."""
+    storage_endpoint: str = ""
+    """Where the task's storage URLs resolve: an S3 endpoint URL, "" for AWS or local files.
+    Never credentials: each party reads its own from its environment."""
 
     @property
     def reward_per_result(self) -> int:
