@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger
 
 from decentralml.checks import CONTRIBUTE, check_config
 from decentralml.config import RunConfig, load_config
-from decentralml.contributor import Contributor, check_offer, find_open_task
+from decentralml.contributor import Contributor, check_offer, find_open_task, task_store
 from decentralml.domain import Task
 from decentralml.errors import TaskFull, TaskNotOpen
 from decentralml.marketplace.base import Marketplace
@@ -44,7 +44,8 @@ class Contribution:
     validate_parameters=False,
 )
 def contribute(contributor: Contributor, task: Task) -> Contribution:
-    market, store, worker = contributor.market, contributor.store, contributor.keypair
+    market, worker = contributor.market, contributor.keypair
+    store = task_store(contributor.store, task)  # the endpoint the record names
     steps.check_offer(market, task, contributor.terms)
     with tempfile.TemporaryDirectory(prefix=f"dml-task-{task.task_id}-") as workdir:
         inputs = steps.fetch_inputs(store, task, Path(workdir), contributor.terms)
