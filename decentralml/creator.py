@@ -29,7 +29,8 @@ from decentralml.domain import (
 from decentralml.errors import PendingResults, StorageError
 from decentralml.marketplace.base import Marketplace
 from decentralml.marketplace.ledger import AUTO_ACCEPTED
-from decentralml.packaging import build_package
+from decentralml.packaging import build_package, project_wheel
+from decentralml.runtime import PROJECT_ROOT
 from decentralml.storage import ArtifactStore, StoredArtifact
 from decentralml.strategies import Contribution, NothingToAggregate, Tensors, get_strategy
 from decentralml.validation import Deferred, Judge, Policy, result_size_limit, screening_rules
@@ -97,7 +98,9 @@ def upload_global(creator: Creator, round_number: int, tensors: Tensors) -> Stor
 def upload_assets(
     creator: Creator, round_number: int, max_examples: int | None = None
 ) -> StoredArtifact:
-    package = build_package(creator.assets_dir, task_settings(creator.config, max_examples))
+    wheel = project_wheel(PROJECT_ROOT, PROJECT_ROOT / ".cache" / "wheels")
+    settings = task_settings(creator.config, max_examples)
+    package = build_package(creator.assets_dir, settings, wheels=(wheel,) if wheel else ())
     return creator.store.put(
         creator.store.round_url(creator.run, round_number, "assets.tar.gz"), package
     )
