@@ -95,12 +95,23 @@ def upload_global(creator: Creator, round_number: int, tensors: Tensors) -> Stor
     return creator.store.put(url, encode(tensors, {"round": round_number}))
 
 
+def contributor_wheels() -> tuple[Path, ...]:
+    """The wheel of this project the package carries (start_task.sh installs it), cached in
+    the project's .cache/wheels. A wheel that cannot be built (no pip here) is a warning, not
+    a failed round: start_task.sh then says to set DECENTRALML_PYTHON."""
+    try:
+        wheel = project_wheel(PROJECT_ROOT, PROJECT_ROOT / ".cache" / "wheels")
+    except StorageError as error:
+        log.warning("the contributor package ships without a decentralml wheel: %s", error)
+        return ()
+    return (wheel,) if wheel else ()
+
+
 def upload_assets(
     creator: Creator, round_number: int, max_examples: int | None = None
 ) -> StoredArtifact:
-    wheel = project_wheel(PROJECT_ROOT, PROJECT_ROOT / ".cache" / "wheels")
     settings = task_settings(creator.config, max_examples)
-    package = build_package(creator.assets_dir, settings, wheels=(wheel,) if wheel else ())
+    package = build_package(creator.assets_dir, settings, wheels=contributor_wheels())
     return creator.store.put(
         creator.store.round_url(creator.run, round_number, "assets.tar.gz"), package
     )

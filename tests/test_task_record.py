@@ -10,12 +10,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from substrateinterface import Keypair
 
 from decentralml.accounts import dev_keypair
 from decentralml.chain import codec
+from decentralml.chain.client import ChainClient
 from decentralml.domain import TaskSpec
 from decentralml.errors import InvalidTaskSpec
 from decentralml.marketplace.embedded import EmbeddedMarketplace
+from decentralml.marketplace.substrate import SubstrateMarketplace
 
 ALICE = dev_keypair("Alice")
 SPEC = TaskSpec(
@@ -110,3 +113,29 @@ def test_chain_records_carry_the_new_fields_and_old_ones_decode() -> None:
 def test_chain_records_with_a_bad_new_field_are_ignored(extra: dict) -> None:
     body = json.loads(codec.encode(codec.TaskCreated(SPEC))[len(codec.PREFIX) + 1 :])
     assert codec.decode(codec.PREFIX + b"T" + json.dumps({**body, **extra}).encode()) is None
+
+
+@pytest.mark.integration
+def test_the_chain_keeps_the_new_fields_and_reads_records_without_them(
+    chain_client: ChainClient, funded_keypair, tmp_path: Path
+) -> None:
+    """On a real chain (chopsticks): a record with the fields and one written the old way
+    (through the client, bypassing the marketplace) both index, and a fresh indexer replaying
+    the chain derives the same records."""
+    start = chain_client.finalized_head_number() + 1
+    market = SubstrateMarketplace(chain_client, tmp_path / "a.sqlite", start)
+    creator: Keypair = funded_keypair()
+    expires = market.current_block() + 200
+    filled = dataclasses.replace(FILLED, expiration_block=expires, pays_amount=3 * 10**10)
+    old = dataclasses.replace(SPEC, expiration_block=expires, pays_amount=3 * 10**10)
+    new_id = market.create_task(creator, filled)
+    old_payload = codec.encode(codec.TaskCreated(old))
+    assert b'"model"' not in old_payload and b'"storage_endpoint"' not in old_payload
+    chain_client.submit(creator, [chain_client.remark_call(old_payload)])  # raises on failure
+
+    fresh = SubstrateMarketplace(chain_client, tmp_path / "b.sqlite", start)
+    for reader in (market, fresh):
+        specs = {t.task_id: t.spec for t in reader.list_tasks(open_only=False)}
+        assert specs[new_id] == filled
+        [old_id] = set(specs) - {new_id}
+        assert specs[old_id] == old and specs[old_id].storage_endpoint == ""
