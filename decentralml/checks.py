@@ -1,7 +1,8 @@
 """A loaded config checked against this machine: what pydantic (decentralml/config.py) cannot
 know on its own. Is the model registered, does the custom validator import, does fsspec know
-the storage protocol, can the marketplace and storage folders be written, does the decisions
-file exist, does the demo have a slot for each of its contributors?
+the storage protocol, can the marketplace and storage folders be written, does a self-hosted S3
+accept our credentials, does the decisions file exist, does the demo have a slot for each of
+its contributors?
 
 Every command runs the checks for the parts it uses right after it loads its config, before
 it opens a marketplace or publishes anything: a bad value is one line naming its field, not a
@@ -17,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 from decentralml.config import RunConfig, format_problems
 from decentralml.domain import ValidationStrategy
-from decentralml.errors import ConfigError
+from decentralml.errors import ConfigError, StorageCredentialsError
 from decentralml.storage import check_protocol, normalize_url
 
 Problem = tuple[str, str]
@@ -101,6 +102,22 @@ def storage_root_writable(config: RunConfig) -> Iterator[Problem]:
         yield "storage.url", problem
 
 
+def storage_credentials_accepted(config: RunConfig) -> Iterator[Problem]:
+    """An s3:// root at a configured ``storage.endpoint_url`` (self-hosted S3, on the same
+    network) gets one request, so credentials that are missing or refused fail here, in one
+    line. AWS itself is not contacted by a check; there the first upload fails the same way,
+    still before any task is published."""
+    storage = config.storage
+    if not (storage.endpoint_url and normalize_url(storage.url).startswith("s3://")):
+        return
+    from decentralml.runtime import open_store
+
+    try:
+        open_store(storage).check_access()
+    except StorageCredentialsError as error:
+        yield "storage.url", str(error)
+
+
 def marketplace_writable(config: RunConfig) -> Iterator[Problem]:
     """The backend's own SQLite file (the embedded marketplace, or the chain's index) can be
     created in a writable folder, or is already a SQLite file."""
@@ -147,14 +164,20 @@ def _sqlite_file_problem(path: Path) -> str | None:
 READ: tuple[Check, ...] = (marketplace_writable,)
 """tasks, results, balance: only the marketplace is opened."""
 
-CONTRIBUTE: tuple[Check, ...] = (storage_protocol_known, marketplace_writable)
-"""contribute: a contributor writes its results next to the task's files, not to its root."""
+CONTRIBUTE: tuple[Check, ...] = (
+    storage_protocol_known,
+    storage_credentials_accepted,
+    marketplace_writable,
+)
+"""contribute: a contributor writes its results next to the task's files, not to its root, and
+reaches them at the endpoint the task names; a storage it configured itself is checked too."""
 
 PUBLISH: tuple[Check, ...] = (
     model_registered,
     custom_validator_loads,
     storage_protocol_known,
     storage_root_writable,
+    storage_credentials_accepted,
     marketplace_writable,
 )
 """publish: everything its later round needs except the decisions file."""

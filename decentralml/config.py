@@ -197,6 +197,9 @@ class StorageConfig(_Section):
     """Where artifacts live (see decentralml.storage) and how long a party keeps trying when
     the storage is unavailable.
 
+    endpoint_url: the S3 endpoint for s3:// URLs when it is not AWS (SeaweedFS, MinIO). The
+        creator writes it on each task record, so contributors need no copy of it; credentials
+        never go here (AWS_* variables or AWS_PROFILE, docs/storage.md).
     retry_attempts: tries of every read and write in all (default 4; 1: no retry).
     retry_delays: seconds to wait after the 1st, 2nd, ... failure; the last one repeats
         (default [0.5, 1, 2]). Their sum bounds the outage a round rides out: a result the

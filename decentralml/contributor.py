@@ -141,6 +141,15 @@ def assign(market: Marketplace, worker: Keypair, task_id: int) -> int:
     return existing if existing is not None else market.assign_task(worker, task_id)
 
 
+def task_store(store: ArtifactStore, task: Task) -> ArtifactStore:
+    """The contributor's store, reaching the task's s3:// URLs at the endpoint its record
+    names: a contributor needs no copy of the creator's config, only its own credentials
+    (environment). A record without an endpoint (AWS, local files, or written before records
+    carried one) leaves the contributor's own ``storage.endpoint_url`` in effect."""
+    endpoint = task.spec.storage_endpoint
+    return store.at_endpoint(endpoint) if endpoint else store
+
+
 def fetch_inputs(
     store: ArtifactStore, task: Task, workdir: Path, terms: ContributorConfig | None = None
 ) -> TaskInputs:

@@ -29,7 +29,8 @@ from decentralml.domain import (
 from decentralml.errors import PendingResults, StorageError
 from decentralml.marketplace.base import Marketplace
 from decentralml.marketplace.ledger import AUTO_ACCEPTED
-from decentralml.packaging import build_package
+from decentralml.packaging import build_package, project_wheel
+from decentralml.runtime import PROJECT_ROOT
 from decentralml.storage import ArtifactStore, StoredArtifact
 from decentralml.strategies import Contribution, NothingToAggregate, Tensors, get_strategy
 from decentralml.validation import Deferred, Judge, Policy, result_size_limit, screening_rules
@@ -101,10 +102,23 @@ def upload_global(creator: Creator, round_number: int, tensors: Tensors) -> Stor
     return creator.store.put(url, encode(tensors, {"round": round_number}))
 
 
+def contributor_wheels() -> tuple[Path, ...]:
+    """The wheel of this project the package carries (start_task.sh installs it), cached in
+    the project's .cache/wheels. A wheel that cannot be built (no pip here) is a warning, not
+    a failed round: start_task.sh then says to set DECENTRALML_PYTHON."""
+    try:
+        wheel = project_wheel(PROJECT_ROOT, PROJECT_ROOT / ".cache" / "wheels")
+    except StorageError as error:
+        log.warning("the contributor package ships without a decentralml wheel: %s", error)
+        return ()
+    return (wheel,) if wheel else ()
+
+
 def upload_assets(
     creator: Creator, round_number: int, max_examples: int | None = None
 ) -> StoredArtifact:
-    package = build_package(creator.assets_dir, task_settings(creator.config, max_examples))
+    settings = task_settings(creator.config, max_examples)
+    package = build_package(creator.assets_dir, settings, wheels=contributor_wheels())
     return creator.store.put(
         creator.store.round_url(creator.run, round_number, "assets.tar.gz"), package
     )
@@ -113,6 +127,9 @@ def upload_assets(
 def create_round_task(
     creator: Creator, round_number: int, assets: StoredArtifact, global_weights: StoredArtifact
 ) -> int:
+    """Publish the round: the record names what contributors fetch (with digests), what they
+    train (model, epochs, for their filters) and the storage endpoint those URLs resolve
+    against, so a contributor needs no copy of this creator's config."""
     task = creator.config.task
     spec = TaskSpec(
         question=task.question,
@@ -127,6 +144,7 @@ def create_round_task(
         round_number=round_number,
         model=creator.config.model.name,
         epochs=creator.config.training.epochs,
+        storage_endpoint=creator.config.storage.endpoint_url or "",
     )
     return creator.market.create_task(creator.keypair, spec)
 

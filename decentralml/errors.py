@@ -120,7 +120,8 @@ class StorageError(DecentralMLError):
 
     Two kinds below: what is stored is wrong (ArtifactMissing, ArtifactTooLarge,
     DigestMismatch: the writer's fault, reading again changes nothing) and the storage could
-    not be used (StorageUnavailable: the reader's side; try again later)."""
+    not be used (StorageUnavailable: the reader's side; try again later; or
+    StorageCredentialsError: this party's credentials are missing or refused; fix them)."""
 
 
 class ArtifactMissing(StorageError):
@@ -140,6 +141,12 @@ class StorageUnavailable(StorageError):
     """The storage could not be read or written (a connection refused, a timeout, an I/O
     error), or two reads of one artifact gave different bytes: nothing is known about what
     is stored. Transient or on the reader's side: retry later, never blame the writer."""
+
+
+class StorageCredentialsError(StorageError):
+    """S3 storage found no credentials in this party's environment, or refused the ones it
+    found. Not transient: retrying repeats the refusal until the environment is fixed. The
+    message names the variables to set and never their values."""
 
 
 class IntegrityError(DecentralMLError):

@@ -8,12 +8,22 @@ A contributor unpacks packages published by strangers, so unpacking is bounded: 
 size, the size it inflates to (enforced while inflating, a chunk at a time: a 0.3 MB bomb never
 becomes 300 MB in memory or on disk), the number of members and each member's size. Only
 regular files and folders are accepted.
+
+The package also carries a wheel of this project (``wheels/``), because the contributor's
+script imports decentralml and decentralml is not on PyPI: start_task.sh installs it with
+--no-deps next to the pinned requirements.txt, which do resolve from PyPI. The wheel (~150 kB,
+far under the 32 MiB a contributor accepts) is built once per state of the sources and cached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
 import zlib
@@ -24,6 +34,10 @@ from typing import IO
 from decentralml.errors import StorageError
 
 SETTINGS_FILE = "task.json"
+WHEELS_DIR = "wheels"
+PROJECT_SOURCES = ("pyproject.toml", "README.md", "decentralml", "flows", "tasks")
+"""What a wheel of this project is built from (pyproject.toml's packages and readme)."""
+_REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01, the earliest date a zip entry can carry
 REQUIRED_FILES = ("model_contributor.py", "settings.py", "requirements.txt", "start_task.sh")
 
 MiB = 2**20
@@ -36,8 +50,13 @@ _CHUNK = MiB  # inflated bytes per step
 _SPOOL_IN_MEMORY = 8 * MiB  # a larger tar stream waits in a temporary file, not in memory
 
 
-def build_package(source_dir: str | Path, task_settings: Mapping[str, object]) -> bytes:
-    """tar.gz of ``source_dir`` plus ``task.json`` holding the creator's training settings."""
+def build_package(
+    source_dir: str | Path,
+    task_settings: Mapping[str, object],
+    wheels: tuple[Path, ...] = (),
+) -> bytes:
+    """tar.gz of ``source_dir`` plus ``task.json`` holding the creator's training settings,
+    and the ``wheels`` (files) under ``wheels/``."""
     source = Path(source_dir)
     missing = [name for name in REQUIRED_FILES if not (source / name).is_file()]
     if missing:
@@ -48,7 +67,70 @@ def build_package(source_dir: str | Path, task_settings: Mapping[str, object]) -
             _add_bytes(archive, path.relative_to(source).as_posix(), path.read_bytes(), path)
         settings = json.dumps(dict(task_settings), indent=2, sort_keys=True).encode()
         _add_bytes(archive, SETTINGS_FILE, settings, None)
+        for wheel in sorted(wheels):
+            _add_bytes(archive, f"{WHEELS_DIR}/{wheel.name}", wheel.read_bytes(), None)
     return _strip_gzip_mtime(buffer.getvalue())
+
+
+def project_wheel(project_root: Path, cache_dir: Path) -> Path | None:
+    """A wheel of this project, built from ``project_root`` once per state of its sources
+    (``cache_dir/<sha256 of the sources>/``), so a round does not rebuild it. None when the
+    project runs installed, without its sources: packages then carry no wheel, and
+    start_task.sh asks for an interpreter that has decentralml (DECENTRALML_PYTHON).
+
+    Built with pip from a copy of the sources (nothing is written into the project), without
+    build isolation (no download) and with a fixed SOURCE_DATE_EPOCH, so the same sources
+    give the same bytes."""
+    if not (project_root / "pyproject.toml").is_file():
+        return None
+    target = cache_dir / _sources_digest(project_root)
+    found = sorted(target.glob("*.whl"))
+    if found:
+        return found[0]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="wheel-", dir=cache_dir) as scratch:
+        copy, out = Path(scratch) / "src", Path(scratch) / "out"
+        for name in PROJECT_SOURCES:
+            _copy_source(project_root / name, copy / name)
+        _pip_wheel(copy, out)
+        try:
+            out.rename(target)  # atomic: a concurrent build that won keeps its own
+        except OSError:
+            if not target.is_dir():
+                raise
+    return sorted(target.glob("*.whl"))[0]
+
+
+def _sources_digest(project_root: Path) -> str:
+    digest = hashlib.sha256()
+    for name in PROJECT_SOURCES:
+        root = project_root / name
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if _packaged(p))
+        for path in files:
+            digest.update(path.relative_to(project_root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _copy_source(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    elif source.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+
+def _pip_wheel(source: Path, out: Path) -> None:
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    done = subprocess.run(
+        [*command, "--quiet", "--wheel-dir", str(out), str(source)],
+        env={**os.environ, "SOURCE_DATE_EPOCH": _REPRODUCIBLE_EPOCH},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0 or not list(out.glob("*.whl")):
+        last = (done.stderr.strip().splitlines() or ["no wheel was written"])[-1]
+        raise StorageError(f"cannot build the decentralml wheel for the package: {last}")
 
 
 def _packaged(path: Path) -> bool:

@@ -9,16 +9,23 @@ Layout under the root URL (a run is one federated training; a round is one task)
 
 Every artifact is addressed by a full URL and its sha256 is recorded next to it on the
 marketplace; readers verify it, so a swapped or damaged file is detected, not used.
-Credentials never appear in URLs: fsspec backends read them from the environment.
+Credentials never appear in URLs: fsspec backends read them from the environment (for s3://,
+AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or a named AWS_PROFILE). Where
+s3:// URLs resolve (an S3 endpoint other than AWS's) is not a secret: the creator writes it on
+the task record (TaskSpec.storage_endpoint), and a contributor reaches the task's files through
+it with its own credentials (``ArtifactStore.at_endpoint``).
 
 Failures come in two kinds (decentralml.errors): what is stored is wrong (missing, too large,
 the same wrong digest on two reads) — the writer's fault, final — or the storage could not be
 used (StorageUnavailable) — retried here with backoff (``Retries``), and still transient when
-the retries run out: a reader must not blame the writer for it.
+the retries run out: a reader must not blame the writer for it. Missing or refused S3
+credentials are neither: StorageCredentialsError, raised at once and never retried.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import logging
 import posixpath
@@ -35,6 +42,7 @@ from decentralml.errors import (
     ArtifactTooLarge,
     ConfigError,
     DigestMismatch,
+    StorageCredentialsError,
     StorageError,
     StorageUnavailable,
 )
@@ -59,6 +67,36 @@ def _backend_errors() -> tuple[type[BaseException], ...]:
 
 
 _UNAVAILABLE = _backend_errors()
+
+
+def _missing_credentials_errors() -> tuple[type[BaseException], ...]:
+    """What botocore raises when the environment holds no (or half a) credential."""
+    try:
+        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+    except ImportError:
+        return ()
+    return (NoCredentialsError, PartialCredentialsError)
+
+
+_NO_CREDENTIALS = _missing_credentials_errors()
+SET_CREDENTIALS = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+
+
+def credentials_problem(url: str, endpoint_url: str | None, error: BaseException) -> str | None:
+    """One line naming the variables to set if ``error`` says the S3 storage of ``url`` had no
+    credentials or refused them; None for any other error. s3fs turns every 403 (a wrong
+    secret, an unknown key id, a key without rights to the bucket) into PermissionError; on
+    s3:// that is always about the credentials the request was signed with."""
+    if not url.startswith("s3://"):
+        return None
+    bucket = url[len("s3://") :].split("/", 1)[0]
+    where = f"storage s3://{bucket} at {endpoint_url or 'AWS'}"
+    if isinstance(error, _NO_CREDENTIALS):
+        return f"{where} needs credentials and found none: {SET_CREDENTIALS}"
+    if isinstance(error, PermissionError):
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "access denied"
+        return f"{where} refused the credentials ({reason}): {SET_CREDENTIALS}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -170,10 +208,23 @@ class ArtifactStore:
     ) -> None:
         self.root_url = normalize_url(root_url)
         self.retries = retries
+        self.endpoint_url = endpoint_url or None
         check_protocol(self.root_url)
-        self._options: dict[str, object] = {}
-        if endpoint_url and self.root_url.startswith("s3://"):
-            self._options["client_kwargs"] = {"endpoint_url": endpoint_url}
+
+    def at_endpoint(self, endpoint_url: str | None) -> ArtifactStore:
+        """This store (same root, retries and kind) with its s3:// URLs resolved at
+        ``endpoint_url`` (None or "": AWS): how a contributor reaches a task's files at the
+        endpoint its record names. Credentials still come from this party's environment."""
+        clone = copy.copy(self)
+        clone.endpoint_url = endpoint_url or None
+        return clone
+
+    def check_access(self) -> None:
+        """One cheap request (does the root exist?) that fails now, with one line, if S3
+        credentials are missing or refused. Not retried; an unreachable storage is not
+        reported here (StorageUnavailable is left to the round's retries)."""
+        with contextlib.suppress(StorageUnavailable):
+            self._guard(self.root_url, lambda fs, path: fs.exists(path), "reach")
 
     def url_for(self, *parts: str) -> str:
         return posixpath.join(self.root_url, *parts)
@@ -209,15 +260,28 @@ class ArtifactStore:
         return with_retries(fn, self.retries.attempts, self.retries.delays, what=what)
 
     def _write(self, url: str, data: bytes) -> None:
-        fs, path = self._fs(url)
-        try:
+        def write(fs: fsspec.AbstractFileSystem, path: str) -> None:
             parent = posixpath.dirname(path)
             if parent:
                 fs.makedirs(parent, exist_ok=True)
             with fs.open(path, "wb") as handle:
                 handle.write(data)
-        except _UNAVAILABLE as error:
-            raise StorageUnavailable(f"cannot write {url}: {error}") from error
+
+        self._guard(url, write, "write")
+
+    def _guard(
+        self, url: str, operation: Callable[[fsspec.AbstractFileSystem, str], T], verb: str
+    ) -> T:
+        """``operation(fs, path)`` on ``url``'s filesystem, its failures typed: missing or
+        refused credentials (final) apart from the storage being unusable (transient)."""
+        fs, path = self._fs(url)
+        try:
+            return operation(fs, path)
+        except (*_UNAVAILABLE, *_NO_CREDENTIALS) as error:
+            problem = credentials_problem(url, self.endpoint_url, error)
+            if problem:
+                raise StorageCredentialsError(problem) from None
+            raise StorageUnavailable(f"cannot {verb} {url}: {error}") from error
 
     def _read_verified(self, url: str, expected_sha256: str | None, max_bytes: int | None) -> bytes:
         data = self._read(url, max_bytes)
@@ -242,23 +306,29 @@ class ArtifactStore:
         """One read. With ``max_bytes`` at most ``max_bytes + 1`` bytes are ever read: the
         size the backend reports is checked first, but a backend may not know it (or the file
         may grow between the two calls), so the read itself is bounded too."""
-        fs, path = self._fs(url)
-        try:
-            size = fs.size(path)
-            if max_bytes is not None and size is not None and size > max_bytes:
-                raise ArtifactTooLarge(f"{url} is {size} bytes, over the {max_bytes}-byte limit")
-            with fs.open(path, "rb") as handle:
-                data = handle.read() if max_bytes is None else _read_at_most(handle, max_bytes + 1)
+
+        def read(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+            try:
+                size = fs.size(path)
+                if max_bytes is not None and size is not None and size > max_bytes:
+                    raise ArtifactTooLarge(
+                        f"{url} is {size} bytes, over the {max_bytes}-byte limit"
+                    )
+                with fs.open(path, "rb") as handle:
+                    if max_bytes is None:
+                        data = handle.read()
+                    else:
+                        data = _read_at_most(handle, max_bytes + 1)
+            except FileNotFoundError:
+                raise ArtifactMissing(f"{url} does not exist") from None
             if max_bytes is not None and len(data) > max_bytes:
                 raise ArtifactTooLarge(
                     f"{url} is more than {max_bytes} bytes, over the {max_bytes}-byte limit "
                     "(the read stopped there)"
                 )
-        except FileNotFoundError:
-            raise ArtifactMissing(f"{url} does not exist") from None
-        except _UNAVAILABLE as error:
-            raise StorageUnavailable(f"cannot read {url}: {error}") from error
-        return data
+            return data
+
+        return self._guard(url, read, "read")
 
     def holds(self, url: str) -> bool:
         """Whether ``url`` lies under this store's root: the only places its owner reads."""
@@ -266,12 +336,14 @@ class ArtifactStore:
         return url.startswith(root) and ".." not in url[len(root) :].split("/")
 
     def exists(self, url: str) -> bool:
-        fs, path = self._fs(url)
-        return bool(fs.exists(path))
+        return bool(self._guard(url, lambda fs, path: fs.exists(path), "reach"))
 
     def _fs(self, url: str) -> tuple[fsspec.AbstractFileSystem, str]:
         check_protocol(url)  # URLs read from a task record may name any protocol
+        options: dict[str, object] = {}
+        if self.endpoint_url and url.startswith("s3://"):
+            options["client_kwargs"] = {"endpoint_url": self.endpoint_url}
         try:
-            return fsspec.core.url_to_fs(url, **self._options)
+            return fsspec.core.url_to_fs(url, **options)
         except (ImportError, ValueError) as error:
             raise StorageError(f"no storage backend for {url}: {error}") from error

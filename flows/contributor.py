@@ -22,7 +22,13 @@ from prefect.states import Cancelled
 
 from decentralml.checks import CONTRIBUTE, check_config
 from decentralml.config import RunConfig, load_contributor_config
-from decentralml.contributor import Contributor, check_offer, find_open_task, unwanted
+from decentralml.contributor import (
+    Contributor,
+    check_offer,
+    find_open_task,
+    task_store,
+    unwanted,
+)
 from decentralml.domain import Task
 from decentralml.errors import TaskFull, TaskNotOpen
 from decentralml.marketplace.base import Marketplace
@@ -52,7 +58,8 @@ def contribute(
 ) -> Contribution | State:
     """One task, start to finish. Once ``stop`` is set, a task that has not yet taken a slot
     ends Cancelled (nothing was paid); one that has is finished."""
-    market, store, worker = contributor.market, contributor.store, contributor.keypair
+    market, worker = contributor.market, contributor.keypair
+    store = task_store(contributor.store, task)  # the endpoint the record names
     steps.check_offer(market, task, contributor.terms)
     with tempfile.TemporaryDirectory(prefix=f"dml-task-{task.task_id}-") as workdir:
         inputs = steps.fetch_inputs(store, task, Path(workdir), contributor.terms)

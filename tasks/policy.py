@@ -12,12 +12,14 @@ from decentralml.errors import (
     DigestMismatch,
     IntegrityError,
     MarketplaceError,
+    StorageCredentialsError,
     TaskRefused,
 )
 
 # Rule violations are answers, not glitches: retrying "task full" or "not the assignee" only
 # repeats the refusal, and a file that is missing, over its size limit or has the same wrong
-# digest on two reads (the store reads a damaged file twice) stays so. Everything else (I/O,
+# digest on two reads (the store reads a damaged file twice) stays so, and so do credentials the
+# storage refused (or none at all) until someone sets them. Everything else (I/O,
 # connection drops: StorageUnavailable once the store's own retries ran out) is retried again
 # here with backoff.
 PERMANENT_ERRORS = (
@@ -28,6 +30,7 @@ PERMANENT_ERRORS = (
     ArtifactMissing,
     ArtifactTooLarge,
     DigestMismatch,
+    StorageCredentialsError,
 )
 
 # Not answers, though they subclass one: an unknown chain outcome (lost connection, inclusion

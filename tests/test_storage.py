@@ -458,3 +458,53 @@ def test_an_unknown_protocol_is_not_retried_by_the_flows() -> None:
             ArtifactStore("memory://root").get("nosuchproto://b/x")
 
     assert _retry_unless_permanent(None, None, FailedState()) is False
+
+
+# --- S3 credentials: one line naming the variables, never retried --------------------------
+
+
+def test_s3_credential_failures_name_the_variables_and_nothing_else_does() -> None:
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    from decentralml.storage import credentials_problem
+
+    url, endpoint = "s3://bucket/runs/r/round-1/global.safetensors", "http://10.0.0.5:8333"
+    fix = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+    assert credentials_problem(url, endpoint, NoCredentialsError()) == (
+        f"storage s3://bucket at {endpoint} needs credentials and found none: {fix}"
+    )
+    partial = PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY")
+    assert credentials_problem(url, None, partial).startswith("storage s3://bucket at AWS needs")
+    assert credentials_problem(url, endpoint, PermissionError("Forbidden")) == (
+        f"storage s3://bucket at {endpoint} refused the credentials (Forbidden): {fix}"
+    )
+    assert credentials_problem("file:///srv/x", None, PermissionError("denied")) is None
+    assert credentials_problem(url, endpoint, ConnectionRefusedError()) is None
+
+
+def test_refused_credentials_are_not_retried_by_the_store_or_by_prefect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from decentralml.errors import StorageCredentialsError
+    from tasks.policy import _retry_unless_permanent
+
+    store = ArtifactStore("s3://bucket/x", endpoint_url="http://127.0.0.1:9", retries=Retries())
+    calls: list[str] = []
+
+    def forbidden(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+        raise PermissionError("Forbidden")  # what s3fs makes of a 403
+
+    def refuse(url: str, max_bytes: int | None) -> bytes:
+        calls.append(url)
+        return store._guard(url, forbidden, "read")
+
+    monkeypatch.setattr(store, "_read", refuse)
+    with pytest.raises(StorageCredentialsError, match="refused the credentials"):
+        store.get("s3://bucket/x/a")
+    assert calls == ["s3://bucket/x/a"]  # one try: a refusal repeats until someone fixes it
+
+    class _State:
+        def result(self):
+            raise StorageCredentialsError("refused")
+
+    assert _retry_unless_permanent(None, None, _State()) is False

@@ -9,11 +9,12 @@ what happened; an indexer replays them in chain order through the marketplace ru
                b"V" Verdict, b"C" Close
     body    := one JSON object in UTF-8 with exactly the fields of that kind (below)
 
-    T  {"assets_path": str, "assets_sha256": str, "epochs": u32, "expiration_block": u32,
+    T  {"assets_path": str, "assets_sha256": str, "expiration_block": u32,
         "global_weights_path": str, "global_weights_sha256": str, "max_assignments": u32,
-        "model": str, "pays_amount": u128, "question": str, "round_number": u32,
+        "pays_amount": u128, "question": str, "round_number": u32,
         "task_type": "DataAnnotators"|"ModelContributor"|"ModelEngineer",
-        "validation_strategy": "AutoAccept"|"ManualAccept"|"CustomAccept"}
+        "validation_strategy": "AutoAccept"|"ManualAccept"|"CustomAccept",
+        optional: "model": str, "epochs": u32, "storage_endpoint": str}
     A  {"task_id": u64}
     H  {"commitment": str (64 lowercase hex), "submission_id": u64}
     R  {"result": {"base_fingerprint": str, "metrics": {str: float|null}, "num_examples": u64,
@@ -31,6 +32,10 @@ pickle; duplicate keys, unknown keys, bools posing as ints and out-of-range numb
 refused). An incompatible change gets a new prefix: version 2 (``b"dml2"``) added the Commit
 record, and a Result now counts only after its submission's commitment (commit-reveal,
 decentralml.commitment), so version 1 records are not read.
+
+The optional TaskCreated keys came after version 2 was live: a writer leaves out a field at
+its default ("" or 0), so records written before them (or without them) decode as they did,
+with those defaults, and their encoding is unchanged.
 
 Ids are not in the TaskCreated/Assign records: like the pallet's counters, a task id is the
 0-based position of the record among ACCEPTED TaskCreated records in chain order (block number,
@@ -119,7 +124,6 @@ _SPEC_INT_BOUNDS: dict[str, int] = {
     "max_assignments": U32_MAX,
     "expiration_block": U32_MAX,
     "round_number": U32_MAX,
-    "epochs": U32_MAX,
 }
 _SPEC_TEXT_FIELDS = (
     "question",
@@ -127,9 +131,10 @@ _SPEC_TEXT_FIELDS = (
     "assets_sha256",
     "global_weights_path",
     "global_weights_sha256",
-    "model",
 )
 _SPEC_KEYS = frozenset({*_SPEC_INT_BOUNDS, *_SPEC_TEXT_FIELDS, "validation_strategy", "task_type"})
+_SPEC_OPTIONAL: dict[str, int | None] = {"model": None, "epochs": U32_MAX, "storage_endpoint": None}
+"""Added later, written only when not at their default: name -> u32 bound, None for a text."""
 _RESULT_KEYS = frozenset({"result_path", "sha256", "num_examples", "metrics", "base_fingerprint"})
 
 
@@ -178,6 +183,7 @@ def _spec_body(spec: TaskSpec) -> dict[str, Any]:
     body.update({name: getattr(spec, name) for name in _SPEC_TEXT_FIELDS})
     body["validation_strategy"] = ValidationStrategy(spec.validation_strategy).value
     body["task_type"] = TaskType(spec.task_type).value
+    body.update({name: getattr(spec, name) for name in _SPEC_OPTIONAL if getattr(spec, name)})
     return body
 
 
@@ -263,14 +269,21 @@ def _text(value: Any) -> str:
 
 
 def _parse_task_created(body: dict[str, Any]) -> TaskCreated:
-    _keys(body, _SPEC_KEYS)
+    if not _SPEC_KEYS <= body.keys() <= _SPEC_KEYS | _SPEC_OPTIONAL.keys():
+        raise _Refused
     ints = {name: _uint(body[name], bound) for name, bound in _SPEC_INT_BOUNDS.items()}
     texts = {name: _text(body[name]) for name in _SPEC_TEXT_FIELDS}
+    optional = {
+        name: _text(body[name]) if bound is None else _uint(body[name], bound)
+        for name, bound in _SPEC_OPTIONAL.items()
+        if name in body
+    }
     spec = TaskSpec(
         validation_strategy=ValidationStrategy(_text(body["validation_strategy"])),
         task_type=TaskType(_text(body["task_type"])),
         **ints,
         **texts,
+        **optional,
     )
     return TaskCreated(spec)
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from decentralml.accounts import canonical_address
 from decentralml.commitment import is_commitment, result_commitment
@@ -82,6 +83,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     round_number INTEGER NOT NULL,
     model TEXT NOT NULL DEFAULT '',
     epochs INTEGER NOT NULL DEFAULT 0,
+    storage_endpoint TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL,
     created_block INTEGER NOT NULL,
     assigned INTEGER NOT NULL DEFAULT 0,
@@ -118,11 +120,13 @@ CREATE INDEX IF NOT EXISTS submissions_pending ON submissions (task_id)
 _COMMIT_COLUMNS = (("commitment", "TEXT"), ("commit_block", "INTEGER"), ("commit_seq", "INTEGER"))
 """Added with commit-reveal; files created before it get them by ALTER TABLE on open."""
 
-_TASK_WORKLOAD_COLUMNS = (
+_TASK_RECORD_COLUMNS = (
     ("model", "TEXT NOT NULL DEFAULT ''"),
     ("epochs", "INTEGER NOT NULL DEFAULT 0"),
+    ("storage_endpoint", "TEXT NOT NULL DEFAULT ''"),
 )
-"""Added so contributors can filter tasks by workload; older files get them on open."""
+"""Added for contributors' filters and storage access; old files get them (at their defaults,
+as TaskSpec has them) by ALTER TABLE on open."""
 
 _SETTLEABLE = f"""
 SELECT * FROM tasks AS t
@@ -204,6 +208,7 @@ def _task_from_row(row: sqlite3.Row) -> Task:
         round_number=row["round_number"],
         model=row["model"],
         epochs=row["epochs"],
+        storage_endpoint=row["storage_endpoint"],
     )
     return Task(
         task_id=row["task_id"],
@@ -248,6 +253,12 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_endpoint(value: str) -> bool:
+    """An http(s) URL naming a host and no user or password: a task record is public."""
+    parsed = urlsplit(value)
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname) and "@" not in parsed.netloc
+
+
 def _validate_spec(spec: TaskSpec, block: int) -> None:
     """The pallet's checks on create_task, plus the one it forgot (a payment per slot >= 1)."""
     if not _is_int(spec.pays_amount) or not 0 < spec.pays_amount <= MAX_AMOUNT:
@@ -265,6 +276,13 @@ def _validate_spec(spec: TaskSpec, block: int) -> None:
         )
     if not spec.question.strip():
         raise InvalidTaskSpec("question is empty; describe what contributors should do")
+    if not _is_int(spec.epochs) or spec.epochs < 0:
+        raise InvalidTaskSpec(f"epochs must be >= 0 (0: not recorded), got {spec.epochs!r}")
+    if spec.storage_endpoint and not _is_endpoint(spec.storage_endpoint):
+        raise InvalidTaskSpec(
+            f"storage_endpoint {spec.storage_endpoint!r} is not an http(s) URL without "
+            "credentials; each party reads its storage credentials from its own environment"
+        )
     try:
         ValidationStrategy(spec.validation_strategy)
         TaskType(spec.task_type)
@@ -378,17 +396,16 @@ def _get_meta_int(conn: sqlite3.Connection, key: str) -> int:
     return int(row[0])
 
 
-def _migrate_commit_columns(conn: sqlite3.Connection) -> None:
-    """Give a submissions table created before commit-reveal its commitment columns (its old
-    submissions keep NULL there: uncommitted). Runs inside the caller's write transaction."""
-    present = {row["name"] for row in conn.execute("PRAGMA table_info(submissions)")}
-    for name, sql_type in _COMMIT_COLUMNS:
+def _add_missing_columns(
+    conn: sqlite3.Connection, table: str, columns: tuple[tuple[str, str], ...]
+) -> None:
+    """Give a table created by an older version the columns added since: old submissions keep
+    NULL commitment columns (uncommitted), old tasks the TaskSpec defaults. Runs inside the
+    caller's write transaction."""
+    present = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+    for name, sql_type in columns:
         if name not in present:
-            conn.execute(f"ALTER TABLE submissions ADD COLUMN {name} {sql_type}")
-    present = {row["name"] for row in conn.execute("PRAGMA table_info(tasks)")}
-    for name, sql_type in _TASK_WORKLOAD_COLUMNS:
-        if name not in present:
-            conn.execute(f"ALTER TABLE tasks ADD COLUMN {name} {sql_type}")
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
 
 
 def _take_commit_seq(conn: sqlite3.Connection) -> int:
@@ -431,7 +448,8 @@ class Ledger:
             conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                _migrate_commit_columns(conn)
+                _add_missing_columns(conn, "submissions", _COMMIT_COLUMNS)
+                _add_missing_columns(conn, "tasks", _TASK_RECORD_COLUMNS)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -527,8 +545,9 @@ class Ledger:
             conn.execute(
                 "INSERT INTO tasks (task_id, creator, question, pays_amount, max_assignments, "
                 "expiration_block, validation_strategy, task_type, assets_path, assets_sha256, "
-                "global_weights_path, global_weights_sha256, round_number, model, epochs, status, "
-                "created_block) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "global_weights_path, global_weights_sha256, round_number, model, epochs, "
+                "storage_endpoint, status, created_block) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task_id,
                     account,
@@ -545,6 +564,7 @@ class Ledger:
                     spec.round_number,
                     spec.model,
                     spec.epochs,
+                    spec.storage_endpoint,
                     TaskStatus.Created.value,
                     block,
                 ),

@@ -25,9 +25,11 @@ from decentralml.contributor import (
     encode_result,
     fetch_inputs,
     submit,
+    task_store,
     upload_result,
 )
 from decentralml.data.federated import contributor_shard, test_split
+from decentralml.errors import DecentralMLError
 from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
 from decentralml.storage import sha256_hex
@@ -66,6 +68,16 @@ def save_model(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 2 and one line for a refusal this package raises on purpose (a bad config,
+    missing storage credentials, a task that is full): no traceback."""
+    try:
+        return contribute(argv)
+    except DecentralMLError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def contribute(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task-id", type=int, required=True)
     parser.add_argument("--shard-index", type=int, default=0)
@@ -73,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config = load_config(args.config)
-    market, store = open_marketplace(config.marketplace), open_store(config.storage)
+    market = open_marketplace(config.marketplace)
     worker = contributor_keypair(config.marketplace, None)
     task = market.get_task(args.task_id)
+    store = task_store(open_store(config.storage), task)  # the endpoint from the task record
     submission_id = assign(market, worker, task.task_id)
     with tempfile.TemporaryDirectory() as workdir:
         inputs = fetch_inputs(store, task, Path(workdir))
