@@ -135,10 +135,20 @@ def wait_for_results(
 ) -> list[Submission]:
     """Poll until every slot has a result, the task expires, or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
+    shown = None
     while True:
         submissions = market.list_task_results(task_id)
-        if results_complete(market.get_task(task_id), submissions, market.current_block()):
+        task = market.get_task(task_id)
+        if results_complete(task, submissions, market.current_block()):
             break
+        sent = sum(s.status is not ResultSubmissionStatus.Assigned for s in submissions)
+        if (len(submissions), sent) != shown:  # a line per change: a worker's log shows it move
+            shown = (len(submissions), sent)
+            log.info(
+                "task %s: %d/%d slots taken, %d results in; waiting up to %.0f s more",
+                task_id, len(submissions), task.spec.max_assignments, sent,
+                deadline - time.monotonic(),
+            )  # fmt: skip
         if time.monotonic() >= deadline:
             log.warning("task %s: deadline reached with %d submissions", task_id, len(submissions))
             break
