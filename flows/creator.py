@@ -199,8 +199,16 @@ def train_from_config(
     return [asdict(report) for report in train(config)]
 
 
-def load_run_config(config_path: str = "configs/mnist.yaml", **overrides) -> RunConfig:
+def load_run_config(
+    config_path: str = "configs/mnist.yaml",
+    rounds: int | None = None,
+    epochs: int | None = None,
+    contributors: int | None = None,
+    strategy: str | None = None,
+    run_name: str | None = None,
+) -> RunConfig:
     """A deployment's config: the file as the worker sees it, the run's parameters on top
     (``decentralml.config.run_overrides``), checked before anything is published."""
-    config = load_config(config_path, run_overrides(**overrides))
+    overrides = run_overrides(rounds, epochs, contributors, strategy, run_name)
+    config = load_config(config_path, overrides)
     return check_config(config, CREATE, source=config_path)
