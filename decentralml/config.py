@@ -435,3 +435,25 @@ def load_contributor_config(
     for dotted, value in merged.items():
         _set_dotted(data, dotted, value)
     return parse_config(data, "no config file")
+
+
+def run_overrides(
+    rounds: int | None = None,
+    epochs: int | None = None,
+    contributors: int | None = None,
+    strategy: str | None = None,
+    run_name: str | None = None,
+) -> dict[str, object]:
+    """Run-level settings as dotted ``load_config`` overrides (like ``flwr run --run-config``):
+    a deployment takes them as parameters so one config serves many runs. ``contributors``
+    sets a round's slots and the data partitions together, as ``decentralml demo`` does;
+    a new ``run_name`` is a new training (progress is found by run name)."""
+    found: dict[str, object] = {
+        "rounds": rounds,
+        "training.epochs": epochs,
+        "contributors": contributors,
+        "task.max_assignments": contributors,
+        "strategy": strategy,
+        "name": run_name,
+    }
+    return {dotted: value for dotted, value in found.items() if value is not None}

@@ -199,6 +199,7 @@ def wait_for_results(
 
     ``on_poll`` sees the round's status after every poll (the flow shows it as progress)."""
     deadline = time.monotonic() + timeout_s
+    shown = None
     while True:
         submissions = market.list_task_results(task_id)
         task, block = market.get_task(task_id), market.current_block()
@@ -206,6 +207,14 @@ def wait_for_results(
             on_poll(wait_status(task, submissions, block, deadline - time.monotonic()))
         if results_complete(task, submissions, block):
             break
+        sent = sum(s.status is not ResultSubmissionStatus.Assigned for s in submissions)
+        if (len(submissions), sent) != shown:  # a line per change: a worker's log shows it move
+            shown = (len(submissions), sent)
+            log.info(
+                "task %s: %d/%d slots taken, %d results in; waiting up to %.0f s more",
+                task_id, len(submissions), task.spec.max_assignments, sent,
+                deadline - time.monotonic(),
+            )  # fmt: skip
         if time.monotonic() >= deadline:
             log.warning("task %s: deadline reached with %d submissions", task_id, len(submissions))
             break

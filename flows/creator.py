@@ -28,7 +28,7 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Failed, State
 
 from decentralml.checks import CREATE, check_config
-from decentralml.config import RunConfig, load_config
+from decentralml.config import RunConfig, load_config, run_overrides
 from decentralml.crashpoints import crashpoint
 from decentralml.creator import close_open_tasks, shortfall
 from decentralml.errors import PendingResults
@@ -202,7 +202,7 @@ def close_tasks_of_aborted_run(flow, flow_run, state) -> None:
     """State hook: a cancelled or crashed training closes its open task, refunding the unused
     slots; results already sent stay for a verdict (a rerun judges them, and past the review
     grace they are paid). Rerunning the same config resumes the training from storage."""
-    config = load_config(flow_run.parameters.get("config_path", "configs/mnist.yaml"))
+    config = load_run_config(**flow_run.parameters)
     for task_id, outcome in close_open_tasks(open_creator(config)).items():
         get_run_logger().warning("training %s stopped: task %d %s", config.name, task_id, outcome)
 
@@ -213,9 +213,33 @@ def close_tasks_of_aborted_run(flow, flow_run, state) -> None:
     on_cancellation=[close_tasks_of_aborted_run],
     on_crashed=[close_tasks_of_aborted_run],
 )
-def train_from_config(config_path: str = "configs/mnist.yaml") -> list[dict]:
+def train_from_config(
+    config_path: str = "configs/mnist.yaml",
+    rounds: int | None = None,
+    epochs: int | None = None,
+    contributors: int | None = None,
+    strategy: str | None = None,
+    run_name: str | None = None,
+) -> list[dict]:
     """Deployment entry point (see prefect.yaml): every round of the configured training.
-    The creator's key comes from the environment variable the config names."""
-    config = check_config(load_config(config_path), CREATE, source=config_path)
+    ``config_path`` is read on the worker (relative to its working directory); the other
+    parameters override the config for this run (``decentralml.config.run_overrides``). The
+    creator's key comes from the environment variable the config names."""
+    config = load_run_config(config_path, rounds, epochs, contributors, strategy, run_name)
     with creator_tags(config.name):
         return [asdict(report) for report in train(config)]  # raises if a round underfilled
+
+
+def load_run_config(
+    config_path: str = "configs/mnist.yaml",
+    rounds: int | None = None,
+    epochs: int | None = None,
+    contributors: int | None = None,
+    strategy: str | None = None,
+    run_name: str | None = None,
+) -> RunConfig:
+    """A deployment's config: the file as the worker sees it, the run's parameters on top
+    (``decentralml.config.run_overrides``), checked before anything is published."""
+    overrides = run_overrides(rounds, epochs, contributors, strategy, run_name)
+    config = load_config(config_path, overrides)
+    return check_config(config, CREATE, source=config_path)

@@ -20,7 +20,7 @@ os.environ.setdefault("DECENTRALML_DATA_DIR", str(ROOT / ".cache" / "data"))
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-pytest_plugins = ["tests.chain_fixture"]
+pytest_plugins = ["tests.chain_fixture", "tests.prefect_server"]
 
 
 @pytest.fixture(scope="session")

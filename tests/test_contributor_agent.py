@@ -27,8 +27,8 @@ from decentralml.storage import ArtifactStore
 from decentralml.weights import encode
 from flows.contributor import run_agent
 from tests.helpers import ROOT, write_config
+from tests.prefect_server import wait_for_runs
 from tests.test_contributor_trust import AGENT_LOG, _publish, _skips
-from tests.test_deployments import _wait_for_runs, prefect_server  # noqa: F401 - a fixture
 
 ALICE, MALLORY = dev_keypair("Alice"), dev_keypair("Mallory")
 
@@ -247,7 +247,7 @@ def _still_running(pids: list[int]) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_sigterm_finishes_the_task_in_progress_and_ends_the_run_cancelled(
-    prefect_server,  # noqa: F811 - the fixture imported above
+    prefect_server,
     tmp_path: Path,
     market: EmbeddedMarketplace,
     store: ArtifactStore,
@@ -266,7 +266,7 @@ def test_sigterm_finishes_the_task_in_progress_and_ends_the_run_cancelled(
     [submission] = market.list_task_results(first)
     assert submission.result is not None  # the task in progress was finished
     assert market.list_task_results(second) == []  # and no other one started
-    states = _wait_for_runs(prefect_server, expected=1, timeout=30)
+    states = wait_for_runs(prefect_server, expected=1, timeout=30)
     assert states["agent-0"] == "CANCELLED" and states[f"contributor-0-task-{first}"] == "COMPLETED"
     assert not _still_running(children)
 

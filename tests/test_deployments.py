@@ -1,79 +1,70 @@
-"""prefect.yaml for real: a Prefect server, a process worker, and the creator's and a
-contributor's deployments running one round between them."""
+"""prefect.yaml for real: a Prefect server with basic auth, the two work pools, process workers
+started in another folder (a clone-like folder holding only a config), and the deployments
+running rounds there: parameters override the config, and the trigger chains rounds."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
+import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
-from decentralml.domain import ResultSubmissionStatus
+from decentralml.config import RunConfig, parse_config
+from decentralml.domain import ResultSubmissionStatus, TaskStatus
+from decentralml.marketplace.base import Marketplace
+from decentralml.packaging import SETTINGS_FILE
 from decentralml.runtime import open_marketplace
-from tests.helpers import ROOT, write_config
+from tests.helpers import ROOT, small_config
+from tests.prefect_server import AUTH, PREFECT
+from tests.prefect_server import stop as _stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture(scope="module")
+def deployed(prefect_server) -> dict:
+    """Both pools created and every deployment of prefect.yaml deployed, from the project."""
+    for pool in ("decentralml-creator", "decentralml-contributors"):
+        _prefect(prefect_server, "work-pool", "create", pool, "--type", "process")
+    out = _prefect(prefect_server, "--no-prompt", "deploy", "--all")
+    assert {"creator-train", "creator-next-round", "contributor-agent"} <= set(out.split()), out
+    return prefect_server
 
 
-def _wait_healthy(url: str, timeout: float = 120) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"Prefect server at {url} not healthy after {timeout}s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """An idle worker ignores the first SIGTERM: send two, then kill."""
-    for _ in range(2):
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                continue
-    if process.poll() is None:
-        process.kill()
-
-
-@pytest.fixture
-def prefect_server(tmp_path):
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+@pytest.fixture(scope="module")
+def elsewhere(deployed, tmp_path_factory) -> Iterator[Path]:
+    """Another clone-like folder holding only a config (relative state paths, 3 rounds of 5
+    slots, 2 epochs: the overrides below change them), and a process worker per pool started
+    in yet another folder, told where to work only by DECENTRALML_WORKDIR."""
+    folder = tmp_path_factory.mktemp("elsewhere")
+    data = small_config(folder, rounds=3, contributors=5, **{"training.epochs": 2})
+    data["marketplace"]["path"] = ".decentralml/marketplace.sqlite"
+    data["storage"]["url"] = "file://.decentralml/storage"
+    (folder / "config.yaml").write_text(yaml.safe_dump(data))
+    worker_dir = tmp_path_factory.mktemp("worker-cwd")
+    env = {**deployed, "DECENTRALML_WORKDIR": str(folder), "PYTHONPATH": str(ROOT)}
+    workers = [
+        subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", pool],
+            env=env,
+            cwd=worker_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pool in ("decentralml-creator", "decentralml-contributors")
+    ]
     try:
-        _wait_healthy(env["PREFECT_API_URL"])
-        yield env
+        yield folder
     finally:
-        _stop(server)
+        for worker in workers:
+            _stop(worker)
 
 
 def _prefect(env: dict, *args: str) -> str:
@@ -84,60 +75,147 @@ def _prefect(env: dict, *args: str) -> str:
     return done.stdout
 
 
-def test_deployments_run_a_round_through_a_worker(prefect_server, tmp_path):
-    env = {**prefect_server, "DECENTRALML_PROJECT_DIR": str(ROOT)}
-    config_path, config = write_config(tmp_path, contributors=3, **{"task.max_assignments": 1})
-    _prefect(env, "work-pool", "create", "decentralml", "--type", "process")
-    deployed = _prefect(env, "--no-prompt", "deploy", "--all")
-    assert "creator-train" in deployed and "contributor-agent" in deployed
-
-    worker = subprocess.Popen(
-        [PREFECT, "worker", "start", "--pool", "decentralml"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        _prefect(
-            env,
-            "deployment",
-            "run",
-            "contributor-agent/contributor-agent",
-            "-p",
-            f"config_path={config_path}",
-            "-p",
-            "shard_index=1",
-            "-p",
-            "max_tasks=1",
-        )
-        _prefect(env, "deployment", "run", "creator-train-from-config/creator-train",
-                 "-p", f"config_path={config_path}")  # fmt: skip
-        states = _wait_for_runs(env, expected=6, timeout=420)
-    finally:
-        _stop(worker)
-    assert set(states.values()) == {"COMPLETED"}, states
-    assert {"agent-1", "contributor-1-task-0", f"{config.name}-round-1-task-0"} <= set(states)
-
-    [submission] = open_marketplace(config.marketplace).list_task_results(0)
-    assert submission.status is ResultSubmissionStatus.Accepted
-    assert submission.paid == config.task.pays_amount
+def _run_deployment(env: dict, name: str, **parameters: object) -> None:
+    """`prefect deployment run NAME -p key=value ...` with the worker folder's config."""
+    options = [("-p", f"{k}={v}") for k, v in {"config_path": "config.yaml", **parameters}.items()]
+    _prefect(env, "deployment", "run", name, *[part for option in options for part in option])
 
 
-def _wait_for_runs(env: dict, expected: int, timeout: float) -> dict[str, str]:
-    """Flow run name -> state type, once `expected` runs are final (or at the timeout)."""
-    script = (
-        "import json\n"
-        "from prefect.client.orchestration import get_client\n"
-        "with get_client(sync_client=True) as c:\n"
-        "    print(json.dumps({r.name: r.state_type.value for r in c.read_flow_runs()}))\n"
-    )
+def _api(env: dict, path: str, body: dict | None = None, auth: tuple | None = AUTH) -> list:
+    response = httpx.post(f"{env['PREFECT_API_URL']}{path}", json=body or {}, auth=auth)
+    response.raise_for_status()
+    return response.json()
+
+
+def _runs_of(env: dict, deployment: str) -> list[dict]:
+    [found] = [d for d in _api(env, "/deployments/filter") if d["name"] == deployment]
+    body = {
+        "flow_runs": {"deployment_id": {"any_": [found["id"]]}},
+        "sort": "EXPECTED_START_TIME_ASC",
+    }
+    return _api(env, "/flow_runs/filter", body)
+
+
+def _wait_final(env: dict, deployment: str, count: int, timeout: float) -> list[dict]:
+    """The deployment's flow runs, once `count` of them are final (or one failed)."""
     deadline = time.monotonic() + timeout
-    states: dict[str, str] = {}
     while time.monotonic() < deadline:
-        done = subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-        )
-        states = yaml.safe_load(done.stdout or "{}")
-        final = [s for s in states.values() if s in {"COMPLETED", "FAILED", "CRASHED"}]
-        if len(final) >= expected or "FAILED" in final or "CRASHED" in final:
-            return states
-        time.sleep(2)
-    return states
+        runs = _runs_of(env, deployment)
+        states = [run["state_type"] for run in runs]
+        if sum(s in FINAL for s in states) >= count or {"FAILED", "CRASHED"} & set(states):
+            return runs
+        time.sleep(1)
+    raise AssertionError(f"{deployment}: {count} final runs not reached in {timeout}s: {runs}")
+
+
+def _run_tasks(market: Marketplace, run: str) -> list:
+    return [t for t in market.list_tasks(open_only=False) if f"/runs/{run}/" in t.spec.assets_path]
+
+
+def _market_in(folder: Path) -> Marketplace:
+    """The marketplace of the worker's folder (its config's path is relative to it)."""
+    config = _config_in(folder)
+    return open_marketplace(config.marketplace.model_copy(
+        update={"path": str(folder / config.marketplace.path)}
+    ))  # fmt: skip
+
+
+def _config_in(folder: Path) -> RunConfig:
+    return parse_config(yaml.safe_load((folder / "config.yaml").read_text()))
+
+
+def _settings(folder: Path, assets_url: str) -> dict:
+    """The training settings a task's package carries (relative URL: from the worker's folder)."""
+    with tarfile.open(folder / assets_url.removeprefix("file://")) as package:
+        member = next(m for m in package.getmembers() if m.name.endswith(SETTINGS_FILE))
+        return yaml.safe_load(package.extractfile(member).read())
+
+
+def test_an_unauthenticated_client_is_refused(deployed):
+    url = deployed["PREFECT_API_URL"]
+    assert httpx.post(f"{url}/deployments/filter", json={}).status_code == 401
+    assert httpx.post(f"{url}/deployments/filter", json={}, auth=("x", "y")).status_code == 401
+    anonymous = {k: v for k, v in deployed.items() if k != "PREFECT_API_AUTH_STRING"}
+    refused = subprocess.run(
+        [PREFECT, "deployment", "ls"], env=anonymous, capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
+    assert "creator-train" in _prefect(deployed, "deployment", "ls")
+
+
+def test_stored_deployments_hold_no_path_of_the_deployer(deployed):
+    deployments = {d["name"]: d for d in _api(deployed, "/deployments/filter")}
+    stored = repr(deployments) + repr(_api(deployed, "/automations/filter"))
+    for folder in {str(ROOT), str(ROOT.parent), os.getcwd(), str(Path.home())}:
+        assert folder not in stored
+    for deployment in deployments.values():
+        assert deployment["pull_steps"] == [{"flows.pull_steps.enter_workdir": {}}]
+        assert deployment["path"] is None and ".py" not in deployment["entrypoint"]
+    pools = {name: d["work_pool_name"] for name, d in deployments.items()}
+    assert pools == {
+        "creator-train": "decentralml-creator",
+        "creator-next-round": "decentralml-creator",
+        "contributor-agent": "decentralml-contributors",
+    }
+    [schedule] = deployments["creator-next-round"]["schedules"]
+    assert schedule["active"] is False  # shipped inactive
+
+
+def test_a_worker_elsewhere_runs_a_round_with_the_run_overrides(deployed, elsewhere):
+    _run_deployment(deployed, "contributor-agent/contributor-agent", shard_index=0, max_tasks=1)
+    started = time.monotonic()
+    _run_deployment(
+        deployed,
+        "creator-train-from-config/creator-train",
+        rounds=1,
+        contributors=1,
+        epochs=1,
+        run_name="overridden",
+    )
+    [creator] = _wait_final(deployed, "creator-train", 1, timeout=420)
+    seconds = time.monotonic() - started
+    [agent] = _wait_final(deployed, "contributor-agent", 1, timeout=120)
+    assert (creator["state_type"], agent["state_type"]) == ("COMPLETED", "COMPLETED")
+    print(f"\nprefect deployment run -> settled round: {seconds:.1f} s")
+
+    # The state is in the worker's DECENTRALML_WORKDIR, under the overridden run name.
+    market = _market_in(elsewhere)
+    [task] = _run_tasks(market, "overridden")  # rounds=1, not the config's 3
+    assert task.status is TaskStatus.Completed
+    assert task.spec.max_assignments == 1  # contributors=1, not the config's 5 slots
+    assert _settings(elsewhere, task.spec.assets_path)["epochs"] == 1  # not the config's 2
+    [submission] = market.list_task_results(task.task_id)
+    assert submission.status is ResultSubmissionStatus.Accepted
+    assert submission.paid == task.spec.pays_amount
+
+
+def test_the_trigger_chains_rounds_until_the_training_is_complete(deployed, elsewhere):
+    agents_before = len(_runs_of(deployed, "contributor-agent"))  # all final
+    _run_deployment(deployed, "contributor-agent/contributor-agent", shard_index=0, max_tasks=2)
+    _run_deployment(
+        deployed,
+        "creator-next-round/creator-next-round",
+        rounds=2,
+        contributors=1,
+        epochs=1,
+        run_name="chained",
+    )
+    runs = _wait_final(deployed, "creator-next-round", 2, timeout=600)
+    time.sleep(8)  # a third run would be triggered now if the chain did not stop
+    runs = _runs_of(deployed, "creator-next-round")
+    assert [run["state_type"] for run in runs] == ["COMPLETED", "COMPLETED"], runs
+    first, second = runs
+    assert second["created_by"]["type"] == "AUTOMATION"  # started by the trigger, not by us
+    given = {k: v for k, v in second["parameters"].items() if v is not None}
+    assert given == first["parameters"]  # the overrides carried over (unset ones as None)
+    assert second["parameters"]["run_name"] == "chained"
+
+    market = _market_in(elsewhere)
+    tasks = _run_tasks(market, "chained")
+    assert [t.spec.round_number for t in tasks] == [1, 2]  # rounds=2: the chain stopped
+    for task in tasks:
+        assert task.status is TaskStatus.Completed
+        [submission] = market.list_task_results(task.task_id)
+        assert submission.status is ResultSubmissionStatus.Accepted
+    *_, agent = _wait_final(deployed, "contributor-agent", agents_before + 1, timeout=120)
+    assert agent["parameters"]["max_tasks"] == 2 and agent["state_type"] == "COMPLETED"

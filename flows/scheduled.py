@@ -1,0 +1,84 @@
+"""One round per flow run: the creator's training driven by a schedule or a trigger.
+
+A run reads the training's progress back from the marketplace and storage
+(``decentralml.creator.find_progress``), then publishes and runs the next round, or finishes
+the open one. When that round settled and more remain, it emits ``decentralml.round.settled``
+(resource ``decentralml.run.<run>``, the run's parameters in the payload); the deployment's
+trigger in prefect.yaml answers it with the next run. A finished training emits nothing, so
+the chain stops; a round that leaves its task open (deferred results) emits nothing either,
+and the next scheduled run (or a manual one) finishes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from prefect import flow, get_run_logger
+from prefect.events import emit_event
+
+from decentralml.session import open_session
+from flows.creator import (
+    RoundReport,
+    close_tasks_of_aborted_run,
+    load_run_config,
+    publish,
+    run_round,
+)
+from tasks import creator as steps
+
+ROUND_SETTLED = "decentralml.round.settled"
+
+
+@flow(
+    name="creator-next-round",
+    flow_run_name="next-round-of-{config_path}",
+    on_cancellation=[close_tasks_of_aborted_run],
+    on_crashed=[close_tasks_of_aborted_run],
+)
+def next_round_from_config(
+    config_path: str = "configs/mnist.yaml",
+    rounds: int | None = None,
+    epochs: int | None = None,
+    contributors: int | None = None,
+    strategy: str | None = None,
+    run_name: str | None = None,
+) -> dict | None:
+    """Deployment entry point (prefect.yaml ``creator-next-round``): the training's next round,
+    None once every round is done. Parameters as for ``flows.creator.train_from_config``."""
+    parameters = {
+        "config_path": config_path,
+        "rounds": rounds,
+        "epochs": epochs,
+        "contributors": contributors,
+        "strategy": strategy,
+        "run_name": run_name,
+    }
+    config = load_run_config(**parameters)
+    session = open_session(config)
+    steps.settle_overdue(session.creator)  # results nobody judged in time are paid first
+    progress = steps.find_progress(session.creator)
+    if progress.done_rounds >= config.rounds:
+        get_run_logger().info("training %s is complete: %d rounds", config.name, config.rounds)
+        return None
+    session.resume(progress)
+    round_number = progress.done_rounds + 1
+    task_id = progress.open_task.task_id if progress.open_task else publish(session, round_number)
+    report = run_round(session, round_number, task_id)
+    if round_number < config.rounds and not report.task_open:
+        announce_settled(config.name, report, parameters)
+    return asdict(report)
+
+
+def announce_settled(run: str, report: RoundReport, parameters: dict) -> None:
+    """The event the next round's trigger waits for; it carries the parameters to run with."""
+    emit_event(
+        event=ROUND_SETTLED,
+        resource={"prefect.resource.id": f"decentralml.run.{run}", "prefect.resource.name": run},
+        payload={
+            "round": report.round_number,
+            "task_id": report.task_id,
+            "accuracy": report.accuracy,
+            "parameters": parameters,
+        },
+    )
+    get_run_logger().info("round %d of %s settled; next round announced", report.round_number, run)

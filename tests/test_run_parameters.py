@@ -1,0 +1,63 @@
+"""Deployment parameters without a server: run-level overrides on top of a config, and the
+pull step that enters the worker's folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from decentralml.config import load_config, run_overrides
+from decentralml.errors import ConfigError
+from flows.creator import load_run_config
+from flows.pull_steps import WORKDIR_VARIABLE, enter_workdir
+from tests.helpers import write_config
+
+
+def test_unset_parameters_leave_the_config_alone(tmp_path):
+    path, config = write_config(tmp_path)
+    assert run_overrides() == {}
+    assert load_config(path, run_overrides()) == config
+
+
+def test_parameters_override_the_config(tmp_path):
+    path, config = write_config(tmp_path, rounds=3, contributors=5, **{"task.max_assignments": 5})
+    run = load_config(path, run_overrides(1, 4, 2, "median", "trial"))
+    assert (run.rounds, run.training.epochs, run.strategy.name, run.name) == (
+        1,
+        4,
+        "median",
+        "trial",
+    )
+    assert (run.contributors, run.task.max_assignments) == (2, 2)  # slots and partitions
+    assert run.task.pays_amount == config.task.pays_amount
+
+
+def test_a_bad_parameter_is_one_line_naming_the_field(tmp_path):
+    path, _ = write_config(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        load_run_config(str(path), rounds=0)
+    assert "rounds" in str(refused.value) and len(str(refused.value).splitlines()) == 1
+
+
+def test_the_pull_step_enters_the_workers_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clone").mkdir()
+    monkeypatch.setenv(WORKDIR_VARIABLE, str(tmp_path / "clone"))
+    assert enter_workdir() == {"directory": str(tmp_path / "clone")}
+    assert Path(os.getcwd()) == tmp_path / "clone"
+
+
+def test_without_the_variable_the_pull_step_stays(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(WORKDIR_VARIABLE, raising=False)
+    assert enter_workdir() == {"directory": str(tmp_path)}
+
+
+def test_a_missing_workdir_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(WORKDIR_VARIABLE, str(tmp_path / "nowhere"))
+    with pytest.raises(NotADirectoryError, match=WORKDIR_VARIABLE):
+        enter_workdir()
+    assert Path(os.getcwd()) == tmp_path
