@@ -113,7 +113,7 @@ def test_two_tasks_are_worked_at_once_under_the_agent_flow(
     from prefect.client.orchestration import get_client
     from prefect.context import get_run_context
 
-    first, second = (_trainable(market, store, name, epochs=1) for name in ("a", "b"))
+    first, second = (_trainable(market, store, name, epochs=3) for name in ("a", "b"))
     terms = ContributorConfig(max_concurrent_tasks=2)
     contributor = Contributor(market, store, contributor_dev_keypair(0), 0, None, terms)
 

@@ -267,7 +267,7 @@ def test_the_round_pauses_for_the_form_and_pays_exactly_the_approved(rounds) -> 
 @pytest.mark.integration
 def test_without_an_answer_the_timeout_applies_the_default(rounds) -> None:
     from decentralml.session import open_session
-    from flows.creator import run_round
+    from flows.creator import outcome, run_round
 
     config = rounds["config"]
     task = config.task.model_copy(update={"manual_timeout_seconds": 3})
@@ -277,8 +277,11 @@ def test_without_an_answer_the_timeout_applies_the_default(rounds) -> None:
     started = time.monotonic()
     state = run_round(short, 2, task_id, return_state=True)
     assert time.monotonic() - started < 60
-    assert state.is_completed(), state  # resumed by the flow itself, not Failed "never resumed"
-    report = state.result()
+    # Resumed by the flow itself (not Failed "never resumed"), settled, then flagged: nothing
+    # was accepted, fewer than task.min_accepted_results.
+    assert state.is_failed() and "never resumed" not in state.message, state
+    assert state.message.endswith("no result accepted: 2 rejected, 0 deferred"), state.message
+    report = outcome(state)
     assert report.accepted == [] and report.rejected == dict.fromkeys(sids, TIMEOUT_REASON)
     market = short.creator.market
     for sid in sids:
