@@ -10,6 +10,7 @@ traceback, and never a task found broken after a round's wait.
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -81,6 +82,24 @@ def demo_slots_fit(config: RunConfig) -> Iterator[Problem]:
                 f"{slots}: {config.contributors - slots} would never get a slot; lower "
                 "contributors, raise task.max_assignments, or pass --contributors N (sets both)"
             ),
+        )
+
+
+def dask_scheduler_answers(config: RunConfig) -> Iterator[Problem]:
+    """A configured Dask scheduler accepts a connection: tried before TensorFlow loads and the
+    creator publishes (flows/simulation.py then checks its workers)."""
+    simulation = config.simulation
+    if simulation.runner != "dask" or simulation.address is None:
+        return
+    host, _, port = simulation.address.split("://")[-1].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        yield (
+            "simulation.address",
+            f"no Dask scheduler answers at {simulation.address} ({reason}); start one "
+            "(`dask scheduler`) or set simulation.address to null for a LocalCluster",
         )
 
 
@@ -162,8 +181,8 @@ PUBLISH: tuple[Check, ...] = (
 CREATE: tuple[Check, ...] = (decisions_file_readable, *PUBLISH)
 """train and round: publish's checks and the decisions file."""
 
-DEMO: tuple[Check, ...] = (demo_slots_fit, *CREATE)
-"""demo: the creator's checks and a slot for every simulated contributor."""
+DEMO: tuple[Check, ...] = (demo_slots_fit, dask_scheduler_answers, *CREATE)
+"""demo: the creator's checks, a slot for every simulated contributor and their scheduler."""
 
 
 def check_config(
