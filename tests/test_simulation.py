@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -40,38 +41,44 @@ def _assert_every_contributor_landed_and_was_judged(summary: dict, contributors:
     assert all(r["verdict"] == "accepted" and r["paid"] > 0 for r in rows), rows
 
 
-def _agent_runs_and_their_contributor_flows() -> tuple[dict, list]:
-    """Agent task runs by id (name, state) and the contributor flow runs with their parent
-    task run: the contributor flow ran nested inside the agent task on the Dask worker."""
+def _runs_since(started: datetime) -> tuple[list[tuple[str, str]], list[str]]:
+    """(name, state) of the agent task runs and the states of the contributor flow runs
+    created since ``started``, read back from the Prefect API."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, TaskRunFilter
-    from prefect.client.schemas.filters import TaskRunFilterName as Name
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterStartTime,
+        TaskRunFilter,
+        TaskRunFilterName,
+        TaskRunFilterStartTime,
+    )
 
     with get_client(sync_client=True) as client:
         agents = client.read_task_runs(
-            task_run_filter=TaskRunFilter(name=Name(like_="agent-")), limit=50
+            task_run_filter=TaskRunFilter(
+                name=TaskRunFilterName(like_="agent-"),
+                start_time=TaskRunFilterStartTime(after_=started),
+            )
         )
         flows = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["contributor"])), limit=50
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["contributor"])),
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started)),
         )
-    return {a.id: (a.name, a.state_name) for a in agents}, flows
+    return sorted((a.name, a.state_name) for a in agents), [f.state_name for f in flows]
 
 
 @pytest.mark.slow
 def test_a_local_cluster_runs_every_contributor_as_a_dask_task(tmp_path, prefect_harness):
     from flows.demo import run_demo
 
-    config = _simulation_config(tmp_path, 3, n_workers=2)
-    summary = run_demo(config)
+    started = datetime.now(UTC)
+    summary = run_demo(_simulation_config(tmp_path, 3, n_workers=2))
     _assert_every_contributor_landed_and_was_judged(summary, 3)
-    agents, flows = _agent_runs_and_their_contributor_flows()
-    mine = [f for f in flows if f.parent_task_run_id in agents]
-    assert sorted(agents[f.parent_task_run_id][0] for f in mine)[-3:] == [
-        "agent-0",
-        "agent-1",
-        "agent-2",
-    ]
-    assert all(f.state_name == "Completed" for f in mine)
+    agents, contributor_flows = _runs_since(started)
+    assert agents == [(f"agent-{i}", "Completed") for i in range(3)]
+    assert contributor_flows == ["Completed"] * 3  # each ran nested in its agent's Dask task
 
 
 class DaskProcess:
