@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from decentralml.attacks import Attack
@@ -34,6 +35,7 @@ from decentralml.runtime import contributor_keypair, open_marketplace, open_stor
 from flows.contributor import Contribution, run_agent
 
 CONNECT_TIMEOUT_SECONDS = 10
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable  # Prefect builds a parameter schema from the hints: isinstance must work
@@ -138,6 +140,12 @@ def contributor_runner(
     from distributed import Event
     from prefect_dask import DaskTaskRunner
 
+    if (config.processes or config.address) and not PREFECT_API_URL.value():
+        log.warning(
+            "simulation: Dask worker processes without PREFECT_API_URL each start their own "
+            "temporary Prefect server; set PREFECT_API_URL to a Prefect server that this "
+            "process and the workers share"
+        )
     with _dask_cluster(config, contributors) as (cluster, client):
         stop = Event(f"decentralml-stop-{uuid.uuid4().hex}", client=client)
         if cluster is None:

@@ -28,7 +28,7 @@ def _simulation_config(tmp_path: Path, contributors: int, **simulation: object) 
         contributors=contributors,
         **{"task.max_assignments": contributors, "data.holdout_examples": 1000},
     )
-    data["simulation"] = {"runner": "dask", **simulation}
+    data["simulation"] = {"runner": "dask"} | simulation
     return parse_config(data, "simulation-test")
 
 
@@ -70,11 +70,13 @@ def _runs_since(started: datetime) -> tuple[list[tuple[str, str]], list[str]]:
 
 
 @pytest.mark.slow
-def test_a_local_cluster_runs_every_contributor_as_a_dask_task(tmp_path, prefect_harness):
+@pytest.mark.parametrize("runner", ["dask", "threads"])
+def test_a_local_cluster_runs_every_contributor_as_a_task(tmp_path, prefect_harness, runner):
+    """dask: a real LocalCluster of 2 workers; threads: Prefect's thread pool."""
     from flows.demo import run_demo
 
     started = datetime.now(UTC)
-    summary = run_demo(_simulation_config(tmp_path, 3, n_workers=2))
+    summary = run_demo(_simulation_config(tmp_path, 3, runner=runner, n_workers=2))
     _assert_every_contributor_landed_and_was_judged(summary, 3)
     agents, contributor_flows = _runs_since(started)
     assert agents == [(f"agent-{i}", "Completed") for i in range(3)]
