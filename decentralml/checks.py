@@ -1,8 +1,14 @@
 """A loaded config checked against this machine: what pydantic (decentralml/config.py) cannot
 know on its own. Is the model registered, does the custom validator import, does fsspec know
+<<<<<<< HEAD
 the storage protocol, can the marketplace and storage folders be written, does a self-hosted S3
 accept our credentials, does the decisions file exist, does the demo have a slot for each of
 its contributors?
+=======
+the storage protocol, can the marketplace and storage folders be written, does the decisions
+file exist, does the demo have a slot for each of its contributors, does its Dask scheduler
+answer?
+>>>>>>> i8-dask
 
 Every command runs the checks for the parts it uses right after it loads its config, before
 it opens a marketplace or publishes anything: a bad value is one line naming its field, not a
@@ -11,6 +17,7 @@ traceback, and never a task found broken after a round's wait.
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -82,6 +89,24 @@ def demo_slots_fit(config: RunConfig) -> Iterator[Problem]:
                 f"{slots}: {config.contributors - slots} would never get a slot; lower "
                 "contributors, raise task.max_assignments, or pass --contributors N (sets both)"
             ),
+        )
+
+
+def dask_scheduler_answers(config: RunConfig) -> Iterator[Problem]:
+    """A configured Dask scheduler accepts a connection: tried before TensorFlow loads and the
+    creator publishes (flows/simulation.py then checks its workers)."""
+    simulation = config.simulation
+    if simulation.runner != "dask" or simulation.address is None:
+        return
+    host, _, port = simulation.address.split("://")[-1].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        yield (
+            "simulation.address",
+            f"no Dask scheduler answers at {simulation.address} ({reason}); start one "
+            "(`dask scheduler`) or set simulation.address to null for a LocalCluster",
         )
 
 
@@ -185,8 +210,8 @@ PUBLISH: tuple[Check, ...] = (
 CREATE: tuple[Check, ...] = (decisions_file_readable, *PUBLISH)
 """train and round: publish's checks and the decisions file."""
 
-DEMO: tuple[Check, ...] = (demo_slots_fit, *CREATE)
-"""demo: the creator's checks and a slot for every simulated contributor."""
+DEMO: tuple[Check, ...] = (demo_slots_fit, dask_scheduler_answers, *CREATE)
+"""demo: the creator's checks, a slot for every simulated contributor and their scheduler."""
 
 
 def check_config(

@@ -297,6 +297,37 @@ class AttackConfig(_Section):
         return self
 
 
+_DASK_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ws|wss)://)?[\w.\-\[\]:]+:\d{1,5}$")
+
+
+class SimulationConfig(_Section):
+    """How ``decentralml demo`` runs its simulated contributors (docs/simulation.md).
+
+    runner: ``dask`` submits each contributor's agent as a Prefect task to a Dask cluster
+        (prefect-dask's DaskTaskRunner); ``threads`` runs them on Prefect's thread pool.
+    address: a running Dask scheduler (``tcp://host:8786``); null starts a LocalCluster for
+        the demo and stops it afterwards.
+    n_workers, threads_per_worker, processes: the LocalCluster's shape. Every agent holds one
+        worker thread for the whole demo, so threads_per_worker null means enough threads for
+        all contributors. processes false keeps the workers in this process: they then share
+        its Prefect (ephemeral) server, TensorFlow and MNIST cache; worker processes would
+        each need the Prefect API (set PREFECT_API_URL) and load TensorFlow themselves.
+    """
+
+    runner: Literal["dask", "threads"] = "dask"
+    address: str | None = None
+    n_workers: PositiveInt = 2
+    threads_per_worker: PositiveInt | None = None
+    processes: bool = False
+
+    @field_validator("address")
+    @classmethod
+    def _scheduler_address(cls, value: str | None) -> str | None:
+        if value is not None and not _DASK_ADDRESS.match(value):
+            raise ValueError(f"{value!r} is not a Dask scheduler address like tcp://host:8786")
+        return value
+
+
 class RunConfig(_Section):
     """A whole federated training: what the creator publishes and how the demo simulates it."""
 
@@ -314,6 +345,7 @@ class RunConfig(_Section):
     round_timeout_seconds: Annotated[float, Field(gt=0)] = 900.0
     poll_seconds: Annotated[float, Field(gt=0)] = 0.5
     attack: AttackConfig = AttackConfig()
+    simulation: SimulationConfig = SimulationConfig()
 
     @model_validator(mode="after")
     def _attackers_are_contributors(self) -> RunConfig:

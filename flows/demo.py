@@ -1,27 +1,24 @@
 """The whole story on one machine: one creator and N contributors, concurrently.
 
-The creator's training flow runs in the main thread; each simulated contributor is an agent
-thread that watches the marketplace and runs the contributor flow for every new task, as a
-contributor's flow agent would on its own machine.
+The creator's training flow runs in this process; each simulated contributor is an agent that
+watches the marketplace and runs the contributor flow for every new task, as a contributor's
+flow agent would on its own machine. The agents run as Prefect tasks on Dask workers, or on
+Prefect's thread pool (flows/simulation.py, config section ``simulation``).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from decentralml.accounts import same_account
-from decentralml.attacks import Attack
 from decentralml.config import RunConfig
-from decentralml.contributor import Contributor
 from decentralml.runtime import contributor_keypair, fund_dev_accounts
 from decentralml.session import open_session
-from flows.contributor import run_agent
 from flows.creator import RoundReport, run_training
+from flows.simulation import attacker_indices, simulated_contributors
 
 
 def run_demo(
@@ -37,35 +34,9 @@ def run_demo(
     before = {w.ss58_address: market.balance(w.ss58_address) for w in workers}
     first_task_id = len(market.list_tasks(open_only=False))
     first_block = market.current_block() + 1
-    stop = threading.Event()
     attackers = attacker_indices(config)
-    contributors = [
-        Contributor(
-            market,
-            session.creator.store,
-            worker,
-            i,
-            config.data.cache_dir,
-            config.contributor,
-            Attack.from_config(config.attack) if i in attackers else None,
-        )
-        for i, worker in enumerate(workers)
-    ]
-    with ThreadPoolExecutor(
-        max_workers=config.contributors, thread_name_prefix="contributor"
-    ) as pool:
-        agents = [
-            pool.submit(
-                run_agent, contributor, config.poll_seconds, first_task_id, stop, config.rounds
-            )
-            for contributor in contributors
-        ]
-        try:
-            reports = run_training(config, session, decider, on_round)
-        finally:
-            stop.set()
-        for agent in agents:
-            agent.result()
+    with simulated_contributors(config, first_task_id):
+        reports = run_training(config, session, decider, on_round)
     summary = summarize(session, reports, before, time.perf_counter() - started)
     roles = {
         w.ss58_address: (config.attack.kind if i in attackers else None)
@@ -85,11 +56,6 @@ def run_demo(
     if hasattr(market, "audit"):
         add_chain_evidence(summary, market.audit(first_block), session.creator.keypair.ss58_address)
     return summary
-
-
-def attacker_indices(config: RunConfig) -> set[int]:
-    """The simulated attackers are the demo's last ``attack.attackers`` contributors."""
-    return set(range(config.contributors - config.attack.attackers, config.contributors))
 
 
 def submissions_by_role(

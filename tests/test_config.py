@@ -130,6 +130,13 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
         "round_timeout_seconds": 900.0,
         "poll_seconds": 0.5,
         "attack": {"kind": None, "attackers": 0, "scale": 10.0, "noise_std": 0.5},
+        "simulation": {
+            "runner": "dask",
+            "address": None,
+            "n_workers": 2,
+            "threads_per_worker": None,
+            "processes": False,
+        },
     }
     assert config.task.validation_strategy is ValidationStrategy.CustomAccept
 

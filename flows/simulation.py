@@ -1,0 +1,215 @@
+"""Many simulated contributors on a distributed engine (docs/simulation.md).
+
+The creator's training flow runs in this process; every simulated contributor's agent is a
+Prefect task that a task runner places on a Dask worker (prefect-dask's
+DaskTaskRunner: a LocalCluster by default, or any scheduler by ``simulation.address``), or on
+Prefect's thread pool (``simulation.runner: threads``).
+
+An agent task receives only picklable inputs, the config and its shard index, and builds its
+Contributor (marketplace connection, storage, key) where it runs, as a contributor's own
+machine would: a worker on another host needs the marketplace and storage the config names
+(a chain URL, S3), this project importable, and the MNIST cache. Every agent holds one worker
+thread until the last round, so the cluster needs a thread per contributor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.settings import PREFECT_API_URL
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from decentralml.attacks import Attack
+from decentralml.config import MarketplaceConfig, RunConfig, SimulationConfig
+from decentralml.contributor import Contributor
+from decentralml.errors import ConfigError
+from decentralml.runtime import contributor_keypair, open_marketplace, open_store
+from flows.contributor import Contribution, run_agent
+
+CONNECT_TIMEOUT_SECONDS = 10
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable  # Prefect builds a parameter schema from the hints: isinstance must work
+class StopSignal(Protocol):
+    """What an agent needs of its stop flag: a threading.Event, or a distributed.Event that
+    reaches agents on every Dask worker."""
+
+    def is_set(self) -> bool: ...
+
+    def set(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+def attacker_indices(config: RunConfig) -> set[int]:
+    """The simulated attackers are the demo's last ``attack.attackers`` contributors."""
+    return set(range(config.contributors - config.attack.attackers, config.contributors))
+
+
+def simulated_contributor(config: RunConfig, shard_index: int) -> Contributor:
+    """The contributor with this shard, built where its agent runs: dev key by shard, its own
+    marketplace connection and store, and the configured attack if it is one of the last
+    ``attack.attackers``."""
+    attack = Attack.from_config(config.attack) if shard_index in attacker_indices(config) else None
+    return Contributor(
+        open_marketplace(_own_index(config.marketplace, shard_index)),
+        open_store(config.storage),
+        contributor_keypair(config.marketplace, shard_index),
+        shard_index,
+        config.data.cache_dir,
+        config.contributor,
+        attack,
+    )
+
+
+def _own_index(config: MarketplaceConfig, shard_index: int) -> MarketplaceConfig:
+    """On a chain each contributor keeps its own index of it, as on its own machine; the
+    embedded ledger is one shared SQLite file by design."""
+    if config.backend != "substrate":
+        return config
+    path = Path(config.index_path)
+    own = path.with_name(f"{path.stem}-contributor-{shard_index}{path.suffix}")
+    return config.model_copy(update={"index_path": str(own)})
+
+
+@task(name="contributor-agent", task_run_name="agent-{shard_index}", cache_policy=NO_CACHE)
+def contributor_agent(
+    config: RunConfig, shard_index: int, first_task_id: int, stop: StopSignal
+) -> list[Contribution]:
+    """One simulated contributor's agent: every round's task from ``first_task_id`` on, until
+    ``config.rounds`` tasks were seen or ``stop`` is set. Each task runs the contributor flow,
+    nested under this task run."""
+    contributor = simulated_contributor(config, shard_index)
+    return run_agent(contributor, config.poll_seconds, first_task_id, stop, config.rounds)
+
+
+@contextmanager
+def simulated_contributors(config: RunConfig, first_task_id: int) -> Iterator[None]:
+    """Every contributor's agent runs on the configured task runner while the body runs (the
+    creator's training flow, in this process); then the agents are stopped and awaited, and
+    one that failed raises here.
+
+    No parent flow holds the agents on purpose: prefect-dask ships the parent flow's
+    parameters with every task, and the creator's are its model, data and callbacks."""
+    _start_prefect_api()
+    with contributor_runner(config.simulation, config.contributors) as (runner, stop), runner:
+        agents = [
+            runner.submit(
+                contributor_agent,
+                {"config": config, "shard_index": index, "first_task_id": first_task_id,
+                 "stop": stop},
+            )
+            for index in range(config.contributors)
+        ]  # fmt: skip
+        try:
+            yield
+        finally:
+            stop.set()
+        for agent in agents:
+            agent.result()
+
+
+def _start_prefect_api() -> None:
+    """In Prefect's ephemeral mode (no PREFECT_API_URL) the first client starts the temporary
+    server: start it here, once. Agents starting together on worker threads would each start
+    one, and all but one fail ("Server process did not start")."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.api_healthcheck()
+
+
+@contextmanager
+def contributor_runner(
+    config: SimulationConfig, contributors: int
+) -> Iterator[tuple[TaskRunner, StopSignal]]:
+    """The task runner for ``contributors`` agents and the flag that stops them all; a
+    LocalCluster started here is stopped on exit."""
+    if config.runner == "threads":
+        yield ThreadPoolTaskRunner(max_workers=contributors), threading.Event()
+        return
+    from distributed import Event
+    from prefect_dask import DaskTaskRunner
+
+    if (config.processes or config.address) and not PREFECT_API_URL.value():
+        log.warning(
+            "simulation: Dask worker processes without PREFECT_API_URL each start their own "
+            "temporary Prefect server; set PREFECT_API_URL to a Prefect server that this "
+            "process and the workers share"
+        )
+    with _dask_cluster(config, contributors) as (cluster, client):
+        stop = Event(f"decentralml-stop-{uuid.uuid4().hex}", client=client)
+        if cluster is None:
+            yield DaskTaskRunner(address=config.address), stop
+        else:
+            yield DaskTaskRunner(cluster=cluster), stop
+
+
+@contextmanager
+def _dask_cluster(config: SimulationConfig, contributors: int) -> Iterator[tuple]:
+    """(LocalCluster or None for an external scheduler, a client of it). An external
+    scheduler is checked first: it must answer and have a worker thread per contributor."""
+    from distributed import Client, LocalCluster
+
+    if config.address is None:
+        # dask's own logging config shows its workers' INFO chatter: keep it to warnings
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        threads = config.threads_per_worker or -(-contributors // config.n_workers)
+        with (
+            LocalCluster(
+                n_workers=config.n_workers,
+                threads_per_worker=threads,
+                processes=config.processes,
+                dashboard_address=":0",
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield cluster, client
+        return
+    with _connect(config.address) as client:
+        _require_threads(client, config.address, contributors)
+        yield None, client
+
+
+@contextmanager
+def _connect(address: str) -> Iterator:
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT_SECONDS)
+    except (OSError, TimeoutError) as error:
+        raise ConfigError(
+            f"simulation.address: no Dask scheduler answers at {address} "
+            f"within {CONNECT_TIMEOUT_SECONDS} s ({type(error).__name__}); start one with "
+            "`dask scheduler` or set simulation.address to null for a LocalCluster"
+        ) from None
+    with client:
+        yield client
+
+
+def _require_threads(client, address: str, contributors: int) -> None:
+    """Each agent holds a worker thread until the last round: with fewer threads, agents queue
+    behind others that never finish, and their rounds wait out the timeout."""
+    try:
+        client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_SECONDS)
+    except TimeoutError:
+        raise ConfigError(
+            f"simulation.address: the Dask scheduler at {address} has no workers; "
+            f"start `dask worker {address}`"
+        ) from None
+    threads = sum(client.nthreads().values())
+    if threads < contributors:
+        raise ConfigError(
+            f"simulation.address: the Dask cluster at {address} has {threads} worker threads "
+            f"for {contributors} contributors; each agent needs its own "
+            "(start more workers or raise --nthreads)"
+        )
