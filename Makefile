@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 PYTEST_ARGS ?=
 
-.PHONY: venv demo demo-chain test test-fast lint chain chain-stop chain-deps bench clean
+.PHONY: venv demo demo-chain test test-fast lint chain chain-stop chain-deps bench ui-images clean
 
 venv: $(VENV)/.installed
 
@@ -61,6 +61,10 @@ demo-chain: venv chain-deps
 bench: venv chain-deps
 	$(BIN)/python bench/bench_aggregation.py
 	$(BIN)/python bench/bench_chain.py
+
+# Screenshots of the Prefect UI after a short demo (needs Debian's chromium): docs/images/.
+ui-images: venv
+	$(BIN)/python docs/render_ui.py --out docs/images
 
 clean:
 	rm -rf .decentralml .prefect .keras .pytest_cache
