@@ -47,14 +47,10 @@ def validate_task_results(
         global_tensors=global_tensors,
         max_bytes=limit,
         policy=policy or AutoAccept(),
-        evaluate=evaluate or _no_evaluator,
+        evaluate=evaluate,
         params=params or {},
         rules=rules or ScreeningRules(),
     )
     pending = ResultSubmissionStatus.PendingValidation
     decisions = judge.review(s for s in market.list_task_results(task_id) if s.status is pending)
     return [d.verdict for d in decisions if d.verdict is not None]
-
-
-def _no_evaluator(_tensors) -> dict:
-    raise ValueError("this policy needs held-out metrics: pass evaluate= to validate_task_results")

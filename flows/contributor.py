@@ -159,8 +159,9 @@ def _idle_too_long(last_busy: float, timeout: float | None, busy: int) -> bool:
 class _Workers:
     """The tasks in progress, one contributor flow run per thread.
 
-    Each thread runs the flow in a copy of the agent's context, so Prefect links every task's
-    run to the agent's run. Threads are daemons: after a second signal the process exits
+    Each thread runs the flow in a copy of the agent's context, so Prefect links a task's run
+    to the agent's run (best effort: two runs started at the same instant may race for it).
+    Threads are daemons: after a second signal the process exits
     without waiting for them. A KeyboardInterrupt or SystemExit in a task is re-raised in
     the agent's thread; anything else fails that task only."""
 

@@ -53,7 +53,8 @@ class Candidate:
 
     submission: Submission
     tensors: Mapping[str, np.ndarray]
-    evaluate: Evaluator
+    evaluate: Evaluator | None
+    """None when the caller has no held-out data (the seed API's validate_task_results)."""
     params: Mapping[str, object] = field(default_factory=dict)
     weight: int = 0
     _metrics: dict | None = None
@@ -70,17 +71,28 @@ class Candidate:
     def holdout_metrics(self) -> dict:
         """Metrics of these weights on the creator's held-out split (computed once)."""
         if self._metrics is None:
-            self._metrics = self.evaluate(self.tensors)
+            self._metrics = (self.evaluate or _needs_an_evaluator)(self.tensors)
         return self._metrics
+
+    def recorded_metrics(self) -> dict | None:
+        """The held-out metrics for the round's records, None without an evaluator: a policy
+        that needs none (AutoAccept) must not fail for want of held-out data."""
+        return None if self.evaluate is None else self.holdout_metrics()
+
+
+def _needs_an_evaluator(_tensors: Mapping[str, np.ndarray]) -> dict:
+    raise ValueError("this policy needs held-out metrics: pass evaluate= (an Evaluator)")
 
 
 class RoundView:
     """What round-level checks share: the global weights and every candidate's update
     ``w - g`` as one flat float32 vector (computed once per candidate)."""
 
-    def __init__(self, global_tensors: Mapping[str, np.ndarray], evaluate: Evaluator) -> None:
+    def __init__(
+        self, global_tensors: Mapping[str, np.ndarray], evaluate: Evaluator | None
+    ) -> None:
         self.global_tensors = global_tensors
-        self.evaluate = evaluate
+        self.evaluate: Evaluator = evaluate or _needs_an_evaluator
         self.names = sorted(global_tensors)
         self._flat_global: np.ndarray | None = None
         self._updates: dict[int, np.ndarray] = {}
@@ -284,7 +296,7 @@ class Judge:
     global_tensors: Mapping[str, np.ndarray]
     max_bytes: int
     policy: Policy
-    evaluate: Evaluator
+    evaluate: Evaluator | None
     params: Mapping[str, object] = field(default_factory=dict)
     rules: ScreeningRules = ScreeningRules()
 
@@ -329,7 +341,7 @@ class Judge:
             if candidate.submission_id in copies:
                 reason = copies[candidate.submission_id]
                 decisions[candidate.submission_id] = Decision(
-                    _reject(candidate.submission, reason), holdout=candidate.holdout_metrics()
+                    _reject(candidate.submission, reason), holdout=candidate.recorded_metrics()
                 )
         weights = allowed_weights(
             [c.num_examples for c in originals],
@@ -343,7 +355,7 @@ class Judge:
             for candidate, verdict in zip(originals, verdicts, strict=True):
                 kept = candidate if verdict.accept else None
                 decisions[candidate.submission_id] = Decision(
-                    verdict, kept, holdout=candidate.holdout_metrics(), counted=candidate.weight
+                    verdict, kept, holdout=candidate.recorded_metrics(), counted=candidate.weight
                 )
         return [decisions[s.submission_id] for s in ordered]
 
