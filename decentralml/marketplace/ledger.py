@@ -1,9 +1,12 @@
-"""The marketplace rules, on SQLite, with the clock and the identities supplied by the caller.
+"""The marketplace state on SQLite, changed only as the rulebook (rules.py) allows, with the
+clock and the identities supplied by the caller.
 
 Every method that changes state takes the actor's ADDRESS and the BLOCK at which it acts, so
 the same rules serve two callers: the embedded marketplace (its own block clock, keypairs from
-the environment) and, later, an indexer that replays Substrate records with the signer's
-address and the record's block number (it catches ``MarketplaceError`` and skips the record).
+the environment) and the chain indexer (marketplace/indexer.py), which replays Substrate
+records with the signer's address and the record's block number (it catches
+``MarketplaceError`` and skips the record). Each write reads the records it needs as domain
+records, asks ``rules`` and applies the answer inside one transaction.
 
 Concurrency: each operation opens its own connection and runs in ONE transaction started with
 ``BEGIN IMMEDIATE`` (WAL mode, 30 s busy timeout), so several processes can share one file and
