@@ -25,19 +25,26 @@ def open_marketplace(config: MarketplaceConfig) -> Marketplace:
     """The configured backend. Its SQLite file failing to open is the config's problem (a
     folder where the file should be, a file that is not SQLite, no write access): a
     ConfigError naming the field, never a bare sqlite3 traceback."""
-    if config.backend == "embedded":
-        from decentralml.marketplace.embedded import EmbeddedMarketplace
+    with _sqlite_file(*marketplace_file(config)):
+        if config.backend == "embedded":
+            from decentralml.marketplace.embedded import EmbeddedMarketplace
 
-        with _sqlite_file("marketplace.path", config.path):
             return EmbeddedMarketplace(
                 config.path,
                 block_time_seconds=config.block_time_seconds,
                 review_grace_blocks=config.review_grace_blocks,
             )
-    from decentralml.marketplace.substrate import SubstrateMarketplace
+        from decentralml.marketplace.substrate import SubstrateMarketplace
 
-    with _sqlite_file("marketplace.index_path", config.index_path):
         return SubstrateMarketplace(config.url, config.index_path, start_block=config.start_block)
+
+
+def marketplace_file(config: MarketplaceConfig) -> tuple[str, str]:
+    """The config field naming the backend's own SQLite file, and the file: the embedded
+    marketplace's ledger, or the Substrate backend's index of the chain."""
+    if config.backend == "embedded":
+        return "marketplace.path", config.path
+    return "marketplace.index_path", config.index_path
 
 
 @contextmanager
