@@ -4,8 +4,8 @@ Writes are extrinsics (docs/chain-protocol.md): every action is a ``System.remar
 record (decentralml.chain.codec), a payment is a ``Balances.transfer_keep_alive`` in the SAME
 ``Utility.batch_all`` as the accept verdict it pays, and a round's settlement (all verdicts and
 payments) is ONE batch_all: recorded and paid together, or not at all. Reads come from a local
-index (decentralml.marketplace.indexer) that replays finalized blocks through the Ledger rules, so
-every party derives the same state from the chain alone.
+index (decentralml.marketplace.indexer) that replays finalized blocks through the Ledger rules,
+so every party derives the same state from the chain alone.
 
 Trust model. The reward is announced, not escrowed: no pallet can lock it, so
 ``create_task`` checks that the creator could pay it, and the "refund" at close or expiry is
@@ -15,8 +15,9 @@ only the assignee's results count (and only after its commitment to them), slots
 come first served in chain order, commitments are numbered in chain order, and the history of
 every creator's verdicts and payments is public.
 
-Each write reads the index first and refuses (for free) what the rules would refuse, and what
-was already done: a resubmitted assignment, commitment, result or verdict never becomes a
+Each write reads the index first and refuses (for free) what the rules would refuse (the same
+``rules`` functions the Ledger applies, so the messages are the embedded marketplace's), and
+what was already done: a resubmitted assignment, commitment, result or verdict never becomes a
 second record, and a creator restarted mid-round re-running ``settle`` pays nothing twice.
 After a write the client waits for finality, syncs the index and reads its own record's
 outcome back (the id it created, or the rule that refused it, e.g. TaskFull when another
