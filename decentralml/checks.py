@@ -146,12 +146,9 @@ def storage_credentials_accepted(config: RunConfig) -> Iterator[Problem]:
 def marketplace_writable(config: RunConfig) -> Iterator[Problem]:
     """The backend's own SQLite file (the embedded marketplace, or the chain's index) can be
     created in a writable folder, or is already a SQLite file."""
-    market = config.marketplace
-    field, path = (
-        ("marketplace.path", market.path)
-        if market.backend == "embedded"
-        else ("marketplace.index_path", market.index_path)
-    )
+    from decentralml.runtime import marketplace_file
+
+    field, path = marketplace_file(config.marketplace)
     problem = _sqlite_file_problem(Path(path))
     if problem:
         yield field, problem

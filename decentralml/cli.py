@@ -31,6 +31,8 @@ DEFAULT_CONFIG = Path("configs/mnist.yaml")
 ATTACKS = get_args(AttackKind)
 STRATEGY_NAMES = get_args(StrategyName)
 SUBSTRATE_CONFIG = Path("configs/mnist-substrate.yaml")
+DEFAULT_CONFIG_FOR = {"substrate": SUBSTRATE_CONFIG}
+"""The config a ``--marketplace`` choice starts from when no ``--config`` is given."""
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -60,8 +62,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
     """The command's config with its overrides, checked for the parts the command uses
     (``checks``, set per command in build_parser) before anything is opened or published."""
     path = args.config
-    if path == DEFAULT_CONFIG and getattr(args, "marketplace", None) == "substrate":
-        path = SUBSTRATE_CONFIG  # chain-sized rewards and accounts, not just another backend
+    if path == DEFAULT_CONFIG:  # a chain wants chain-sized rewards and accounts, not just a flag
+        path = DEFAULT_CONFIG_FOR.get(getattr(args, "marketplace", None), path)
     config = load_config(path, _overrides(args))
     return checks.check_config(config, args.checks, source=str(path))
 

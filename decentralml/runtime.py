@@ -14,7 +14,7 @@ from substrateinterface import Keypair
 from decentralml.accounts import contributor_dev_keypair, dev_keypair, keypair_from_env
 from decentralml.config import MarketplaceConfig, RunConfig, StorageConfig
 from decentralml.errors import ConfigError
-from decentralml.marketplace.base import Marketplace
+from decentralml.marketplace.base import DevFaucet, Marketplace
 from decentralml.storage import ArtifactStore, Retries
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -25,19 +25,26 @@ def open_marketplace(config: MarketplaceConfig) -> Marketplace:
     """The configured backend. Its SQLite file failing to open is the config's problem (a
     folder where the file should be, a file that is not SQLite, no write access): a
     ConfigError naming the field, never a bare sqlite3 traceback."""
-    if config.backend == "embedded":
-        from decentralml.marketplace.embedded import EmbeddedMarketplace
+    with _sqlite_file(*marketplace_file(config)):
+        if config.backend == "embedded":
+            from decentralml.marketplace.embedded import EmbeddedMarketplace
 
-        with _sqlite_file("marketplace.path", config.path):
             return EmbeddedMarketplace(
                 config.path,
                 block_time_seconds=config.block_time_seconds,
                 review_grace_blocks=config.review_grace_blocks,
             )
-    from decentralml.marketplace.substrate import SubstrateMarketplace
+        from decentralml.marketplace.substrate import SubstrateMarketplace
 
-    with _sqlite_file("marketplace.index_path", config.index_path):
         return SubstrateMarketplace(config.url, config.index_path, start_block=config.start_block)
+
+
+def marketplace_file(config: MarketplaceConfig) -> tuple[str, str]:
+    """The config field naming the backend's own SQLite file, and the file: the embedded
+    marketplace's ledger, or the Substrate backend's index of the chain."""
+    if config.backend == "embedded":
+        return "marketplace.path", config.path
+    return "marketplace.index_path", config.index_path
 
 
 @contextmanager
@@ -80,11 +87,21 @@ def contributor_keypair(config: MarketplaceConfig, index: int | None = None) -> 
 
 
 def fund_dev_accounts(market: Marketplace, config: RunConfig, keypairs: list[Keypair]) -> None:
-    """Give dev accounts tokens on a dev marketplace (embedded faucet) if they are short."""
-    fund = getattr(market, "fund", None)
-    if fund is None or not config.marketplace.dev_accounts:
+    """Give dev accounts tokens on a dev marketplace (one with a DevFaucet) if they are short."""
+    if not isinstance(market, DevFaucet) or not config.marketplace.dev_accounts:
         return
     for keypair in keypairs:
         shortfall = config.marketplace.dev_funds - market.balance(keypair.ss58_address)
         if shortfall > 0:
-            fund(keypair.ss58_address, shortfall)
+            market.fund(keypair.ss58_address, shortfall)
+
+
+def contributor_marketplace(config: MarketplaceConfig, index: int) -> MarketplaceConfig:
+    """Simulated contributor ``index``'s view of the marketplace config. On a chain each
+    contributor keeps its own index of it, as on its own machine; the embedded ledger is one
+    shared SQLite file by design."""
+    if config.backend == "embedded":
+        return config
+    path = Path(config.index_path)
+    own = path.with_name(f"{path.stem}-contributor-{index}{path.suffix}")
+    return config.model_copy(update={"index_path": str(own)})

@@ -15,6 +15,7 @@ from dataclasses import asdict
 
 from decentralml.accounts import same_account
 from decentralml.config import RunConfig
+from decentralml.marketplace import AuditsChain, ChargesFees
 from decentralml.runtime import contributor_keypair, fund_dev_accounts
 from decentralml.session import open_session
 from flows.creator import RoundReport, run_training
@@ -29,7 +30,7 @@ def run_demo(
     session = open_session(config, run=f"{config.name}-demo-{time.strftime('%Y%m%d-%H%M%S')}")
     market = session.creator.market
     workers = [contributor_keypair(config.marketplace, i) for i in range(config.contributors)]
-    if config.marketplace.backend == "substrate":  # on a chain, contributors pay fees
+    if isinstance(market, ChargesFees):  # contributors' writes cost fees too
         fund_dev_accounts(market, config, workers)
     before = {w.ss58_address: market.balance(w.ss58_address) for w in workers}
     first_task_id = len(market.list_tasks(open_only=False))
@@ -53,7 +54,7 @@ def run_demo(
             r["verdict"] == "rejected" for r in summary["submissions"] if r["role"] == "honest"
         ),
     }
-    if hasattr(market, "audit"):
+    if isinstance(market, AuditsChain):
         add_chain_evidence(summary, market.audit(first_block), session.creator.keypair.ss58_address)
     return summary
 

@@ -19,7 +19,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from prefect import task
@@ -28,10 +27,15 @@ from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from decentralml.attacks import Attack
-from decentralml.config import MarketplaceConfig, RunConfig, SimulationConfig
+from decentralml.config import RunConfig, SimulationConfig
 from decentralml.contributor import Contributor
 from decentralml.errors import ConfigError
-from decentralml.runtime import contributor_keypair, open_marketplace, open_store
+from decentralml.runtime import (
+    contributor_keypair,
+    contributor_marketplace,
+    open_marketplace,
+    open_store,
+)
 from flows.contributor import Contribution, run_agent
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -61,7 +65,7 @@ def simulated_contributor(config: RunConfig, shard_index: int) -> Contributor:
     ``attack.attackers``."""
     attack = Attack.from_config(config.attack) if shard_index in attacker_indices(config) else None
     return Contributor(
-        open_marketplace(_own_index(config.marketplace, shard_index)),
+        open_marketplace(contributor_marketplace(config.marketplace, shard_index)),
         open_store(config.storage),
         contributor_keypair(config.marketplace, shard_index),
         shard_index,
@@ -69,16 +73,6 @@ def simulated_contributor(config: RunConfig, shard_index: int) -> Contributor:
         config.contributor,
         attack,
     )
-
-
-def _own_index(config: MarketplaceConfig, shard_index: int) -> MarketplaceConfig:
-    """On a chain each contributor keeps its own index of it, as on its own machine; the
-    embedded ledger is one shared SQLite file by design."""
-    if config.backend != "substrate":
-        return config
-    path = Path(config.index_path)
-    own = path.with_name(f"{path.stem}-contributor-{shard_index}{path.suffix}")
-    return config.model_copy(update={"index_path": str(own)})
 
 
 @task(name="contributor-agent", task_run_name="agent-{shard_index}", cache_policy=NO_CACHE)

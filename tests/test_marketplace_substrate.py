@@ -17,7 +17,6 @@ from substrateinterface import Keypair
 
 from decentralml.chain import codec
 from decentralml.chain.client import ChainClient, ChainOutcomeUnknown, Receipt, public_key_hex
-from decentralml.chain.indexer import ChainIndexer
 from decentralml.commitment import result_commitment
 from decentralml.domain import (
     ResultSubmissionStatus,
@@ -44,6 +43,7 @@ from decentralml.errors import (
     TaskNotOpen,
 )
 from decentralml.marketplace import Marketplace
+from decentralml.marketplace.indexer import ChainIndexer
 from decentralml.marketplace.ledger import Ledger
 from decentralml.marketplace.substrate import SubstrateMarketplace
 from tests.chain_fixture import fund, in_one_block

@@ -1,5 +1,6 @@
-"""Marketplace backends behind one Protocol (see base.py)."""
+"""Marketplace backends behind one Protocol and optional capabilities (see base.py); their
+shared rules are in rules.py."""
 
-from decentralml.marketplace.base import Marketplace
+from decentralml.marketplace.base import AuditsChain, ChargesFees, DevFaucet, Marketplace
 
-__all__ = ["Marketplace"]
+__all__ = ["AuditsChain", "ChargesFees", "DevFaucet", "Marketplace"]

@@ -1,5 +1,8 @@
 """The one small interface every marketplace backend implements.
 
+Optional capabilities are small Protocols of their own, checked with ``isinstance``, so that
+flows and the CLI ask what a backend can do, never which backend it is.
+
 Actors are substrate-interface ``Keypair`` objects: the embedded backend only reads their SS58
 address, the Substrate backend signs with them. Either way the caller's identity is the key, so
 switching backends is a config change, not a code change.
@@ -7,11 +10,14 @@ switching backends is a config change, not a code change.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from substrateinterface import Keypair
 
 from decentralml.domain import Submission, Task, TaskResult, TaskSpec, Verdict
+
+if TYPE_CHECKING:
+    from decentralml.chain.audit import ChainAudit
 
 
 @runtime_checkable
@@ -54,3 +60,32 @@ class Marketplace(Protocol):
     def balance(self, address: str) -> int: ...
 
     def current_block(self) -> int: ...
+
+
+# --- optional capabilities --------------------------------------------------------------------
+
+
+@runtime_checkable
+class DevFaucet(Protocol):
+    """A development marketplace that can mint tokens, so demos and tests fund dev accounts
+    (the embedded ledger; a local chopsticks chain through its dev RPC)."""
+
+    def fund(self, address: str, amount: int) -> None:
+        """Add ``amount`` to the account's balance."""
+
+
+@runtime_checkable
+class ChargesFees(Protocol):
+    """Every write costs its signer a transaction fee (a chain), so contributors need tokens
+    too, not only the creator whose rewards are paid from its balance."""
+
+    charges_fees: Literal[True]
+
+
+@runtime_checkable
+class AuditsChain(Protocol):
+    """A marketplace whose payments can be checked against the chain's own events, not the
+    marketplace's index of them."""
+
+    def audit(self, start_block: int, end_block: int | None = None) -> ChainAudit:
+        """Transfers, fees and extrinsic counts between two blocks (the head by default)."""

@@ -1,9 +1,12 @@
-"""The marketplace rules, on SQLite, with the clock and the identities supplied by the caller.
+"""The marketplace state on SQLite, changed only as the rulebook (rules.py) allows, with the
+clock and the identities supplied by the caller.
 
 Every method that changes state takes the actor's ADDRESS and the BLOCK at which it acts, so
 the same rules serve two callers: the embedded marketplace (its own block clock, keypairs from
-the environment) and, later, an indexer that replays Substrate records with the signer's
-address and the record's block number (it catches ``MarketplaceError`` and skips the record).
+the environment) and the chain indexer (marketplace/indexer.py), which replays Substrate
+records with the signer's address and the record's block number (it catches
+``MarketplaceError`` and skips the record). Each write reads the records it needs as domain
+records, asks ``rules`` and applies the answer inside one transaction.
 
 Concurrency: each operation opens its own connection and runs in ONE transaction started with
 ``BEGIN IMMEDIATE`` (WAL mode, 30 s busy timeout), so several processes can share one file and
@@ -16,16 +19,13 @@ INTEGER cannot hold. No storage credentials exist in the schema.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from decentralml.accounts import canonical_address
-from decentralml.commitment import is_commitment, result_commitment
 from decentralml.domain import (
     ResultSubmissionStatus,
     Submission,
@@ -38,27 +38,14 @@ from decentralml.domain import (
     Verdict,
 )
 from decentralml.errors import (
-    AlreadyAssigned,
-    AlreadyCommitted,
     InsufficientBalance,
-    InvalidResult,
-    InvalidTaskSpec,
-    NoResultYet,
-    NotAssignee,
-    NotCommitted,
-    NotCreator,
-    PendingResults,
-    ResultAlreadySent,
-    TaskFull,
-    TaskNotOpen,
     UnknownSubmission,
     UnknownTask,
-    VerdictAlreadyGiven,
 )
+from decentralml.marketplace import rules
+from decentralml.marketplace.rules import MAX_ID
 
 BUSY_TIMEOUT_SECONDS = 30.0
-MAX_AMOUNT = 2**128 - 1
-"""The pallet's Balance type is u128; larger amounts could never exist on chain."""
 
 _PENDING = ResultSubmissionStatus.PendingValidation.value
 
@@ -246,56 +233,11 @@ def _submission_from_row(row: sqlite3.Row) -> Submission:
     )
 
 
-# --- rule checks (raise, never write) ---------------------------------------------------------
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_endpoint(value: str) -> bool:
-    """An http(s) URL naming a host and no user or password: a task record is public."""
-    parsed = urlsplit(value)
-    return parsed.scheme in ("http", "https") and bool(parsed.hostname) and "@" not in parsed.netloc
-
-
-def _validate_spec(spec: TaskSpec, block: int) -> None:
-    """The pallet's checks on create_task, plus the one it forgot (a payment per slot >= 1)."""
-    if not _is_int(spec.pays_amount) or not 0 < spec.pays_amount <= MAX_AMOUNT:
-        raise InvalidTaskSpec(f"pays_amount must be a positive integer, got {spec.pays_amount!r}")
-    if not _is_int(spec.max_assignments) or spec.max_assignments <= 0:
-        raise InvalidTaskSpec(f"max_assignments must be >= 1, got {spec.max_assignments!r}")
-    if spec.pays_amount < spec.max_assignments:
-        raise InvalidTaskSpec(
-            f"pays_amount {spec.pays_amount} < max_assignments {spec.max_assignments}: each "
-            "accepted result would be paid 0; raise pays_amount or lower max_assignments"
-        )
-    if not _is_int(spec.expiration_block) or spec.expiration_block <= block:
-        raise InvalidTaskSpec(
-            f"expiration_block {spec.expiration_block!r} is not after the current block {block}"
-        )
-    if not spec.question.strip():
-        raise InvalidTaskSpec("question is empty; describe what contributors should do")
-    if not _is_int(spec.epochs) or spec.epochs < 0:
-        raise InvalidTaskSpec(f"epochs must be >= 0 (0: not recorded), got {spec.epochs!r}")
-    if spec.storage_endpoint and not _is_endpoint(spec.storage_endpoint):
-        raise InvalidTaskSpec(
-            f"storage_endpoint {spec.storage_endpoint!r} is not an http(s) URL without "
-            "credentials; each party reads its storage credentials from its own environment"
-        )
-    try:
-        ValidationStrategy(spec.validation_strategy)
-        TaskType(spec.task_type)
-    except ValueError as exc:
-        raise InvalidTaskSpec(f"{exc}; use a name from decentralml.domain") from None
-
-
-_SQLITE_MAX_INT = 2**63 - 1
-"""Ids on chain are u64; larger than SQLite's integers, they can only name nothing."""
+# --- record lookups (the rules themselves are in rules.py) -----------------------------------
 
 
 def _task_row(conn: sqlite3.Connection, task_id: int) -> sqlite3.Row:
-    if not 0 <= task_id <= _SQLITE_MAX_INT:
+    if not 0 <= task_id <= MAX_ID:
         raise UnknownTask(f"no task {task_id}; list_tasks() shows the existing ones")
     row = conn.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
     if row is None:
@@ -304,7 +246,7 @@ def _task_row(conn: sqlite3.Connection, task_id: int) -> sqlite3.Row:
 
 
 def _submission_row(conn: sqlite3.Connection, submission_id: int) -> sqlite3.Row:
-    if not 0 <= submission_id <= _SQLITE_MAX_INT:
+    if not 0 <= submission_id <= MAX_ID:
         raise UnknownSubmission(f"no submission {submission_id}")
     row = conn.execute(
         "SELECT * FROM submissions WHERE submission_id = ?", (submission_id,)
@@ -314,59 +256,10 @@ def _submission_row(conn: sqlite3.Connection, submission_id: int) -> sqlite3.Row
     return row
 
 
-def _awaiting_result(conn: sqlite3.Connection, submission_id: int, account: str) -> sqlite3.Row:
-    """The submission, if ``account`` is its assignee and it has no result yet: the
-    preconditions shared by a commitment and a result."""
-    submission = _submission_row(conn, submission_id)
-    if submission["worker"] != account:
-        raise NotAssignee(f"submission {submission_id} is assigned to someone else")
-    if submission["status"] != ResultSubmissionStatus.Assigned.value:
-        raise ResultAlreadySent(f"submission {submission_id} already has a result")
-    return submission
-
-
-def _check_result(result: TaskResult) -> None:
-    """A result's numbers must be storable and meaningful; anyone can post one on chain."""
-    if not _is_int(result.num_examples) or not 0 < result.num_examples <= _SQLITE_MAX_INT:
-        raise InvalidResult(
-            f"num_examples must be a positive integer up to {_SQLITE_MAX_INT}, "
-            f"got {result.num_examples!r}"
-        )
-    bad = [name for name, value in result.metrics.items() if not math.isfinite(value)]
-    if bad:
-        raise InvalidResult(f"metrics {bad} are not finite numbers")
-
-
-def _require_open(task: sqlite3.Row, block: int) -> None:
-    """Assignments and results are accepted only on an unfinished task before its expiry."""
-    if task["finished_block"] is not None:
-        raise TaskNotOpen(f"task {task['task_id']} is {task['status']}; pick an open task")
-    if block >= task["expiration_block"]:
-        raise TaskNotOpen(
-            f"task {task['task_id']} expired at block {task['expiration_block']} "
-            f"(now {block}); pick an open task"
-        )
-
-
-def _require_creator(task: sqlite3.Row, actor: str) -> None:
-    if task["creator"] != actor:
-        raise NotCreator(f"only the creator of task {task['task_id']} may do this")
-
-
-def _require_result(submission: sqlite3.Row) -> None:
-    if submission["status"] == ResultSubmissionStatus.Assigned.value:
-        raise NoResultYet(
-            f"submission {submission['submission_id']} has no result yet; wait for it"
-        )
-
-
-def _pending_ids(conn: sqlite3.Connection, task_id: int) -> list[int]:
-    rows = conn.execute(
-        "SELECT submission_id FROM submissions WHERE task_id = ? AND status = ? "
-        "ORDER BY submission_id",
-        (task_id, _PENDING),
-    ).fetchall()
-    return [row[0] for row in rows]
+def _with_task(conn: sqlite3.Connection, submission_id: int) -> tuple[Submission, Task]:
+    """A submission and its task as domain records, for the rules."""
+    submission = _submission_from_row(_submission_row(conn, submission_id))
+    return submission, _task_from_row(_task_row(conn, submission.task_id))
 
 
 def _next_id(conn: sqlite3.Connection, table: str, column: str) -> int:
@@ -524,7 +417,7 @@ class Ledger:
         conservation of value stays checkable."""
         if not self.track_balances:
             raise ValueError("this ledger does not track balances; fund accounts on the chain")
-        if not _is_int(amount) or amount <= 0:
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise ValueError(f"amount must be a positive integer, got {amount!r}")
         account = canonical_address(address)
         with write_transaction(self.path) as conn:
@@ -537,7 +430,7 @@ class Ledger:
     def create_task(self, creator: str, spec: TaskSpec, block: int) -> int:
         """Validate the spec, escrow pays_amount from the creator, open the task (ids from 0)."""
         account = canonical_address(creator)
-        _validate_spec(spec, block)
+        rules.enforce(rules.validate_spec(spec, block))
         with write_transaction(self.path) as conn:
             self._settle_expired(conn, block)
             self._debit(conn, account, spec.pays_amount)
@@ -576,21 +469,12 @@ class Ledger:
         account = canonical_address(worker)
         with write_transaction(self.path) as conn:
             self._settle_expired(conn, block)
-            task = _task_row(conn, task_id)
-            _require_open(task, block)
+            task = _task_from_row(_task_row(conn, task_id))
             held = conn.execute(
-                "SELECT submission_id FROM submissions WHERE task_id = ? AND worker = ?",
-                (task_id, account),
+                "SELECT * FROM submissions WHERE task_id = ? AND worker = ?", (task_id, account)
             ).fetchone()
-            if held is not None:
-                raise AlreadyAssigned(
-                    f"{account} already holds submission {held[0]} of task {task_id}"
-                )
-            if task["assigned"] >= task["max_assignments"]:
-                raise TaskFull(
-                    f"all {task['max_assignments']} slots of task {task_id} are taken; "
-                    "pick another task"
-                )
+            holding = None if held is None else _submission_from_row(held)
+            rules.enforce(rules.can_assign(task, holding, account, block))
             submission_id = _next_id(conn, "submissions", "submission_id")
             conn.execute(
                 "INSERT INTO submissions (submission_id, task_id, worker, status, assigned_block)"
@@ -609,22 +493,12 @@ class Ledger:
         retried step); another one is refused with AlreadyCommitted. Each commitment takes the
         next marketplace-wide commit number (``Submission.commit_order``)."""
         account = canonical_address(worker)
-        if not is_commitment(commitment):
-            raise InvalidResult(
-                f"commitment must be 64 lowercase hex characters, got {commitment!r}; "
-                "compute it with decentralml.commitment.result_commitment"
-            )
+        rules.enforce(rules.check_commitment(commitment))
         with write_transaction(self.path) as conn:
             self._settle_expired(conn, block)
-            submission = _awaiting_result(conn, submission_id, account)
-            if submission["commitment"] is not None:
-                if submission["commitment"] == commitment:
-                    return
-                raise AlreadyCommitted(
-                    f"submission {submission_id} is already committed to another result "
-                    f"({submission['commitment']}); a commitment cannot be changed"
-                )
-            _require_open(_task_row(conn, submission["task_id"]), block)
+            submission, task = _with_task(conn, submission_id)
+            if not rules.enforce(rules.can_commit(task, submission, account, commitment, block)):
+                return
             conn.execute(
                 "UPDATE submissions SET commitment = ?, commit_block = ?, commit_seq = ? "
                 "WHERE submission_id = ?",
@@ -638,19 +512,13 @@ class Ledger:
         submission's commitment (commit_result first). The submission then awaits a verdict
         (PendingValidation)."""
         account = canonical_address(worker)
-        _check_result(result)
+        rules.enforce(rules.check_result(result))
         metrics_json = json.dumps(dict(result.metrics), sort_keys=True)
         with write_transaction(self.path) as conn:
             self._settle_expired(conn, block)
-            submission = _awaiting_result(conn, submission_id, account)
-            if submission["commitment"] is None:
-                raise NotCommitted(
-                    f"submission {submission_id} has no commitment; call commit_result with "
-                    "result_commitment(worker, sha256) first, then upload, then send the result"
-                )
-            if result_commitment(account, result.sha256) != submission["commitment"]:
-                raise InvalidResult("result does not match the submission's commitment")
-            _require_open(_task_row(conn, submission["task_id"]), block)
+            submission, task = _with_task(conn, submission_id)
+            if not rules.enforce(rules.can_send_result(task, submission, account, result, block)):
+                return
             conn.execute(
                 "UPDATE submissions SET status = ?, result_path = ?, result_sha256 = ?, "
                 "num_examples = ?, metrics_json = ?, base_fingerprint = ?, result_block = ? "
@@ -667,48 +535,40 @@ class Ledger:
                 ),
             )
 
-    def _verdict_target(
-        self, conn: sqlite3.Connection, creator: str, submission_id: int
-    ) -> tuple[sqlite3.Row, sqlite3.Row]:
-        """The submission and its task, once the creator and the presence of a result are
-        checked: the preconditions shared by every verdict."""
-        submission = _submission_row(conn, submission_id)
-        task = _task_row(conn, submission["task_id"])
-        _require_creator(task, creator)
-        _require_result(submission)
-        return submission, task
+    def _judge(
+        self, conn: sqlite3.Connection, creator: str, verdict: Verdict
+    ) -> tuple[Submission, Task] | None:
+        """The submission and its task when the verdict is to be recorded; None for a repeat
+        (the same verdict already given), so a retried step pays nothing twice."""
+        submission, task = _with_task(conn, verdict.submission_id)
+        if rules.enforce(rules.can_judge(task, submission, creator, verdict.accept)):
+            return submission, task
+        return None
 
     def _accept(
         self, conn: sqlite3.Connection, creator: str, submission_id: int, reason: str, block: int
     ) -> int:
-        submission, task = self._verdict_target(conn, creator, submission_id)
-        status = submission["status"]
-        if status == ResultSubmissionStatus.Accepted.value:
+        judged = self._judge(conn, creator, Verdict(submission_id, True, reason))
+        if judged is None:
             return 0
-        if status == ResultSubmissionStatus.Rejected.value:
-            raise VerdictAlreadyGiven(f"submission {submission_id} was already rejected")
-        reward = int(task["pays_amount"]) // task["max_assignments"]
+        submission, task = judged
+        reward = task.spec.reward_per_result
         conn.execute(
             "UPDATE submissions SET status = ?, paid = ?, reason = ?, verdict_block = ? "
             "WHERE submission_id = ?",
             (ResultSubmissionStatus.Accepted.value, str(reward), reason, block, submission_id),
         )
         conn.execute(
-            "UPDATE tasks SET paid = ? WHERE task_id = ?",
-            (str(int(task["paid"]) + reward), task["task_id"]),
+            "UPDATE tasks SET paid = ? WHERE task_id = ?", (str(task.paid + reward), task.task_id)
         )
-        self._credit(conn, submission["worker"], reward)
+        self._credit(conn, submission.worker, reward)
         return reward
 
     def _reject(
         self, conn: sqlite3.Connection, creator: str, submission_id: int, reason: str, block: int
     ) -> None:
-        submission, _ = self._verdict_target(conn, creator, submission_id)
-        status = submission["status"]
-        if status == ResultSubmissionStatus.Rejected.value:
+        if self._judge(conn, creator, Verdict(submission_id, False, reason)) is None:
             return
-        if status == ResultSubmissionStatus.Accepted.value:
-            raise VerdictAlreadyGiven(f"submission {submission_id} was already accepted")
         conn.execute(
             "UPDATE submissions SET status = ?, reason = ?, verdict_block = ? "
             "WHERE submission_id = ?",
@@ -760,17 +620,16 @@ class Ledger:
             return self._close(conn, account, task_id, block)
 
     def _close(self, conn: sqlite3.Connection, account: str, task_id: int, block: int) -> int:
-        task = _task_row(conn, task_id)
-        _require_creator(task, account)
-        if task["finished_block"] is not None:
+        row = _task_row(conn, task_id)
+        submissions = [
+            _submission_from_row(s)
+            for s in conn.execute(
+                "SELECT * FROM submissions WHERE task_id = ? ORDER BY submission_id", (task_id,)
+            ).fetchall()
+        ]
+        if not rules.enforce(rules.can_close(_task_from_row(row), submissions, account)):
             return 0
-        pending = _pending_ids(conn, task_id)
-        if pending:
-            raise PendingResults(
-                f"task {task_id} has results awaiting a verdict: submissions {pending}; "
-                "accept or reject them, then close"
-            )
-        return self._finish(conn, task, block)
+        return self._finish(conn, row, block)
 
     # --- reads (pass ``block`` to see expired tasks settled first) ---
 

@@ -4,8 +4,8 @@ Writes are extrinsics (docs/chain-protocol.md): every action is a ``System.remar
 record (decentralml.chain.codec), a payment is a ``Balances.transfer_keep_alive`` in the SAME
 ``Utility.batch_all`` as the accept verdict it pays, and a round's settlement (all verdicts and
 payments) is ONE batch_all: recorded and paid together, or not at all. Reads come from a local
-index (decentralml.chain.indexer) that replays finalized blocks through the Ledger rules, so
-every party derives the same state from the chain alone.
+index (decentralml.marketplace.indexer) that replays finalized blocks through the Ledger rules,
+so every party derives the same state from the chain alone.
 
 Trust model. The reward is announced, not escrowed: no pallet can lock it, so
 ``create_task`` checks that the creator could pay it, and the "refund" at close or expiry is
@@ -15,8 +15,9 @@ only the assignee's results count (and only after its commitment to them), slots
 come first served in chain order, commitments are numbered in chain order, and the history of
 every creator's verdicts and payments is public.
 
-Each write reads the index first and refuses (for free) what the rules would refuse, and what
-was already done: a resubmitted assignment, commitment, result or verdict never becomes a
+Each write reads the index first and refuses (for free) what the rules would refuse (the same
+``rules`` functions the Ledger applies, so the messages are the embedded marketplace's), and
+what was already done: a resubmitted assignment, commitment, result or verdict never becomes a
 second record, and a creator restarted mid-round re-running ``settle`` pays nothing twice.
 After a write the client waits for finality, syncs the index and reads its own record's
 outcome back (the id it created, or the rule that refused it, e.g. TaskFull when another
@@ -29,10 +30,10 @@ duplicate (docs/chain-protocol.md, "Crashes and unknown outcomes").
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from substrateinterface import Keypair
 
@@ -47,38 +48,24 @@ from decentralml.chain.client import (
     Transfer,
     public_key_hex,
 )
-from decentralml.chain.indexer import ChainIndexer, RecordOutcome
-from decentralml.commitment import is_commitment, result_commitment
 from decentralml.domain import (
     ResultSubmissionStatus,
     Submission,
     Task,
     TaskResult,
     TaskSpec,
-    TaskStatus,
     Verdict,
 )
 from decentralml.errors import (
-    AlreadyAssigned,
-    AlreadyCommitted,
     ChainError,
     CreatorCannotPay,
     InsufficientBalance,
-    InvalidResult,
     InvalidTaskSpec,
-    NoResultYet,
-    NotAssignee,
-    NotCommitted,
-    NotCreator,
-    PendingResults,
-    ResultAlreadySent,
-    TaskFull,
-    TaskNotOpen,
     VerdictAlreadyGiven,
 )
+from decentralml.marketplace import rules
+from decentralml.marketplace.indexer import ChainIndexer, RecordOutcome
 from decentralml.marketplace.ledger import Ledger
-
-_UNFINISHED = (TaskStatus.Created, TaskStatus.InProgress)
 
 Planned = tuple[codec.Record, Transfer | None]
 """One record to write and the payment that must go with it (accept verdicts)."""
@@ -117,6 +104,9 @@ class SubstrateMarketplace:
     ``inclusion_timeout`` (default ``INCLUSION_TIMEOUT``, 60 s): how long a write waits for
     its extrinsic to enter a block before raising ChainOutcomeUnknown. ``finality_timeout``
     (120 s): how long it then waits for that block to be finalized."""
+
+    charges_fees: Literal[True] = True
+    """Capability ChargesFees: every write is an extrinsic its signer pays for."""
 
     def __init__(
         self,
@@ -179,7 +169,7 @@ class SubstrateMarketplace:
         outstanding = sum(
             t.spec.reward_per_result * t.spec.max_assignments - t.paid
             for t in tasks
-            if t.status in _UNFINISHED
+            if t.status in rules.UNFINISHED
         )
         statuses = [s.status for t in tasks for s in self.ledger.list_task_results(t.task_id)]
         return CreatorStanding(
@@ -208,9 +198,9 @@ class SubstrateMarketplace:
         last = self.sync()
         for task in self.ledger.list_tasks(open_only=False):
             mine = same_account(task.creator, creator.ss58_address)
-            if mine and task.spec == spec and task.status in _UNFINISHED:
+            if mine and task.spec == spec and task.status in rules.UNFINISHED:
                 return task.task_id
-        _dry_run_spec(creator, spec, last + 1)
+        _check_spec(spec, last + 1)
         free = self.client.free_balance(creator.ss58_address)
         if free < spec.pays_amount:
             raise InsufficientBalance(
@@ -226,15 +216,15 @@ class SubstrateMarketplace:
         chain order: a loser's record lands but is refused, and TaskFull is raised."""
         last = self.sync()
         task = self.ledger.get_task(task_id, block=max(last, 0))
-        for submission in self.ledger.list_task_results(task_id):
-            if same_account(submission.worker, worker.ss58_address):
-                raise AlreadyAssigned(
-                    f"{worker.ss58_address} already holds submission {submission.submission_id} "
-                    f"of task {task_id}"
-                )
-        _require_open(task, last + 1)
-        if task.open_slots <= 0:
-            raise TaskFull(f"all {task.spec.max_assignments} slots of task {task_id} are taken")
+        held = next(
+            (
+                s
+                for s in self.ledger.list_task_results(task_id)
+                if same_account(s.worker, worker.ss58_address)
+            ),
+            None,
+        )
+        rules.enforce(rules.can_assign(task, held, worker.ss58_address, last + 1))
         self.creator_standing(task.creator).require_covered()
         (outcome,) = self._write(worker, [(codec.Assign(task_id), None)])
         outcome.raise_if_refused()
@@ -244,47 +234,21 @@ class SubstrateMarketplace:
         """Record the assignee's commitment to its result before uploading it. Committing the
         same commitment again is a no-op; another one is refused (AlreadyCommitted). The
         chain order of commit records is the commit order (``Submission.commit_order``)."""
-        if not is_commitment(commitment):
-            raise InvalidResult(
-                f"commitment must be 64 lowercase hex characters, got {commitment!r}; "
-                "compute it with decentralml.commitment.result_commitment"
-            )
-        last = self.sync()
-        submission = self.ledger.get_submission(submission_id)
-        if not same_account(submission.worker, worker.ss58_address):
-            raise NotAssignee(f"submission {submission_id} is assigned to someone else")
-        if submission.status != ResultSubmissionStatus.Assigned:
-            raise ResultAlreadySent(f"submission {submission_id} already has a result")
-        if submission.commitment:
-            if submission.commitment == commitment:
-                return  # already on chain: a resubmission
-            raise AlreadyCommitted(
-                f"submission {submission_id} is already committed to another result "
-                f"({submission.commitment}); a commitment cannot be changed"
-            )
-        _require_open(self.ledger.get_task(submission.task_id, block=max(last, 0)), last + 1)
+        rules.enforce(rules.check_commitment(commitment))
+        submission, task, next_block = self._preflight(submission_id)
+        decision = rules.can_commit(task, submission, worker.ss58_address, commitment, next_block)
+        if not rules.enforce(decision):
+            return  # already on chain: a resubmission
         (outcome,) = self._write(worker, [(codec.Commit(submission_id, commitment), None)])
         outcome.raise_if_refused()
 
     def send_task_result(self, worker: Keypair, submission_id: int, result: TaskResult) -> None:
         """Record the assignee's result (the reveal): it must match the submission's
         commitment (commit_result first). Sending the same result again is a no-op."""
-        last = self.sync()
-        submission = self.ledger.get_submission(submission_id)
-        if not same_account(submission.worker, worker.ss58_address):
-            raise NotAssignee(f"submission {submission_id} is assigned to someone else")
-        if submission.status != ResultSubmissionStatus.Assigned:
-            if submission.result == result:
-                return  # already on chain: a resubmission
-            raise ResultAlreadySent(f"submission {submission_id} already has a result")
-        if not submission.commitment:
-            raise NotCommitted(
-                f"submission {submission_id} has no commitment; call commit_result with "
-                "result_commitment(worker, sha256) first, then upload, then send the result"
-            )
-        if result_commitment(worker.ss58_address, result.sha256) != submission.commitment:
-            raise InvalidResult("result does not match the submission's commitment")
-        _require_open(self.ledger.get_task(submission.task_id, block=max(last, 0)), last + 1)
+        submission, task, next_block = self._preflight(submission_id)
+        decision = rules.can_send_result(task, submission, worker.ss58_address, result, next_block)
+        if not rules.enforce(decision):
+            return  # already on chain: a resubmission
         (outcome,) = self._write(worker, [(codec.Result(submission_id, result), None)])
         outcome.raise_if_refused()
 
@@ -331,38 +295,16 @@ class SubstrateMarketplace:
         """Whether a Close record belongs in this settlement; refuses (before any fee) a
         close that would leave results without a verdict."""
         task = self.ledger.get_task(task_id)
-        if not same_account(task.creator, creator.ss58_address):
-            raise NotCreator(f"only the creator of task {task_id} may close it")
-        if task.status not in _UNFINISHED:
-            return False
-        undecided = [
-            s.submission_id
-            for s in self.ledger.list_task_results(task_id)
-            if s.status == ResultSubmissionStatus.PendingValidation
-            and s.submission_id not in decided
-        ]
-        if undecided:
-            raise PendingResults(
-                f"task {task_id} has results awaiting a verdict: submissions {undecided}; "
-                "accept or reject them, then close"
-            )
-        return True
+        submissions = self.ledger.list_task_results(task_id)
+        return rules.enforce(rules.can_close(task, submissions, creator.ss58_address, decided))
 
     def _plan_verdict(self, creator: Keypair, verdict: Verdict) -> Planned | None:
         """The record (and payment) for a verdict, None if the chain already has it."""
         submission = self.ledger.get_submission(verdict.submission_id)
         task = self.ledger.get_task(submission.task_id)
-        if not same_account(task.creator, creator.ss58_address):
-            raise NotCreator(f"only the creator of task {task.task_id} may give verdicts")
-        status = submission.status
-        if status == ResultSubmissionStatus.Assigned:
-            raise NoResultYet(f"submission {submission.submission_id} has no result yet")
-        if status in (ResultSubmissionStatus.Accepted, ResultSubmissionStatus.Rejected):
-            if (status == ResultSubmissionStatus.Accepted) == verdict.accept:
-                return None  # already decided the same way: nothing to write or pay
-            raise VerdictAlreadyGiven(
-                f"submission {submission.submission_id} was already {status.value.lower()}"
-            )
+        decision = rules.can_judge(task, submission, creator.ss58_address, verdict.accept)
+        if not rules.enforce(decision):
+            return None  # already decided the same way: nothing to write or pay
         record = codec.VerdictRecord(submission.submission_id, verdict.accept, verdict.reason)
         payment = Transfer(public_key_hex(submission.worker), task.spec.reward_per_result)
         return record, payment if verdict.accept else None
@@ -371,23 +313,19 @@ class SubstrateMarketplace:
         """End the task now; returns the (bookkept) refund, 0 if it had already ended."""
         last = self.sync()
         task = self.ledger.get_task(task_id, block=max(last, 0))
-        if not same_account(task.creator, creator.ss58_address):
-            raise NotCreator(f"only the creator of task {task_id} may close it")
-        if task.status not in _UNFINISHED:
+        submissions = self.ledger.list_task_results(task_id)
+        if not rules.enforce(rules.can_close(task, submissions, creator.ss58_address)):
             return 0
-        pending = [
-            s.submission_id
-            for s in self.ledger.list_task_results(task_id)
-            if s.status == ResultSubmissionStatus.PendingValidation
-        ]
-        if pending:
-            raise PendingResults(
-                f"task {task_id} has results awaiting a verdict: submissions {pending}; "
-                "accept or reject them, then close"
-            )
         (outcome,) = self._write(creator, [(codec.Close(task_id), None)])
         outcome.raise_if_refused()
         return outcome.amount
+
+    def _preflight(self, submission_id: int) -> tuple[Submission, Task, int]:
+        """A submission and its task from a freshly synced index, and the first block a new
+        record could land in: what the rules need to judge a contributor's write."""
+        last = self.sync()
+        submission = self.ledger.get_submission(submission_id)
+        return submission, self.ledger.get_task(submission.task_id, block=max(last, 0)), last + 1
 
     # --- the write path ------------------------------------------------------------------
 
@@ -483,28 +421,14 @@ class SubstrateMarketplace:
             time.sleep(0.5)
 
 
-def _dry_run_spec(creator: Keypair, spec: TaskSpec, block: int) -> None:
-    """Apply the Ledger's own create_task checks on a scratch ledger: an invalid spec is
-    refused before a fee is spent, with the same message as the embedded marketplace."""
+def _check_spec(spec: TaskSpec, next_block: int) -> None:
+    """Refuse an invalid spec before a fee is spent: by the rules the indexer will apply (the
+    embedded marketplace's own messages), then one the record format cannot carry."""
+    rules.enforce(rules.validate_spec(spec, next_block))
     try:
         codec.encode(codec.TaskCreated(spec))
     except codec.CodecError as exc:
         raise InvalidTaskSpec(str(exc)) from None
-    with tempfile.TemporaryDirectory(prefix="dml-spec-") as scratch:
-        Ledger(Path(scratch) / "check.sqlite", track_balances=False).create_task(
-            creator.ss58_address, spec, block
-        )
-
-
-def _require_open(task: Task, next_block: int) -> None:
-    """The record would land in ``next_block`` at the earliest: refuse if it is too late."""
-    if task.status not in _UNFINISHED:
-        raise TaskNotOpen(f"task {task.task_id} is {task.status.value}; pick an open task")
-    if next_block >= task.spec.expiration_block:
-        raise TaskNotOpen(
-            f"task {task.task_id} expires at block {task.spec.expiration_block}; the next "
-            f"block is {next_block}: pick an open task"
-        )
 
 
 def _same_write(found: list[RecordOutcome], payloads: list[bytes]) -> list[RecordOutcome]:
