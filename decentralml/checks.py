@@ -1,14 +1,8 @@
 """A loaded config checked against this machine: what pydantic (decentralml/config.py) cannot
 know on its own. Is the model registered, does the custom validator import, does fsspec know
-<<<<<<< HEAD
 the storage protocol, can the marketplace and storage folders be written, does a self-hosted S3
 accept our credentials, does the decisions file exist, does the demo have a slot for each of
-its contributors?
-=======
-the storage protocol, can the marketplace and storage folders be written, does the decisions
-file exist, does the demo have a slot for each of its contributors, does its Dask scheduler
-answer?
->>>>>>> i8-dask
+its contributors, does its Dask scheduler answer?
 
 Every command runs the checks for the parts it uses right after it loads its config, before
 it opens a marketplace or publishes anything: a bad value is one line naming its field, not a
