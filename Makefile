@@ -43,6 +43,8 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@! grep -rnE '^(<<<<<<< |>>>>>>> )' decentralml flows tasks tests docs configs assets bench \
+	  README.md prefect.yaml pyproject.toml Makefile || (echo 'error: merge conflict markers above' && false)
 
 chain: venv chain-deps
 	bash chain/start.sh
