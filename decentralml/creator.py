@@ -267,7 +267,10 @@ def make_judge(
         max_bytes=max_bytes,
         policy=policy,
         evaluate=evaluate_holdout,
-        params={"min_accuracy": creator.config.task.min_accuracy},
+        params={
+            "min_accuracy": creator.config.task.min_accuracy,
+            "metric": workloads.get(creator.config.workload_name).primary_metric,
+        },
         rules=screening_rules(creator.config.task, max_examples),
     )
 
