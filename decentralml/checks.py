@@ -31,15 +31,23 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def model_registered(config: RunConfig) -> Iterator[Problem]:
-    from decentralml.models import available_models
+    """The workload is built in or imports (a creator's own ``module:attribute``), and the
+    data source, if named, is its dataset."""
+    from decentralml import workloads
 
-    if config.model.name not in available_models():
+    field = "workload" if config.workload else "model.name"
+    name = config.workload_name
+    try:
+        workload = workloads.get(name)
+    except ConfigError as error:
+        yield field, str(error)
+        return
+    source = config.data.source
+    if source is not None and source != workload.dataset.name:
         yield (
-            "model.name",
-            (
-                f"unknown model {config.model.name!r}; registered models: "
-                f"{', '.join(available_models())} (decentralml/models.py)"
-            ),
+            "data.source",
+            f"{source!r} is not the data of workload {name!r} ({workload.dataset.name!r}); "
+            "remove data.source or set it to that",
         )
 
 

@@ -49,13 +49,52 @@ def _overrides(args: argparse.Namespace) -> dict:
         ("attack.kind", "attack"),
         ("attack.attackers", "attackers"),
         ("strategy", "strategy"),
+        ("workload", "workload"),
     ):
         value = getattr(args, attr, None)
         if value is not None:
             found[dotted] = value
+    found.update(_workload_overrides(getattr(args, "workload", None)))
     if getattr(args, "contributors", None) is not None and getattr(args, "command", "") == "demo":
         found.setdefault("task.max_assignments", args.contributors)
     return found
+
+
+def _workload_overrides(name: str | None) -> dict[str, object]:
+    """``--workload NAME``: that workload, its data (``data.source`` follows it) and the
+    settings a built-in workload needs to fit the shipped configs (decentralml/workloads/)."""
+    if name is None:
+        return {}
+    from decentralml import workloads
+
+    return {"data.source": None, **workloads.get(name).config}
+
+
+def cmd_workloads(args: argparse.Namespace) -> int:
+    """The built-in workloads: what ``workload:`` (or ``--workload``) accepts."""
+    from decentralml import workloads
+
+    print(f"{'name':<14} {'data':<14} {'metric':<9} {'input':<9} model")
+    for name in workloads.names():
+        workload = workloads.get(name)
+        spec = workload.dataset.spec
+        shape = "x".join(str(d) for d in spec.input_shape)
+        print(
+            f"{name:<14} {workload.dataset.name:<14} {workload.primary_metric:<9} "
+            f"{shape + ' ' + spec.dtype:<9} {workload.model}"
+        )
+    return 0
+
+
+def _local_data(args: argparse.Namespace) -> str | None:
+    """``--data PATH`` read once now, so a missing or malformed file is one line before the
+    agent starts (each task then checks it against its own data spec)."""
+    if args.data is None:
+        return None
+    from decentralml.workloads.local_data import read_local_data
+
+    read_local_data(args.data)
+    return str(args.data)
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
@@ -320,13 +359,16 @@ def _contributor_config(args: argparse.Namespace) -> RunConfig:
 
 def cmd_contribute(args: argparse.Namespace) -> int:
     _contributor_config(args)  # refused here, before the agent flow starts (it loads its own)
+    data_path = _local_data(args)
     from decentralml.shutdown import STOP
 
     with STOP.on_signals():  # from here on a signal stops the agent cleanly (see the module)
         from flows.contributor import agent
 
         path = args.config if args.config.exists() else ""
-        state = agent(str(path), args.index, args.max_tasks, args.marketplace_at, return_state=True)
+        state = agent(
+            str(path), args.index, args.max_tasks, args.marketplace_at, data_path, return_state=True
+        )
     if state.is_cancelled():
         print(f"stopped: {state.message}", file=sys.stderr)
         return STOP.exit_status
@@ -357,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--attack", choices=ATTACKS, help="simulate attackers of this kind")
     demo.add_argument("--attackers", type=int, help="how many contributors attack (the last K)")
     demo.add_argument("--summary-json", type=Path)
+    demo.add_argument("--workload", help="model and data (decentralml workloads; or mod:attr)")
     train_cmd = add(
         "train",
         cmd_train,
@@ -364,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         checks.CREATE,
     )
     train_cmd.add_argument("--rounds", type=int)
+    train_cmd.add_argument("--workload", help="model and data (decentralml workloads; or mod:attr)")
     train_cmd.add_argument(
         "--run", help="name of the training (default: config name); rerun it to resume"
     )
@@ -405,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
         checks.CONTRIBUTE,
     )
     contribute_cmd.add_argument("--index", type=int, default=0, help="data shard index")
+    contribute_cmd.add_argument(
+        "--data", type=Path, help="train on this file (.npz x/y, or .csv with a label column)"
+    )
+    add("workloads", cmd_workloads, "list the built-in workloads", ())
     contribute_cmd.add_argument(
         "--max-tasks", "--rounds", dest="max_tasks", type=int, help="stop after this many tasks"
     )

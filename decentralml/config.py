@@ -40,6 +40,8 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
+    """``model.name``: the earlier spelling of ``workload`` (decentralml/workloads/)."""
+
     name: str = "mnist_mlp"
 
 
@@ -155,7 +157,10 @@ class TaskConfig(_Section):
 
 
 class DataConfig(_Section):
-    source: Literal["mnist"] = "mnist"
+    """How the workload's dataset is split. ``source`` null means the workload's own dataset;
+    a name must be that dataset (kept so older configs saying ``source: mnist`` stay valid)."""
+
+    source: str | None = None
     partition: Literal["iid", "shards", "dirichlet"] = "iid"
     classes_per_contributor: PositiveInt = 2
     alpha: Annotated[float, Field(gt=0)] = 0.5
@@ -332,6 +337,9 @@ class RunConfig(_Section):
     """A whole federated training: what the creator publishes and how the demo simulates it."""
 
     name: str = "mnist"
+    workload: str | None = None
+    """A built-in workload (``decentralml workloads``) or ``package.module:attribute``; null:
+    ``model.name`` (its older spelling)."""
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     task: TaskConfig = TaskConfig()
@@ -355,6 +363,12 @@ class RunConfig(_Section):
                 f"{self.contributors} contributors"
             )
         return self
+
+    @property
+    def workload_name(self) -> str:
+        """The workload this training runs: ``workload`` when set (it wins over the shipped
+        configs' ``model.name``), else ``model.name``."""
+        return self.workload or self.model.name
 
     @model_validator(mode="before")
     @classmethod

@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import numpy as np
 from substrateinterface import Keypair
 
+from decentralml import workloads
 from decentralml.accounts import same_account
 from decentralml.commitment import result_commitment
 from decentralml.config import ContributorConfig
+from decentralml.data.federated import contributor_shard
 from decentralml.domain import Task, TaskResult, TaskType
 from decentralml.errors import AlreadyCommitted, TaskRefused
 from decentralml.marketplace.base import Marketplace
@@ -49,7 +52,16 @@ class Contributor:
     stores flow parameters it can serialize) cannot serialize it, so the key never lands in
     a run record; the repr shows the address only."""
 
-    __slots__ = ("attack", "cache_dir", "keypair", "market", "shard_index", "store", "terms")
+    __slots__ = (
+        "attack",
+        "cache_dir",
+        "keypair",
+        "local_data",
+        "market",
+        "shard_index",
+        "store",
+        "terms",
+    )
 
     def __init__(
         self,
@@ -60,11 +72,13 @@ class Contributor:
         cache_dir: str | None = None,
         terms: ContributorConfig | None = None,
         attack: Attack | None = None,
+        local_data: str | None = None,
     ) -> None:
         self.market, self.store, self.keypair = market, store, keypair
         self.shard_index, self.cache_dir = shard_index, cache_dir
         self.terms = terms or ContributorConfig()  # what it asks of a task before paying
         self.attack = attack  # demos and benchmarks only: a simulated attacker's behaviour
+        self.local_data = local_data  # its own data file; None: the creator-provided shard
 
     def __repr__(self) -> str:
         return f"Contributor({self.keypair.ss58_address}, shard {self.shard_index})"
@@ -165,18 +179,35 @@ def fetch_inputs(
     return TaskInputs(settings, decode(global_bytes, terms.max_global_bytes), workdir)
 
 
-def check_inputs(inputs: TaskInputs, shard_index: int) -> None:
-    """The task's training settings are ones this contributor can follow, and the global
-    weights fit the model they name: a task failing here would fail after paying for a slot."""
+def check_inputs(inputs: TaskInputs, shard_index: int, local_data: str | None = None) -> None:
+    """The task's training settings are ones this contributor can follow, the global weights
+    fit the model they name, and the contributor's own data (if it brings some) fits the
+    task's data spec: a task failing here would fail after paying for a slot. A model sent as
+    an architecture description is rebuilt without running creator code (refused otherwise)."""
     settings = inputs.settings
-    problems = _settings_problems(settings, shard_index)
+    if "architecture" in settings:
+        workloads.register_architecture(settings)
+    problems = _settings_problems(settings, shard_index, local_data is not None)
     if problems:
         raise TaskRefused(f"task settings refused: {'; '.join(problems)}")
     model = build_model(str(settings["model"]), float(settings["learning_rate"]))
     check_against(inputs.global_tensors, layout_of(model_tensors(model)))
+    if local_data is not None:
+        training_data(settings["data"], shard_index, None, local_data)
 
 
-def _settings_problems(settings: dict, shard_index: int) -> list[str]:
+def training_data(
+    data: dict, shard_index: int, cache_dir: str | None, local_data: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """What the contributor trains on: its own file, checked against the task's data spec
+    (DataError, one line) and preprocessed as the task says; else the creator-provided shard
+    of a built-in dataset (simulations)."""
+    if local_data is not None:
+        return workloads.local_split(local_data, data)
+    return contributor_shard(data, shard_index, cache_dir)
+
+
+def _settings_problems(settings: dict, shard_index: int, own_data: bool = False) -> list[str]:
     problems = []
     if settings.get("model") not in available_models():
         problems.append(f"unknown model {settings.get('model')!r} (known: {available_models()})")
@@ -190,8 +221,15 @@ def _settings_problems(settings: dict, shard_index: int) -> list[str]:
     data = settings.get("data")
     if not isinstance(data, dict):
         return [*problems, "data settings are missing"]
-    if data.get("source") != "mnist" or data.get("partition") not in PARTITIONS:
-        problems.append(f"data source/partition {data.get('source')!r}/{data.get('partition')!r}")
+    if data.get("partition") not in PARTITIONS:
+        problems.append(f"data partition {data.get('partition')!r}")
+    if own_data:
+        return problems  # its own file: the task's shards and their source do not matter
+    if data.get("source", "mnist") not in workloads.builtin_datasets():
+        problems.append(
+            f"data source {data.get('source')!r} is not a built-in dataset: contribute with "
+            "your own data (--data PATH)"
+        )
     if not _int_between(data.get("num_partitions"), shard_index + 1, 10_000):
         problems.append(f"num_partitions {data.get('num_partitions')!r} has no shard {shard_index}")
     return problems

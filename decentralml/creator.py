@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from substrateinterface import Keypair
 
+from decentralml import workloads
 from decentralml.accounts import same_account
 from decentralml.config import RunConfig
 from decentralml.contributor import result_url
@@ -78,14 +79,19 @@ class RoundReview:
 
 
 def task_settings(config: RunConfig, max_examples: int | None = None) -> dict[str, object]:
-    """What contributors must know to train: travels inside the package as task.json."""
+    """What contributors must know to train: travels inside the package as task.json. The
+    workload adds its model (a name, or an architecture description) and its data's source,
+    spec and preprocessing (decentralml.workloads)."""
+    workload = workloads.get(config.workload_name)
+    data = config.data
     return {
-        "model": config.model.name,
+        **workloads.model_settings(config.workload_name, config.training.learning_rate),
+        "metric": workload.primary_metric,
         "epochs": config.training.epochs,
         "batch_size": config.training.batch_size,
         "learning_rate": config.training.learning_rate,
         "data": {
-            "source": config.data.source,
+            **workloads.data_settings(workload, data.holdout_examples, data.seed, data.cache_dir),
             "partition": config.data.partition,
             "num_partitions": config.contributors,
             "classes_per_contributor": config.data.classes_per_contributor,
@@ -95,6 +101,14 @@ def task_settings(config: RunConfig, max_examples: int | None = None) -> dict[st
             "max_examples": config.task.max_examples or max_examples,
         },
     }
+
+
+def task_model(config: RunConfig) -> str:
+    """The model name the task record shows (contributors filter on it): a built-in
+    workload's name, or a creator's own model's content address."""
+    return str(
+        workloads.model_settings(config.workload_name, config.training.learning_rate)["model"]
+    )
 
 
 def upload_global(creator: Creator, round_number: int, tensors: Tensors) -> StoredArtifact:
@@ -142,7 +156,7 @@ def create_round_task(
         global_weights_path=global_weights.url,
         global_weights_sha256=global_weights.sha256,
         round_number=round_number,
-        model=creator.config.model.name,
+        model=task_model(creator.config),
         epochs=creator.config.training.epochs,
         storage_endpoint=creator.config.storage.endpoint_url or "",
     )
@@ -253,7 +267,10 @@ def make_judge(
         max_bytes=max_bytes,
         policy=policy,
         evaluate=evaluate_holdout,
-        params={"min_accuracy": creator.config.task.min_accuracy},
+        params={
+            "min_accuracy": creator.config.task.min_accuracy,
+            "metric": workloads.get(creator.config.workload_name).primary_metric,
+        },
         rules=screening_rules(creator.config.task, max_examples),
     )
 

@@ -1,4 +1,5 @@
-"""Model registry: the seed's MNIST classifier first; more architectures register here.
+"""Model registry: the seed's MNIST classifier here; each workload (decentralml/workloads/)
+registers its own model under the workload's name.
 
 TensorFlow is imported inside the builders so that importing the core package stays fast for
 tools that never train (marketplace, storage, CLI listing).
@@ -47,14 +48,22 @@ def mnist_mlp(learning_rate: float = 0.001) -> keras.Model:
     return model
 
 
+def _with_workloads() -> dict[str, ModelBuilder]:
+    """The registry once every built-in workload (decentralml.workloads) registered its model:
+    imported here, lazily, because the workloads import this module."""
+    import decentralml.workloads  # noqa: F401
+
+    return _REGISTRY
+
+
 def available_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(_with_workloads())
 
 
 def build_model(name: str, learning_rate: float = 0.001) -> keras.Model:
     """Build and compile a registered model; unknown names list the known ones."""
     try:
-        builder = _REGISTRY[name]
+        builder = _with_workloads()[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; known models: {available_models()}") from None
     return builder(learning_rate)

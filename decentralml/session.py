@@ -10,10 +10,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from decentralml import workloads
 from decentralml.config import RunConfig
 from decentralml.creator import Creator, Progress, published_global, task_settings
 from decentralml.data.federated import Split, creator_holdout, largest_shard, test_split
-from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
+from decentralml.models import evaluate, model_tensors, set_model_tensors
 from decentralml.runtime import (
     DEFAULT_ASSETS,
     creator_keypair,
@@ -92,7 +93,8 @@ def open_creator(config: RunConfig, run: str | None = None) -> Creator:
 
 
 def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
-    """Build and compile the model, optionally warm it up, and load the creator's splits.
+    """Build and compile the workload's model, optionally warm it up, and load the creator's
+    splits of the workload's data (preprocessed as the task tells contributors to).
 
     ``run`` names the training (storage paths, progress read back on a rerun); by default the
     config's name, so rerunning the same config resumes it. The creator provides the
@@ -106,8 +108,13 @@ def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
     market = creator.market
     fund_dev_accounts(market, config, [creator.keypair])
     cache = config.data.cache_dir
-    holdout = creator_holdout(config.data.holdout_examples, config.data.seed, cache)
-    model = build_model(config.model.name, config.training.learning_rate)
+    data = task_settings(config)["data"]
+    source, preprocessing = str(data["source"]), data["preprocessing"]
+    holdout = creator_holdout(
+        config.data.holdout_examples, config.data.seed, cache, source, preprocessing
+    )
+    workload = workloads.get(config.workload_name)
+    model = workload.build_model(config.training.learning_rate)
     if config.training.initial_epochs:
         model.fit(
             *holdout,
@@ -115,7 +122,8 @@ def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
             batch_size=config.training.batch_size,
             verbose=0,
         )
-    shard_cap = largest_shard(task_settings(config)["data"], cache)
-    session = CreatorSession(creator, model, holdout, test_split(cache), shard_cap)
+    shard_cap = largest_shard(data, cache)
+    test = test_split(cache, source, preprocessing)
+    session = CreatorSession(creator, model, holdout, test, shard_cap)
     session.global_tensors = model_tensors(model)
     return session

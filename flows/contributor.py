@@ -63,12 +63,14 @@ def contribute(
     steps.check_offer(market, task, contributor.terms)
     with tempfile.TemporaryDirectory(prefix=f"dml-task-{task.task_id}-") as workdir:
         inputs = steps.fetch_inputs(store, task, Path(workdir), contributor.terms)
-    steps.check_inputs(inputs, contributor.shard_index)
+    steps.check_inputs(inputs, contributor.shard_index, contributor.local_data)
     if stop is not None and stop.is_set():
         return Cancelled(message=f"task {task.task_id}: stopped before taking a slot")
     submission_id = steps.assign(market, worker, task.task_id)  # trusted this far: now pay
     settings = inputs.settings
-    x, y = steps.load_shard(settings["data"], contributor.shard_index, contributor.cache_dir)
+    x, y = steps.load_shard(
+        settings["data"], contributor.shard_index, contributor.cache_dir, contributor.local_data
+    )
     attacker = contributor.attack  # demos only: a simulated attacker (decentralml.attacks)
     outcome = steps.train(
         settings["model"],
@@ -226,9 +228,13 @@ class _Workers:
 
 
 def open_contributor(
-    config: RunConfig, shard_index: int, market: Marketplace | None = None
+    config: RunConfig,
+    shard_index: int,
+    market: Marketplace | None = None,
+    local_data: str | None = None,
 ) -> Contributor:
-    """A contributor from config: key from the environment (dev key by shard in dev mode)."""
+    """A contributor from config: key from the environment (dev key by shard in dev mode);
+    ``local_data``: its own data file instead of the creator-provided shard."""
     return Contributor(
         market or open_marketplace(config.marketplace),
         open_store(config.storage),
@@ -236,6 +242,7 @@ def open_contributor(
         shard_index,
         config.data.cache_dir,
         config.contributor,
+        local_data=local_data,
     )
 
 
@@ -245,17 +252,20 @@ def agent(
     shard_index: int = 0,
     max_tasks: int | None = None,
     marketplace: str | None = None,
+    data_path: str | None = None,
 ) -> int | State:
     """Deployment entry point: a contributor's long-running agent (see prefect.yaml). It works
     on every open task with a free slot, oldest first, including tasks published before it
     started. ``config_path`` "" means no config file (the defaults); ``marketplace`` (or
-    $DECENTRALML_MARKETPLACE_URL) is a chain URL or an embedded marketplace's path. Its key
-    comes from the environment variable the config names.
+    $DECENTRALML_MARKETPLACE_URL) is a chain URL or an embedded marketplace's path;
+    ``data_path`` its own data file (.npz x/y or .csv with a label column), checked against
+    each task's data spec, instead of the creator-provided shard. Its key comes from the
+    environment variable the config names.
 
     SIGTERM or SIGINT stops it cleanly (decentralml.shutdown): the run ends Cancelled."""
     config = load_contributor_config(config_path or None, marketplace)
     config = check_config(config, CONTRIBUTE, source=config_path or "no config file")
-    contributor = open_contributor(config, shard_index)
+    contributor = open_contributor(config, shard_index, local_data=data_path)
     with STOP.on_signals():
         done = run_agent(contributor, config.poll_seconds, 0, STOP.event, max_tasks)
     if STOP.requested:

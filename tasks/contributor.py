@@ -6,7 +6,6 @@ from prefect import task
 
 from decentralml import contributor as core
 from decentralml.attacks import attacker_outcome
-from decentralml.data.federated import contributor_shard
 from decentralml.training import train_contribution
 from tasks.policy import IO_TASK, LOCAL_TASK
 
@@ -21,5 +20,5 @@ commit = task(name="commit-result", **IO_TASK)(core.commit)
 upload_result = task(name="upload-result", **IO_TASK)(core.upload_result)
 submit = task(name="send-task-result", **IO_TASK)(core.submit)
 
-load_shard = task(name="load-data-shard", **LOCAL_TASK)(contributor_shard)
+load_shard = task(name="load-training-data", **LOCAL_TASK)(core.training_data)
 attack = task(name="simulated-attack", **LOCAL_TASK)(attacker_outcome)

@@ -39,8 +39,8 @@ def test_several_problems_are_one_line_each(tmp_path: Path) -> None:
     config = _config(tmp_path, **{"model.name": "resnet9000", "storage.url": "zz://b"})
     assert _refusal(config).splitlines() == [
         "invalid configuration in run.yaml:",
-        "  model.name: unknown model 'resnet9000'; registered models: mnist_mlp "
-        "(decentralml/models.py)",
+        "  model.name: unknown workload 'resnet9000'; built-in workloads: breast_cancer, "
+        "mnist_cnn, mnist_mlp (or package.module:attribute for your own)",
         "  storage.url: no storage backend for zz://b: fsspec knows no protocol 'zz' "
         "(file://, s3://, memory:// ... see fsspec.available_protocols())",
     ]

@@ -58,6 +58,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
     assert isinstance(config, RunConfig)
     assert config.model_dump(mode="json") == {
         "name": "mnist",
+        "workload": None,
         "model": {"name": "mnist_mlp"},
         "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.001, "initial_epochs": 0},
         "task": {

@@ -1,8 +1,10 @@
 """Who sees which examples: the creator's held-out split and each contributor's shard.
 
-The creator keeps ``holdout_examples`` training images for validating results (CustomAccept);
-contributors partition the rest, so validation never scores a contributor on its own data.
-The MNIST test set is only used for the reported accuracy.
+The creator keeps ``holdout_examples`` training examples for validating results
+(CustomAccept); contributors partition the rest, so validation never scores a contributor on
+its own data. The test set is only used for the reported metric. The dataset is the task's
+``source`` (a built-in dataset, decentralml.workloads; MNIST when absent) and examples reach
+the model through the task's ``preprocessing`` (MNIST: x / 255).
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from decentralml.data.mnist import load_mnist, normalize
 from decentralml.data.partition import partition_indices
+from decentralml.workloads.base import prepare
 
-Split = tuple[NDArray[np.float32], NDArray[np.uint8]]
+Split = tuple[NDArray[np.float32], NDArray[np.integer]]
 
 
 def holdout_and_pool(num_examples: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -27,22 +29,36 @@ def holdout_and_pool(num_examples: int, holdout: int, seed: int) -> tuple[np.nda
     return np.sort(order[:holdout]), np.sort(order[holdout:])
 
 
+def _raw(source: str, cache_dir: Path | str | None):
+    from decentralml.workloads import dataset
+
+    return dataset(source).load(cache_dir)
+
+
+def _prepare(x: np.ndarray, source: str, preprocessing: Mapping[str, object] | None) -> np.ndarray:
+    """Model input: the given preprocessing, else the dataset's default (MNIST: x / 255)."""
+    from decentralml.workloads import task_preprocessing
+
+    return prepare(x, task_preprocessing({"source": source, "preprocessing": preprocessing}))
+
+
 def contributor_shard(
     data: Mapping[str, object], index: int, cache_dir: Path | str | None = None
 ) -> Split:
     """Contributor ``index``'s examples under the task's data settings (task.json "data")."""
-    (x_train, y_train), _ = load_mnist(cache_dir)
+    source = str(data.get("source", "mnist"))
+    (x_train, y_train), _ = _raw(source, cache_dir)
     parts = _partitions(data, y_train)
     if not 0 <= index < len(parts):
         raise ValueError(f"index={index} is out of range for num_partitions={len(parts)}")
     chosen = parts[index]
-    return normalize(x_train[chosen]), y_train[chosen]
+    return _prepare(x_train[chosen], source, data.get("preprocessing")), y_train[chosen]  # type: ignore[arg-type]
 
 
 def largest_shard(data: Mapping[str, object], cache_dir: Path | str | None = None) -> int:
     """The most examples any contributor holds under the task's data settings: the creator
     provides the shards, so a claim above this is a lie (validation.screen refuses it)."""
-    (_, y_train), _ = load_mnist(cache_dir)
+    (_, y_train), _ = _raw(str(data.get("source", "mnist")), cache_dir)
     return max(len(part) for part in _partitions(data, y_train))
 
 
@@ -61,12 +77,22 @@ def _partitions(data: Mapping[str, object], y_train: np.ndarray) -> list[np.ndar
     return [pool[part] for part in parts]
 
 
-def creator_holdout(holdout_examples: int, seed: int, cache_dir: Path | str | None = None) -> Split:
-    (x_train, y_train), _ = load_mnist(cache_dir)
+def creator_holdout(
+    holdout_examples: int,
+    seed: int,
+    cache_dir: Path | str | None = None,
+    source: str = "mnist",
+    preprocessing: Mapping[str, object] | None = None,
+) -> Split:
+    (x_train, y_train), _ = _raw(source, cache_dir)
     held, _ = holdout_and_pool(len(y_train), holdout_examples, seed)
-    return normalize(x_train[held]), y_train[held]
+    return _prepare(x_train[held], source, preprocessing), y_train[held]
 
 
-def test_split(cache_dir: Path | str | None = None) -> Split:
-    _, (x_test, y_test) = load_mnist(cache_dir)
-    return normalize(x_test), y_test
+def test_split(
+    cache_dir: Path | str | None = None,
+    source: str = "mnist",
+    preprocessing: Mapping[str, object] | None = None,
+) -> Split:
+    _, (x_test, y_test) = _raw(source, cache_dir)
+    return _prepare(x_test, source, preprocessing), y_test

@@ -35,15 +35,20 @@ from decentralml.runtime import contributor_keypair, open_marketplace, open_stor
 from decentralml.storage import sha256_hex
 from decentralml.training import TrainingOutcome, train_contribution
 from decentralml.weights import decode, encode
+from decentralml.workloads import register_architecture
 
 
 def load_data(shard_index: int):
-    """This contributor's shard of the training set, and the test set (normalized)."""
-    return contributor_shard(settings.DATA, shard_index), test_split()
+    """This contributor's shard of the training set, and the test set (preprocessed as the
+    task says: MNIST x / 255, the breast-cancer table standardized)."""
+    source, preprocessing = settings.DATA.get("source", "mnist"), settings.DATA.get("preprocessing")
+    return contributor_shard(settings.DATA, shard_index), test_split(None, source, preprocessing)
 
 
 def load_model(weights_path: str | Path):
     """The creator's model, compiled, with the global weights from a safetensors file."""
+    if "architecture" in settings.ALL:  # a creator's own model: rebuilt without its code
+        register_architecture(settings.ALL)
     model = build_model(settings.MODEL_NAME, settings.LEARNING_RATE)
     set_model_tensors(model, decode(Path(weights_path).read_bytes()))
     return model
@@ -92,6 +97,8 @@ def contribute(argv: list[str] | None = None) -> int:
     submission_id = assign(market, worker, task.task_id)
     with tempfile.TemporaryDirectory() as workdir:
         inputs = fetch_inputs(store, task, Path(workdir))
+    if "architecture" in settings.ALL:
+        register_architecture(settings.ALL)
     (x, y), (x_test, y_test) = load_data(args.shard_index)
     outcome: TrainingOutcome = train_contribution(
         settings.MODEL_NAME,

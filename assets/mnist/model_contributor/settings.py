@@ -14,3 +14,4 @@ EPOCHS: int = _SETTINGS["epochs"]
 BATCH_SIZE: int = _SETTINGS["batch_size"]
 LEARNING_RATE: float = _SETTINGS["learning_rate"]
 DATA: dict = _SETTINGS["data"]
+ALL: dict = _SETTINGS  # with, for a creator's own model, its architecture description

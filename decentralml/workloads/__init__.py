@@ -1,0 +1,175 @@
+"""Workloads: what a federated training trains: a model, its data and its primary metric.
+
+One module per workload (``mnist_mlp``, ``mnist_cnn``, ``breast_cancer``), each defining a
+``WORKLOAD``; ``register`` adds one, ``get`` finds one by name, ``names`` lists them. A creator
+can also name its own workload as ``package.module:attribute`` (imported on the creator's
+machine only): contributors receive its model as an architecture description
+(``architecture.py``) and bring their own data unless its dataset is a built-in one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+
+from decentralml import models
+from decentralml.errors import ConfigError, TaskRefused
+from decentralml.workloads import breast_cancer, mnist_cnn, mnist_mlp
+from decentralml.workloads.architecture import describe, rebuild
+from decentralml.workloads.base import Dataset, DataSpec, Preprocessing, Split, Workload, prepare
+from decentralml.workloads.local_data import load_local_data
+
+__all__ = [
+    "DataSpec",
+    "Dataset",
+    "Workload",
+    "dataset",
+    "get",
+    "is_builtin",
+    "load_local_data",
+    "model_settings",
+    "names",
+    "prepare",
+    "register",
+    "register_architecture",
+]
+
+DEFAULT = "mnist_mlp"
+_WORKLOADS: dict[str, Workload] = {}
+_DATASETS: dict[str, Dataset] = {}
+_IMPORTED: dict[str, Workload] = {}
+
+
+def register(workload: Workload) -> Workload:
+    """Add a built-in workload; its model joins the model registry under the same name (so
+    contributors build it by name) and its dataset becomes loadable by name."""
+    _WORKLOADS[workload.name] = workload
+    _DATASETS.setdefault(workload.dataset.name, workload.dataset)
+    models.register(workload.name)(workload.build_model)
+    return workload
+
+
+for _module in (mnist_mlp, mnist_cnn, breast_cancer):
+    register(_module.WORKLOAD)
+
+
+def names() -> list[str]:
+    return sorted(_WORKLOADS)
+
+
+def is_builtin(name: str) -> bool:
+    return name in _WORKLOADS
+
+
+def get(name: str) -> Workload:
+    """A built-in workload, or ``package.module:attribute`` imported from the creator's own
+    code; ConfigError (one line) for a name that is neither."""
+    if name in _WORKLOADS:
+        return _WORKLOADS[name]
+    if ":" not in name:
+        raise ConfigError(
+            f"unknown workload {name!r}; built-in workloads: {', '.join(names())} "
+            "(or package.module:attribute for your own)"
+        )
+    if name not in _IMPORTED:
+        workload = _import(name)
+        # The creator's own dataset becomes loadable here, on the creator's machine (its
+        # splits); contributors never import the module, so they bring their own data.
+        _DATASETS.setdefault(workload.dataset.name, workload.dataset)
+        _IMPORTED[name] = workload
+    return _IMPORTED[name]
+
+
+def _import(name: str) -> Workload:
+    module_name, _, attribute = name.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"workload {name!r} cannot be imported: {error}") from None
+    if not isinstance(found, Workload):
+        raise ConfigError(f"workload {name!r} is a {type(found).__name__}, not a Workload")
+    return found
+
+
+def dataset(name: str) -> Dataset:
+    """A built-in dataset: the only data a contributor loads without bringing its own."""
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        raise TaskRefused(
+            f"the task's data source {name!r} is not a built-in dataset "
+            f"({', '.join(sorted(_DATASETS))}): contribute with your own data (--data PATH)"
+        ) from None
+
+
+def builtin_datasets() -> list[str]:
+    return sorted(_DATASETS)
+
+
+def model_settings(name: str, learning_rate: float) -> dict[str, object]:
+    """How the task names its model: a built-in by name; a creator's own as an architecture
+    description (built once here, on the creator's machine, to describe it)."""
+    if is_builtin(name):
+        return {"model": name}
+    return dict(_described(name, learning_rate))
+
+
+@cache
+def _described(name: str, learning_rate: float) -> Mapping[str, object]:
+    return describe(get(name).build_model(learning_rate))
+
+
+def register_architecture(settings: Mapping[str, object]) -> None:
+    """Make a task's architecture description buildable by its (content-addressed) model name,
+    refusing code and custom objects (TaskRefused, one line)."""
+    name = str(settings.get("model"))
+    rebuild(settings, 0.001)  # refuses before anything is registered
+    if name not in models.available_models():
+        models.register(name)(lambda rate: rebuild(settings, rate))
+
+
+def data_settings(
+    workload: Workload, holdout_examples: int, seed: int, cache_dir: Path | str | None
+) -> dict[str, object]:
+    """The task's data description: source, spec and the preprocessing (computed from the
+    creator's held-out split when the dataset needs it, e.g. a standardizer)."""
+    data = workload.dataset
+    return {
+        "source": data.name,
+        "spec": data.spec.to_settings(),
+        "preprocessing": creator_preprocessing(data, holdout_examples, seed, cache_dir),
+    }
+
+
+def creator_preprocessing(
+    data: Dataset, holdout_examples: int, seed: int, cache_dir: Path | str | None
+) -> Preprocessing:
+    if data.fit_preprocessing is None:
+        return dict(data.preprocessing)
+    from decentralml.data.federated import holdout_and_pool
+
+    (x_train, y_train), _ = data.load(cache_dir)
+    held, _ = holdout_and_pool(len(y_train), holdout_examples, seed)
+    return data.fit_preprocessing(x_train[held])
+
+
+def task_preprocessing(data: Mapping[str, object]) -> Preprocessing:
+    """The preprocessing a task's data settings name; a task from before workloads (no
+    ``preprocessing``) used its dataset's default (MNIST: x / 255)."""
+    found = data.get("preprocessing")
+    if isinstance(found, Mapping):
+        return dict(found)
+    return dict(dataset(str(data.get("source", "mnist"))).preprocessing)
+
+
+def local_split(path: str | Path, data: Mapping[str, object]) -> Split:
+    """A contributor's own file as model input: checked against the task's spec (DataError,
+    one line), then preprocessed as the task says."""
+    try:
+        spec = DataSpec.from_settings(data.get("spec"))
+    except ValueError as error:
+        raise TaskRefused(f"task data settings refused: {error}") from None
+    x, y = load_local_data(path, spec)
+    return prepare(x, task_preprocessing(data)), y
