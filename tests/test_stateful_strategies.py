@@ -307,3 +307,63 @@ def test_a_contributor_refuses_round_settings_it_cannot_follow(change: dict, pro
     with pytest.raises(TaskRefused) as refused:
         check_inputs(TaskInputs(settings, dict(G0), Path(".")), 0)
     assert problem in str(refused.value)
+
+
+# --- FedProx in a real local training --------------------------------------------------------
+
+
+def _contributor_training(
+    tmp_path: Path, strategy: dict, global_tensors: dict, x: np.ndarray, y: np.ndarray
+) -> tuple[float, float]:
+    """A task packaged for ``strategy``'s round 1, unpacked and checked as a contributor does,
+    then trained as its settings say; returns the update norm ‖w - g‖ and the μ it trained with."""
+    from decentralml.strategies.base import update_norm
+    from decentralml.training import train_contribution
+
+    config = parse_config({"strategy": strategy, "contributors": 30, "training": {"epochs": 1}})
+    round_settings = get_strategy(config.strategy).configure_round(1)
+    package = build_package(DEFAULT_ASSETS, task_settings(config, round_settings=round_settings))
+    inputs = TaskInputs(
+        unpack_package(package, tmp_path / strategy["name"]), global_tensors, tmp_path
+    )
+    check_inputs(inputs, 0)
+    options = training_options(inputs.settings)
+    outcome = train_contribution("mnist_mlp", global_tensors, x, y, **options, seed=3)
+    return update_norm(outcome.tensors, global_tensors), options["proximal_mu"]
+
+
+@pytest.mark.slow
+def test_a_fedprox_contributor_receives_mu_and_its_update_is_shorter(tmp_path: Path) -> None:
+    """Li et al.'s proximal term pulls the local model towards the global one: with μ = 1 the
+    same contributor, data and seed move the weights less than plain FedAvg training
+    (measured: ‖u‖ 0.88 vs 3.98 on 1834 MNIST examples, one epoch of Adam)."""
+    import keras
+
+    from decentralml.data.federated import contributor_shard
+    from decentralml.models import build_model, model_tensors
+
+    keras.utils.set_random_seed(1)
+    g = model_tensors(build_model("mnist_mlp"))
+    x, y = contributor_shard(task_settings(parse_config({"contributors": 30}))["data"], 0)
+    plain, no_mu = _contributor_training(tmp_path, {"name": "fedavg"}, g, x, y)
+    proximal, mu = _contributor_training(tmp_path, {"name": "fedprox", "proximal_mu": 1.0}, g, x, y)
+    assert (no_mu, mu) == (0.0, 1.0)
+    assert 0 < proximal < 0.5 * plain, (proximal, plain)
+
+
+@pytest.mark.slow
+def test_the_local_optimizer_comes_from_the_task() -> None:
+    import keras
+
+    from decentralml.models import build_model, model_tensors
+    from decentralml.training import local_model
+
+    g = model_tensors(build_model("mnist_mlp"))
+    sgd = local_model("mnist_mlp", g, learning_rate=0.05, optimizer="sgd")
+    assert isinstance(sgd.optimizer, keras.optimizers.SGD)
+    assert float(sgd.optimizer.learning_rate) == pytest.approx(0.05)
+    assert isinstance(
+        local_model("mnist_mlp", g, learning_rate=0.01).optimizer, keras.optimizers.Adam
+    )
+    with pytest.raises(ValueError, match=r"optimizer 'rmsprop' is not one of \['adam', 'sgd'\]"):
+        local_model("mnist_mlp", g, learning_rate=0.01, optimizer="rmsprop")
