@@ -22,6 +22,7 @@ from decentralml.errors import ConfigError
 from decentralml.packaging import MAX_PACKAGE_BYTES
 from decentralml.strategies import registry as strategy_registry
 from decentralml.strategies.fedavg import FedAvgParams
+from decentralml.training import OPTIMIZERS
 
 _SECRET_KEYS = re.compile(r"(secret|password|passphrase|mnemonic|private|token)", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -45,8 +46,8 @@ class ModelConfig(_Section):
     name: str = "mnist_mlp"
 
 
-LocalOptimizer = Literal["adam", "sgd"]
-"""The optimizers a contributor trains with (decentralml.training.OPTIMIZERS)."""
+LocalOptimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
+"""The optimizers a contributor trains with (decentralml.training.OPTIMIZERS: adam, sgd)."""
 
 
 class TrainingConfig(_Section):
