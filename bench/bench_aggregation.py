@@ -178,6 +178,7 @@ def seed_mean(lists: list[list[np.ndarray]]) -> list[np.ndarray]:
 
 def fedavg_of(names: list[str], lists: list[list[np.ndarray]], counts: list[int]) -> dict:
     return FedAvg().aggregate(
+        1,
         {},  # FedAvg does not read the global weights
         (
             Contribution(dict(zip(names, w, strict=True)), c)
@@ -239,7 +240,7 @@ def main() -> None:
 
         def average(names=names, lists=lists) -> dict[str, np.ndarray]:
             return Average().aggregate(
-                {}, (Contribution(dict(zip(names, w, strict=True)), 1) for w in lists)
+                1, {}, (Contribution(dict(zip(names, w, strict=True)), 1) for w in lists)
             )
 
         def seed(lists=lists) -> list[np.ndarray]:
@@ -290,7 +291,7 @@ def robust_table() -> None:
         for strategy in ROBUST.values():
 
             def run(strategy=strategy, contributions=contributions) -> dict[str, np.ndarray]:
-                return strategy.aggregate(g, contributions)
+                return strategy.aggregate(1, g, contributions)
 
             ms = median_ms(run, ROBUST_REPEATS)
             cells.append(f"{ms:>9.1f} / {traced_peak(run):>6.2f} MB")

@@ -178,7 +178,7 @@ def run(partition: str, config: str, attack: str, rounds: int) -> Outcome:
                 outcome.honest_rejected += 1
                 outcome.reasons.append(f"round {round_number}: {decision.verdict.reason}")
         with contextlib.suppress(NothingToAggregate):  # nothing accepted: keep the weights
-            global_tensors = strategy.aggregate(global_tensors, accepted)
+            global_tensors = strategy.aggregate(round_number, global_tensors, accepted)
         outcome.accuracy.append(round(world.score(global_tensors, world.test)["accuracy"], 4))
     outcome.seconds = round(time.perf_counter() - started, 1)
     return outcome

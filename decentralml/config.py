@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,6 +20,9 @@ from decentralml.accounts import canonical_address
 from decentralml.domain import ValidationStrategy
 from decentralml.errors import ConfigError
 from decentralml.packaging import MAX_PACKAGE_BYTES
+from decentralml.strategies import registry as strategy_registry
+from decentralml.strategies.fedavg import FedAvgParams
+from decentralml.training import OPTIMIZERS
 
 _SECRET_KEYS = re.compile(r"(secret|password|passphrase|mnemonic|private|token)", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -45,12 +48,17 @@ class ModelConfig(_Section):
     name: str = "mnist_mlp"
 
 
+LocalOptimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
+"""The optimizers a contributor trains with (decentralml.training.OPTIMIZERS: adam, sgd)."""
+
+
 class TrainingConfig(_Section):
     """The creator's instructions to contributors (and its own optional warm-up training)."""
 
     epochs: PositiveInt = 2
     batch_size: PositiveInt = 32
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 0.001
+    optimizer: LocalOptimizer = "adam"
     initial_epochs: Annotated[int, Field(ge=0)] = 0
 
 
@@ -261,24 +269,18 @@ class ContributorConfig(_Section):
         return [canonical_address(address) for address in value]
 
 
-StrategyName = Literal["fedavg", "average", "median", "trimmed_mean", "krum", "multi_krum"]
+StrategyName = Literal[tuple(strategy_registry)]  # type: ignore[valid-type]
+"""The strategies' config names, from decentralml.strategies.registry."""
 
-
-class StrategyConfig(_Section):
-    """The aggregation rule (decentralml/strategies/) and its parameters.
-
-    Parameters a rule does not use are ignored: trim_ratio is trimmed_mean's, byzantine and
-    select are krum's and multi_krum's (select None: 1 for krum, n - f for multi_krum).
-    clip_norm_multiple, when set, clips every update to that multiple of the round's median
-    update norm before any rule runs. A plain string (``strategy: fedavg``) means
-    ``{name: fedavg}`` with the defaults.
-    """
-
-    name: StrategyName = "fedavg"
-    trim_ratio: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
-    byzantine: Annotated[int, Field(ge=0)] = 1
-    select: Annotated[int, Field(ge=1)] | None = None
-    clip_norm_multiple: Annotated[float, Field(gt=0)] | None = None
+StrategyConfig = Annotated[
+    Union[tuple(cls.Params for cls in strategy_registry.values())],  # type: ignore[valid-type]  # noqa: UP007
+    Field(discriminator="name"),
+]
+"""The ``strategy`` section: ``name`` picks the strategy (decentralml/strategies/), the other
+keys are that strategy's parameters, each with its default (documented on its class); a key
+it does not take is refused. ``clip_norm_multiple``, which every strategy takes, clips every
+update to that multiple of the round's median update norm before the strategy runs. A plain
+string (``strategy: fedavg``) means ``{name: fedavg}``, and so does a section without a name."""
 
 
 AttackKind = Literal[
@@ -347,7 +349,7 @@ class RunConfig(_Section):
     marketplace: MarketplaceConfig = MarketplaceConfig()
     storage: StorageConfig = StorageConfig()
     contributor: ContributorConfig = ContributorConfig()
-    strategy: StrategyConfig = StrategyConfig()
+    strategy: StrategyConfig = FedAvgParams()
     rounds: PositiveInt = 3
     contributors: PositiveInt = 5
     round_timeout_seconds: Annotated[float, Field(gt=0)] = 900.0
@@ -379,8 +381,13 @@ class RunConfig(_Section):
     @field_validator("strategy", mode="before")
     @classmethod
     def _strategy_by_name(cls, value: object) -> object:
-        """The earlier form ``strategy: fedavg`` is ``strategy: {name: fedavg}``."""
-        return {"name": value} if isinstance(value, str) else value
+        """The earlier form ``strategy: fedavg`` is ``strategy: {name: fedavg}``; a section
+        without a name is fedavg's."""
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "name" not in value:
+            return {"name": "fedavg", **value}
+        return value
 
 
 def _check_no_secrets(node: object, path: str) -> None:

@@ -32,7 +32,8 @@ from decentralml.marketplace.base import Marketplace
 from decentralml.models import available_models, build_model, model_tensors
 from decentralml.packaging import unpack_package
 from decentralml.storage import ArtifactStore, StoredArtifact
-from decentralml.training import TrainingOutcome
+from decentralml.strategies.fedprox import MAX_PROXIMAL_MU
+from decentralml.training import OPTIMIZERS, TrainingOutcome
 from decentralml.weights import check_against, decode, encode, layout_of
 
 if TYPE_CHECKING:
@@ -218,6 +219,9 @@ def _settings_problems(settings: dict, shard_index: int, own_data: bool = False)
     rate = settings.get("learning_rate")
     if not (isinstance(rate, int | float) and not isinstance(rate, bool) and 0 < rate < 1):
         problems.append(f"learning_rate {rate!r} is not in (0, 1)")
+    if settings.get("optimizer", "adam") not in OPTIMIZERS:
+        problems.append(f"optimizer {settings.get('optimizer')!r} is not one of {list(OPTIMIZERS)}")
+    problems += _round_problems(settings.get("round", {}))
     data = settings.get("data")
     if not isinstance(data, dict):
         return [*problems, "data settings are missing"]
@@ -232,6 +236,21 @@ def _settings_problems(settings: dict, shard_index: int, own_data: bool = False)
         )
     if not _int_between(data.get("num_partitions"), shard_index + 1, 10_000):
         problems.append(f"num_partitions {data.get('num_partitions')!r} has no shard {shard_index}")
+    return problems
+
+
+def _round_problems(round_settings: object) -> list[str]:
+    """What the round's strategy asks of the training (``configure_round``): only what this
+    contributor knows how to follow, FedProx's proximal_mu in [0, 10]."""
+    if not isinstance(round_settings, dict):
+        return [f"round settings {round_settings!r} are not a mapping"]
+    unknown = sorted(set(round_settings) - {"proximal_mu"})
+    problems = [f"round settings {unknown} are not known to this contributor"] if unknown else []
+    mu = round_settings.get("proximal_mu", 0.0)
+    if not (
+        isinstance(mu, int | float) and not isinstance(mu, bool) and 0 <= mu <= MAX_PROXIMAL_MU
+    ):
+        problems.append(f"proximal_mu {mu!r} is not in [0, {MAX_PROXIMAL_MU:g}]")
     return problems
 
 

@@ -27,17 +27,23 @@ from decentralml.domain import (
     TaskStatus,
     Verdict,
 )
-from decentralml.errors import PendingResults, StorageError
+from decentralml.errors import ConfigError, PendingResults, StorageError
 from decentralml.marketplace.base import Marketplace
 from decentralml.marketplace.ledger import AUTO_ACCEPTED
 from decentralml.packaging import build_package, project_wheel
 from decentralml.runtime import PROJECT_ROOT
 from decentralml.storage import ArtifactStore, StoredArtifact
-from decentralml.strategies import Contribution, NothingToAggregate, Tensors, get_strategy
+from decentralml.strategies import (
+    Contribution,
+    NothingToAggregate,
+    Strategy,
+    Tensors,
+    get_strategy,
+)
 from decentralml.validation import Deferred, Judge, Policy, result_size_limit, screening_rules
 from decentralml.validation.base import Candidate, Evaluator, RoundView
 from decentralml.validation.manual import Summary, summarize
-from decentralml.weights import decode, encode, layout_of
+from decentralml.weights import decode, encode, layout_of, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +84,15 @@ class RoundReview:
         return [v for v in self.verdicts if not v.accept]
 
 
-def task_settings(config: RunConfig, max_examples: int | None = None) -> dict[str, object]:
+def task_settings(
+    config: RunConfig,
+    max_examples: int | None = None,
+    round_settings: Mapping[str, object] | None = None,
+) -> dict[str, object]:
     """What contributors must know to train: travels inside the package as task.json. The
     workload adds its model (a name, or an architecture description) and its data's source,
-    spec and preprocessing (decentralml.workloads)."""
+    spec and preprocessing (decentralml.workloads); ``round`` is what the round's strategy
+    asks of them (``Strategy.configure_round``)."""
     workload = workloads.get(config.workload_name)
     data = config.data
     return {
@@ -90,6 +101,8 @@ def task_settings(config: RunConfig, max_examples: int | None = None) -> dict[st
         "epochs": config.training.epochs,
         "batch_size": config.training.batch_size,
         "learning_rate": config.training.learning_rate,
+        "optimizer": config.training.optimizer,
+        "round": dict(round_settings or {}),
         "data": {
             **workloads.data_settings(workload, data.holdout_examples, data.seed, data.cache_dir),
             "partition": config.data.partition,
@@ -129,9 +142,12 @@ def contributor_wheels() -> tuple[Path, ...]:
 
 
 def upload_assets(
-    creator: Creator, round_number: int, max_examples: int | None = None
+    creator: Creator,
+    round_number: int,
+    max_examples: int | None = None,
+    round_settings: Mapping[str, object] | None = None,
 ) -> StoredArtifact:
-    settings = task_settings(creator.config, max_examples)
+    settings = task_settings(creator.config, max_examples, round_settings)
     package = build_package(creator.assets_dir, settings, wheels=contributor_wheels())
     return creator.store.put(
         creator.store.round_url(creator.run, round_number, "assets.tar.gz"), package
@@ -283,8 +299,11 @@ def review(
     policy: Policy,
     evaluate_holdout: Evaluator,
     max_examples: int | None = None,
+    strategy: Strategy | None = None,
 ) -> RoundReview:
-    """Screen, check originality, decide every result, and federate the accepted ones.
+    """Screen, check originality, decide every result, and federate the accepted ones with
+    ``strategy`` (the training's, which keeps its state across rounds; None: a fresh one from
+    the config, for a stateless rule) as the task's round.
 
     Round-level checks (copies, update norms, the held-out gate, robust rules) compare results
     with each other, so the round's screened weights are held together: n models of memory."""
@@ -305,9 +324,9 @@ def review(
         for decision in decisions
         if decision.accepted and decision.candidate is not None
     ]
-    strategy = get_strategy(creator.config.strategy)
+    strategy = strategy or get_strategy(creator.config.strategy)
     try:
-        outcome.new_global = strategy.aggregate(global_tensors, accepted)
+        outcome.new_global = strategy.aggregate(task.spec.round_number, global_tensors, accepted)
     except NothingToAggregate:
         log.warning("task %s: no result accepted; the global model stays as it was", task.task_id)
     return outcome
@@ -391,9 +410,34 @@ def shortfall(accepted: int, rejected: int, deferred: int, minimum: int) -> str 
     return f"{accepted} {results} accepted, fewer than the {minimum} required: {rest}"
 
 
-def checkpoint(creator: Creator, round_number: int, tensors: Tensors) -> StoredArtifact:
+def checkpoint(
+    creator: Creator, round_number: int, tensors: Tensors, strategy_state: Tensors | None = None
+) -> StoredArtifact:
+    """Store the global weights after the round, and first the strategy's state (if it keeps
+    any) beside them: a checkpoint found on resume always has its strategy state."""
+    if strategy_state:
+        url = creator.store.strategy_checkpoint_url(creator.run, round_number)
+        metadata = {"round": round_number, "strategy": creator.config.strategy.name}
+        creator.store.put(url, encode(strategy_state, metadata))
     url = creator.store.checkpoint_url(creator.run, round_number)
     return creator.store.put(url, encode(tensors, {"round": round_number}))
+
+
+def strategy_state(creator: Creator, round_number: int) -> dict[str, np.ndarray]:
+    """The strategy state checkpointed after ``round_number`` (empty if it kept none). A
+    state written by another strategy is refused: its buffers mean something else."""
+    url = creator.store.strategy_checkpoint_url(creator.run, round_number)
+    if not round_number or not creator.store.exists(url):
+        return {}
+    data = creator.store.get(url)
+    written_by = read_metadata(data).get("strategy")
+    configured = creator.config.strategy.name
+    if written_by != configured:
+        raise ConfigError(
+            f"run {creator.run!r} was checkpointed with strategy {written_by!r}, but the config "
+            f"says {configured!r}: resume it with {written_by!r}, or start a new run (--run)"
+        )
+    return decode(data)
 
 
 def pending_results(market: Marketplace, task_id: int) -> list[Submission]:
@@ -415,11 +459,12 @@ class Progress:
     ``done_rounds``: rounds whose new weights are checkpointed AND whose task is finished
     (settled and closed, or ended at expiry). ``open_task``: the task of the next round, if it
     was published and is still open: resuming finishes it instead of publishing (and escrowing)
-    the round again."""
+    the round again. ``strategy_state``: the strategy's state after ``done_rounds``."""
 
     done_rounds: int
     checkpoint: dict[str, np.ndarray] | None
     open_task: Task | None
+    strategy_state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def run_tasks(creator: Creator) -> dict[int, Task]:
@@ -453,7 +498,7 @@ def find_progress(creator: Creator) -> Progress:
         checkpoint = decode(creator.store.get(url))
     following = tasks.get(done + 1)
     open_task = following if following is not None and following.status not in FINISHED else None
-    return Progress(done, checkpoint, open_task)
+    return Progress(done, checkpoint, open_task, strategy_state(creator, done))
 
 
 def published_global(creator: Creator, task: Task) -> dict[str, np.ndarray]:

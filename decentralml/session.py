@@ -1,7 +1,9 @@
-"""The creator's working state across rounds: its model, its data splits, its marketplace.
+"""The creator's working state across rounds: its model, its data splits, its marketplace and
+its strategy.
 
 Built once per training so that each round reuses one compiled model for every evaluation
-(compiling costs ~0.5 s) and the data is loaded once.
+(compiling costs ~0.5 s), the data is loaded once, and a stateful strategy (FedAdam's moments)
+carries its state from round to round.
 """
 
 from __future__ import annotations
@@ -22,17 +24,26 @@ from decentralml.runtime import (
     open_marketplace,
     open_store,
 )
+from decentralml.strategies import Strategy, get_strategy
 from decentralml.weights import layout_of
 
 
 class CreatorSession:
-    """The creator's model, data splits and current global weights, across rounds.
+    """The creator's model, data splits, strategy and current global weights, across rounds.
 
     A slotted plain class on purpose: orchestrators that record call parameters (Prefect
     serializes flow parameters it can) would otherwise deep-copy the model and the data
     splits (~50 MB) on every flow call, and could record the creator's key."""
 
-    __slots__ = ("creator", "global_tensors", "holdout", "max_examples", "model", "test")
+    __slots__ = (
+        "creator",
+        "global_tensors",
+        "holdout",
+        "max_examples",
+        "model",
+        "strategy",
+        "test",
+    )
 
     def __init__(
         self,
@@ -45,6 +56,7 @@ class CreatorSession:
         self.creator, self.model, self.holdout, self.test = creator, model, holdout, test
         self.max_examples = max_examples
         self.global_tensors: dict[str, np.ndarray] = {}
+        self.strategy: Strategy = get_strategy(creator.config.strategy)  # one per training
 
     def __repr__(self) -> str:
         return f"CreatorSession(run={self.creator.run!r})"
@@ -66,7 +78,10 @@ class CreatorSession:
 
     def resume(self, progress: Progress) -> None:
         """Start from where a training got: the open round's published weights, else the last
-        checkpoint; a fresh training keeps the model it was built with."""
+        checkpoint, and the strategy's state after the last finished round; a fresh training
+        keeps the model it was built with."""
+        if progress.done_rounds:
+            self.strategy.load_state(progress.strategy_state, progress.done_rounds)
         if progress.open_task is not None:
             self.set_global(published_global(self.creator, progress.open_task))
         elif progress.checkpoint is not None:

@@ -6,6 +6,7 @@ Layout under the root URL (a run is one federated training; a round is one task)
     runs/<run>/round-<n>/global.safetensors         the global weights the round starts from
     runs/<run>/round-<n>/results/<submission>.safetensors   contributors' weights
     runs/<run>/checkpoints/round-<n>.safetensors    the global weights after round n
+    runs/<run>/checkpoints/round-<n>.strategy.safetensors   the strategy's state after round n
 
 Every artifact is addressed by a full URL and its sha256 is recorded next to it on the
 marketplace; readers verify it, so a swapped or damaged file is detected, not used.
@@ -234,6 +235,11 @@ class ArtifactStore:
 
     def checkpoint_url(self, run: str, round_number: int) -> str:
         return self.url_for("runs", run, "checkpoints", f"round-{round_number}.safetensors")
+
+    def strategy_checkpoint_url(self, run: str, round_number: int) -> str:
+        return self.url_for(
+            "runs", run, "checkpoints", f"round-{round_number}.strategy.safetensors"
+        )
 
     def put(self, url: str, data: bytes) -> StoredArtifact:
         """Write bytes to ``url`` (parents created), return its digest. Retried while the

@@ -2,8 +2,9 @@
 
 list tasks → check the task record (reward, digests, creator) → download and verify the assets
 and global weights (bounded) → check the settings and weights → assign (the first step that
-costs a fee) → load the data shard → train with the creator's epochs and batch size → encode
-the weights → commit to them → upload → send the result (the reveal).
+costs a fee) → load the data shard → train as the task says (optimizer, learning rate, epochs,
+batch size, the round's proximal term) → encode the weights → commit to them → upload → send
+the result (the reveal).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from decentralml.marketplace.base import Marketplace
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
 from decentralml.shutdown import STOP
 from decentralml.storage import sha256_hex
+from decentralml.training import training_options
 from tasks import contributor as steps
 
 log = logging.getLogger(__name__)
@@ -77,9 +79,7 @@ def contribute(
         inputs.global_tensors,
         x,
         attacker.labels(y) if attacker else y,
-        epochs=settings["epochs"],
-        batch_size=settings["batch_size"],
-        learning_rate=settings["learning_rate"],
+        **training_options(settings),  # optimizer, rate, epochs, batch, FedProx's mu
         seed=contributor.shard_index + 1000 * task.task_id,
     )
     if attacker:

@@ -1,8 +1,10 @@
 """The model creator's procedure (seed steps 1, 2, 6, 7, 8), one round per marketplace task.
 
-publish:  save the global weights, package the contributor assets, create the task
-round:    wait for results → screen + validate + federate → set and evaluate the new weights
-          → checkpoint them (before anyone is paid for them) → settle and close in one unit
+publish:  save the global weights, package the contributor assets (with what the strategy
+          tells contributors this round), create the task
+round:    wait for results → screen + validate + federate with the training's strategy → set
+          and evaluate the new weights → checkpoint them and the strategy's state (before
+          anyone is paid for them) → settle and close in one unit
           (accept pays, reject records why, the rest is refunded); a result that lands before
           the settlement is judged in it. ManualAccept without a decisions file pauses the
           run for the reviewer's form in the Prefect UI (flows/manual_review.py). A result the
@@ -62,7 +64,8 @@ def outcome(state: State) -> Any:
 def publish(session: CreatorSession, round_number: int) -> int:
     creator = session.creator
     global_weights = steps.upload_global(creator, round_number, session.global_tensors)
-    assets = steps.upload_assets(creator, round_number, session.max_examples)
+    round_settings = session.strategy.configure_round(round_number)  # e.g. FedProx's mu
+    assets = steps.upload_assets(creator, round_number, session.max_examples, round_settings)
     task_id = steps.create_round_task(creator, round_number, assets, global_weights)
     get_run_logger().info("round %d published as task %d", round_number, task_id)
     return task_id
@@ -100,11 +103,13 @@ def run_round(
             policy,
             session.evaluate_tensors,
             session.max_examples,
+            session.strategy,
         )
         crashpoint("reviewed")
         kept = review.new_global if review.new_global is not None else round_start
         metrics = session.set_global(kept)
-        steps.checkpoint(creator, round_number, session.global_tensors)  # before paying for it
+        state = session.strategy.state()  # the optimizer state goes beside the weights
+        steps.checkpoint(creator, round_number, session.global_tensors, state)  # before paying
         crashpoint("checkpointed")
         try:
             payments, refund = steps.settle_and_close(

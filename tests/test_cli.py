@@ -143,7 +143,12 @@ def _regular_file(tmp_path: Path) -> Path:
 
 BAD_VALUES = {  # name: (command, overrides of the small config, the field the error names)
     "unknown model": ("train", {"model.name": "resnet9000"}, "model.name"),
-    "unknown strategy": ("train", {"strategy": {"name": "fedmagic"}}, "strategy.name"),
+    "unknown strategy": ("train", {"strategy": {"name": "fedmagic"}}, "strategy"),
+    "unknown strategy parameter": (
+        "train",
+        {"strategy": {"name": "fedadam", "lr": 1}},
+        "strategy.fedadam.lr",
+    ),
     "unknown storage protocol": ("publish", {"storage.url": "nosuchproto://b/runs"}, "storage.url"),
     "storage root not creatable": (
         "train",

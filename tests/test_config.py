@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from decentralml.config import RunConfig, StrategyConfig, load_config, parse_config
+from decentralml.config import RunConfig, load_config, parse_config
 from decentralml.domain import ValidationStrategy
 from decentralml.errors import ConfigError
 
@@ -60,7 +60,13 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
         "name": "mnist",
         "workload": None,
         "model": {"name": "mnist_mlp"},
-        "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.001, "initial_epochs": 0},
+        "training": {
+            "epochs": 2,
+            "batch_size": 32,
+            "learning_rate": 0.001,
+            "optimizer": "adam",
+            "initial_epochs": 0,
+        },
         "task": {
             "question": "Train the MNIST digit classifier on your shard of the data",
             "pays_amount": 1_000_000,
@@ -119,13 +125,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "max_concurrent_tasks": 1,
             "idle_timeout_seconds": None,
         },
-        "strategy": {
-            "name": "fedavg",
-            "trim_ratio": 0.2,
-            "byzantine": 1,
-            "select": None,
-            "clip_norm_multiple": None,
-        },
+        "strategy": {"name": "fedavg", "clip_norm_multiple": None},
         "rounds": 3,
         "contributors": 5,
         "round_timeout_seconds": 900.0,
@@ -229,10 +229,12 @@ def test_an_empty_file_is_all_defaults(tmp_path: Path) -> None:
         ("contributor.max_asset_bytes", 0, "contributor.max_asset_bytes: Input should be greater"),
         (
             "strategy",
-            "fedprox",
-            "strategy.name: Input should be 'fedavg', 'average', 'median', 'trimmed_mean', "
-            "'krum' or 'multi_krum'",
+            "fedsgd",
+            "strategy: Input tag 'fedsgd' found using 'name' does not match any of the expected "
+            "tags: 'fedavg', 'average', 'median', 'trimmed_mean', 'krum', 'multi_krum', "
+            "'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad', 'fedprox'",
         ),
+        ("training.optimizer", "rmsprop", "training.optimizer: Input should be 'adam' or 'sgd'"),
         ("rounds", 0, "rounds: Input should be greater than 0"),
         ("rounds", 2.5, "rounds: Input should be a valid integer, got a number with a fractional"),
         ("bogus", 1, "bogus: Extra inputs are not permitted"),
@@ -481,10 +483,14 @@ def _with_strategy(strategy: object) -> dict:
     return data
 
 
-@pytest.mark.parametrize("name", ["fedavg", "average", "median", "trimmed_mean", "krum"])
+@pytest.mark.parametrize(
+    "name", ["fedavg", "average", "median", "trimmed_mean", "krum", "fedadam", "fedprox"]
+)
 def test_the_plain_strategy_name_still_works(name: str) -> None:
     """Config files written before strategies had parameters say ``strategy: fedavg``."""
-    assert parse_config(_with_strategy(name)).strategy == StrategyConfig(name=name)
+    strategy = parse_config(_with_strategy(name)).strategy
+    assert strategy == parse_config(_with_strategy({"name": name})).strategy
+    assert strategy.name == name and strategy.clip_norm_multiple is None
 
 
 def test_a_strategy_section_with_parameters() -> None:
@@ -494,11 +500,28 @@ def test_a_strategy_section_with_parameters() -> None:
         )
     ).strategy
     assert (strategy.name, strategy.byzantine, strategy.select) == ("multi_krum", 2, 4)
-    assert (strategy.clip_norm_multiple, strategy.trim_ratio) == (3.0, 0.2)
-    assert parse_config(_with_strategy({"name": "median"})).strategy == StrategyConfig(
-        name="median"
+    assert strategy.clip_norm_multiple == 3.0
+    assert parse_config(_with_strategy({})).strategy.name == "fedavg"  # a section without a name
+
+
+def test_every_new_strategy_takes_its_documented_defaults() -> None:
+    """The defaults on each strategy's docstring (decentralml/strategies/)."""
+    defaults = {
+        "fedavgm": {"server_learning_rate": 1.0, "server_momentum": 0.9},
+        "fedadam": {"eta": 0.01, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3},
+        "fedyogi": {"eta": 0.01, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3},
+        "fedadagrad": {"eta": 0.1, "beta_1": 0.9, "tau": 1e-3},
+        "fedprox": {"proximal_mu": 0.01},
+    }
+    for name, expected in defaults.items():
+        section = parse_config(_with_strategy(name)).strategy
+        assert section.model_dump(exclude={"name", "clip_norm_multiple"}) == expected, name
+    fedadam = parse_config(_with_strategy({"name": "fedadam", "eta": 0.02, "tau": 1e-9}))
+    assert (fedadam.strategy.eta, fedadam.strategy.tau, fedadam.strategy.beta_2) == (
+        0.02,
+        1e-9,
+        0.99,
     )
-    assert parse_config(_with_strategy({})).strategy == StrategyConfig()
 
 
 def test_an_override_replaces_the_plain_strategy_name(tmp_path: Path) -> None:
@@ -513,16 +536,33 @@ def test_an_override_replaces_the_plain_strategy_name(tmp_path: Path) -> None:
     [
         (
             {"name": "FedAvg"},
-            "strategy.name: Input should be 'fedavg', 'average', 'median', 'trimmed_mean', "
-            "'krum' or 'multi_krum'",
+            "strategy: Input tag 'FedAvg' found using 'name' does not match any of the expected "
+            "tags: 'fedavg',",
         ),
-        ({"name": "trimmed_mean", "trim_ratio": 0.5}, "strategy.trim_ratio: Input should be less"),
-        ({"trim_ratio": -0.1}, "strategy.trim_ratio: Input should be greater than or equal to 0"),
-        ({"name": "krum", "byzantine": -1}, "strategy.byzantine: Input should be greater than"),
-        ({"name": "krum", "select": 0}, "strategy.select: Input should be greater than or equal"),
-        ({"clip_norm_multiple": 0}, "strategy.clip_norm_multiple: Input should be greater than 0"),
-        ({"name": "median", "trim": 0.1}, "strategy.trim: Extra inputs are not permitted"),
-        (3, "strategy: Input should be a valid dictionary or instance of StrategyConfig"),
+        (
+            {"name": "trimmed_mean", "trim_ratio": 0.5},
+            "strategy.trimmed_mean.trim_ratio: Input should be less",
+        ),
+        ({"trim_ratio": 0.1}, "strategy.fedavg.trim_ratio: Extra inputs are not permitted"),
+        ({"name": "krum", "byzantine": -1}, "strategy.krum.byzantine: Input should be greater"),
+        ({"name": "krum", "select": 0}, "strategy.krum.select: Input should be greater than or"),
+        (
+            {"clip_norm_multiple": 0},
+            "strategy.fedavg.clip_norm_multiple: Input should be greater than 0",
+        ),
+        ({"name": "median", "trim": 0.1}, "strategy.median.trim: Extra inputs are not permitted"),
+        ({"name": "fedadam", "eta": 0}, "strategy.fedadam.eta: Input should be greater than 0"),
+        (
+            {"name": "fedadam", "beta_2": 1.0},
+            "strategy.fedadam.beta_2: Input should be less than 1",
+        ),
+        ({"name": "fedadagrad", "beta_2": 0.9}, "strategy.fedadagrad.beta_2: Extra inputs are not"),
+        ({"name": "fedprox", "mu": 0.1}, "strategy.fedprox.mu: Extra inputs are not permitted"),
+        (
+            {"name": "fedprox", "proximal_mu": 11},
+            "strategy.fedprox.proximal_mu: Input should be less than or equal to 10",
+        ),
+        (3, "strategy: Input should be a valid dictionary or object to extract fields from"),
     ],
 )
 def test_bad_strategy_values_name_their_field(strategy: object, expected: str) -> None:

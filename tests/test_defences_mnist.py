@@ -86,7 +86,7 @@ def federate(global_tensors, decisions) -> dict:
     accepted = [
         Contribution(d.candidate.tensors, d.candidate.weight) for d in decisions if d.accepted
     ]
-    return FedAvg().aggregate(global_tensors, accepted)
+    return FedAvg().aggregate(1, global_tensors, accepted)
 
 
 POISON = {

@@ -18,7 +18,7 @@ from typing import get_args
 import numpy as np
 import pytest
 
-from decentralml.config import StrategyConfig, StrategyName
+from decentralml.config import StrategyName, parse_config
 from decentralml.strategies import (
     Average,
     Contribution,
@@ -90,7 +90,7 @@ def _assert_close(result: dict, reference: dict, atol: float) -> None:
 @pytest.mark.parametrize("n", [1, 2, 5, 17])
 def test_fedavg_equals_the_weighted_mean(n: int) -> None:
     contributions = _contributions(n)
-    result = FedAvg().aggregate(ANY_GLOBAL, contributions)
+    result = FedAvg().aggregate(1, ANY_GLOBAL, contributions)
     # Values are around 0..n with unit spread: float32 output rounding is ~1e-6 relative.
     _assert_close(result, _fedavg_reference(contributions), atol=4e-6 * max(n, 1))
 
@@ -98,14 +98,14 @@ def test_fedavg_equals_the_weighted_mean(n: int) -> None:
 @pytest.mark.parametrize("n", [1, 2, 5, 17])
 def test_average_equals_the_plain_mean(n: int) -> None:
     contributions = _contributions(n, seed=1)
-    result = Average().aggregate(ANY_GLOBAL, contributions)
+    result = Average().aggregate(1, ANY_GLOBAL, contributions)
     _assert_close(result, _mean_reference(contributions), atol=4e-6 * max(n, 1))
 
 
 def test_single_contribution_is_returned_unchanged() -> None:
     (only,) = _contributions(1)
     for strategy in (FedAvg(), Average()):
-        result = strategy.aggregate(ANY_GLOBAL, [only])
+        result = strategy.aggregate(1, ANY_GLOBAL, [only])
         for name, tensor in only.tensors.items():
             assert result[name].tobytes() == tensor.tobytes()
 
@@ -113,25 +113,29 @@ def test_single_contribution_is_returned_unchanged() -> None:
 def test_fedavg_on_a_hand_computed_case() -> None:
     a = Contribution({"w": np.array([0.0, 10.0], dtype=np.float32)}, num_examples=1)
     b = Contribution({"w": np.array([4.0, 20.0], dtype=np.float32)}, num_examples=3)
-    np.testing.assert_array_equal(FedAvg().aggregate(ANY_GLOBAL, [a, b])["w"], [3.0, 17.5])
-    np.testing.assert_array_equal(Average().aggregate(ANY_GLOBAL, [a, b])["w"], [2.0, 15.0])
+    np.testing.assert_array_equal(FedAvg().aggregate(1, ANY_GLOBAL, [a, b])["w"], [3.0, 17.5])
+    np.testing.assert_array_equal(Average().aggregate(1, ANY_GLOBAL, [a, b])["w"], [2.0, 15.0])
 
 
 def test_num_examples_actually_weight_the_result() -> None:
     small = Contribution({"w": np.zeros(4, dtype=np.float32)}, num_examples=100)
     large = Contribution({"w": np.ones(4, dtype=np.float32)}, num_examples=900)
-    np.testing.assert_allclose(FedAvg().aggregate(ANY_GLOBAL, [small, large])["w"], 0.9, atol=1e-7)
-    np.testing.assert_allclose(Average().aggregate(ANY_GLOBAL, [small, large])["w"], 0.5, atol=1e-7)
+    np.testing.assert_allclose(
+        FedAvg().aggregate(1, ANY_GLOBAL, [small, large])["w"], 0.9, atol=1e-7
+    )
+    np.testing.assert_allclose(
+        Average().aggregate(1, ANY_GLOBAL, [small, large])["w"], 0.5, atol=1e-7
+    )
     # Scaling every count by the same factor changes nothing.
     scaled = [Contribution(c.tensors, c.num_examples * 7) for c in (small, large)]
-    np.testing.assert_allclose(FedAvg().aggregate(ANY_GLOBAL, scaled)["w"], 0.9, atol=1e-7)
+    np.testing.assert_allclose(FedAvg().aggregate(1, ANY_GLOBAL, scaled)["w"], 0.9, atol=1e-7)
 
 
 def test_equal_counts_make_fedavg_the_plain_mean() -> None:
     contributions = [Contribution(c.tensors, 250) for c in _contributions(6, seed=2)]
     fedavg, average = (
-        FedAvg().aggregate(ANY_GLOBAL, contributions),
-        Average().aggregate(ANY_GLOBAL, contributions),
+        FedAvg().aggregate(1, ANY_GLOBAL, contributions),
+        Average().aggregate(1, ANY_GLOBAL, contributions),
     )
     for name in fedavg:
         np.testing.assert_allclose(fedavg[name], average[name], rtol=0, atol=1e-6)
@@ -141,10 +145,10 @@ def test_equal_counts_make_fedavg_the_plain_mean() -> None:
 def test_order_of_arrival_does_not_change_the_result(strategy) -> None:
     contributions = _contributions(6, seed=3)
     results = [
-        strategy.aggregate(ANY_GLOBAL, list(order))
+        strategy.aggregate(1, ANY_GLOBAL, list(order))
         for order in itertools.islice(itertools.permutations(contributions), 0, 720, 97)
     ]
-    results.append(strategy.aggregate(ANY_GLOBAL, list(reversed(contributions))))
+    results.append(strategy.aggregate(1, ANY_GLOBAL, list(reversed(contributions))))
     first = results[0]
     for other in results[1:]:
         for name in first:
@@ -158,25 +162,25 @@ def test_output_dtype_is_the_input_dtype(dtype: type) -> None:
         for v, n in [(1.0, 1), (2.0, 1), (4.0, 2)]
     ]
     for strategy in (FedAvg(), Average()):
-        result = strategy.aggregate(ANY_GLOBAL, contributions)
+        result = strategy.aggregate(1, ANY_GLOBAL, contributions)
         assert {n: t.dtype for n, t in result.items()} == {
             "k": np.dtype(dtype),
             "b": np.dtype(dtype),
         }
         assert {n: t.shape for n, t in result.items()} == {"k": (3, 2), "b": (2,)}
     np.testing.assert_array_equal(
-        FedAvg().aggregate(ANY_GLOBAL, contributions)["k"], np.full((3, 2), 2.75)
+        FedAvg().aggregate(1, ANY_GLOBAL, contributions)["k"], np.full((3, 2), 2.75)
     )
     np.testing.assert_array_equal(
-        Average().aggregate(ANY_GLOBAL, contributions)["b"], np.full(2, -7 / 3, dtype)
+        Average().aggregate(1, ANY_GLOBAL, contributions)["b"], np.full(2, -7 / 3, dtype)
     )
 
 
 def test_inputs_are_not_modified() -> None:
     contributions = _contributions(3, seed=4)
     before = [{n: t.copy() for n, t in c.tensors.items()} for c in contributions]
-    FedAvg().aggregate(ANY_GLOBAL, contributions)
-    Average().aggregate(ANY_GLOBAL, contributions)
+    FedAvg().aggregate(1, ANY_GLOBAL, contributions)
+    Average().aggregate(1, ANY_GLOBAL, contributions)
     for contribution, saved in zip(contributions, before, strict=True):
         for name, tensor in saved.items():
             assert contribution.tensors[name].tobytes() == tensor.tobytes()
@@ -188,9 +192,9 @@ def test_inputs_are_not_modified() -> None:
 @pytest.mark.parametrize("strategy", [FedAvg(), Average()], ids=["fedavg", "average"])
 def test_nothing_to_aggregate(strategy) -> None:
     with pytest.raises(ValueError, match="nothing to aggregate: no contribution was accepted"):
-        strategy.aggregate(ANY_GLOBAL, [])
+        strategy.aggregate(1, ANY_GLOBAL, [])
     with pytest.raises(ValueError, match="nothing to aggregate"):
-        strategy.aggregate(ANY_GLOBAL, iter(()))
+        strategy.aggregate(1, ANY_GLOBAL, iter(()))
 
 
 @pytest.mark.parametrize("num_examples", [0, -1, -5000])
@@ -201,9 +205,9 @@ def test_non_positive_num_examples_is_refused(num_examples: int, position: int) 
     with pytest.raises(
         ValueError, match=rf"contribution weight must be positive, got {float(num_examples)}"
     ):
-        FedAvg().aggregate(ANY_GLOBAL, contributions)
+        FedAvg().aggregate(1, ANY_GLOBAL, contributions)
     # Average ignores the counts, so the same contributions are fine for it.
-    assert set(Average().aggregate(ANY_GLOBAL, contributions)) == set(SEED_SHAPES)
+    assert set(Average().aggregate(1, ANY_GLOBAL, contributions)) == set(SEED_SHAPES)
 
 
 def test_accumulate_weighted_with_a_custom_weight() -> None:
@@ -227,13 +231,14 @@ def test_get_strategy_by_config_name() -> None:
     assert get_strategy("average").name == "average"
 
 
-@pytest.mark.parametrize("name", ["FedAvg", "fedprox", ""])
+@pytest.mark.parametrize("name", ["FedAvg", "fedsgd", ""])
 def test_get_strategy_unknown_name_lists_the_known_ones(name: str) -> None:
     with pytest.raises(ValueError) as error:
         get_strategy(name)
     assert str(error.value) == (
         f"unknown strategy {name!r}; known: "
-        "['average', 'fedavg', 'krum', 'median', 'multi_krum', 'trimmed_mean']"
+        "['average', 'fedadagrad', 'fedadam', 'fedavg', 'fedavgm', 'fedprox', 'fedyogi', "
+        "'krum', 'median', 'multi_krum', 'trimmed_mean']"
     )
 
 
@@ -263,7 +268,7 @@ def _peak_bytes(strategy, n: int) -> int:
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        result = strategy.aggregate(ANY_GLOBAL, _stream(n))
+        result = strategy.aggregate(1, ANY_GLOBAL, _stream(n))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -350,15 +355,15 @@ ALL_IDS = ["fedavg", "average", *ROBUST_IDS, "clipped_median", "clipped_fedavg"]
 def test_median_on_a_hand_computed_case() -> None:
     values = [[1.0, -5.0], [7.0, 2.0], [3.0, 100.0], [2.0, 0.0], [1e6, 1.0]]
     contributions = [Contribution({"w": np.array(v, np.float32)}, 1) for v in values]
-    np.testing.assert_array_equal(Median().aggregate({}, contributions)["w"], [3.0, 1.0])
+    np.testing.assert_array_equal(Median().aggregate(1, {}, contributions)["w"], [3.0, 1.0])
     # An even count averages the two middle values.
-    np.testing.assert_array_equal(Median().aggregate({}, contributions[:4])["w"], [2.5, 1.0])
+    np.testing.assert_array_equal(Median().aggregate(1, {}, contributions[:4])["w"], [2.5, 1.0])
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 8, 13])
 def test_median_equals_numpys_median(n: int) -> None:
     g, contributions = _round(n, seed=n)
-    result = Median().aggregate(g, contributions)
+    result = Median().aggregate(1, g, contributions)
     for name in g:
         expected = np.median(_stack(contributions, name), axis=0)
         np.testing.assert_allclose(result[name], expected, rtol=1e-6, atol=0, err_msg=name)
@@ -370,19 +375,19 @@ def test_median_equals_numpys_median(n: int) -> None:
 def test_trimmed_mean_on_a_hand_computed_case() -> None:
     values = [1.0, 2.0, 3.0, 4.0, 100.0]  # k = floor(0.2 · 5) = 1: mean of 2, 3, 4
     contributions = [Contribution({"w": np.array([v, -v], np.float32)}, 1) for v in values]
-    np.testing.assert_array_equal(TrimmedMean(0.2).aggregate({}, contributions)["w"], [3, -3])
+    np.testing.assert_array_equal(TrimmedMean(0.2).aggregate(1, {}, contributions)["w"], [3, -3])
     # trim_ratio 0 is the plain mean; 0.19 cuts nothing from 5 values.
-    np.testing.assert_allclose(TrimmedMean(0).aggregate({}, contributions)["w"], [22, -22])
-    np.testing.assert_allclose(TrimmedMean(0.19).aggregate({}, contributions)["w"], [22, -22])
+    np.testing.assert_allclose(TrimmedMean(0).aggregate(1, {}, contributions)["w"], [22, -22])
+    np.testing.assert_allclose(TrimmedMean(0.19).aggregate(1, {}, contributions)["w"], [22, -22])
     # 0.4 cuts 2 at each end: the median of 5.
-    np.testing.assert_array_equal(TrimmedMean(0.4).aggregate({}, contributions)["w"], [3, -3])
+    np.testing.assert_array_equal(TrimmedMean(0.4).aggregate(1, {}, contributions)["w"], [3, -3])
 
 
 @pytest.mark.parametrize("trim_ratio", [0.0, 0.1, 0.2, 0.3, 0.49])
 @pytest.mark.parametrize("n", [1, 2, 4, 7, 13])
 def test_trimmed_mean_equals_the_sorted_slice_mean(trim_ratio: float, n: int) -> None:
     g, contributions = _round(n, seed=100 + n)
-    result = TrimmedMean(trim_ratio).aggregate(g, contributions)
+    result = TrimmedMean(trim_ratio).aggregate(1, g, contributions)
     k = math.floor(trim_ratio * n)
     for name in g:
         ordered = np.sort(_stack(contributions, name), axis=0)
@@ -414,12 +419,12 @@ def test_krum_on_a_hand_computed_case() -> None:
     krum = Krum(byzantine=1)
     assert krum.selected(contributions) == [1]  # ties go to the first to arrive
     assert Krum(byzantine=1, select=4).selected(contributions) == [1, 2, 0, 3]
-    np.testing.assert_array_equal(krum.aggregate({}, contributions)["w"], [1.0, 2.0])
+    np.testing.assert_array_equal(krum.aggregate(1, {}, contributions)["w"], [1.0, 2.0])
     np.testing.assert_array_equal(
-        Krum(byzantine=1, select=4).aggregate({}, contributions)["w"], [1.5, 3.0]
+        Krum(byzantine=1, select=4).aggregate(1, {}, contributions)["w"], [1.5, 3.0]
     )
     # Multi-Krum's default keeps n - f = 5: the four near 0..3 and 50.
-    multi = MultiKrum(byzantine=1).aggregate({}, contributions)["w"]
+    multi = MultiKrum(byzantine=1).aggregate(1, {}, contributions)["w"]
     np.testing.assert_array_equal(multi, np.array([11.2, 22.4], np.float32))
 
 
@@ -430,13 +435,13 @@ def test_krum_and_multi_krum_equal_the_reference(n: int, f: int) -> None:
     assert n > 2 * f + 2  # the paper's condition holds here: f is used as given
     (expected,) = _krum_reference(contributions, f, 1)
     assert Krum(f).selected(contributions) == [expected]
-    result = Krum(f).aggregate(g, contributions)
+    result = Krum(f).aggregate(1, g, contributions)
     for name, tensor in contributions[expected].tensors.items():
         assert result[name].tobytes() == tensor.tobytes()
     for m in (2, n - f, n):
         kept = _krum_reference(contributions, f, m)
         assert sorted(Krum(f, m).selected(contributions)) == sorted(kept)
-        multi = Krum(f, m).aggregate(g, contributions)
+        multi = Krum(f, m).aggregate(1, g, contributions)
         for name in g:
             expected_mean = _stack([contributions[i] for i in kept], name).mean(axis=0)
             np.testing.assert_allclose(multi[name], expected_mean, rtol=1e-6, atol=1e-6)
@@ -466,7 +471,7 @@ def test_krum_with_too_few_contributions_uses_f_eff(n: int) -> None:
     # Multi-Krum's default keeps n - f_eff; select is capped at n.
     assert len(MultiKrum(byzantine=5).selected(contributions)) == n - f_eff
     assert len(Krum(byzantine=5, select=100).selected(contributions)) == n
-    result = Krum(byzantine=5, select=100).aggregate(g, contributions)
+    result = Krum(byzantine=5, select=100).aggregate(1, g, contributions)
     for name in g:
         np.testing.assert_allclose(
             result[name], _stack(contributions, name).mean(axis=0), rtol=1e-6, atol=1e-6
@@ -514,7 +519,7 @@ def _poisoned_round(seed: int = 11) -> tuple[dict, list[Contribution], dict, flo
     contributions = (
         honest_ones[:4] + attackers[:1] + honest_ones[4:8] + attackers[1:] + honest_ones[8:]
     )
-    honest_mean = _flat(Average().aggregate(g, honest_ones))
+    honest_mean = _flat(Average().aggregate(1, g, honest_ones))
     spread = max(float(np.linalg.norm(_flat(c.tensors) - honest_mean)) for c in honest_ones)
     return g, contributions, honest_mean, spread
 
@@ -531,7 +536,7 @@ def poisoned_round() -> tuple[dict, list[Contribution], dict, float]:
 )
 def test_robust_rules_stay_near_the_honest_mean(strategy, poisoned_round) -> None:
     g, contributions, honest_mean, spread = poisoned_round
-    distance = float(np.linalg.norm(_flat(strategy.aggregate(g, contributions)) - honest_mean))
+    distance = float(np.linalg.norm(_flat(strategy.aggregate(1, g, contributions)) - honest_mean))
     # The honest updates differ by noise of norm ~0.002·√101770 ≈ 0.64 each; their mean is the
     # target. A robust rule lands within the honest cloud; the attackers are 10 to 10⁹ times
     # farther away.
@@ -542,14 +547,16 @@ def test_robust_rules_stay_near_the_honest_mean(strategy, poisoned_round) -> Non
 def test_a_trim_ratio_below_the_attackers_share_is_pulled_away(poisoned_round) -> None:
     """The control for the trimmed mean above: cutting 1 of 13 per end lets attackers in."""
     g, contributions, honest_mean, spread = poisoned_round
-    result = TrimmedMean(0.1).aggregate(g, contributions)
+    result = TrimmedMean(0.1).aggregate(1, g, contributions)
     assert float(np.linalg.norm(_flat(result) - honest_mean)) > 100 * spread
 
 
 def test_fedavg_and_average_are_pulled_far_away(poisoned_round) -> None:
     g, contributions, honest_mean, spread = poisoned_round
     for strategy in (FedAvg(), Average()):
-        distance = float(np.linalg.norm(_flat(strategy.aggregate(g, contributions)) - honest_mean))
+        distance = float(
+            np.linalg.norm(_flat(strategy.aggregate(1, g, contributions)) - honest_mean)
+        )
         assert distance > 1e4 * spread, (distance, spread)
 
 
@@ -563,9 +570,9 @@ def test_krum_picks_an_honest_contribution(poisoned_round) -> None:
 
 def test_clipping_alone_tames_the_huge_attacker_for_fedavg(poisoned_round) -> None:
     g, contributions, honest_mean, spread = poisoned_round
-    plain = np.linalg.norm(_flat(FedAvg().aggregate(g, contributions)) - honest_mean)
+    plain = np.linalg.norm(_flat(FedAvg().aggregate(1, g, contributions)) - honest_mean)
     clipped = np.linalg.norm(
-        _flat(NormClipped(FedAvg(), 1.0).aggregate(g, contributions)) - honest_mean
+        _flat(NormClipped(FedAvg(), 1.0).aggregate(1, g, contributions)) - honest_mean
     )
     # Each attacker now moves the mean by at most (1/13) of the median update norm.
     assert clipped < 3 * spread < plain / 1e4, (clipped, spread, plain)
@@ -615,8 +622,8 @@ def test_clipping_with_a_large_multiple_changes_nothing() -> None:
     g, contributions = _round(7, seed=22)
     for rule in (Average(), Median(), Krum()):
         plain, wrapped = (
-            rule.aggregate(g, contributions),
-            NormClipped(rule, 1e9).aggregate(g, contributions),
+            rule.aggregate(1, g, contributions),
+            NormClipped(rule, 1e9).aggregate(1, g, contributions),
         )
         for name in plain:
             assert plain[name].tobytes() == wrapped[name].tobytes()
@@ -627,14 +634,14 @@ def test_clipping_when_most_updates_are_zero_keeps_the_global_weights() -> None:
     contributions = [Contribution({"w": g["w"].copy()}, 1) for _ in range(3)]
     contributions.append(Contribution({"w": np.array([100.0, -100.0], np.float32)}, 1))
     np.testing.assert_array_equal(
-        NormClipped(Average(), 2.0).aggregate(g, contributions)["w"], g["w"]
+        NormClipped(Average(), 2.0).aggregate(1, g, contributions)["w"], g["w"]
     )
 
 
 def test_clipping_needs_the_global_weights() -> None:
     _, contributions = _round(3, seed=23)
     with pytest.raises(ValueError, match=r"norm clipping needs the round's global weights"):
-        NormClipped(Average(), 1.0).aggregate({}, contributions)
+        NormClipped(Average(), 1.0).aggregate(1, {}, contributions)
 
 
 @pytest.mark.parametrize("multiple", [0.0, -1.0, float("nan")])
@@ -651,7 +658,7 @@ def test_every_strategy_refuses_an_empty_round(strategy) -> None:
     g, _ = _round(1, seed=0)
     for empty in ([], iter(())):
         with pytest.raises(NothingToAggregate, match="nothing to aggregate: no contribution"):
-            strategy.aggregate(g, empty)
+            strategy.aggregate(1, g, empty)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -663,7 +670,7 @@ def test_every_strategy_keeps_names_shapes_and_dtypes(strategy, dtype: type) -> 
         Contribution({n: t.astype(dtype) for n, t in c.tensors.items()}, c.num_examples)
         for c in contributions
     ]
-    result = strategy.aggregate(g, iter(contributions))  # a one-pass iterable is enough
+    result = strategy.aggregate(1, g, iter(contributions))  # a one-pass iterable is enough
     assert {n: (t.shape, t.dtype) for n, t in result.items()} == {
         n: (t.shape, np.dtype(dtype)) for n, t in g.items()
     }
@@ -674,7 +681,7 @@ def test_every_strategy_leaves_its_inputs_alone(strategy) -> None:
     g, contributions = _round(5, seed=25)
     saved_g = {n: t.copy() for n, t in g.items()}
     saved = [{n: t.copy() for n, t in c.tensors.items()} for c in contributions]
-    result = strategy.aggregate(g, contributions)
+    result = strategy.aggregate(1, g, contributions)
     for contribution, tensors in zip(contributions, saved, strict=True):
         for name, tensor in tensors.items():
             assert contribution.tensors[name].tobytes() == tensor.tobytes()
@@ -689,7 +696,7 @@ def test_every_strategy_leaves_its_inputs_alone(strategy) -> None:
 def test_robust_rules_ignore_num_examples(strategy) -> None:
     g, contributions = _round(7, seed=26)
     recounted = [Contribution(c.tensors, 10**i) for i, c in enumerate(contributions)]
-    first, second = strategy.aggregate(g, contributions), strategy.aggregate(g, recounted)
+    first, second = strategy.aggregate(1, g, contributions), strategy.aggregate(1, g, recounted)
     for name in first:
         assert first[name].tobytes() == second[name].tobytes()
 
@@ -697,7 +704,7 @@ def test_robust_rules_ignore_num_examples(strategy) -> None:
 @pytest.mark.parametrize("strategy", ROBUST, ids=ROBUST_IDS)
 def test_robust_rules_return_a_single_contribution_unchanged(strategy) -> None:
     g, (only,) = _round(1, seed=27)
-    result = strategy.aggregate(g, [only])
+    result = strategy.aggregate(1, g, [only])
     for name, tensor in only.tensors.items():
         assert result[name].tobytes() == tensor.tobytes()
 
@@ -707,7 +714,7 @@ def test_mismatched_layouts_are_refused() -> None:
     contributions[2] = Contribution({"k": contributions[2].tensors["k"]}, 1)
     for strategy in ROBUST:
         with pytest.raises(ValueError, match="does not have the layout of contribution 0"):
-            strategy.aggregate(g, contributions)
+            strategy.aggregate(1, g, contributions)
 
 
 # --- registry and config ------------------------------------------------------------------------
@@ -720,16 +727,20 @@ def test_the_registry_and_the_config_know_the_same_names() -> None:
         assert type(get_strategy(name)) is cls
 
 
+def _from_config(section: object) -> object:
+    return get_strategy(parse_config({"strategy": section}).strategy)
+
+
 def test_get_strategy_from_the_config() -> None:
-    assert type(get_strategy(StrategyConfig())) is FedAvg
-    trimmed = get_strategy(StrategyConfig(name="trimmed_mean", trim_ratio=0.3))
+    assert type(_from_config({})) is FedAvg
+    trimmed = _from_config({"name": "trimmed_mean", "trim_ratio": 0.3})
     assert isinstance(trimmed, TrimmedMean) and trimmed.trim_ratio == 0.3
-    krum = get_strategy(StrategyConfig(name="krum", byzantine=2))
+    krum = _from_config({"name": "krum", "byzantine": 2})
     assert type(krum) is Krum and (krum.byzantine, krum.select) == (2, 1)
-    krum3 = get_strategy(StrategyConfig(name="krum", byzantine=2, select=3))
+    krum3 = _from_config({"name": "krum", "byzantine": 2, "select": 3})
     assert (krum3.byzantine, krum3.select) == (2, 3)
-    multi = get_strategy(StrategyConfig(name="multi_krum", byzantine=2))
+    multi = _from_config({"name": "multi_krum", "byzantine": 2})
     assert type(multi) is MultiKrum and (multi.byzantine, multi.select) == (2, None)
-    clipped = get_strategy(StrategyConfig(name="median", clip_norm_multiple=2.5))
+    clipped = _from_config({"name": "median", "clip_norm_multiple": 2.5})
     assert isinstance(clipped, NormClipped) and clipped.clip_norm_multiple == 2.5
     assert type(clipped.rule) is Median

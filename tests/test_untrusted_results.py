@@ -245,7 +245,7 @@ def test_a_huge_claim_cannot_make_the_global_weights_its_own(round_) -> None:
     weights = {d.candidate.submission_id: d.candidate.weight for d in decisions}
     assert weights == {liar.submission_id: 11_000, worker.submission_id: 5_500}
     contributions = [Contribution(d.candidate.tensors, d.candidate.weight) for d in decisions]
-    merged = FedAvg().aggregate(GLOBAL, contributions)
+    merged = FedAvg().aggregate(1, GLOBAL, contributions)
     liar_tensors = decisions[0].candidate.tensors
     gap = max(float(np.abs(merged[n] - liar_tensors[n]).max()) for n in merged)
     assert gap > 0.01  # pulled 1/3 of the way to the honest result, not replaced by the lie

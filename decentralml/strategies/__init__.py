@@ -1,64 +1,82 @@
-"""Aggregation strategies, one module each; ``get_strategy`` builds one from its config.
+"""Federated strategies, one module each; ``get_strategy`` builds one from its config.
 
-``registry`` maps each config name (``strategy.name``) to the class that implements it; the
-config's list of names is checked against it in tests/test_strategies.py.
+``registry`` maps each config name (``strategy.name``) to the class that implements it; each
+class's ``Params`` is its config section, and decentralml.config builds the ``strategy``
+section from them (a union discriminated by name). Adding a strategy is one module plus its
+line here (docs/architecture.md, "How to add a strategy").
 """
 
 from __future__ import annotations
 
-from decentralml.config import StrategyConfig
 from decentralml.strategies.average import Average
-from decentralml.strategies.base import Contribution, NothingToAggregate, Strategy, Tensors
+from decentralml.strategies.base import (
+    Contribution,
+    NothingToAggregate,
+    Strategy,
+    StrategyParams,
+    Tensors,
+)
 from decentralml.strategies.clipping import NormClipped
+from decentralml.strategies.fedadagrad import FedAdagrad
+from decentralml.strategies.fedadam import FedAdam
 from decentralml.strategies.fedavg import FedAvg
+from decentralml.strategies.fedavgm import FedAvgM
+from decentralml.strategies.fedprox import FedProx
+from decentralml.strategies.fedyogi import FedYogi
 from decentralml.strategies.krum import Krum, MultiKrum
 from decentralml.strategies.median import Median
 from decentralml.strategies.trimmed_mean import TrimmedMean
 
 registry: dict[str, type[Strategy]] = {
-    "fedavg": FedAvg,
-    "average": Average,
-    "median": Median,
-    "trimmed_mean": TrimmedMean,
-    "krum": Krum,
-    "multi_krum": MultiKrum,
+    cls.name: cls
+    for cls in (
+        FedAvg,
+        Average,
+        Median,
+        TrimmedMean,
+        Krum,
+        MultiKrum,
+        FedAvgM,
+        FedAdam,
+        FedYogi,
+        FedAdagrad,
+        FedProx,
+    )
 }
 
 
-def get_strategy(config: StrategyConfig | str) -> Strategy:
-    """The configured rule, wrapped in NormClipped when ``clip_norm_multiple`` is set.
+def get_strategy(config: StrategyParams | str) -> Strategy:
+    """The configured strategy, wrapped in NormClipped when ``clip_norm_multiple`` is set.
 
-    A bare name builds the rule with its defaults. Parameters a rule does not take (e.g.
-    trim_ratio for krum) are ignored. For krum, select=None means 1; for multi_krum, n - f.
+    A bare name builds the strategy with its defaults. The creator's session builds one per
+    training and keeps it across rounds (a stateful strategy's state lives in it).
     """
     if isinstance(config, str):
         if config not in registry:
             raise ValueError(f"unknown strategy {config!r}; known: {sorted(registry)}")
         return registry[config]()
-    rule: Strategy
-    if config.name == "trimmed_mean":
-        rule = TrimmedMean(config.trim_ratio)
-    elif config.name == "krum":
-        rule = Krum(config.byzantine, config.select if config.select is not None else 1)
-    elif config.name == "multi_krum":
-        rule = MultiKrum(config.byzantine, config.select)
-    else:
-        rule = registry[config.name]()
+    strategy = registry[config.name].from_params(config)
     if config.clip_norm_multiple is not None:
-        return NormClipped(rule, config.clip_norm_multiple)
-    return rule
+        return NormClipped(strategy, config.clip_norm_multiple)
+    return strategy
 
 
 __all__ = [
     "Average",
     "Contribution",
+    "FedAdagrad",
+    "FedAdam",
     "FedAvg",
+    "FedAvgM",
+    "FedProx",
+    "FedYogi",
     "Krum",
     "Median",
     "MultiKrum",
     "NormClipped",
     "NothingToAggregate",
     "Strategy",
+    "StrategyParams",
     "Tensors",
     "TrimmedMean",
     "get_strategy",

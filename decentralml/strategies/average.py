@@ -8,19 +8,35 @@ Not robust: one poisoned contribution moves the result by 1/n of its update, wit
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from decentralml.strategies.base import Contribution, Strategy, Tensors, accumulate_weighted
+from decentralml.strategies.base import (
+    Contribution,
+    Strategy,
+    StrategyParams,
+    Tensors,
+    accumulate_weighted,
+)
+
+
+class AverageParams(StrategyParams):
+    """``strategy: average``: no parameters of its own."""
+
+    name: Literal["average"] = "average"
 
 
 class Average(Strategy):
     """Unweighted mean of the accepted contributions, streamed. Parameters: none."""
 
     name: ClassVar[str] = "average"
+    Params: ClassVar[type[StrategyParams]] = AverageParams
 
     def aggregate(
-        self, global_tensors: Mapping[str, np.ndarray], contributions: Iterable[Contribution]
+        self,
+        round_number: int,
+        global_tensors: Mapping[str, np.ndarray],
+        contributions: Iterable[Contribution],
     ) -> Tensors:
         return accumulate_weighted(contributions, lambda c: 1.0)

@@ -1,13 +1,18 @@
-"""The aggregation interface and the helpers every rule shares: one module per rule, like
-Flower's strategy/.
+"""The strategy interface and the helpers every rule shares: one module per rule, like
+Flower's serverapp/strategy/.
 
-A strategy gets the global weights the round started from and the round's accepted
-contributions, and returns the new global weights. Contributions arrive as an iterable so that
-an averaging strategy can consume them one at a time: the creator loads a contributor's weights,
-folds them in, and drops them, keeping memory at about two models whatever the number of
-contributors. The robust rules (median, trimmed mean, Krum) need every contribution at once;
-they hold the round's n models plus one float64 stack of a single tensor, never all tensors
-stacked at once.
+A strategy lives for a whole training (the creator's session holds one): each round it says
+what the task tells contributors (``configure_round``), then gets the round number, the global
+weights the round started from and the round's accepted contributions, and returns the new
+global weights (``aggregate``). A rule that keeps state across rounds (a server optimizer's
+moments) exposes it as named arrays (``state``/``load_state``): the creator checkpoints it
+beside the global weights, so a resumed training continues with the same state.
+
+Contributions arrive as an iterable so that an averaging strategy can consume them one at a
+time: the creator loads a contributor's weights, folds them in, and drops them, keeping memory
+at about two models whatever the number of contributors. The robust rules (median, trimmed
+mean, Krum) need every contribution at once; they hold the round's n models plus one float64
+stack of a single tensor, never all tensors stacked at once.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 Tensors = dict[str, np.ndarray]
 
@@ -35,23 +41,72 @@ class Contribution:
     num_examples: int
 
 
+class StrategyParams(BaseModel):
+    """A strategy's config section (``strategy: {name: ..., ...}``): ``name`` picks the rule,
+    the other fields are its constructor's parameters. Each rule declares its own subclass with
+    ``name`` as a one-value Literal, so the config is a union discriminated by name and a
+    parameter the rule does not take is refused.
+
+    clip_norm_multiple: when set (> 0), every update is first clipped to that multiple of the
+        round's median update norm (NormClipped). Default None: no clipping.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    clip_norm_multiple: Annotated[float, Field(gt=0)] | None = None
+
+    def arguments(self) -> dict[str, object]:
+        """The rule's constructor arguments: every field but the shared ones."""
+        return self.model_dump(exclude={"name", "clip_norm_multiple"})
+
+
 class Strategy(ABC):
-    """An aggregation rule. ``name`` is the rule's name in the config (``strategy.name``)."""
+    """A federated strategy for one training. ``name`` is its config name (``strategy.name``)
+    and ``Params`` its config section; the constructor takes that section's parameters."""
 
     name: ClassVar[str]
+    Params: ClassVar[type[StrategyParams]]
+
+    @classmethod
+    def from_params(cls, params: StrategyParams) -> Strategy:
+        return cls(**params.arguments())
+
+    def configure_round(self, round_number: int) -> dict[str, object]:
+        """What the round's task tells contributors beyond the training settings (it travels
+        in the task package's settings, key ``round``). Default: nothing."""
+        return {}
 
     @abstractmethod
     def aggregate(
-        self, global_tensors: Mapping[str, np.ndarray], contributions: Iterable[Contribution]
+        self,
+        round_number: int,
+        global_tensors: Mapping[str, np.ndarray],
+        contributions: Iterable[Contribution],
     ) -> Tensors:
         """Combine contributions into new global weights; NothingToAggregate if none.
 
         ``global_tensors`` are the weights the round started from: contribution i's update is
         u_i = w_i - g. The returned tensors have the contributions' names, shapes and dtypes.
+        Calling it again for the same round (a late result re-opens the review) starts again
+        from the state the round began with: a round's update is never applied twice.
         """
 
+    def state(self) -> Tensors:
+        """The state to checkpoint after a round, as named arrays. Default: none."""
+        return {}
+
+    def load_state(self, state: Mapping[str, np.ndarray], round_number: int) -> None:
+        """Continue from the ``state`` checkpointed after round ``round_number``. A stateless
+        rule accepts only an empty state: anything else was written by another strategy."""
+        if state:
+            raise ValueError(
+                f"{self.name} keeps no state, but the checkpoint holds {sorted(state)[:3]}...: "
+                "it was written by another strategy"
+            )
+
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({params})"
 
 

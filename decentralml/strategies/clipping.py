@@ -65,6 +65,8 @@ class NormClipped(Strategy):
             No default: 1.0 clips every update above the median to the median norm; larger
             values only catch outliers.
 
+    The rule's round settings and state are the wrapper's: clipping keeps none of its own.
+
     Memory: the median needs every norm before anything is clipped, so the round's n models
     are materialized (plus one clipped copy per clipped contribution), even in front of a
     streaming rule such as FedAvg.
@@ -79,9 +81,21 @@ class NormClipped(Strategy):
         self.clip_norm_multiple = clip_norm_multiple
 
     def aggregate(
-        self, global_tensors: Mapping[str, np.ndarray], contributions: Iterable[Contribution]
+        self,
+        round_number: int,
+        global_tensors: Mapping[str, np.ndarray],
+        contributions: Iterable[Contribution],
     ) -> Tensors:
         materialized = materialize(contributions)
         clipped = clip_updates(global_tensors, materialized, self.clip_norm_multiple)
         del materialized  # a clipped contribution's original can go once the caller drops it
-        return self.rule.aggregate(global_tensors, clipped)
+        return self.rule.aggregate(round_number, global_tensors, clipped)
+
+    def configure_round(self, round_number: int) -> dict[str, object]:
+        return self.rule.configure_round(round_number)
+
+    def state(self) -> Tensors:
+        return self.rule.state()
+
+    def load_state(self, state: Mapping[str, np.ndarray], round_number: int) -> None:
+        self.rule.load_state(state, round_number)

@@ -10,11 +10,23 @@ without bound. The counts are the ones the creator allows (it caps what contribu
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from decentralml.strategies.base import Contribution, Strategy, Tensors, accumulate_weighted
+from decentralml.strategies.base import (
+    Contribution,
+    Strategy,
+    StrategyParams,
+    Tensors,
+    accumulate_weighted,
+)
+
+
+class FedAvgParams(StrategyParams):
+    """``strategy: fedavg`` (the default): no parameters of its own."""
+
+    name: Literal["fedavg"] = "fedavg"
 
 
 class FedAvg(Strategy):
@@ -25,8 +37,12 @@ class FedAvg(Strategy):
     """
 
     name: ClassVar[str] = "fedavg"
+    Params: ClassVar[type[StrategyParams]] = FedAvgParams
 
     def aggregate(
-        self, global_tensors: Mapping[str, np.ndarray], contributions: Iterable[Contribution]
+        self,
+        round_number: int,
+        global_tensors: Mapping[str, np.ndarray],
+        contributions: Iterable[Contribution],
     ) -> Tensors:
         return accumulate_weighted(contributions, lambda c: c.num_examples)

@@ -20,13 +20,15 @@ most n - 1). With n <= 2 there is nothing to outvote: Krum returns the first con
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from decentralml.strategies.base import (
     Contribution,
     Strategy,
+    StrategyParams,
     Tensors,
     accumulate_weighted,
     materialize,
@@ -73,6 +75,21 @@ def krum_scores(distances: np.ndarray, byzantine: int) -> np.ndarray:
     return nearest.sum(axis=1)
 
 
+class KrumParams(StrategyParams):
+    """``strategy: {name: krum, byzantine: 1, select: 1}``: see Krum."""
+
+    name: Literal["krum"] = "krum"
+    byzantine: Annotated[int, Field(ge=0)] = 1
+    select: Annotated[int, Field(ge=1)] | None = 1
+
+
+class MultiKrumParams(KrumParams):
+    """``strategy: {name: multi_krum, byzantine: 1, select: null}``: see MultiKrum."""
+
+    name: Literal["multi_krum"] = "multi_krum"  # type: ignore[assignment]
+    select: Annotated[int, Field(ge=1)] | None = None
+
+
 class Krum(Strategy):
     """Krum (select=1) or Multi-Krum (select=m > 1).
 
@@ -89,6 +106,7 @@ class Krum(Strategy):
     """
 
     name: ClassVar[str] = "krum"
+    Params: ClassVar[type[StrategyParams]] = KrumParams
 
     def __init__(self, byzantine: int = 1, select: int | None = 1) -> None:
         if byzantine < 0:
@@ -107,7 +125,10 @@ class Krum(Strategy):
         return [int(i) for i in np.argsort(scores, kind="stable")[:m]]
 
     def aggregate(
-        self, global_tensors: Mapping[str, np.ndarray], contributions: Iterable[Contribution]
+        self,
+        round_number: int,
+        global_tensors: Mapping[str, np.ndarray],
+        contributions: Iterable[Contribution],
     ) -> Tensors:
         materialized = materialize(contributions)
         chosen = self.selected(materialized)
@@ -123,6 +144,7 @@ class MultiKrum(Krum):
     """
 
     name: ClassVar[str] = "multi_krum"
+    Params: ClassVar[type[StrategyParams]] = MultiKrumParams
 
     def __init__(self, byzantine: int = 1, select: int | None = None) -> None:
         super().__init__(byzantine, select)

@@ -14,15 +14,28 @@ averaged, in float64.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from decentralml.strategies.base import Contribution, Strategy, Tensors, materialize, per_tensor
+from decentralml.strategies.base import (
+    Contribution,
+    Strategy,
+    StrategyParams,
+    Tensors,
+    materialize,
+    per_tensor,
+)
 
 
 def _median(stack: np.ndarray) -> np.ndarray:
     return np.median(stack, axis=0, overwrite_input=True)  # the stack is ours to reorder
+
+
+class MedianParams(StrategyParams):
+    """``strategy: median``: no parameters of its own."""
+
+    name: Literal["median"] = "median"
 
 
 class Median(Strategy):
@@ -32,8 +45,12 @@ class Median(Strategy):
     """
 
     name: ClassVar[str] = "median"
+    Params: ClassVar[type[StrategyParams]] = MedianParams
 
     def aggregate(
-        self, global_tensors: Mapping[str, np.ndarray], contributions: Iterable[Contribution]
+        self,
+        round_number: int,
+        global_tensors: Mapping[str, np.ndarray],
+        contributions: Iterable[Contribution],
     ) -> Tensors:
         return per_tensor(materialize(contributions), _median)

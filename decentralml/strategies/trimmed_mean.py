@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from decentralml.strategies.base import Contribution, Strategy, Tensors, materialize, per_tensor
+from decentralml.strategies.base import (
+    Contribution,
+    Strategy,
+    StrategyParams,
+    Tensors,
+    materialize,
+    per_tensor,
+)
 
 
 def trimmed_count(trim_ratio: float, n: int) -> int:
@@ -27,6 +35,13 @@ def trimmed_count(trim_ratio: float, n: int) -> int:
     """
     k = math.floor(trim_ratio * n)
     return (n - 1) // 2 if 2 * k >= n else k
+
+
+class TrimmedMeanParams(StrategyParams):
+    """``strategy: {name: trimmed_mean, trim_ratio: 0.2}``: see TrimmedMean."""
+
+    name: Literal["trimmed_mean"] = "trimmed_mean"
+    trim_ratio: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
 
 
 class TrimmedMean(Strategy):
@@ -41,6 +56,7 @@ class TrimmedMean(Strategy):
     """
 
     name: ClassVar[str] = "trimmed_mean"
+    Params: ClassVar[type[StrategyParams]] = TrimmedMeanParams
 
     def __init__(self, trim_ratio: float = 0.2) -> None:
         if not 0 <= trim_ratio < 0.5:
@@ -48,7 +64,10 @@ class TrimmedMean(Strategy):
         self.trim_ratio = trim_ratio
 
     def aggregate(
-        self, global_tensors: Mapping[str, np.ndarray], contributions: Iterable[Contribution]
+        self,
+        round_number: int,
+        global_tensors: Mapping[str, np.ndarray],
+        contributions: Iterable[Contribution],
     ) -> Tensors:
         materialized = materialize(contributions)
         n = len(materialized)

@@ -33,7 +33,7 @@ from decentralml.errors import DecentralMLError
 from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
 from decentralml.storage import sha256_hex
-from decentralml.training import TrainingOutcome, train_contribution
+from decentralml.training import TrainingOutcome, train_contribution, training_options
 from decentralml.weights import decode, encode
 from decentralml.workloads import register_architecture
 
@@ -105,9 +105,7 @@ def contribute(argv: list[str] | None = None) -> int:
         inputs.global_tensors,
         x,
         y,
-        epochs=settings.EPOCHS,
-        batch_size=settings.BATCH_SIZE,
-        learning_rate=settings.LEARNING_RATE,
+        **training_options(settings.SETTINGS),
     )
     model = build_model(settings.MODEL_NAME, settings.LEARNING_RATE)
     set_model_tensors(model, outcome.tensors)

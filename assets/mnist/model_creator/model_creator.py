@@ -61,12 +61,17 @@ def load_contributors_models(
 
 
 def federate_contributors_model(
-    contributors_models: list[Contribution], policy: str = "average", global_model=None
+    contributors_models: list[Contribution],
+    policy: str = "average",
+    global_model=None,
+    round_number: int = 1,
 ):
     """Aggregate with the strategy named ``policy``; the round's global weights come from
-    ``global_model`` (the named rules do not read them: only norm clipping does)."""
+    ``global_model`` (the averaging and robust rules do not read them; norm clipping and the
+    server optimizers fedavgm, fedadam, fedyogi, fedadagrad need them). A fresh strategy per
+    call: a stateful one starts from zero state each time (the flows keep one per training)."""
     global_tensors = model_tensors(global_model) if global_model is not None else {}
-    return get_strategy(policy).aggregate(global_tensors, contributors_models)
+    return get_strategy(policy).aggregate(round_number, global_tensors, contributors_models)
 
 
 def set_model_weights(model, weights):
