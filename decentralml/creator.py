@@ -233,17 +233,16 @@ def wait_for_results(
     while True:
         submissions = market.list_task_results(task_id)
         task, block = market.get_task(task_id), market.current_block()
+        status = wait_status(task, submissions, block, deadline - time.monotonic())
         if on_poll is not None:
-            on_poll(wait_status(task, submissions, block, deadline - time.monotonic()))
+            on_poll(status)
         if results_complete(task, submissions, block):
             break
-        sent = sum(s.status is not ResultSubmissionStatus.Assigned for s in submissions)
-        if (len(submissions), sent) != shown:  # a line per change: a worker's log shows it move
-            shown = (len(submissions), sent)
+        if (status.assigned, status.results) != shown:  # a line per change: workers' logs move
+            shown = (status.assigned, status.results)
             log.info(
                 "task %s: %d/%d slots taken, %d results in; waiting up to %.0f s more",
-                task_id, len(submissions), task.spec.max_assignments, sent,
-                deadline - time.monotonic(),
+                task_id, status.assigned, status.slots, status.results, status.seconds_left,
             )  # fmt: skip
         if time.monotonic() >= deadline:
             log.warning("task %s: deadline reached with %d submissions", task_id, len(submissions))

@@ -199,6 +199,35 @@ def test_tasks_lists_reward_per_result_free_slots_blocks_left_model_epochs_creat
     assert cells[5:] == ["mnist_mlp", "3", f"{ALICE.ss58_address[:6]}...{ALICE.ss58_address[-4:]}"]
 
 
+def test_the_cli_gives_prefects_ephemeral_server_time_to_start_on_a_cold_machine(
+    tmp_path: Path,
+) -> None:
+    """Issue 8: `contribute` failed on a cold machine with Prefect's default 20 s start
+    timeout; only the Makefile raised it. The CLI now raises it itself, before Prefect reads
+    its settings, and keeps a value the user set."""
+    show = (
+        "import sys\n"
+        "from decentralml.cli import main\n"
+        "main(['tasks', '--marketplace', sys.argv[1]])\n"
+        "from prefect.settings import get_current_settings\n"
+        "print('timeout', get_current_settings().server.ephemeral.startup_timeout_seconds)\n"
+    )
+    base = {k: v for k, v in os.environ.items()
+            if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}  # fmt: skip
+    market = str(tmp_path / "market.sqlite")
+    for extra, expected in (
+        ({}, "timeout 120"),
+        ({"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "45"}, "timeout 45"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", show, market],
+            cwd=tmp_path, env={**base, "PYTHONPATH": str(ROOT), **extra},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == expected, done.stdout
+
+
 def test_a_marketplace_flag_naming_a_folder_is_one_line_exit_2(tmp_path: Path) -> None:
     lister = _cli(tmp_path, "tasks", "--marketplace", str(tmp_path))
     _, err = lister.communicate(timeout=120)
