@@ -456,7 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     contribute_cmd.add_argument("--index", type=int, default=0, help="data shard index")
     contribute_cmd.add_argument(
-        "--data", type=Path, help="train on this file (.npz x/y, or .csv with a label column)"
+        "--data",
+        type=Path,
+        help="train on this file or folder (.npz x/y, .csv with a label column, or "
+        "a folder of images in one subfolder per label: PATH/<label>/*.png)",
     )
     add("workloads", cmd_workloads, "list the built-in and installed workloads", ())
     contribute_cmd.add_argument(
