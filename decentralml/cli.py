@@ -71,12 +71,18 @@ def _workload_overrides(name: str | None) -> dict[str, object]:
 
 
 def cmd_workloads(args: argparse.Namespace) -> int:
-    """The built-in workloads: what ``workload:`` (or ``--workload``) accepts."""
+    """The built-in workloads, then those installed distributions publish (entry points):
+    what ``workload:`` (or ``--workload``) accepts. A published one that cannot be loaded is
+    listed as broken, with why, and the others are still listed."""
     from decentralml import workloads
 
     print(f"{'name':<14} {'data':<14} {'metric':<9} {'input':<9} model")
-    for name in workloads.names():
-        workload = workloads.get(name)
+    for name in [*workloads.names(), *workloads.published()]:
+        try:
+            workload = workloads.get(name)
+        except ConfigError as error:
+            print(f"{name:<14} broken: {error}")
+            continue
         spec = workload.dataset.spec
         shape = "x".join(str(d) for d in spec.input_shape)
         print(
@@ -450,9 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     contribute_cmd.add_argument("--index", type=int, default=0, help="data shard index")
     contribute_cmd.add_argument(
-        "--data", type=Path, help="train on this file (.npz x/y, or .csv with a label column)"
+        "--data",
+        type=Path,
+        help="train on this file or folder (.npz x/y, .csv with a label column, or "
+        "a folder of images in one subfolder per label: PATH/<label>/*.png)",
     )
-    add("workloads", cmd_workloads, "list the built-in workloads", ())
+    add("workloads", cmd_workloads, "list the built-in and installed workloads", ())
     contribute_cmd.add_argument(
         "--max-tasks", "--rounds", dest="max_tasks", type=int, help="stop after this many tasks"
     )

@@ -20,6 +20,7 @@ from decentralml.accounts import canonical_address
 from decentralml.domain import ValidationStrategy
 from decentralml.errors import ConfigError
 from decentralml.packaging import MAX_PACKAGE_BYTES
+from decentralml.resources import config_path
 from decentralml.strategies import registry as strategy_registry
 from decentralml.strategies.fedavg import FedAvgParams
 from decentralml.training import OPTIMIZERS
@@ -431,8 +432,9 @@ def parse_config(data: object, source: str = "<dict>") -> RunConfig:
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
-    """Read a YAML file, apply dotted ``overrides`` (e.g. {"rounds": 1}), validate."""
-    source = Path(path)
+    """Read a YAML file, apply dotted ``overrides`` (e.g. {"rounds": 1}), validate.
+    ``configs/NAME`` missing from the cwd is the config the package ships under that name."""
+    source = config_path(path)
     try:
         data = yaml.safe_load(source.read_text())
     except FileNotFoundError:

@@ -35,8 +35,12 @@ from decentralml.errors import StorageError
 
 SETTINGS_FILE = "task.json"
 WHEELS_DIR = "wheels"
-PROJECT_SOURCES = ("pyproject.toml", "README.md", "decentralml", "flows", "tasks")
-"""What a wheel of this project is built from (pyproject.toml's packages and readme)."""
+PROJECT_SOURCES = (
+    *("pyproject.toml", "README.md", "decentralml", "flows", "tasks"),
+    *("assets", "configs"),  # decentralml/assets and /configs link here (resources.py)
+)
+"""What a wheel of this project is built from (pyproject.toml's packages, its package data
+and readme)."""
 _REPRODUCIBLE_EPOCH = "315532800"  # 1980-01-01, the earliest date a zip entry can carry
 REQUIRED_FILES = ("model_contributor.py", "settings.py", "requirements.txt", "start_task.sh")
 

@@ -15,10 +15,13 @@ from decentralml.accounts import contributor_dev_keypair, dev_keypair, keypair_f
 from decentralml.config import MarketplaceConfig, RunConfig, StorageConfig
 from decentralml.errors import ConfigError
 from decentralml.marketplace.base import DevFaucet, Marketplace
+from decentralml.resources import contributor_assets
 from decentralml.storage import ArtifactStore, Retries
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ASSETS = PROJECT_ROOT / "assets" / "mnist" / "model_contributor"
+"""The source checkout when running from one; an installed package's site-packages, which
+has no pyproject.toml (packaging.project_wheel then builds no wheel)."""
+DEFAULT_ASSETS = contributor_assets()
 
 
 def open_marketplace(config: MarketplaceConfig) -> Marketplace:

@@ -127,7 +127,7 @@ def test_files_that_are_not_data_are_refused_in_one_line(tmp_path: Path) -> None
         ("no_y.npz", "lacks array(s) ['y']"),
         ("nolabel.csv", "has no 'label' column in ['a', 'b']"),
         ("data.txt", "is neither .npz (x, y) nor .csv"),
-        ("missing.npz", "is not a file"),
+        ("missing.npz", "does not exist"),
     ):
         with pytest.raises(DataError, match=r"^local data ") as refused:
             load_local_data(tmp_path / name, MNIST_SPEC)
@@ -138,7 +138,7 @@ def test_contribute_with_a_data_file_that_cannot_be_read_exits_2(tmp_path, capsy
     path, _ = write_config(tmp_path)
     code = main(["contribute", "--config", str(path), "--data", str(tmp_path / "none.npz")])
     assert code == 2
-    assert capsys.readouterr().err == f"error: local data {tmp_path}/none.npz is not a file\n"
+    assert capsys.readouterr().err == f"error: local data {tmp_path}/none.npz does not exist\n"
 
 
 # --- architecture descriptions ---------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 One module per workload (``mnist_mlp``, ``mnist_cnn``, ``breast_cancer``), each defining a
 ``WORKLOAD``; ``register`` adds one, ``get`` finds one by name, ``names`` lists them. A creator
-can also name its own workload as ``package.module:attribute`` (imported on the creator's
-machine only): contributors receive its model as an architecture description
-(``architecture.py``) and bring their own data unless its dataset is a built-in one.
+can also name its own workload as ``package.module:attribute``, or by the name an installed
+distribution publishes it under in the entry-point group ``decentralml.workloads`` (both
+imported on the creator's machine only): contributors receive its model as an architecture
+description (``architecture.py``) and bring their own data unless its dataset is a built-in
+one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from functools import cache
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from decentralml import models
@@ -37,6 +40,8 @@ __all__ = [
 ]
 
 DEFAULT = "mnist_mlp"
+ENTRY_POINT_GROUP = "decentralml.workloads"
+"""Where a distribution publishes workloads: ``name = package.module:attribute``."""
 _WORKLOADS: dict[str, Workload] = {}
 _DATASETS: dict[str, Dataset] = {}
 _IMPORTED: dict[str, Workload] = {}
@@ -64,32 +69,55 @@ def is_builtin(name: str) -> bool:
 
 
 def get(name: str) -> Workload:
-    """A built-in workload, or ``package.module:attribute`` imported from the creator's own
-    code; ConfigError (one line) for a name that is neither."""
+    """A built-in workload, a published one (entry point) or ``package.module:attribute``
+    imported from the creator's own code; ConfigError (one line) for a name that is none of
+    these or whose code cannot be loaded."""
     if name in _WORKLOADS:
         return _WORKLOADS[name]
-    if ":" not in name:
-        raise ConfigError(
-            f"unknown workload {name!r}; built-in workloads: {', '.join(names())} "
-            "(or package.module:attribute for your own)"
-        )
     if name not in _IMPORTED:
-        workload = _import(name)
-        # The creator's own dataset becomes loadable here, on the creator's machine (its
-        # splits); contributors never import the module, so they bring their own data.
-        _DATASETS.setdefault(workload.dataset.name, workload.dataset)
-        _IMPORTED[name] = workload
+        _IMPORTED[name] = _adopt(_load(name))
     return _IMPORTED[name]
 
 
-def _import(name: str) -> Workload:
-    module_name, _, attribute = name.partition(":")
+def published() -> dict[str, EntryPoint]:
+    """The workloads installed distributions publish, by name. A built-in's name is not
+    published over it: the built-in is what that name means."""
+    found = {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
+    return {name: point for name, point in sorted(found.items()) if name not in _WORKLOADS}
+
+
+def _load(name: str) -> Workload:
+    if ":" in name:
+        return _import(name, f"workload {name!r}")
+    point = published().get(name)
+    if point is None:
+        raise ConfigError(
+            f"unknown workload {name!r}; built-in workloads: {', '.join(names())}"
+            + "".join(f", {found} (published)" for found in published())
+            + " (or package.module:attribute for your own)"
+        )
+    origin = point.dist.name if point.dist is not None else "an installed distribution"
+    return _import(point.value, f"workload {name!r} (entry point {point.value} of {origin})")
+
+
+def _adopt(workload: Workload) -> Workload:
+    # The creator's own dataset becomes loadable here, on the creator's machine (its splits);
+    # contributors never import the module, so they bring their own data.
+    _DATASETS.setdefault(workload.dataset.name, workload.dataset)
+    return workload
+
+
+def _import(target: str, label: str) -> Workload:
+    """``target`` (module:attribute) imported; any error its module raises on import is the
+    workload's problem, reported in one line starting with ``label``."""
+    module_name, _, attribute = target.partition(":")
     try:
         found = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"workload {name!r} cannot be imported: {error}") from None
+    except Exception as error:  # a broken third-party module may raise anything on import
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"{label} cannot be imported: {reason}") from None
     if not isinstance(found, Workload):
-        raise ConfigError(f"workload {name!r} is a {type(found).__name__}, not a Workload")
+        raise ConfigError(f"{label} is a {type(found).__name__}, not a Workload")
     return found
 
 

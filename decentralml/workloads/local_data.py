@@ -1,11 +1,12 @@
 """A contributor's own data (``decentralml contribute --data PATH``), checked against the
 task's data spec before the contributor takes a slot.
 
-Two formats: an ``.npz`` with arrays ``x`` and ``y`` (read with ``allow_pickle=False``: an
-array file never runs code), or a ``.csv`` with a header, a ``label`` column and the features
+Three formats: an ``.npz`` with arrays ``x`` and ``y`` (read with ``allow_pickle=False``: an
+array file never runs code), a ``.csv`` with a header, a ``label`` column and the features
 in the other columns (reshaped to the spec's input shape, so a CSV of 784 pixel columns fits
-MNIST's 28x28). The data is raw, as the task's dataset ships it (MNIST pixels 0..255, the
-breast-cancer table's own units): the task's preprocessing is applied afterwards, as to the
+MNIST's 28x28), or a folder of images in one subfolder per label (``image_folder.py``).
+The data is raw, as the task's dataset ships it (MNIST pixels 0..255, the breast-cancer
+table's own units): the task's preprocessing is applied afterwards, as to the
 creator-provided shards.
 """
 
@@ -17,21 +18,30 @@ import numpy as np
 
 from decentralml.errors import DataError
 from decentralml.workloads.base import DataSpec, Split
+from decentralml.workloads.image_folder import read_image_folder
 
 LABEL_COLUMN = "label"
 
 
-def read_local_data(path: str | Path) -> Split:
-    """``(x, y)`` from the file, unchecked; DataError (one line) for a file that is not one."""
+def read_local_data(path: str | Path, spec: DataSpec | None = None) -> Split:
+    """``(x, y)`` from the file or image folder, unchecked; DataError (one line) for a path
+    that is neither. An image folder is read as ``spec`` says (grayscale or RGB, its size)."""
     source = Path(path)
+    if not source.exists():
+        raise DataError(f"local data {source} does not exist")
+    if source.is_dir():
+        return read_image_folder(source, spec)
     if not source.is_file():
-        raise DataError(f"local data {source} is not a file")
+        raise DataError(f"local data {source} is neither a file nor a folder")
     suffix = source.suffix.lower()
     if suffix == ".npz":
         return _read_npz(source)
     if suffix == ".csv":
         return _read_csv(source)
-    raise DataError(f"local data {source} is neither .npz (x, y) nor .csv (with a label column)")
+    raise DataError(
+        f"local data {source} is neither .npz (x, y) nor .csv (with a label column) nor a "
+        "folder of images (<label>/*.png)"
+    )
 
 
 def _read_npz(source: Path) -> Split:
@@ -111,5 +121,5 @@ def _as_labels(y: np.ndarray, source: str) -> np.ndarray:
 
 def load_local_data(path: str | Path, spec: DataSpec) -> Split:
     """Read and check: the raw ``(x, y)`` a contributor trains on."""
-    x, y = read_local_data(path)
+    x, y = read_local_data(path, spec)
     return check_local_data(x, y, spec, str(path))
