@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from decentralml import workloads
-from decentralml.cli import main
 from decentralml.config import parse_config
 from decentralml.errors import ConfigError, DataError, TaskRefused
 from decentralml.workloads import DataSpec
 from decentralml.workloads.architecture import describe, rebuild
 from decentralml.workloads.local_data import load_local_data
+from decentralml_cli import main
 from tests.helpers import small_config, write_config
 
 MNIST_SPEC = DataSpec((28, 28), "uint8", tuple(range(10)))
@@ -212,7 +212,7 @@ def test_each_built_in_model_builds_and_one_step_lowers_its_loss(name: str) -> N
 
 @pytest.mark.slow
 def test_the_breast_cancer_demo_runs_end_to_end(tmp_path, prefect_harness) -> None:
-    from decentralml.cli import _workload_overrides
+    from decentralml_cli import _workload_overrides
     from flows.demo import run_demo
 
     overrides = {
