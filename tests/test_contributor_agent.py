@@ -47,7 +47,7 @@ def store(tmp_path: Path) -> ArtifactStore:
 
 def _trainable(market: EmbeddedMarketplace, store: ArtifactStore, name: str, epochs: int) -> int:
     """A real task: the contributor package, the seed model's weights, ``epochs`` local epochs."""
-    settings = task_settings(RunConfig(training=TrainingConfig(epochs=epochs)))
+    settings = task_settings(RunConfig(training=TrainingConfig(epochs=epochs))).dump()
     weights = encode(model_tensors(build_model("mnist_mlp")))
     return _publish(
         market, store, name, settings=settings, global_bytes=weights,
