@@ -73,7 +73,7 @@ class World:
         from decentralml.training import ReusableTrainer
 
         config = parse_config({"contributors": CONTRIBUTORS, "data": {"partition": partition}})
-        data = task_settings(config)["data"]
+        data = task_settings(config).data
         self.shards = [contributor_shard(data, i) for i in range(CONTRIBUTORS)]
         self.holdout = creator_holdout(5000, 42)
         self.test = test_split()

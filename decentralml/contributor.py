@@ -15,6 +15,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -32,17 +33,14 @@ from decentralml.marketplace.base import Marketplace
 from decentralml.models import available_models, build_model, model_tensors
 from decentralml.packaging import unpack_package
 from decentralml.storage import ArtifactStore, StoredArtifact
-from decentralml.strategies.fedprox import MAX_PROXIMAL_MU
-from decentralml.training import OPTIMIZERS, TrainingOutcome
+from decentralml.task_settings import DataSettings, TaskSettings
+from decentralml.training import TrainingOutcome
 from decentralml.weights import check_against, decode, encode, layout_of
 
 if TYPE_CHECKING:
     from decentralml.attacks import Attack
     from decentralml.marketplace.substrate import CreatorStanding
 
-MAX_EPOCHS = 100
-MAX_BATCH_SIZE = 65_536
-PARTITIONS = ("iid", "shards", "dirichlet")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -87,9 +85,17 @@ class Contributor:
 
 @dataclass(frozen=True)
 class TaskInputs:
-    settings: dict
+    """A task's downloads: task.json's object as unpacked, the global weights, the folder."""
+
+    raw_settings: dict
     global_tensors: dict
     package_dir: Path
+
+    @cached_property
+    def settings(self) -> TaskSettings:
+        """The settings parsed on first use (check_inputs: TaskRefused, one line, before a
+        slot is taken). Not at download: the seed's assign_task downloads without checking."""
+        return TaskSettings.parse(self.raw_settings)
 
 
 def holds_slot(market: Marketplace, worker: Keypair, task_id: int) -> int | None:
@@ -181,24 +187,25 @@ def fetch_inputs(
 
 
 def check_inputs(inputs: TaskInputs, shard_index: int, local_data: str | None = None) -> None:
-    """The task's training settings are ones this contributor can follow, the global weights
-    fit the model they name, and the contributor's own data (if it brings some) fits the
-    task's data spec: a task failing here would fail after paying for a slot. A model sent as
-    an architecture description is rebuilt without running creator code (refused otherwise)."""
+    """The task's training settings (parsed and bounded by TaskSettings) are ones this
+    contributor can follow here: a model it can build, data it can get. The global weights
+    fit that model, and the contributor's own data (if it brings some) fits the task's data
+    spec: a task failing here would fail after paying for a slot. A model sent as an
+    architecture description is rebuilt without running creator code (refused otherwise)."""
     settings = inputs.settings
-    if "architecture" in settings:
+    if settings.architecture is not None:
         workloads.register_architecture(settings)
     problems = _settings_problems(settings, shard_index, local_data is not None)
     if problems:
         raise TaskRefused(f"task settings refused: {'; '.join(problems)}")
-    model = build_model(str(settings["model"]), float(settings["learning_rate"]))
+    model = build_model(settings.model, settings.learning_rate)
     check_against(inputs.global_tensors, layout_of(model_tensors(model)))
     if local_data is not None:
-        training_data(settings["data"], shard_index, None, local_data)
+        training_data(settings.data, shard_index, None, local_data)
 
 
 def training_data(
-    data: dict, shard_index: int, cache_dir: str | None, local_data: str | None = None
+    data: DataSettings, shard_index: int, cache_dir: str | None, local_data: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """What the contributor trains on: its own file, checked against the task's data spec
     (DataError, one line) and preprocessed as the task says; else the creator-provided shard
@@ -208,54 +215,23 @@ def training_data(
     return contributor_shard(data, shard_index, cache_dir)
 
 
-def _settings_problems(settings: dict, shard_index: int, own_data: bool = False) -> list[str]:
+def _settings_problems(settings: TaskSettings, shard_index: int, own_data: bool) -> list[str]:
+    """What TaskSettings cannot know: the models this contributor can build, the datasets it
+    can load and its own shard."""
     problems = []
-    if settings.get("model") not in available_models():
-        problems.append(f"unknown model {settings.get('model')!r} (known: {available_models()})")
-    if not _int_between(settings.get("epochs"), 1, MAX_EPOCHS):
-        problems.append(f"epochs {settings.get('epochs')!r} is not 1..{MAX_EPOCHS}")
-    if not _int_between(settings.get("batch_size"), 1, MAX_BATCH_SIZE):
-        problems.append(f"batch_size {settings.get('batch_size')!r} is not 1..{MAX_BATCH_SIZE}")
-    rate = settings.get("learning_rate")
-    if not (isinstance(rate, int | float) and not isinstance(rate, bool) and 0 < rate < 1):
-        problems.append(f"learning_rate {rate!r} is not in (0, 1)")
-    if settings.get("optimizer", "adam") not in OPTIMIZERS:
-        problems.append(f"optimizer {settings.get('optimizer')!r} is not one of {list(OPTIMIZERS)}")
-    problems += _round_problems(settings.get("round", {}))
-    data = settings.get("data")
-    if not isinstance(data, dict):
-        return [*problems, "data settings are missing"]
-    if data.get("partition") not in PARTITIONS:
-        problems.append(f"data partition {data.get('partition')!r}")
+    if settings.model not in available_models():
+        problems.append(f"unknown model {settings.model!r} (known: {available_models()})")
     if own_data:
         return problems  # its own file: the task's shards and their source do not matter
-    if data.get("source", "mnist") not in workloads.builtin_datasets():
+    data = settings.data
+    if data.source not in workloads.builtin_datasets():
         problems.append(
-            f"data source {data.get('source')!r} is not a built-in dataset: contribute with "
+            f"data source {data.source!r} is not a built-in dataset: contribute with "
             "your own data (--data PATH)"
         )
-    if not _int_between(data.get("num_partitions"), shard_index + 1, 10_000):
-        problems.append(f"num_partitions {data.get('num_partitions')!r} has no shard {shard_index}")
+    if data.num_partitions <= shard_index:
+        problems.append(f"num_partitions {data.num_partitions!r} has no shard {shard_index}")
     return problems
-
-
-def _round_problems(round_settings: object) -> list[str]:
-    """What the round's strategy asks of the training (``configure_round``): only what this
-    contributor knows how to follow, FedProx's proximal_mu in [0, 10]."""
-    if not isinstance(round_settings, dict):
-        return [f"round settings {round_settings!r} are not a mapping"]
-    unknown = sorted(set(round_settings) - {"proximal_mu"})
-    problems = [f"round settings {unknown} are not known to this contributor"] if unknown else []
-    mu = round_settings.get("proximal_mu", 0.0)
-    if not (
-        isinstance(mu, int | float) and not isinstance(mu, bool) and 0 <= mu <= MAX_PROXIMAL_MU
-    ):
-        problems.append(f"proximal_mu {mu!r} is not in [0, {MAX_PROXIMAL_MU:g}]")
-    return problems
-
-
-def _int_between(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def result_url(task: Task, submission_id: int) -> str:

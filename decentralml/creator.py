@@ -40,6 +40,7 @@ from decentralml.strategies import (
     Tensors,
     get_strategy,
 )
+from decentralml.task_settings import TaskSettings
 from decentralml.validation import Deferred, Judge, Policy, result_size_limit, screening_rules
 from decentralml.validation.base import Candidate, Evaluator, RoundView
 from decentralml.validation.manual import Summary, summarize
@@ -88,14 +89,15 @@ def task_settings(
     config: RunConfig,
     max_examples: int | None = None,
     round_settings: Mapping[str, object] | None = None,
-) -> dict[str, object]:
+) -> TaskSettings:
     """What contributors must know to train: travels inside the package as task.json. The
     workload adds its model (a name, or an architecture description) and its data's source,
     spec and preprocessing (decentralml.workloads); ``round`` is what the round's strategy
-    asks of them (``Strategy.configure_round``)."""
+    asks of them (``Strategy.configure_round``). Checked here with the contributors' own
+    bounds: settings every contributor would refuse are a ConfigError before publishing."""
     workload = workloads.get(config.workload_name)
     data = config.data
-    return {
+    raw = {
         **workloads.model_settings(config.workload_name, config.training.learning_rate),
         "metric": workload.primary_metric,
         "epochs": config.training.epochs,
@@ -114,6 +116,7 @@ def task_settings(
             "max_examples": config.task.max_examples or max_examples,
         },
     }
+    return TaskSettings.parse(raw, error=ConfigError)
 
 
 def task_model(config: RunConfig) -> str:
@@ -148,7 +151,7 @@ def upload_assets(
     round_settings: Mapping[str, object] | None = None,
 ) -> StoredArtifact:
     settings = task_settings(creator.config, max_examples, round_settings)
-    package = build_package(creator.assets_dir, settings, wheels=contributor_wheels())
+    package = build_package(creator.assets_dir, settings.dump(), wheels=contributor_wheels())
     return creator.store.put(
         creator.store.round_url(creator.run, round_number, "assets.tar.gz"), package
     )

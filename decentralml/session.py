@@ -123,8 +123,8 @@ def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
     market = creator.market
     fund_dev_accounts(market, config, [creator.keypair])
     cache = config.data.cache_dir
-    data = task_settings(config)["data"]
-    source, preprocessing = str(data["source"]), data["preprocessing"]
+    data = task_settings(config).data
+    source, preprocessing = data.source, data.preprocessing
     holdout = creator_holdout(
         config.data.holdout_examples, config.data.seed, cache, source, preprocessing
     )

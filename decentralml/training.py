@@ -18,6 +18,8 @@ from decentralml.models import build_model, model_tensors, set_model_tensors
 if TYPE_CHECKING:
     import keras
 
+    from decentralml.task_settings import TaskSettings
+
 OPTIMIZERS = ("adam", "sgd")
 """The local optimizers a task may ask for (keras.optimizers by these names)."""
 
@@ -29,16 +31,16 @@ class TrainingOutcome:
     metrics: dict[str, float]
 
 
-def training_options(settings: Mapping[str, object]) -> dict[str, object]:
+def training_options(settings: TaskSettings) -> dict[str, object]:
     """``train_contribution``'s keyword arguments from a task's settings (task.json). A task
-    packaged before settings named an optimizer or a round trains with Adam, no proximal term."""
-    round_settings = dict(settings.get("round") or {})  # type: ignore[call-overload]
+    packaged before settings named an optimizer or a round trains with Adam, no proximal term
+    (TaskSettings' defaults)."""
     return {
-        "epochs": settings["epochs"],
-        "batch_size": settings["batch_size"],
-        "learning_rate": settings["learning_rate"],
-        "optimizer": settings.get("optimizer", "adam"),
-        "proximal_mu": float(round_settings.get("proximal_mu", 0.0)),
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate,
+        "optimizer": settings.optimizer,
+        "proximal_mu": settings.round.proximal_mu,
     }
 
 

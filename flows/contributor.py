@@ -71,11 +71,11 @@ def contribute(
     submission_id = steps.assign(market, worker, task.task_id)  # trusted this far: now pay
     settings = inputs.settings
     x, y = steps.load_shard(
-        settings["data"], contributor.shard_index, contributor.cache_dir, contributor.local_data
+        settings.data, contributor.shard_index, contributor.cache_dir, contributor.local_data
     )
     attacker = contributor.attack  # demos only: a simulated attacker (decentralml.attacks)
     outcome = steps.train(
-        settings["model"],
+        settings.model,
         inputs.global_tensors,
         x,
         attacker.labels(y) if attacker else y,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from decentralml.attacks import INFLATED_CLAIM, Attack, tamper
-from decentralml.cli import main
 from decentralml.config import parse_config
 from decentralml.errors import ConfigError
 from decentralml.training import TrainingOutcome
+from decentralml_cli import main
 from tests.helpers import small_config
 
 GLOBAL = {"w": np.ones((4, 3), np.float32), "b": np.zeros(3, np.float32)}

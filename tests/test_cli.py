@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from decentralml import cli
+import decentralml_cli as cli
 from decentralml.accounts import contributor_dev_keypair
-from decentralml.cli import _config, build_parser, main
+from decentralml_cli import _config, build_parser, main
 from tests.helpers import ROOT, small_config, write_config
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"}
     return subprocess.run(
-        [sys.executable, "-m", "decentralml.cli", *args],
+        [sys.executable, "-m", "decentralml_cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -83,7 +83,7 @@ def test_creator_and_contributor_in_separate_processes(tmp_path):
         [
             sys.executable,
             "-m",
-            "decentralml.cli",
+            "decentralml_cli",
             "contribute",
             "--config",
             str(path),

@@ -47,7 +47,7 @@ def store(tmp_path: Path) -> ArtifactStore:
 
 def _trainable(market: EmbeddedMarketplace, store: ArtifactStore, name: str, epochs: int) -> int:
     """A real task: the contributor package, the seed model's weights, ``epochs`` local epochs."""
-    settings = task_settings(RunConfig(training=TrainingConfig(epochs=epochs)))
+    settings = task_settings(RunConfig(training=TrainingConfig(epochs=epochs))).dump()
     weights = encode(model_tensors(build_model("mnist_mlp")))
     return _publish(
         market, store, name, settings=settings, global_bytes=weights,
@@ -172,7 +172,7 @@ def test_the_agent_ends_completed_after_its_idle_timeout(tmp_path: Path, prefect
 def _cli(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen(
-        [sys.executable, "-m", "decentralml.cli", *args],
+        [sys.executable, "-m", "decentralml_cli", *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -207,7 +207,7 @@ def test_the_cli_gives_prefects_ephemeral_server_time_to_start_on_a_cold_machine
     its settings, and keeps a value the user set."""
     show = (
         "import sys\n"
-        "from decentralml.cli import main\n"
+        "from decentralml_cli import main\n"
         "main(['tasks', '--marketplace', sys.argv[1]])\n"
         "from prefect.settings import get_current_settings\n"
         "print('timeout', get_current_settings().server.ephemeral.startup_timeout_seconds)\n"

@@ -56,7 +56,7 @@ def _publish(
     ``spec_fields``: more TaskSpec fields (model, epochs, ...)."""
     keypair = dev_keypair(creator)
     market.fund(keypair.ss58_address, pays_amount)
-    settings = settings or task_settings(RunConfig())
+    settings = settings or task_settings(RunConfig()).dump()
     package = build_package(DEFAULT_ASSETS, settings)
     assets = store.put(store.url_for(name, "assets.tar.gz"), package)
     weights = global_bytes or encode({"000.kernel": np.zeros((2, 2), np.float32)})
@@ -160,13 +160,16 @@ def test_bad_tasks_are_skipped_before_assigning_and_the_agent_keeps_working(
     caplog: pytest.LogCaptureFixture,
     prefect_harness,
 ) -> None:
-    unknown_model = {**task_settings(RunConfig()), "model": "resnet_9000"}
+    unknown_model = {**task_settings(RunConfig()).dump(), "model": "resnet_9000"}
     tasks = {
         "broken": _publish(market, store, "broken"),
         "unknown-model": _publish(market, store, "unknown-model", settings=unknown_model),
         "not-weights": _publish(market, store, "not-weights", global_bytes=b"\x10" + b"\x00" * 15),
         "huge-epochs": _publish(
-            market, store, "huge-epochs", settings={**task_settings(RunConfig()), "epochs": 10**6}
+            market,
+            store,
+            "huge-epochs",
+            settings={**task_settings(RunConfig()).dump(), "epochs": 10**6},
         ),
     }
     worker = contributor_dev_keypair(0)

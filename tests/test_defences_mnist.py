@@ -48,7 +48,7 @@ def lab():
 
 def shards(partition: str, contributors: int = 10) -> list:
     config = parse_config({"contributors": contributors, "data": {"partition": partition}})
-    data = task_settings(config)["data"]
+    data = task_settings(config).data
     return [contributor_shard(data, i) for i in range(contributors)]
 
 

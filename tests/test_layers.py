@@ -2,7 +2,9 @@
 higher one, and flows and the CLI ask a marketplace what it can do (capability Protocols),
 never which backend it is.
 
-    flows/  tasks/  decentralml/cli.py        the story (Prefect) and the command line
+    decentralml_cli/                          the command line: starts flows
+        |
+    flows/  tasks/                            the story (Prefect)
         |
     decentralml/ (core: no Prefect)           creator, contributor, validation, strategies
         |
@@ -25,8 +27,7 @@ from decentralml.marketplace.substrate import SubstrateMarketplace
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "decentralml"
-CLI = CORE / "cli.py"
-"""Still inside the core package for now; it sits above flows (issue 9 moves it out)."""
+CLI = ROOT / "decentralml_cli"
 BACKEND_NAMES = {"embedded", "substrate"}
 
 
@@ -74,8 +75,13 @@ def test_chain_never_imports_the_marketplace() -> None:
 
 
 def test_the_core_never_imports_prefect_flows_or_tasks() -> None:
-    core = [p for p in sources(CORE) if p != CLI]
-    assert offenders(core, ("prefect", "prefect_dask", "flows", "tasks")) == []
+    above = ("prefect", "prefect_dask", "flows", "tasks", "decentralml_cli")
+    assert offenders(sources(CORE), above) == []
+
+
+def test_flows_and_tasks_never_import_the_cli() -> None:
+    below = sources(ROOT / "flows") + sources(ROOT / "tasks")
+    assert offenders(below, ("decentralml_cli",)) == []
 
 
 def test_marketplace_backends_never_import_the_layers_above() -> None:
@@ -101,7 +107,8 @@ def test_flows_and_tasks_never_branch_on_a_backend(folder: str) -> None:
 
 
 def test_the_cli_never_branches_on_a_backend() -> None:
-    assert list(_branches_on_a_backend(CLI)) == []
+    assert sources(CLI), "the CLI package moved: point CLI at it"
+    assert [line for path in sources(CLI) for line in _branches_on_a_backend(path)] == []
 
 
 def test_capabilities_are_declared_by_the_backends(tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ def test_cli_round_without_decisions_or_terminal_exits_2_with_one_line(tmp_path)
     path, _ = write_config(tmp_path, **{"task.validation_strategy": "ManualAccept"})
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     done = subprocess.run(
-        [sys.executable, "-m", "decentralml.cli", "round", "0", "--config", str(path)],
+        [sys.executable, "-m", "decentralml_cli", "round", "0", "--config", str(path)],
         cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2
@@ -293,7 +293,7 @@ def test_without_an_answer_the_timeout_applies_the_default(rounds) -> None:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_cli_review_lists_metrics_writes_a_template_and_round_settles_it(rounds, capsys) -> None:
-    from decentralml.cli import main
+    from decentralml_cli import main
 
     path, tmp = rounds["path"], rounds["tmp"]
     task_id, (first, second) = rounds["tasks"][3]

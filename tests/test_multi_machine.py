@@ -122,7 +122,7 @@ def _stranger_env(home: Path, market_path: Path, key: str) -> dict[str, str]:
 def _start_contributor(folder: Path, env: dict, index: int) -> subprocess.Popen:
     folder.mkdir()
     return subprocess.Popen(
-        [sys.executable, "-m", "decentralml.cli", "contribute", "--index", str(index),
+        [sys.executable, "-m", "decentralml_cli", "contribute", "--index", str(index),
          "--max-tasks", "1"],
         cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -37,7 +37,7 @@ def creator_process(path, crash_at: str | None) -> subprocess.CompletedProcess:
     env.pop("DECENTRALML_CRASH_AT", None)
     if crash_at:
         env["DECENTRALML_CRASH_AT"] = crash_at
-    command = [sys.executable, "-m", "decentralml.cli", "train", "--config", str(path)]
+    command = [sys.executable, "-m", "decentralml_cli", "train", "--config", str(path)]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 

@@ -106,7 +106,7 @@ def test_a_contributor_without_storage_config_uses_the_endpoint_on_the_record(
 
 def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "decentralml.cli", *args],
+        [sys.executable, "-m", "decentralml_cli", *args],
         cwd=cwd,
         env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from decentralml.cli import main
 from decentralml.config import RunConfig, parse_config
+from decentralml_cli import main
 from tests.chain_fixture import free_port
 from tests.helpers import ROOT, small_config, write_config
 

@@ -153,7 +153,7 @@ def test_a_failed_install_is_retried_from_scratch_and_the_venv_holds_the_wheel(
 ) -> None:
     wheel = project_wheel(ROOT, ROOT / ".cache" / "wheels")
     package_dir = tmp_path / "package"
-    settings = task_settings(RunConfig())
+    settings = task_settings(RunConfig()).dump()
     unpack_package(build_package(PACKAGE_ASSETS, settings, (wheel,)), package_dir)
     venv = package_dir / ".venv"
     stale = venv / "bin" / "python"  # a half-made venv an older start_task.sh left behind

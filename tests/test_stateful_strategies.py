@@ -35,6 +35,7 @@ from decentralml.strategies import (
     NothingToAggregate,
     get_strategy,
 )
+from decentralml.task_settings import TaskSettings
 from decentralml.training import training_options
 from decentralml.weights import decode, encode
 
@@ -269,8 +270,10 @@ def test_mu_and_the_optimizer_travel_in_the_task_package(tmp_path: Path) -> None
         }
     )
     round_settings = get_strategy(config.strategy).configure_round(1)
-    package = build_package(DEFAULT_ASSETS, task_settings(config, round_settings=round_settings))
-    settings = unpack_package(package, tmp_path / "unpacked")
+    package = build_package(
+        DEFAULT_ASSETS, task_settings(config, round_settings=round_settings).dump()
+    )
+    settings = TaskSettings.parse(unpack_package(package, tmp_path / "unpacked"))
     options = training_options(settings)
     assert (options["optimizer"], options["learning_rate"], options["proximal_mu"]) == (
         "sgd",
@@ -284,10 +287,9 @@ def test_mu_and_the_optimizer_travel_in_the_task_package(tmp_path: Path) -> None
 
 
 def test_a_package_without_round_settings_trains_as_before() -> None:
-    settings = {
-        k: v for k, v in task_settings(RunConfig()).items() if k not in ("optimizer", "round")
-    }
-    options = training_options(settings)
+    raw = task_settings(RunConfig()).dump()
+    settings = {k: v for k, v in raw.items() if k not in ("optimizer", "round")}
+    options = training_options(TaskSettings.parse(settings))
     assert (options["optimizer"], options["proximal_mu"]) == ("adam", 0.0)
 
 
@@ -295,6 +297,7 @@ def test_a_package_without_round_settings_trains_as_before() -> None:
     ("change", "problem"),
     [
         ({"round": {"proximal_mu": 11}}, "proximal_mu 11 is not in [0, 10]"),
+        ({"round": {"proximal_mu": True}}, "proximal_mu True is not in [0, 10]"),
         ({"round": {"proximal_mu": -0.1}}, "proximal_mu -0.1 is not in [0, 10]"),
         ({"round": {"proximal_mu": "1"}}, "proximal_mu '1' is not in [0, 10]"),
         ({"round": {"clip": 1}}, "round settings ['clip'] are not known to this contributor"),
@@ -303,10 +306,10 @@ def test_a_package_without_round_settings_trains_as_before() -> None:
     ],
 )
 def test_a_contributor_refuses_round_settings_it_cannot_follow(change: dict, problem: str) -> None:
-    settings = {**task_settings(RunConfig()), **change}
+    settings = {**task_settings(RunConfig()).dump(), **change}
     with pytest.raises(TaskRefused) as refused:
         check_inputs(TaskInputs(settings, dict(G0), Path(".")), 0)
-    assert problem in str(refused.value)
+    assert problem in str(refused.value) and len(str(refused.value).splitlines()) == 1
 
 
 # --- FedProx in a real local training --------------------------------------------------------
@@ -322,10 +325,11 @@ def _contributor_training(
 
     config = parse_config({"strategy": strategy, "contributors": 30, "training": {"epochs": 1}})
     round_settings = get_strategy(config.strategy).configure_round(1)
-    package = build_package(DEFAULT_ASSETS, task_settings(config, round_settings=round_settings))
-    inputs = TaskInputs(
-        unpack_package(package, tmp_path / strategy["name"]), global_tensors, tmp_path
+    package = build_package(
+        DEFAULT_ASSETS, task_settings(config, round_settings=round_settings).dump()
     )
+    raw = unpack_package(package, tmp_path / strategy["name"])
+    inputs = TaskInputs(raw, global_tensors, tmp_path)
     check_inputs(inputs, 0)
     options = training_options(inputs.settings)
     outcome = train_contribution("mnist_mlp", global_tensors, x, y, **options, seed=3)
@@ -344,7 +348,7 @@ def test_a_fedprox_contributor_receives_mu_and_its_update_is_shorter(tmp_path: P
 
     keras.utils.set_random_seed(1)
     g = model_tensors(build_model("mnist_mlp"))
-    x, y = contributor_shard(task_settings(parse_config({"contributors": 30}))["data"], 0)
+    x, y = contributor_shard(task_settings(parse_config({"contributors": 30})).data, 0)
     plain, no_mu = _contributor_training(tmp_path, {"name": "fedavg"}, g, x, y)
     proximal, mu = _contributor_training(tmp_path, {"name": "fedprox", "proximal_mu": 1.0}, g, x, y)
     assert (no_mu, mu) == (0.0, 1.0)

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from decentralml import workloads
-from decentralml.cli import main
 from decentralml.config import parse_config
 from decentralml.errors import ConfigError, DataError, TaskRefused
 from decentralml.workloads import DataSpec
 from decentralml.workloads.architecture import describe, rebuild
 from decentralml.workloads.local_data import load_local_data
+from decentralml_cli import main
 from tests.helpers import small_config, write_config
 
 MNIST_SPEC = DataSpec((28, 28), "uint8", tuple(range(10)))
@@ -70,14 +70,14 @@ def test_breast_cancer_data_is_standardized_with_the_creators_own_numbers() -> N
     from decentralml.creator import task_settings
 
     config = parse_config({"workload": "breast_cancer", "data": {"holdout_examples": 100}})
-    data = task_settings(config)["data"]
-    assert data["source"] == "breast_cancer"
-    assert data["spec"] == {"input_shape": [30], "dtype": "float64", "labels": [0, 1]}
+    data = task_settings(config).data
+    assert data.source == "breast_cancer"
+    assert data.spec == DataSpec((30,), "float64", (0, 1))
     from decentralml.data.federated import contributor_shard, creator_holdout
 
-    x_held, _ = creator_holdout(100, config.data.seed, None, "breast_cancer", data["preprocessing"])
+    x_held, _ = creator_holdout(100, config.data.seed, None, "breast_cancer", data.preprocessing)
     np.testing.assert_allclose(x_held.mean(axis=0), 0, atol=1e-5)  # fitted on this split
-    x_shard, y_shard = contributor_shard({**data, "num_partitions": 5}, 0)
+    x_shard, y_shard = contributor_shard(data.model_copy(update={"num_partitions": 5}), 0)
     assert x_shard.dtype == np.float32 and set(np.unique(y_shard)) == {0, 1}
     assert np.abs(x_shard.mean()) < 0.5  # same scaler: the shard is standardized too
 
@@ -158,7 +158,7 @@ def test_an_architecture_rebuilds_with_the_same_layout_and_from_logits() -> None
 
     model = workloads.get("mnist_cnn").build_model(0.001)
     settings = describe(model)
-    rebuilt = rebuild(settings, 0.01)
+    rebuilt = rebuild(**settings, learning_rate=0.01)
     assert layout_of(model_tensors(rebuilt)) == layout_of(model_tensors(model))
     assert describe(_small_model())["from_logits"] is True
 
@@ -168,7 +168,7 @@ def test_a_lambda_layer_is_refused_before_keras_reads_it() -> None:
 
     settings = describe(_small_model(keras.layers.Lambda(lambda x: x * 2)))
     with pytest.raises(TaskRefused, match=r"^task model architecture refused: a Lambda layer"):
-        rebuild(settings, 0.001)
+        rebuild(**settings, learning_rate=0.001)
 
 
 def test_custom_objects_and_a_renamed_architecture_are_refused() -> None:
@@ -179,16 +179,16 @@ def test_custom_objects_and_a_renamed_architecture_are_refused() -> None:
     tree["config"]["layers"][1]["module"] = "evil.layers"
     evil = json.dumps(tree)
     with pytest.raises(TaskRefused, match="does not match its architecture's digest"):
-        rebuild({**settings, "architecture": evil}, 0.001)
+        rebuild(**{**settings, "architecture": evil}, learning_rate=0.001)
     from decentralml.workloads.architecture import architecture_name
 
     renamed = {**settings, "architecture": evil, "model": architecture_name(evil)}
     with pytest.raises(TaskRefused, match=r"unknown custom object 'Dense' from module 'evil\.l"):
-        rebuild(renamed, 0.001)
+        rebuild(**renamed, learning_rate=0.001)
     tree["config"]["layers"][1].update(module="keras.layers", class_name="NoSuchLayer")
     unknown = json.dumps(tree)
     with pytest.raises(TaskRefused, match="cannot be rebuilt safely"):
-        rebuild({**settings, "architecture": unknown, "model": architecture_name(unknown)}, 0.1)
+        rebuild(architecture_name(unknown), unknown, False, 0.1)
 
 
 # --- training --------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_each_built_in_model_builds_and_one_step_lowers_its_loss(name: str) -> N
 
 @pytest.mark.slow
 def test_the_breast_cancer_demo_runs_end_to_end(tmp_path, prefect_harness) -> None:
-    from decentralml.cli import _workload_overrides
+    from decentralml_cli import _workload_overrides
     from flows.demo import run_demo
 
     overrides = {

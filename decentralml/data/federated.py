@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from decentralml.data.partition import partition_indices
 from decentralml.workloads.base import prepare
+
+if TYPE_CHECKING:
+    from decentralml.task_settings import DataSettings
 
 Split = tuple[NDArray[np.float32], NDArray[np.integer]]
 
@@ -39,40 +43,37 @@ def _prepare(x: np.ndarray, source: str, preprocessing: Mapping[str, object] | N
     """Model input: the given preprocessing, else the dataset's default (MNIST: x / 255)."""
     from decentralml.workloads import task_preprocessing
 
-    return prepare(x, task_preprocessing({"source": source, "preprocessing": preprocessing}))
+    return prepare(x, task_preprocessing(source, preprocessing))
 
 
-def contributor_shard(
-    data: Mapping[str, object], index: int, cache_dir: Path | str | None = None
-) -> Split:
+def contributor_shard(data: DataSettings, index: int, cache_dir: Path | str | None = None) -> Split:
     """Contributor ``index``'s examples under the task's data settings (task.json "data")."""
-    source = str(data.get("source", "mnist"))
-    (x_train, y_train), _ = _raw(source, cache_dir)
+    (x_train, y_train), _ = _raw(data.source, cache_dir)
     parts = _partitions(data, y_train)
     if not 0 <= index < len(parts):
         raise ValueError(f"index={index} is out of range for num_partitions={len(parts)}")
     chosen = parts[index]
-    return _prepare(x_train[chosen], source, data.get("preprocessing")), y_train[chosen]  # type: ignore[arg-type]
+    return _prepare(x_train[chosen], data.source, data.preprocessing), y_train[chosen]
 
 
-def largest_shard(data: Mapping[str, object], cache_dir: Path | str | None = None) -> int:
+def largest_shard(data: DataSettings, cache_dir: Path | str | None = None) -> int:
     """The most examples any contributor holds under the task's data settings: the creator
     provides the shards, so a claim above this is a lie (validation.screen refuses it)."""
-    (_, y_train), _ = _raw(str(data.get("source", "mnist")), cache_dir)
+    (_, y_train), _ = _raw(data.source, cache_dir)
     return max(len(part) for part in _partitions(data, y_train))
 
 
-def _partitions(data: Mapping[str, object], y_train: np.ndarray) -> list[np.ndarray]:
+def _partitions(data: DataSettings, y_train: np.ndarray) -> list[np.ndarray]:
     """Every contributor's training indices: the pool left after the creator's holdout,
     partitioned as the task says."""
-    _, pool = holdout_and_pool(len(y_train), int(data["holdout_examples"]), int(data["seed"]))
+    _, pool = holdout_and_pool(len(y_train), data.holdout_examples, data.seed)
     parts = partition_indices(
         y_train[pool],
-        int(data["num_partitions"]),
-        str(data["partition"]),
-        int(data["seed"]),
-        classes_per_partition=int(data["classes_per_contributor"]),
-        alpha=float(data["alpha"]),
+        data.num_partitions,
+        data.partition,
+        data.seed,
+        classes_per_partition=data.classes_per_contributor,
+        alpha=data.alpha,
     )
     return [pool[part] for part in parts]
 

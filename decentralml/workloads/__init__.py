@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from decentralml import models
 from decentralml.errors import ConfigError, TaskRefused
@@ -23,6 +24,9 @@ from decentralml.workloads import breast_cancer, mnist_cnn, mnist_mlp
 from decentralml.workloads.architecture import describe, rebuild
 from decentralml.workloads.base import Dataset, DataSpec, Preprocessing, Split, Workload, prepare
 from decentralml.workloads.local_data import load_local_data
+
+if TYPE_CHECKING:
+    from decentralml.task_settings import DataSettings, TaskSettings
 
 __all__ = [
     "DataSpec",
@@ -149,13 +153,13 @@ def _described(name: str, learning_rate: float) -> Mapping[str, object]:
     return describe(get(name).build_model(learning_rate))
 
 
-def register_architecture(settings: Mapping[str, object]) -> None:
+def register_architecture(settings: TaskSettings) -> None:
     """Make a task's architecture description buildable by its (content-addressed) model name,
     refusing code and custom objects (TaskRefused, one line)."""
-    name = str(settings.get("model"))
-    rebuild(settings, 0.001)  # refuses before anything is registered
-    if name not in models.available_models():
-        models.register(name)(lambda rate: rebuild(settings, rate))
+    described = (settings.model, settings.architecture, settings.from_logits)
+    rebuild(*described, 0.001)  # refuses before anything is registered
+    if settings.model not in models.available_models():
+        models.register(settings.model)(lambda rate: rebuild(*described, rate))
 
 
 def data_settings(
@@ -183,21 +187,18 @@ def creator_preprocessing(
     return data.fit_preprocessing(x_train[held])
 
 
-def task_preprocessing(data: Mapping[str, object]) -> Preprocessing:
+def task_preprocessing(source: str, preprocessing: Mapping[str, object] | None) -> Preprocessing:
     """The preprocessing a task's data settings name; a task from before workloads (no
     ``preprocessing``) used its dataset's default (MNIST: x / 255)."""
-    found = data.get("preprocessing")
-    if isinstance(found, Mapping):
-        return dict(found)
-    return dict(dataset(str(data.get("source", "mnist"))).preprocessing)
+    if preprocessing is not None:
+        return dict(preprocessing)
+    return dict(dataset(source).preprocessing)
 
 
-def local_split(path: str | Path, data: Mapping[str, object]) -> Split:
+def local_split(path: str | Path, data: DataSettings) -> Split:
     """A contributor's own file as model input: checked against the task's spec (DataError,
     one line), then preprocessed as the task says."""
-    try:
-        spec = DataSpec.from_settings(data.get("spec"))
-    except ValueError as error:
-        raise TaskRefused(f"task data settings refused: {error}") from None
-    x, y = load_local_data(path, spec)
-    return prepare(x, task_preprocessing(data)), y
+    if data.spec is None:
+        raise TaskRefused("task data settings refused: data spec is missing")
+    x, y = load_local_data(path, data.spec)
+    return prepare(x, task_preprocessing(data.source, data.preprocessing)), y

@@ -40,13 +40,15 @@ def describe(model: keras.Model) -> dict[str, object]:
     }
 
 
-def rebuild(settings: Mapping[str, object], learning_rate: float) -> keras.Model:
-    """The compiled model an architecture description names; TaskRefused (one line) for a
-    description that is not JSON, names the wrong content, or holds code or custom objects."""
-    architecture = settings.get("architecture")
+def rebuild(
+    model: str, architecture: str | None, from_logits: bool, learning_rate: float
+) -> keras.Model:
+    """The compiled model an architecture description (the task settings' ``model``,
+    ``architecture``, ``from_logits``) names; TaskRefused (one line) for a description that is
+    not JSON, names the wrong content, or holds code or custom objects."""
     if not isinstance(architecture, str):
         raise TaskRefused("task model architecture is not a JSON string")
-    if settings.get("model") != architecture_name(architecture):
+    if model != architecture_name(architecture):
         raise TaskRefused("task model name does not match its architecture's digest")
     try:
         tree = json.loads(architecture)
@@ -56,7 +58,7 @@ def rebuild(settings: Mapping[str, object], learning_rate: float) -> keras.Model
         refusal = _refusal(node)
         if refusal:
             raise TaskRefused(f"task model architecture refused: {refusal}")
-    return _compiled(architecture, bool(settings.get("from_logits", False)), learning_rate)
+    return _compiled(architecture, from_logits, learning_rate)
 
 
 def _configs(node: object) -> Iterator[Mapping[str, object]]:

@@ -12,6 +12,7 @@ import secrets
 import string
 import sys
 import tempfile
+from functools import cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,22 +34,29 @@ from decentralml.errors import DecentralMLError
 from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
 from decentralml.storage import sha256_hex
+from decentralml.task_settings import TaskSettings
 from decentralml.training import TrainingOutcome, train_contribution, training_options
 from decentralml.weights import decode, encode
 from decentralml.workloads import register_architecture
 
 
+@cache
+def task_settings() -> TaskSettings:
+    """settings.py's task.json, parsed and bounded (TaskRefused, one line, for a bad file)."""
+    return TaskSettings.parse(settings.SETTINGS)
+
+
 def load_data(shard_index: int):
     """This contributor's shard of the training set, and the test set (preprocessed as the
     task says: MNIST x / 255, the breast-cancer table standardized)."""
-    source, preprocessing = settings.DATA.get("source", "mnist"), settings.DATA.get("preprocessing")
-    return contributor_shard(settings.DATA, shard_index), test_split(None, source, preprocessing)
+    data = task_settings().data
+    return contributor_shard(data, shard_index), test_split(None, data.source, data.preprocessing)
 
 
 def load_model(weights_path: str | Path):
     """The creator's model, compiled, with the global weights from a safetensors file."""
-    if "architecture" in settings.ALL:  # a creator's own model: rebuilt without its code
-        register_architecture(settings.ALL)
+    if task_settings().architecture is not None:  # a creator's own model: rebuilt, no code
+        register_architecture(task_settings())
     model = build_model(settings.MODEL_NAME, settings.LEARNING_RATE)
     set_model_tensors(model, decode(Path(weights_path).read_bytes()))
     return model
@@ -97,15 +105,15 @@ def contribute(argv: list[str] | None = None) -> int:
     submission_id = assign(market, worker, task.task_id)
     with tempfile.TemporaryDirectory() as workdir:
         inputs = fetch_inputs(store, task, Path(workdir))
-    if "architecture" in settings.ALL:
-        register_architecture(settings.ALL)
+    if task_settings().architecture is not None:
+        register_architecture(task_settings())
     (x, y), (x_test, y_test) = load_data(args.shard_index)
     outcome: TrainingOutcome = train_contribution(
         settings.MODEL_NAME,
         inputs.global_tensors,
         x,
         y,
-        **training_options(settings.SETTINGS),
+        **training_options(task_settings()),
     )
     model = build_model(settings.MODEL_NAME, settings.LEARNING_RATE)
     set_model_tensors(model, outcome.tensors)

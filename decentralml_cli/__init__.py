@@ -1,5 +1,9 @@
 """The `decentralml` command: demo, creator, contributor and inspection commands.
 
+It sits above the flows (it starts them), so it lives outside the core package ``decentralml``,
+which imports no Prefect, flows or tasks (tests/test_layers.py); ``python -m decentralml_cli``
+runs it like the installed ``decentralml`` script.
+
 Flows are imported lazily inside commands, after the config is loaded and checked: listing
 tasks or balances must not pay for TensorFlow and Prefect start-up, and a bad config is
 refused before either starts. A config problem (or any refusal this package raises on
@@ -489,7 +493,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports it
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The task's training settings, one typed model on both sides of the package (task.json).
+
+The creator builds a ``TaskSettings`` and writes ``dump()`` into the contributor package; the
+contributor reads the file back with ``TaskSettings.parse`` and from then on uses attributes.
+Anyone can publish a task, so for a contributor task.json is untrusted input: every field it
+trains with is typed (strict: no ``"3"`` for 3, no ``true`` for 1) and bounded, and a bad file
+is refused with one line naming each wrong field (TaskRefused, before any slot is paid).
+
+Unknown keys: ignored (and logged) at the top level and in ``data``, refused in ``round``.
+Older packages carry keys since dropped and newer creators add descriptive ones (``metric``);
+neither changes how the contributor trains, and an older package must stay readable. A
+``round`` key is different: it is an instruction from the round's strategy
+(``Strategy.configure_round``, e.g. FedProx's mu) that the aggregation counts on, so
+training while ignoring one would be silently wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails
+
+from decentralml.errors import DecentralMLError, TaskRefused
+from decentralml.strategies.fedprox import MAX_PROXIMAL_MU
+from decentralml.training import OPTIMIZERS
+from decentralml.workloads.base import DataSpec
+
+log = logging.getLogger(__name__)
+
+MAX_EPOCHS = 100
+MAX_BATCH_SIZE = 65_536
+MAX_PARTITIONS = 10_000
+PARTITIONS = ("iid", "shards", "dirichlet")
+
+
+def _one_of(allowed: tuple[str, ...]) -> AfterValidator:
+    """Membership in a tuple read at validation time, so a new optimizer or partition added
+    to its tuple is accepted without touching this module."""
+
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"not one of {list(allowed)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _spec(value: object) -> DataSpec:
+    return value if isinstance(value, DataSpec) else DataSpec.from_settings(value)
+
+
+# ``description`` is the field's domain: the refusal says "<field> <value> is not <domain>".
+SpecField = Annotated[DataSpec, PlainValidator(_spec), PlainSerializer(DataSpec.to_settings)]
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+
+class RoundSettings(_Settings):
+    """What the round's strategy asks of the local training beyond the task's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proximal_mu: float = Field(
+        0.0, ge=0, le=MAX_PROXIMAL_MU, description=f"in [0, {MAX_PROXIMAL_MU:g}]"
+    )
+
+
+class DataSettings(_Settings):
+    """Which data the contributor trains on: the dataset (``source``) and how its training
+    pool is split into contributors' shards, the spec a contributor's own data must meet and
+    the preprocessing (data, never code). A task from before workloads has no source
+    (MNIST), spec or preprocessing (the dataset's default)."""
+
+    source: str = "mnist"
+    spec: SpecField | None = None
+    preprocessing: dict[str, Any] | None = None
+    partition: Annotated[str, _one_of(PARTITIONS)] = Field(description=f"one of {list(PARTITIONS)}")
+    num_partitions: int = Field(ge=1, le=MAX_PARTITIONS, description=f"1..{MAX_PARTITIONS}")
+    classes_per_contributor: int = Field(ge=1, description="a positive int")
+    alpha: float = Field(gt=0, description="a positive number")
+    seed: int
+    holdout_examples: int = Field(ge=0, description="a non-negative int")
+    max_examples: int | None = Field(None, ge=1, description="a positive int")
+
+
+class TaskSettings(_Settings):
+    """What a contributor must know to train, as task.json carries it.
+
+    ``model`` is a built-in model's name or, for a creator's own model, the content address
+    of ``architecture`` (a Keras description, decentralml.workloads.architecture);
+    ``metric`` is the workload's primary metric, for the record."""
+
+    model: str = Field(description="a model name")
+    architecture: str | None = None
+    from_logits: bool = False
+    metric: str = "accuracy"
+    epochs: int = Field(ge=1, le=MAX_EPOCHS, description=f"1..{MAX_EPOCHS}")
+    batch_size: int = Field(ge=1, le=MAX_BATCH_SIZE, description=f"1..{MAX_BATCH_SIZE}")
+    learning_rate: float = Field(gt=0, lt=1, description="in (0, 1)")
+    optimizer: Annotated[str, _one_of(OPTIMIZERS)] = Field(
+        "adam", description=f"one of {list(OPTIMIZERS)}"
+    )
+    round: RoundSettings = RoundSettings()
+    data: DataSettings
+
+    @classmethod
+    def parse(
+        cls, raw: Mapping[str, object], error: type[DecentralMLError] = TaskRefused
+    ) -> TaskSettings:
+        """The settings in ``raw`` (task.json's object), or ``error`` with one line naming
+        every wrong field. Unknown top-level and data keys are logged, then ignored."""
+        try:
+            settings = cls.model_validate(raw)
+        except ValidationError as invalid:
+            raise error(f"task settings refused: {'; '.join(problems(invalid))}") from None
+        ignored = sorted(set(raw) - set(cls.model_fields))
+        data = raw.get("data")
+        if isinstance(data, Mapping):
+            ignored += [f"data.{k}" for k in sorted(set(data) - set(DataSettings.model_fields))]
+        if ignored:
+            log.info("task settings: ignoring keys this version does not know: %s", ignored)
+        return settings
+
+    def dump(self) -> dict[str, object]:
+        """task.json's object. Unset optional fields are left out, as packages always wrote
+        them: a contributor of an older version then reads the file as before."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def problems(invalid: ValidationError) -> list[str]:
+    """One phrase per wrong field, in the contributor's words; unknown round keys together."""
+    found: list[str] = []
+    unknown: dict[str, list[str]] = {}
+    for error in invalid.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            parent, _, key = where.rpartition(".")
+            unknown.setdefault(parent, []).append(key)
+        else:
+            found.append(_phrase(where, error))
+    found += [
+        f"{parent} settings {sorted(keys)} are not known to this contributor"
+        for parent, keys in unknown.items()
+    ]
+    return found
+
+
+def _phrase(where: str, error: ErrorDetails) -> str:
+    value = error.get("input")
+    if error["type"] == "missing":
+        return f"{where} settings are missing" if where == "data" else f"{where} is missing"
+    if error["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{where} settings {value!r} are not a mapping"
+    domain = _domain(where)
+    if domain:
+        return f"{where} {value!r} is not {domain}"
+    if error["type"] == "value_error":  # a validator's own sentence (the data spec's)
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    return f"{where} {value!r}: {error['msg']}"
+
+
+def _domain(where: str) -> str | None:
+    model: type[BaseModel] | None = TaskSettings
+    description = None
+    for part in where.split("."):
+        field = model.model_fields.get(part) if model else None
+        if field is None:
+            return None
+        description = field.description
+        annotation = field.annotation
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    return description
