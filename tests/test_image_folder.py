@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 from decentralml import workloads
-from decentralml.cli import main
 from decentralml.errors import DataError
+from decentralml.task_settings import DataSettings
 from decentralml.workloads import DataSpec
 from decentralml.workloads.local_data import load_local_data, read_local_data
+from decentralml_cli import main
 from tests.helpers import write_config
 
 MNIST_SPEC = workloads.get("mnist_mlp").dataset.spec
@@ -75,7 +76,9 @@ def test_a_colour_task_gets_rgb_and_a_channel_axis_is_kept(tmp_path) -> None:
 def test_the_task_preprocesses_folder_images_like_its_own_data(digits) -> None:
     root, images, _ = digits
     data = workloads.data_settings(workloads.get("mnist_mlp"), 10, 0, None)
-    x, y = workloads.local_split(root, data)
+    partitions = {"partition": "iid", "num_partitions": 1, "classes_per_contributor": 2}
+    settings = {**data, **partitions, "alpha": 0.5, "seed": 0, "holdout_examples": 10}
+    x, y = workloads.local_split(root, DataSettings.model_validate(settings))
     assert x.dtype == np.float32 and np.allclose(x, images / 255.0) and len(y) == 4
 
 

@@ -93,7 +93,7 @@ def test_the_cli_lists_published_and_broken_workloads_and_refuses_a_broken_one(
     """In a fresh process, as a user runs it: the listing goes on past broken entry points,
     and naming a broken one is one line and exit status 2, no traceback."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(distribution), str(ROOT)])}
-    command = [sys.executable, "-m", "decentralml.cli"]
+    command = [sys.executable, "-m", "decentralml_cli"]
     listed = subprocess.run([*command, "workloads"], env=env, capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
