@@ -77,7 +77,8 @@ def announce_settled(run: str, report: RoundReport, parameters: dict) -> None:
         payload={
             "round": report.round_number,
             "task_id": report.task_id,
-            "accuracy": report.accuracy,
+            "metric_name": report.metric_name,
+            "metric": report.metric,
             "parameters": parameters,
         },
     )

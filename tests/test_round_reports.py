@@ -113,7 +113,7 @@ def client(training):
 
 def test_training_returns_every_report_though_a_round_was_underfilled(training):
     first, second = training["reports"]
-    assert len(first.accepted) == SLOTS and first.shortfall is None and first.accuracy > 0.8
+    assert len(first.accepted) == SLOTS and first.shortfall is None and first.metric > 0.8
     assert second.accepted == [] and second.shortfall == UNDERFILLED
     assert underfilled_rounds(training["reports"]) == [2]
     assert second.payments == dict.fromkeys(second.rejected, 0)
@@ -156,7 +156,7 @@ def test_round_summaries_say_how_each_round_ended(training, client):
 
 
 def test_training_chart_is_a_png_kept_as_a_history(training, client):
-    versions = _versions(client, f"{RUN}-accuracy-chart")
+    versions = _versions(client, f"{RUN}-metric-chart")
     assert len(versions) == 2  # one version per round, under one key
     [encoded] = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", versions[0].data)
     assert base64.b64decode(encoded).startswith(b"\x89PNG\r\n\x1a\n")

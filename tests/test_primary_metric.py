@@ -1,0 +1,120 @@
+"""Reports speak the workload's primary metric: a workload measured by AUC (defined here, as a
+creator would in its own module) gets tables, chart, CLI rows and summaries labelled "auc", and
+no "accuracy" anywhere. Pure builders from decentralml.reporting: no Prefect, no training."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from decentralml import workloads
+from decentralml.cli import print_round_table
+from decentralml.creator import RoundReview
+from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult, Verdict
+from decentralml.reporting import (
+    RoundReport,
+    chart_markdown,
+    metrics_chart,
+    round_row,
+    round_summary,
+    submission_rows,
+    training_summary,
+)
+from decentralml.workloads.base import Workload
+from decentralml.workloads.breast_cancer import BREAST_CANCER
+
+
+def _build(learning_rate: float):
+    """A tiny logistic model for the tumour table (never built here: the reports need only
+    the workload's declared metric)."""
+    import keras
+
+    model = keras.Sequential([keras.Input(shape=(30,)), keras.layers.Dense(2)])
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+AUC_WORKLOAD = Workload(
+    name="tumour_auc",
+    model="logistic regression on the tumour table, ranked by AUC",
+    dataset=BREAST_CANCER,
+    build_model=_build,
+    primary_metric="auc",
+)
+WORKLOAD_NAME = f"{__name__}:AUC_WORKLOAD"  # what `workload:` in a creator's config would say
+
+
+def _evaluated(auc: float) -> dict[str, object]:
+    """What an evaluation of this workload returns: scalar metrics, the example count and the
+    per-class losses (only the scalar metrics belong in a report)."""
+    return {"auc": auc, "accuracy": auc - 0.1, "loss": 1 - auc, "examples": 114,
+            "class_loss": [0.2, 0.4]}  # fmt: skip
+
+
+def _report(round_number: int, auc: float) -> RoundReport:
+    metric = workloads.get(WORKLOAD_NAME).primary_metric  # as flows/creator.py reads it
+    return RoundReport.scored(
+        round_number, round_number - 1, metric, _evaluated(auc), accepted=[1], payments={1: 50}
+    )
+
+
+def test_the_report_carries_the_workloads_metric_and_every_scalar_metric():
+    report = _report(1, 0.93)
+    assert (report.metric_name, report.metric, report.loss) == ("auc", 0.93, 1 - 0.93)
+    assert report.metrics == {"auc": 0.93, "accuracy": 0.93 - 0.1, "loss": 1 - 0.93}
+
+
+def test_a_primary_metric_the_evaluation_did_not_compute_is_named():
+    with pytest.raises(ValueError, match=r"primary metric 'auc' is not among .*\(accuracy, loss\)"):
+        RoundReport.scored(1, 0, "auc", {"accuracy": 0.9, "loss": 0.3})
+
+
+def test_round_and_training_summaries_are_headed_by_the_metric():
+    reports = [_report(1, 0.81), _report(2, 0.93)]
+    summary = round_summary(reports[1])
+    assert "| test auc | test loss |" in summary and "| 0.9300 | 0.0700 |" in summary
+    training = training_summary("tumours", reports)
+    assert "| round | task | auc | loss |" in training
+    assert "| 2 | 1 | 0.9300 | 0.0700 |" in training and "Final test auc 0.9300." in training
+    assert "accuracy" not in summary + training
+
+
+def test_the_chart_plots_the_metric_under_its_name():
+    reports = [_report(1, 0.81), _report(2, 0.93)]
+    figure = metrics_chart(reports)
+    metric_axes, loss_axes = figure.axes
+    assert metric_axes.get_ylabel() == "test auc" and loss_axes.get_ylabel() == "test loss"
+    assert list(metric_axes.lines[0].get_ydata()) == [0.81, 0.93]
+    markdown = chart_markdown("tumours", b"png", "auc")
+    assert markdown.startswith("# Training tumours: test auc and loss per round")
+    assert re.search(r"!\[auc and loss\]\(data:image/png;base64,", markdown)
+
+
+def test_submission_rows_show_the_held_out_metric_by_name():
+    result = TaskResult("file:///r/1", "ab" * 32, 300, {"loss": 0.2})
+    submission = Submission(1, 0, "5" * 48, ResultSubmissionStatus.PendingValidation, 1, result)
+    review = RoundReview(
+        verdicts=[Verdict(1, True, "ok")], holdout={1: _evaluated(0.876543)}, counted={1: 300}
+    )
+    [row] = submission_rows([submission], review, {1: 50}, "auc")
+    assert row["holdout_auc"] == 0.8765 and row["holdout_loss"] == 0.1235
+    assert "holdout_accuracy" not in row
+
+
+def test_cli_rows_and_table_name_the_metric_and_keep_accuracy_for_old_readers(capsys):
+    row = round_row(_report(1, 0.93))
+    assert (row["metric_name"], row["metric"], row["accuracy"]) == ("auc", 0.93, 0.93 - 0.1)
+    assert row["metrics"] == _report(1, 0.93).metrics
+    only_auc = RoundReport.scored(1, 0, "auc", {"auc": 0.9, "loss": 0.1})
+    assert "accuracy" not in round_row(only_auc)  # no made-up accuracy
+    print_round_table([row])
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["round", "task", "auc"] and line.split()[:3] == [
+        "1",
+        "0",
+        "0.9300",
+    ]
