@@ -1,6 +1,7 @@
 """Reports speak the workload's primary metric: a workload measured by AUC (defined here, as a
-creator would in its own module) gets tables, chart, CLI rows and summaries labelled "auc", and
-no "accuracy" anywhere. Pure builders from decentralml.reporting: no Prefect, no training."""
+creator would in its own module) gets tables, chart, CLI rows, summaries and the ManualAccept
+reviewer's views labelled "auc", and no "accuracy" in them. Pure builders
+(decentralml.reporting, decentralml.validation.manual): no Prefect, no training."""
 
 from __future__ import annotations
 
@@ -20,6 +21,14 @@ from decentralml.reporting import (
     round_summary,
     submission_rows,
     training_summary,
+)
+from decentralml.validation.base import Candidate
+from decentralml.validation.manual import (
+    decisions_template,
+    prompt_decider,
+    review_markdown,
+    review_text,
+    summarize,
 )
 from decentralml.workloads.base import Workload
 from decentralml.workloads.breast_cancer import BREAST_CANCER
@@ -118,3 +127,21 @@ def test_cli_rows_and_table_name_the_metric_and_keep_accuracy_for_old_readers(ca
         "0",
         "0.9300",
     ]
+
+
+def test_the_reviewer_sees_the_held_out_metric_by_name(tmp_path):
+    """ManualAccept's form, terminal table, decisions template and prompt name the metric."""
+    result = TaskResult("file:///r/4", "cd" * 32, 120, {})
+    submission = Submission(4, 0, "5Worker4", ResultSubmissionStatus.PendingValidation, 1, result)
+    params = {"metric": workloads.get(WORKLOAD_NAME).primary_metric}  # as make_judge sets it
+    candidate = Candidate(submission, {}, lambda tensors: _evaluated(0.912345), params)
+    summary = summarize(candidate)
+    assert (summary.metric_name, summary.holdout_metric) == ("auc", 0.912345)
+    form = review_markdown(0, [summary], "reject")
+    assert "| held-out auc | held-out loss |" in form and "| 0.9123 | 0.0877 |" in form
+    assert review_text([summary]).split()[:4] == ["id", "examples", "auc", "loss"]
+    assert "held-out auc 0.9123, loss 0.0877" in decisions_template(0, [summary])
+    prompts: list[str] = []
+    prompt_decider(lambda text: prompts.append(text) or "y")(candidate)
+    assert "held-out auc 0.9123" in prompts[0]
+    assert "accuracy" not in form + review_text([summary]) + prompts[0]
