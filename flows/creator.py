@@ -37,7 +37,7 @@ from decentralml.crashpoints import crashpoint
 from decentralml.creator import close_open_tasks, shortfall
 from decentralml.errors import PendingResults
 from decentralml.reporting import RoundReport, submission_rows, underfilled_rounds
-from decentralml.session import CreatorSession, open_creator, open_session
+from decentralml.session import CreatorSession, open_creator
 from decentralml.validation import make_policy
 from flows.manual_review import FormReview
 from tasks import creator as steps
@@ -95,7 +95,7 @@ def run_round(
     policy = make_policy(config.task, decider, FormReview.for_task(config.task))  # ManualAccept
     round_start = dict(session.global_tensors)
     while True:  # once, unless a late result lands before the settlement: then judge it too
-        task = creator.market.get_task(task_id)
+        task = steps.read_task(creator.market, task_id)
         submissions = steps.pending_results(creator.market, task_id)
         review = steps.review(
             creator,
@@ -109,7 +109,7 @@ def run_round(
         )
         crashpoint("reviewed")
         kept = review.new_global if review.new_global is not None else round_start
-        metrics = session.set_global(kept)
+        metrics = steps.evaluate_global(session, kept)  # adopts them, scored on the test split
         state = session.strategy.state()  # the optimizer state goes beside the weights
         steps.checkpoint(creator, round_number, session.global_tensors, state)  # before paying
         crashpoint("checkpointed")
@@ -170,11 +170,11 @@ def train(
 ) -> list[RoundReport] | State:
     """Every remaining round of the run. An underfilled round does not stop the training;
     the run then ends Failed naming those rounds, with all the reports (see ``outcome``)."""
-    session = session or open_session(config)
+    session = session or steps.open_session(config)
     run = session.creator.run
     steps.settle_overdue(session.creator)  # results nobody judged in time are paid first
     progress = steps.find_progress(session.creator)
-    session.resume(progress)
+    steps.resume(session, progress)
     reports: list[RoundReport] = []
     with creator_tags(run):
         for round_number in range(progress.done_rounds + 1, config.rounds + 1):
