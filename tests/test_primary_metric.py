@@ -145,3 +145,16 @@ def test_the_reviewer_sees_the_held_out_metric_by_name(tmp_path):
     prompt_decider(lambda text: prompts.append(text) or "y")(candidate)
     assert "held-out auc 0.9123" in prompts[0]
     assert "accuracy" not in form + review_text([summary]) + prompts[0]
+
+
+def test_a_metric_the_evaluation_cannot_compute_is_refused_before_anything_runs(tmp_path, capsys):
+    """Reports read the primary metric after the round has paid: a workload naming one the
+    evaluation does not compute is one line at the config check, exit 2."""
+    from decentralml.cli import main
+    from tests.helpers import write_config
+
+    path, _ = write_config(tmp_path, workload=WORKLOAD_NAME, **{"data.source": None})
+    assert main(["train", "--config", str(path)]) == 2
+    [error] = capsys.readouterr().err.strip().splitlines()
+    assert f"workload: workload '{WORKLOAD_NAME}' names primary metric 'auc'" in error
+    assert "does not compute (it computes: accuracy)" in error
