@@ -31,9 +31,10 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def model_registered(config: RunConfig) -> Iterator[Problem]:
-    """The workload is built in or imports (a creator's own ``module:attribute``), and the
-    data source, if named, is its dataset."""
-    from decentralml import workloads
+    """The workload is built in or imports (a creator's own ``module:attribute``), its
+    primary metric is one the evaluation computes, and the data source, if named, is its
+    dataset."""
+    from decentralml import models, workloads
 
     field = "workload" if config.workload else "model.name"
     name = config.workload_name
@@ -42,6 +43,12 @@ def model_registered(config: RunConfig) -> Iterator[Problem]:
     except ConfigError as error:
         yield field, str(error)
         return
+    if workload.primary_metric not in models.SCORES:
+        yield (
+            field,
+            f"workload {name!r} names primary metric {workload.primary_metric!r}, which the "
+            f"evaluation does not compute (it computes: {', '.join(models.SCORES)})",
+        )
     source = config.data.source
     if source is not None and source != workload.dataset.name:
         yield (

@@ -87,6 +87,11 @@ def set_model_tensors(model: keras.Model, tensors: dict[str, np.ndarray]) -> Non
     model.set_weights([tensors[name] for name in names])
 
 
+SCORES = ("accuracy",)
+"""The higher-is-better metrics ``evaluate`` computes: what a workload may name as its primary
+metric (validators, reports and the UI read it from evaluate's output)."""
+
+
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict:
     """Loss, accuracy and ``class_loss`` (the mean loss of each class's examples: the held-out
     gate asks whether a result helps any class at all) from ONE forward pass over (x, y).

@@ -149,7 +149,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with round_progress(config.rounds) as on_round:
         summary = run_demo(config, on_round=on_round, decider=decider)
     print_round_table(summary["rounds"])
-    print(f"final test accuracy {summary['final_accuracy']:.4f} in {summary['wall_seconds']} s")
+    print(
+        f"final test {summary['metric_name']} {summary['final_metric']:.4f} "
+        f"in {summary['wall_seconds']} s"
+    )
     attack = summary["attack"]
     if attack["kind"]:
         print(
@@ -174,24 +177,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 @contextmanager
 def round_progress(rounds: int):
-    """A progress bar over rounds showing the latest test accuracy."""
+    """A progress bar over rounds showing the latest value of the primary metric."""
     from tqdm import tqdm
 
     with tqdm(total=rounds, desc="rounds", unit="round", file=sys.stderr) as bar:
 
         def advance(report) -> None:
-            bar.set_postfix(task=report.task_id, accuracy=f"{report.accuracy:.4f}")
+            bar.set_postfix({"task": report.task_id, report.metric_name: f"{report.metric:.4f}"})
             bar.update(1)
 
         yield advance
 
 
 def print_round_table(rounds: list[dict]) -> None:
-    print(f"{'round':>5} {'task':>5} {'accuracy':>9} {'accepted':>9} {'rejected':>9} deferred")
+    """Rows from ``decentralml.reporting.round_row``, headed by the primary metric's name."""
+    name = rounds[0]["metric_name"] if rounds else "metric"
+    print(f"{'round':>5} {'task':>5} {name:>9} {'accepted':>9} {'rejected':>9} deferred")
     for row in rounds:
         deferred = row.get("deferred") or {}
         print(
-            f"{row['round']:>5} {row['task_id']:>5} {row['accuracy']:>9.4f} "
+            f"{row['round']:>5} {row['task_id']:>5} {row['metric']:>9.4f} "
             f"{len(row['accepted']):>9} {len(row['rejected']):>9} {len(deferred):>8}"
             + ("  (task stays open)" if deferred else "")
             + (f"  (failed: {row['shortfall']})" if row.get("shortfall") else "")
@@ -213,20 +218,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             "raise --rounds to continue it, or give --run NAME to start another training"
         )
         return 0
-    print_round_table([_round_row(r) for r in reports])
+    from decentralml.reporting import round_row
+
+    print_round_table([round_row(r) for r in reports])
     return 1 if any(r.shortfall for r in reports) else 0
-
-
-def _round_row(report) -> dict:
-    return {
-        "round": report.round_number,
-        "task_id": report.task_id,
-        "accuracy": report.accuracy,
-        "accepted": report.accepted,
-        "rejected": report.rejected,
-        "deferred": report.deferred,
-        "shortfall": report.shortfall,
-    }
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -246,13 +241,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_round(args: argparse.Namespace) -> int:
     config = _config(args)
     decider = _reviewer(config)
+    from decentralml.reporting import round_row
     from flows.creator import creator_tags, outcome, run_round
 
     session, task = _session_at_task(config, args)
     with creator_tags(session.creator.run):
         state = run_round(session, task.spec.round_number, task.task_id, decider, return_state=True)
     report = outcome(state)
-    print_round_table([_round_row(report)])
+    print_round_table([round_row(report)])
     return 1 if report.shortfall else 0
 
 

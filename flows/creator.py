@@ -3,8 +3,9 @@
 publish:  save the global weights, package the contributor assets (with what the strategy
           tells contributors this round), create the task
 round:    wait for results → screen + validate + federate with the training's strategy → set
-          and evaluate the new weights → checkpoint them and the strategy's state (before
-          anyone is paid for them) → settle and close in one unit
+          the new weights and evaluate them (every test metric; the workload's primary one
+          is reported) → checkpoint them and the strategy's state (before anyone is paid
+          for them) → settle and close in one unit
           (accept pays, reject records why, the rest is refunded); a result that lands before
           the settlement is judged in it. ManualAccept without a decisions file pauses the
           run for the reviewer's form in the Prefect UI (flows/manual_review.py). A result the
@@ -13,9 +14,9 @@ round:    wait for results → screen + validate + federate with the training's 
           submissions table and summary become keyed artifacts; fewer accepted results than
           `task.min_accepted_results` end the settled round Failed.
 train:    publish and run `rounds` rounds, each task carrying the latest global weights, and
-          chart accuracy and loss per round; a rerun of the same run (config name or --run)
-          reads its progress back from the marketplace and storage and finishes the open
-          round instead of publishing it again
+          chart the primary metric and the loss per round; a rerun of the same run (config
+          name or --run) reads its progress back from the marketplace and storage and
+          finishes the open round instead of publishing it again
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from prefect import flow, get_run_logger, tags
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Failed, State
 
+from decentralml import workloads
 from decentralml.checks import CREATE, check_config
 from decentralml.config import RunConfig, load_config, run_overrides
 from decentralml.crashpoints import crashpoint
 from decentralml.creator import close_open_tasks, shortfall
 from decentralml.errors import PendingResults
 from decentralml.reporting import RoundReport, submission_rows, underfilled_rounds
-from decentralml.session import CreatorSession, open_creator, open_session
+from decentralml.session import CreatorSession, open_creator
 from decentralml.validation import make_policy
 from flows.manual_review import FormReview
 from tasks import creator as steps
@@ -93,7 +95,7 @@ def run_round(
     policy = make_policy(config.task, decider, FormReview.for_task(config.task))  # ManualAccept
     round_start = dict(session.global_tensors)
     while True:  # once, unless a late result lands before the settlement: then judge it too
-        task = creator.market.get_task(task_id)
+        task = steps.read_task(creator.market, task_id)
         submissions = steps.pending_results(creator.market, task_id)
         review = steps.review(
             creator,
@@ -107,7 +109,7 @@ def run_round(
         )
         crashpoint("reviewed")
         kept = review.new_global if review.new_global is not None else round_start
-        metrics = session.set_global(kept)
+        metrics = steps.evaluate_global(session, kept)  # adopts them, scored on the test split
         state = session.strategy.state()  # the optimizer state goes beside the weights
         steps.checkpoint(creator, round_number, session.global_tensors, state)  # before paying
         crashpoint("checkpointed")
@@ -119,11 +121,12 @@ def run_round(
         except PendingResults as late:
             get_run_logger().info("task %d: a late result arrived (%s); judging it", task_id, late)
     crashpoint("settled")
-    report = RoundReport(
+    metric_name = workloads.get(config.workload_name).primary_metric
+    report = RoundReport.scored(
         round_number,
         task_id,
-        metrics["accuracy"],
-        metrics["loss"],
+        metric_name,
+        metrics,
         accepted=[v.submission_id for v in review.accepted],
         rejected={v.submission_id: v.reason for v in review.rejected},
         deferred={d.submission_id: d.reason for d in review.deferred},
@@ -137,7 +140,8 @@ def run_round(
             config.task.min_accepted_results,
         ),
     )
-    reporting.publish_round(run, report, submission_rows(submissions, review, payments))
+    rows = submission_rows(submissions, review, payments, metric_name)
+    reporting.publish_round(run, report, rows)
     get_run_logger().info("round %d: %s", round_number, asdict(report))
     if report.task_open:
         get_run_logger().warning(
@@ -166,11 +170,11 @@ def train(
 ) -> list[RoundReport] | State:
     """Every remaining round of the run. An underfilled round does not stop the training;
     the run then ends Failed naming those rounds, with all the reports (see ``outcome``)."""
-    session = session or open_session(config)
+    session = session or steps.open_session(config)
     run = session.creator.run
     steps.settle_overdue(session.creator)  # results nobody judged in time are paid first
     progress = steps.find_progress(session.creator)
-    session.resume(progress)
+    steps.resume(session, progress)
     reports: list[RoundReport] = []
     with creator_tags(run):
         for round_number in range(progress.done_rounds + 1, config.rounds + 1):

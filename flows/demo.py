@@ -16,16 +16,18 @@ from dataclasses import asdict
 from decentralml.accounts import same_account
 from decentralml.config import RunConfig
 from decentralml.marketplace import AuditsChain, ChargesFees
+from decentralml.reporting import RoundReport, round_row
 from decentralml.runtime import contributor_keypair, fund_dev_accounts
 from decentralml.session import open_session
-from flows.creator import RoundReport, run_training
+from flows.creator import run_training
 from flows.simulation import attacker_indices, simulated_contributors
 
 
 def run_demo(
     config: RunConfig, on_round: Callable[[RoundReport], None] | None = None, decider=None
 ) -> dict:
-    """Run creator and contributors; return the summary (accuracy per round, payments)."""
+    """Run creator and contributors; return the summary (the workload's primary metric and
+    every test metric per round, verdicts, payments)."""
     started = time.perf_counter()
     session = open_session(config, run=f"{config.name}-demo-{time.strftime('%Y%m%d-%H%M%S')}")
     market = session.creator.market
@@ -101,22 +103,14 @@ def summarize(session, reports: list[RoundReport], before: dict[str, int], secon
     for report in reports:
         for submission_id, amount in report.payments.items():
             paid[market.get_submission(submission_id).worker] += amount
+    final = reports[-1] if reports else None
+    legacy = {"final_accuracy": final.metrics.get("accuracy") if final else None}
     return {
-        "final_accuracy": reports[-1].accuracy if reports else None,
+        "metric_name": final.metric_name if final else None,
+        "final_metric": final.metric if final else None,
+        **legacy,  # kept for readers of earlier summaries
         "wall_seconds": round(seconds, 1),
-        "rounds": [
-            {
-                "round": r.round_number,
-                "task_id": r.task_id,
-                "accuracy": r.accuracy,
-                "loss": r.loss,
-                "accepted": r.accepted,
-                "rejected": r.rejected,
-                "refund": r.refund,
-                "shortfall": r.shortfall,
-            }
-            for r in reports
-        ],
+        "rounds": [round_row(r) for r in reports],
         "payments": [
             {
                 "contributor": address,

@@ -1,12 +1,12 @@
 """ManualAccept in the Prefect UI: the round's flow run pauses with a form.
 
 The form's header is a markdown table of every submission that passed screening (contributor,
-examples, local metrics, held-out accuracy and loss); the reviewer adds one decision per
-submission (id, Accept, reason) and presses Resume. A submission the answer does not mention
-gets ``task.manual_default``, and so does every one when no answer comes within
-``task.manual_timeout_seconds``. An answer naming a submission that is not pending, or one
-twice, is refused as a whole: the refusal is logged and shown above the table, and the run
-pauses again for the time left.
+examples, local metrics, the workload's primary metric and the loss on the held-out split); the
+reviewer adds one decision per submission (id, Accept, reason) and presses Resume. A submission
+the answer does not mention gets ``task.manual_default``, and so does every one when no answer
+comes within ``task.manual_timeout_seconds``. An answer naming a submission that is not
+pending, or one twice, is refused as a whole: the refusal is logged and shown above the table,
+and the run pauses again for the time left.
 
 The pause happens inside the review task (``steps.review``, through ManualAccept's round
 decider): Prefect 3.9.1's ``pause_flow_run`` works from a task running in the flow's process

@@ -16,7 +16,6 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
-from decentralml.session import open_session
 from flows.creator import (
     RoundReport,
     close_tasks_of_aborted_run,
@@ -54,13 +53,13 @@ def next_round_from_config(
         "run_name": run_name,
     }
     config = load_run_config(**parameters)
-    session = open_session(config)
+    session = steps.open_session(config)
     steps.settle_overdue(session.creator)  # results nobody judged in time are paid first
     progress = steps.find_progress(session.creator)
     if progress.done_rounds >= config.rounds:
         get_run_logger().info("training %s is complete: %d rounds", config.name, config.rounds)
         return None
-    session.resume(progress)
+    steps.resume(session, progress)
     round_number = progress.done_rounds + 1
     task_id = progress.open_task.task_id if progress.open_task else publish(session, round_number)
     report = run_round(session, round_number, task_id)
@@ -77,7 +76,8 @@ def announce_settled(run: str, report: RoundReport, parameters: dict) -> None:
         payload={
             "round": report.round_number,
             "task_id": report.task_id,
-            "accuracy": report.accuracy,
+            "metric_name": report.metric_name,
+            "metric": report.metric,
             "parameters": parameters,
         },
     )

@@ -19,6 +19,7 @@ from decentralml.reporting import (
     RoundReport,
     artifact_key,
     chart_markdown,
+    metric_name,
     metrics_chart_png,
     progress_description,
     round_summary,
@@ -37,7 +38,8 @@ def publish_round(run: str, report: RoundReport, rows: list[dict]) -> None:
         key=artifact_key(run, *round_key, "submissions"),
         table=rows or [NO_RESULTS_ROW],
         description=f"Round {report.round_number} (task {report.task_id}): submissions, "
-        f"held-out metrics, verdicts and payments; test accuracy {report.accuracy:.4f}",
+        f"held-out metrics, verdicts and payments; test {report.metric_name} "
+        f"{report.metric:.4f}",
     )
     create_markdown_artifact(
         key=artifact_key(run, *round_key, "summary"),
@@ -48,11 +50,14 @@ def publish_round(run: str, report: RoundReport, rows: list[dict]) -> None:
 
 @task(name="publish-training-report", **LOCAL_TASK)
 def publish_training(run: str, reports: Sequence[RoundReport]) -> None:
-    """The accuracy/loss chart and the training summary, republished after every round."""
+    """The chart of the primary metric and the loss, and the training summary, republished
+    after every round. The chart's key names no metric (``<run>-metric-chart``): one key
+    whatever the workload measures."""
+    name = metric_name(reports)
     create_markdown_artifact(
-        key=artifact_key(run, "accuracy-chart"),
-        markdown=chart_markdown(run, metrics_chart_png(reports)),
-        description=f"Test accuracy and loss after round {reports[-1].round_number}",
+        key=artifact_key(run, "metric-chart"),
+        markdown=chart_markdown(run, metrics_chart_png(reports), name),
+        description=f"Test {name} and loss after round {reports[-1].round_number}",
     )
     create_markdown_artifact(
         key=artifact_key(run, "training-summary"),

@@ -60,13 +60,16 @@ def test_demo_writes_summary_and_pays_each_accepted_contributor_once(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(summary_path.read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
-    assert summary["final_accuracy"] == summary["rounds"][-1]["accuracy"] > 0.9
+    assert summary["final_accuracy"] == summary["rounds"][-1]["accuracy"] > 0.9  # kept fields
+    last = summary["rounds"][-1]
+    assert summary["metric_name"] == last["metric_name"] == "accuracy"  # mnist_mlp's metric
+    assert summary["final_metric"] == last["metric"] == last["metrics"]["accuracy"]
     assert all(len(r["accepted"]) == 2 and not r["rejected"] for r in summary["rounds"])
     workers = {contributor_dev_keypair(i).ss58_address for i in range(2)}
     assert {p["contributor"] for p in summary["payments"]} == workers
     for payment in summary["payments"]:  # 2 rounds x (1000 // 2 slots), paid once each
         assert payment["amount"] == payment["balance_change"] == 1000
-    assert "round" in done.stdout and "final test accuracy" in done.stdout
+    assert "round  task  accuracy" in done.stdout and "final test accuracy" in done.stdout
 
     listed = run_cli("results", "0", "--config", str(path))
     assert listed.returncode == 0 and listed.stdout.count("Accepted") == 2

@@ -56,7 +56,7 @@ def test_submission_rows_show_each_result_with_its_metrics_verdict_and_payment()
         holdout={1: {"accuracy": 0.876543, "loss": 0.41}, 3: {"accuracy": 0.1, "loss": 2.3}},
         counted={1: 2400, 3: 1200},
     )
-    rows = submission_rows(submissions, review, {1: 200, 3: 0})
+    rows = submission_rows(submissions, review, {1: 200, 3: 0}, "accuracy")
     assert [row["submission"] for row in rows] == [1, 2, 3]
     accepted, deferred, rejected = rows
     assert accepted == {
@@ -80,7 +80,7 @@ def test_submission_rows_show_each_result_with_its_metrics_verdict_and_payment()
 
 def test_a_result_never_sent_has_an_empty_row_not_a_crash():
     review = RoundReview(verdicts=[Verdict(5, False, "no result was sent")])
-    [row] = submission_rows([_submission(5, None)], review, {})
+    [row] = submission_rows([_submission(5, None)], review, {}, "accuracy")
     assert row["sha256"] is None and row["examples_claimed"] is None and row["paid"] == 0
 
 
@@ -94,11 +94,11 @@ def test_shortfall_names_why_a_round_is_underfilled():
 
 
 def _report(round_number: int, accuracy: float, shortfall_text: str | None = None) -> RoundReport:
-    return RoundReport(
+    return RoundReport.scored(
         round_number,
         round_number - 1,
-        accuracy,
-        1 - accuracy,
+        "accuracy",
+        {"accuracy": accuracy, "loss": 1 - accuracy, "examples": 10_000},
         accepted=[1, 2] if not shortfall_text else [],
         rejected={3: "copy"},
         payments={1: 100, 2: 100, 3: 0} if not shortfall_text else {3: 0},
@@ -129,7 +129,7 @@ def test_chart_is_a_png_embedded_as_a_data_url():
     assert png.startswith(PNG_SIGNATURE) and len(png) > 5_000
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (600, 320)
-    markdown = chart_markdown("mnist", png)
+    markdown = chart_markdown("mnist", png, "accuracy")
     [encoded] = re.findall(r"\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", markdown)
     assert base64.b64decode(encoded) == png
 

@@ -113,7 +113,7 @@ def client(training):
 
 def test_training_returns_every_report_though_a_round_was_underfilled(training):
     first, second = training["reports"]
-    assert len(first.accepted) == SLOTS and first.shortfall is None and first.accuracy > 0.8
+    assert len(first.accepted) == SLOTS and first.shortfall is None and first.metric > 0.8
     assert second.accepted == [] and second.shortfall == UNDERFILLED
     assert underfilled_rounds(training["reports"]) == [2]
     assert second.payments == dict.fromkeys(second.rejected, 0)
@@ -156,12 +156,35 @@ def test_round_summaries_say_how_each_round_ended(training, client):
 
 
 def test_training_chart_is_a_png_kept_as_a_history(training, client):
-    versions = _versions(client, f"{RUN}-accuracy-chart")
+    versions = _versions(client, f"{RUN}-metric-chart")
     assert len(versions) == 2  # one version per round, under one key
     [encoded] = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", versions[0].data)
     assert base64.b64decode(encoded).startswith(b"\x89PNG\r\n\x1a\n")
     summary = _latest(client, f"{RUN}-training-summary").data
     assert "Underfilled rounds: 2." in summary and summary.count("\n| ") == 3
+
+
+def _task_run_names(client, flow_run_name: str) -> list[str]:
+    """The task runs of the flow run so named, by task name (Prefect appends "-<3 hex>")."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName
+
+    [run] = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[flow_run_name]))
+    )
+    task_runs = client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+    )
+    return sorted(task_run.name.rsplit("-", 1)[0] for task_run in task_runs)
+
+
+def test_evaluation_and_every_read_are_task_runs_of_the_round(training, client):
+    """The round's flow body only narrates: scoring the new global weights on the test split,
+    reading the task back and the resumed training's weights each show as a task run."""
+    for report in training["reports"]:
+        names = _task_run_names(client, f"{RUN}-round-{report.round_number}-task-{report.task_id}")
+        assert names.count("evaluate-global-weights") == 1, names
+        assert names.count("read-task") == 1 and "validate-and-federate" in names, names
+    assert "resume-training" in _task_run_names(client, f"{RUN}-train")
 
 
 def test_progress_while_waiting_ends_with_every_result_in(training, client):

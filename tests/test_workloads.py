@@ -328,7 +328,7 @@ def test_a_creators_own_workload_and_contributors_own_data_files(tmp_path, prefe
     assert [c.num_examples for c in done] == [300, 300]
     report = outcome(run_round(session, 1, task_id, return_state=True))
     assert sorted(report.accepted) == sorted(c.submission_id for c in done)
-    assert report.accuracy > max(0.9, before)
+    assert report.metric > max(0.9, before)
 
 
 def _own_samples(seed: int) -> tuple[np.ndarray, np.ndarray]:

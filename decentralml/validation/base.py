@@ -64,6 +64,12 @@ class Candidate:
         return self.submission.submission_id
 
     @property
+    def metric_name(self) -> str:
+        """The workload's primary metric (``params["metric"]``, set by the creator's judge):
+        what validators and the reviewer read from ``holdout_metrics``."""
+        return str(self.params.get("metric", "accuracy"))
+
+    @property
     def num_examples(self) -> int:
         """What the contributor claims; see ``weight`` for what it is allowed to count."""
         return self.submission.result.num_examples if self.submission.result else 0

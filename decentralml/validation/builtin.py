@@ -14,7 +14,7 @@ def min_accuracy(candidate: Candidate) -> Verdict:
     metric ("accuracy" for the built-ins), both passed in ``candidate.params``.
     """
     threshold = float(candidate.params.get("min_accuracy", 0.5))
-    metric = str(candidate.params.get("metric", "accuracy"))
+    metric = candidate.metric_name
     value = float(candidate.holdout_metrics()[metric])
     sid = candidate.submission.submission_id
     if value < threshold:

@@ -83,15 +83,17 @@ class ManualAccept(PerCandidatePolicy):
 
 @dataclass(frozen=True)
 class Summary:
-    """One pending submission as a reviewer sees it (held-out metrics on the creator's split)."""
+    """One pending submission as a reviewer sees it (held-out metrics on the creator's split:
+    the workload's primary metric ``metric_name`` and the loss)."""
 
     submission_id: int
     contributor: str
     examples: int
     counted: int
     local_metrics: dict[str, float]
-    holdout_accuracy: float
+    holdout_metric: float
     holdout_loss: float
+    metric_name: str = "accuracy"
 
     @property
     def notes(self) -> str:
@@ -111,8 +113,9 @@ def summarize(candidate: Candidate) -> Summary:
         examples=candidate.num_examples,
         counted=candidate.weight or candidate.num_examples,
         local_metrics=dict(result.metrics) if result else {},
-        holdout_accuracy=float(held_out["accuracy"]),
+        holdout_metric=float(held_out[candidate.metric_name]),
         holdout_loss=float(held_out["loss"]),
+        metric_name=candidate.metric_name,
     )
 
 
@@ -124,18 +127,23 @@ def _number(value: float) -> str:
     return f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else str(value)
 
 
+def _metric(summaries: Sequence[Summary]) -> str:
+    """The primary metric the summaries share (one task, one workload)."""
+    return summaries[0].metric_name if summaries else "accuracy"
+
+
 def review_markdown(task_id: int, summaries: Sequence[Summary], default: ManualDefault) -> str:
     """The UI form's header: a table of every pending submission and how to answer."""
     lines = [
         f"### Task {task_id}: {len(summaries)} submission(s) await your decision",
         "",
-        "| submission | contributor | examples | local metrics | held-out accuracy "
+        f"| submission | contributor | examples | local metrics | held-out {_metric(summaries)} "
         "| held-out loss | screening |",
         "|---:|---|---:|---|---:|---:|---|",
     ]
     lines += [
         f"| {s.submission_id} | `{s.contributor}` | {s.examples} | {_local(s.local_metrics)} "
-        f"| {s.holdout_accuracy:.4f} | {s.holdout_loss:.4f} | {s.notes} |"
+        f"| {s.holdout_metric:.4f} | {s.holdout_loss:.4f} | {s.notes} |"
         for s in summaries
     ]
     lines += [
@@ -148,9 +156,10 @@ def review_markdown(task_id: int, summaries: Sequence[Summary], default: ManualD
 
 def review_text(summaries: Sequence[Summary]) -> str:
     """The same table for a terminal (``decentralml review``)."""
-    lines = [f"{'id':>4} {'examples':>8} {'accuracy':>8} {'loss':>7}  contributor  local  notes"]
+    name = _metric(summaries)
+    lines = [f"{'id':>4} {'examples':>8} {name:>8} {'loss':>7}  contributor  local  notes"]
     lines += [
-        f"{s.submission_id:>4} {s.examples:>8} {s.holdout_accuracy:>8.4f} {s.holdout_loss:>7.4f}"
+        f"{s.submission_id:>4} {s.examples:>8} {s.holdout_metric:>8.4f} {s.holdout_loss:>7.4f}"
         f"  {s.contributor}  {_local(s.local_metrics)}  {s.notes}"
         for s in summaries
     ]
@@ -167,8 +176,8 @@ def decisions_template(task_id: int, summaries: Sequence[Summary]) -> str:
     ]
     for s in summaries:
         lines += [
-            f"# {s.contributor}: {s.examples} examples, held-out accuracy "
-            f"{s.holdout_accuracy:.4f}, loss {s.holdout_loss:.4f}; {s.notes}",
+            f"# {s.contributor}: {s.examples} examples, held-out {s.metric_name} "
+            f"{s.holdout_metric:.4f}, loss {s.holdout_loss:.4f}; {s.notes}",
             f"{s.submission_id}:",
             "  accept:",
             '  reason: ""',
@@ -269,7 +278,8 @@ def prompt_decider(ask: Callable[[str], str] = input) -> Decider:
         metrics = candidate.holdout_metrics()
         summary = (
             f"submission {sid} by {candidate.submission.worker}: "
-            f"{candidate.num_examples} examples, held-out accuracy {metrics['accuracy']:.4f}"
+            f"{candidate.num_examples} examples, held-out {candidate.metric_name} "
+            f"{metrics[candidate.metric_name]:.4f}"
         )
         answer = ask(f"{summary}\naccept? [y/n] ").strip().lower()
         accept = answer in {"y", "yes"}

@@ -103,8 +103,9 @@ class Workload:
     name: the registry name (``workload:`` in a config; ``model.name`` is its alias).
     model: one line describing the model, for ``decentralml workloads``.
     build_model: ``learning_rate -> compiled keras.Model`` (sparse labels; logits or softmax).
-    primary_metric: what validators (``min_accuracy``) read from the held-out metrics
-        (decentralml.models.evaluate): a metric where higher is better, "accuracy" here.
+    primary_metric: what validators (``min_accuracy``) read from the held-out metrics and
+        what reports and the UI show: one of the higher-is-better metrics the evaluation
+        computes (``decentralml.models.SCORES``), "accuracy" here.
     config: dotted config overrides ``--workload NAME`` applies so the built-in configs fit
         its data (a held-out split smaller than the dataset, a question about it).
     """
