@@ -10,7 +10,6 @@ import re
 import pytest
 
 from decentralml import workloads
-from decentralml.cli import print_round_table
 from decentralml.creator import RoundReview
 from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult, Verdict
 from decentralml.reporting import (
@@ -32,6 +31,7 @@ from decentralml.validation.manual import (
 )
 from decentralml.workloads.base import Workload
 from decentralml.workloads.breast_cancer import BREAST_CANCER
+from decentralml_cli import print_round_table
 
 
 def _build(learning_rate: float):
@@ -150,7 +150,7 @@ def test_the_reviewer_sees_the_held_out_metric_by_name(tmp_path):
 def test_a_metric_the_evaluation_cannot_compute_is_refused_before_anything_runs(tmp_path, capsys):
     """Reports read the primary metric after the round has paid: a workload naming one the
     evaluation does not compute is one line at the config check, exit 2."""
-    from decentralml.cli import main
+    from decentralml_cli import main
     from tests.helpers import write_config
 
     path, _ = write_config(tmp_path, workload=WORKLOAD_NAME, **{"data.source": None})
