@@ -148,6 +148,7 @@ def accumulate_weighted(
             for name, accumulator in total.items():
                 _fold_in(accumulator, contribution.tensors[name], relative)
         weight_sum += weight / first_weight
+        del contribution  # a streamed input goes before the next one is loaded
     if total is None:
         raise _nothing()
     mean = {}
