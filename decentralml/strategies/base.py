@@ -17,14 +17,18 @@ stack of a single tensor, never all tensors stacked at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolController
 
 Tensors = dict[str, np.ndarray]
 
@@ -129,6 +133,13 @@ def accumulate_weighted(
     the last place (bench/bench_aggregation.py measures it against a float64 reference).
     Weights are taken relative to the first one so that the sums stay within the inputs' range.
     """
+    with _one_blas_thread():
+        return _accumulate(contributions, weight_of)
+
+
+def _accumulate(
+    contributions: Iterable[Contribution], weight_of: Callable[[Contribution], float]
+) -> Tensors:
     total: Tensors | None = None
     layout: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     first_weight = weight_sum = 0.0
@@ -170,6 +181,20 @@ def _axpy_for(typecode: str) -> Callable[..., np.ndarray]:
     from scipy.linalg.blas import get_blas_funcs  # scipy comes with scikit-learn
 
     return get_blas_funcs("axpy", dtype=np.dtype(typecode))
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    from threadpoolctl import ThreadpoolController  # comes with scikit-learn
+
+    _axpy_for("f")  # loads scipy's OpenBLAS first, so that the controller sees it
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
+    """axpy is memory-bound: a second thread adds no bandwidth, and on a busy machine
+    OpenBLAS's waiting threads made the mean 10-80x slower (measured on the 2-core CI box)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def _fold_in(accumulator: np.ndarray, tensor: np.ndarray, weight: float) -> None:
