@@ -1,48 +1,48 @@
-"""Aggregation benchmark: our FedAvg / Average (numpy, in place) vs the seed's TensorFlow mean,
-and the cost of the robust rules (median, trimmed mean, Krum, Multi-Krum, norm clipping).
+"""Aggregation benchmark (issue 10, target 3): FedAvg against the memory bandwidth, the
+seed's original method and Flower's formula; verified aggregation against sha256 alone; then
+the cost of the robust rules (median, trimmed mean, Krum, Multi-Krum, norm clipping).
 
-Run from the project root:
+Run from the project root (about 2 minutes; also ``make bench``):
 
     .venv/bin/python bench/bench_aggregation.py
 
-The seed (DecentralML's model_creator.py) averaged each layer with
-``tf.reduce_mean(<tuple of the clients' tensors>, axis=0)``; here that is written as
-``tf.reduce_mean(tf.stack(layer), axis=0)`` per layer, on the same N weight lists of the seed
-model (Flatten · Dense(128) · Dense(10), 407 kB) that our strategies get, in the same run.
+Every figure is a ratio to a baseline measured in the same run, on the same bytes, in turns
+(baseline, ours, baseline, ours, ...) so that a shared machine's load hits both alike:
 
-Reported per N (10, 50, 100):
-- median wall time of FedAvg (example-weighted), Average (unweighted) and the seed's mean;
-- peak memory of the numpy path measured by tracemalloc (numpy allocations are traced);
-- the peak-RSS increase of one call of each path, because tracemalloc does not see
-  TensorFlow's allocator. psutil is not a dependency of the project, so this reads Linux's
-  /proc/self/status (VmHWM, reset through /proc/self/clear_refs); each measurement runs in a
-  fresh subprocess (inputs loaded, one warm-up call on N=2, glibc's free lists returned with
-  malloc_trim) so that memory freed earlier and kept by malloc does not hide the growth.
-  Without /proc the columns say "n/a";
-- max |Average − seed mean| over all weights (must be <= 1e-6), and max |FedAvg − float64
-  reference| as a correctness check.
+- FedAvg (``FedAvg().aggregate`` over N in-memory results, example-weighted) as % of a plain
+  ``np.add(acc, x, out=acc)`` over the same N results (the memory bandwidth of the same
+  traffic), for N = 10, 50, 100 results of the seed model (Flatten · Dense(128) · Dense(10),
+  0.39 MB) and N = 10 of a 10 M-parameter model (Dense 3000·3000 + 3000·333, 40 MB);
+- extra memory: the tracemalloc peak of FedAvg over inputs already in memory, in models;
+- precision: max |FedAvg − float64 reference| (the reference computed from stacked inputs);
+- speed-up against the original method, as the seed did it: the results' weights set into N
+  Keras models (built beforehand, not timed), then ``tf.reduce_mean`` per layer over their
+  stacked ``trainable_variables`` (also reported: the reduce alone, models already loaded);
+  and against Flower's ``aggregate`` formula
+  (flwr/server/strategy/aggregate.py, Apache-2.0, re-stated in ``flower_aggregate``): flwr
+  1.42 itself cannot share this venv (it would downgrade protobuf 7 to 6, fastapi, starlette,
+  uvicorn, typer and rich under Prefect and TensorFlow), so its three-line formula is run;
+- verified aggregation of 100 seed-model results written to files first
+  (``validation.streaming.aggregate_verified`` through the project's ``ArtifactStore``: read,
+  sha256, decode as views, layout and finite checks, accumulate) as % of the throughput of
+  sha256 alone over the same bytes already in memory, and of reading + hashing them
+  (``ArtifactStore.get`` with the digest).
 
-A second table gives, per N, the median wall time (over ROBUST_REPEATS runs) and the
-tracemalloc peak of each robust rule on the same inputs: they materialize the round and stack
-one tensor at a time in float64; Krum's pairwise distances cost O(N² · model size).
-
-The inputs are all in memory before timing starts (the seed needs them that way); the creator
-itself streams contributions, which the memory test in tests/test_strategies.py covers.
+The last line is one JSON object with every figure and ratio.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
+import hashlib
+import json
 import os
-import re
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import reduce
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -50,6 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
+from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult
+from decentralml.storage import ArtifactStore
 from decentralml.strategies import (
     Average,
     Contribution,
@@ -61,9 +63,17 @@ from decentralml.strategies import (
     Strategy,
     TrimmedMean,
 )
+from decentralml.validation.base import RESULT_HEADER_ALLOWANCE
+from decentralml.validation.streaming import aggregate_verified
+from decentralml.weights import encode, layout_bytes, layout_of
 
-SIZES = (10, 50, 100)
-REPEATS = 11
+SEED_SIZES = (10, 50, 100)
+BIG_N = 10
+BIG_SHAPES = {"000.kernel": (3000, 3000), "001.bias": (3000,), "002.kernel": (3000, 333),
+              "003.bias": (333,)}  # fmt: skip
+VERIFIED_N = 100
+REPEATS = 7
+SLOW_REPEATS = 3
 ROBUST_REPEATS = 3
 ROBUST: dict[str, Strategy] = {
     "median": Median(),
@@ -73,62 +83,11 @@ ROBUST: dict[str, Strategy] = {
     "clip+fedavg": NormClipped(FedAvg(), 2.0),
 }
 MB = 1024 * 1024
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    except OSError:
-        return False
-    return True
-
-
-def _return_free_memory_to_the_os() -> None:
-    """glibc keeps freed blocks for reuse; without this a new peak can hide inside them."""
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(name).malloc_trim(0)
-
-
-def peak_rss_increase(run: Callable[[], object]) -> float | None:
-    """MB the resident set grew above its level at the start of ``run`` (None: unmeasurable)."""
-    _return_free_memory_to_the_os()
-    if not _reset_peak_rss():
-        return None
-    before = _status_kb("VmRSS")
-    result = run()
-    peak = _status_kb("VmHWM")
-    del result
-    if before is None or peak is None:
-        return None
-    return max(peak - before, 0) / 1024
-
-
-def traced_peak(run: Callable[[], object]) -> float:
-    """MB of the highest traced Python/numpy allocation during ``run``."""
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        result = run()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    del result
-    return peak / MB
+Weights = dict[str, np.ndarray]
 
 
 def median_ms(run: Callable[[], object], repeats: int = REPEATS) -> float:
-    run()  # warm-up (TensorFlow traces and allocates on first use)
+    run()  # warm-up (imports, TensorFlow traces, first-touch of buffers)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -137,169 +96,295 @@ def median_ms(run: Callable[[], object], repeats: int = REPEATS) -> float:
     return statistics.median(times) * 1000
 
 
-def seed_weight_lists(n: int) -> tuple[list[str], list[list[np.ndarray]], list[int]]:
-    """N perturbed copies of the seed model's weights, as the seed's get_weights() lists.
+def interleaved_ms(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median ms of each run, measured in turns (a, b, c, a, b, c, ...): on a shared machine the
+    load changes within seconds, and turns give every run the same share of it."""
+    for run in runs.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1000 for name, t in times.items()}
 
-    The round's global weights are the unperturbed ones: ``global_tensors(n)``."""
+
+def traced_peak(run: Callable[[], object]) -> int:
+    """Bytes of the highest traced Python/numpy allocation during ``run``."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        result = run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak
+
+
+def seed_shapes() -> dict[str, tuple[int, ...]]:
     from decentralml.models import build_model, model_tensors
 
-    base = model_tensors(build_model("mnist_mlp"))
-    rng = np.random.default_rng(n)
-    lists = [
-        [(t + rng.normal(0, 0.01, t.shape)).astype(np.float32) for t in base.values()]
+    return {n: t.shape for n, t in model_tensors(build_model("mnist_mlp")).items()}
+
+
+def results_of(shapes: dict[str, tuple[int, ...]], n: int, seed: int) -> list[Contribution]:
+    """N float32 results around a common model, with example counts as contributors claim."""
+    rng = np.random.default_rng(seed)
+    base = {k: rng.standard_normal(s, dtype=np.float32) * 0.05 for k, s in shapes.items()}
+    counts = rng.integers(100, 12_000, size=n)
+    return [
+        Contribution(
+            {k: t + rng.standard_normal(t.shape, dtype=np.float32) * 0.01 for k, t in base.items()},
+            int(c),
+        )
+        for c in counts
+    ]
+
+
+def plain_add(results: list[Contribution]) -> Weights:
+    """The bandwidth baseline: np.add(acc, x, out=acc) over the same results, no weights."""
+    first = results[0].tensors
+    acc = {k: t.copy() for k, t in first.items()}
+    for contribution in results[1:]:
+        for k, a in acc.items():
+            np.add(a, contribution.tensors[k], out=a)
+    return acc
+
+
+def flower_aggregate(results: list[tuple[list[np.ndarray], int]]) -> list[np.ndarray]:
+    """Flower's ``aggregate`` (flwr/server/strategy/aggregate.py, Apache-2.0,
+    https://github.com/adap/flower), its formula re-stated: each layer times its example count,
+    summed with functools.reduce(np.add), divided by the total. Like ours, it sums in the
+    inputs' dtype (float32 times a Python int stays float32)."""
+    total = sum(count for _, count in results)
+    scaled = [[layer * count for layer in weights] for weights, count in results]
+    return [reduce(np.add, layers) / total for layers in zip(*scaled, strict=True)]
+
+
+def float64_reference(results: list[Contribution]) -> Weights:
+    w = np.array([c.num_examples for c in results], dtype=np.float64)
+    w /= w.sum()
+    return {
+        k: np.tensordot(w, np.stack([c.tensors[k] for c in results]).astype(np.float64), 1)
+        for k in results[0].tensors
+    }
+
+
+def keras_models(shapes: dict[str, tuple[int, ...]], n: int) -> list:
+    """N Keras models of the results' architecture (built once, outside the timing)."""
+    import keras
+
+    kernels = [s for s in shapes.values() if len(s) == 2]
+    return [
+        keras.Sequential(
+            [keras.Input((kernels[0][0],))] + [keras.layers.Dense(k[1]) for k in kernels]
+        )
         for _ in range(n)
     ]
-    counts = [int(c) for c in rng.integers(100, 12_000, size=n)]
-    return list(base), lists, counts
 
 
-def global_tensors() -> dict[str, np.ndarray]:
-    """The seed model's initial weights, from which seed_weight_lists perturbs its copies."""
-    from decentralml.models import build_model, model_tensors
-
-    return model_tensors(build_model("mnist_mlp"))
-
-
-def contributions_of(
-    names: list[str], lists: list[list[np.ndarray]], counts: list[int]
-) -> list[Contribution]:
-    return [
-        Contribution(dict(zip(names, w, strict=True)), c)
-        for w, c in zip(lists, counts, strict=True)
-    ]
+def load_into(models: list, results: list[Contribution]) -> list:
+    """The seed's loading step: each result's weights set into its own Keras model."""
+    for model, contribution in zip(models, results, strict=True):
+        model.set_weights(list(contribution.tensors.values()))
+    return models
 
 
-def seed_mean(lists: list[list[np.ndarray]]) -> list[np.ndarray]:
-    """The seed's federate_contributors_model: a TensorFlow mean per layer."""
+def original_mean(models: list) -> list[np.ndarray]:
+    """The seed's federate_contributors_model: tf.reduce_mean over the models' stacked
+    trainable variables, layer by layer."""
     import tensorflow as tf
 
-    return [tf.reduce_mean(tf.stack(layer), axis=0).numpy() for layer in zip(*lists, strict=True)]
+    layers = zip(*(m.trainable_variables for m in models), strict=True)
+    # Keras 3 wraps each tf.Variable (the seed's Keras 2 exposed it): .value is that variable.
+    return [tf.reduce_mean(tf.stack([v.value for v in layer]), axis=0).numpy() for layer in layers]
 
 
-def fedavg_of(names: list[str], lists: list[list[np.ndarray]], counts: list[int]) -> dict:
-    return FedAvg().aggregate(
-        1,
-        {},  # FedAvg does not read the global weights
-        (
-            Contribution(dict(zip(names, w, strict=True)), c)
-            for w, c in zip(lists, counts, strict=True)
-        ),
+def fedavg_row(label: str, shapes: dict[str, tuple[int, ...]], n: int) -> dict[str, object]:
+    results = results_of(shapes, n, seed=n)
+    model_bytes = sum(t.nbytes for t in results[0].tensors.values())
+
+    def fedavg() -> Weights:
+        return FedAvg().aggregate(1, {}, results)
+
+    flower_input = [(list(c.tensors.values()), c.num_examples) for c in results]
+    models = keras_models(shapes, n)
+    fast = interleaved_ms(
+        {
+            "add": lambda: plain_add(results),
+            "fedavg": fedavg,
+            "flower": lambda: flower_aggregate(flower_input),
+        },
+        REPEATS,
     )
-
-
-def measure_rss_in_child(path: str, n: int) -> None:
-    """Child mode: print the peak-RSS growth (MB) of one call of ``path`` on N weight lists."""
-    names, lists, counts = seed_weight_lists(n)
-    small_names, small_lists, small_counts = seed_weight_lists(2)
-    if path == "fedavg":
-        fedavg_of(small_names, small_lists, small_counts)
-        growth = peak_rss_increase(lambda: fedavg_of(names, lists, counts))
-    else:
-        seed_mean(small_lists)
-        growth = peak_rss_increase(lambda: seed_mean(lists))
-    print("n/a" if growth is None else f"{growth:.1f}")
-
-
-def weighted_reference(lists: list[list[np.ndarray]], counts: list[int]) -> list[np.ndarray]:
-    """Σ (n_k / n) w_k per layer in float64 from fully stacked inputs."""
-    weights = np.array(counts, dtype=np.float64) / sum(counts)
-    return [
-        np.tensordot(weights, np.stack(layer).astype(np.float64), 1)
-        for layer in zip(*lists, strict=True)
-    ]
-
-
-def rss_growth(path: str, n: int) -> str:
-    out = subprocess.run(
-        [sys.executable, __file__, "--rss", path, str(n)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    add_ms, fedavg_ms, flower_ms = fast["add"], fast["fedavg"], fast["flower"]
+    slow = interleaved_ms(
+        {
+            "original": lambda: original_mean(load_into(models, results)),
+            "reduce": lambda: original_mean(models),
+        },
+        SLOW_REPEATS,
     )
-    return out.stdout.strip().splitlines()[-1]
+    original_ms, reduce_only_ms = slow["original"], slow["reduce"]
+    fedavg()  # imports done: the peak below is the aggregation's own
+    extra_models = traced_peak(fedavg) / model_bytes
+
+    ours, reference = fedavg(), float64_reference(results)
+    error = max(float(np.max(np.abs(ours[k] - reference[k]))) for k in reference)
+    scale = max(float(np.max(np.abs(reference[k]))) for k in reference)
+    average = Average().aggregate(1, {}, results)
+    tf_mean = original_mean(models)
+    tf_diff = max(
+        float(np.max(np.abs(average[k] - t))) for k, t in zip(average, tf_mean, strict=True)
+    )
+    flower = flower_aggregate(flower_input)
+    flower_diff = max(float(np.max(np.abs(ours[k] - f))) for k, f in zip(ours, flower, strict=True))
+    models.clear()  # free the Keras models before the next size
+    return {
+        "model": label,
+        "n": n,
+        "model_mb": model_bytes / MB,
+        "add_ms": add_ms,
+        "add_gb_s": n * model_bytes / add_ms / 1e6,
+        "fedavg_ms": fedavg_ms,
+        "fedavg_pct_of_add": 100 * add_ms / fedavg_ms,
+        "extra_memory_models": extra_models,
+        "max_abs_error": error,
+        "max_rel_error": error / scale,
+        "original_ms": original_ms,
+        "speedup_vs_original": original_ms / fedavg_ms,
+        "original_reduce_only_ms": reduce_only_ms,
+        "speedup_vs_original_reduce_only": reduce_only_ms / fedavg_ms,
+        "flower_ms": flower_ms,
+        "speedup_vs_flower": flower_ms / fedavg_ms,
+        "average_vs_original_max_diff": tf_diff,
+        "fedavg_vs_flower_max_diff": flower_diff,
+    }
+
+
+def verified_row(shapes: dict[str, tuple[int, ...]], n: int, folder: Path) -> dict[str, object]:
+    """Verified aggregation of n results from files against sha256 over the same bytes."""
+    store = ArtifactStore(folder.as_uri())
+    results = results_of(shapes, n, seed=7)
+    layout = layout_of(results[0].tensors)
+    max_bytes = layout_bytes(layout) + RESULT_HEADER_ALLOWANCE
+    submissions, payloads = [], []
+    for i, contribution in enumerate(results):
+        data = encode(contribution.tensors)
+        stored = store.put(store.url_for(f"submission-{i}.safetensors"), data)
+        result = TaskResult(stored.url, stored.sha256, contribution.num_examples)
+        submissions.append(
+            Submission(i, 0, f"w{i}", ResultSubmissionStatus.PendingValidation, 0, result)
+        )
+        payloads.append(data)
+    del results
+    total_bytes = sum(len(p) for p in payloads)
+
+    def location(submission: Submission) -> str:
+        return store.url_for(f"submission-{submission.submission_id}.safetensors")
+
+    def fetch(url: str, digest: str) -> bytes:
+        return store.get(url, digest, max_bytes)
+
+    def verified() -> object:
+        outcome = aggregate_verified(
+            FedAvg(), 1, {}, submissions, fetch, location, layout, max_bytes
+        )
+        assert len(outcome.accepted) == n and outcome.new_global is not None
+        return outcome
+
+    measured = interleaved_ms(
+        {
+            "sha256": lambda: [hashlib.sha256(p).digest() for p in payloads],
+            "read_sha256": lambda: [fetch(location(s), s.result.sha256) for s in submissions],
+            "verified": verified,
+        },
+        REPEATS,
+    )
+    sha_ms, read_sha_ms, verified_ms = (
+        measured["sha256"], measured["read_sha256"], measured["verified"]
+    )  # fmt: skip
+    model_bytes = layout_bytes(layout)
+    verified()
+    peak = traced_peak(verified)
+    return {
+        "n": n,
+        "mb": total_bytes / MB,
+        "sha256_ms": sha_ms,
+        "sha256_gb_s": total_bytes / sha_ms / 1e6,
+        "read_sha256_ms": read_sha_ms,
+        "verified_ms": verified_ms,
+        "verified_pct_of_sha256": 100 * sha_ms / verified_ms,
+        "verified_pct_of_read_sha256": 100 * read_sha_ms / verified_ms,
+        "memory_peak_models": peak / model_bytes,
+    }
 
 
 def main() -> None:
     import tensorflow as tf
 
-    header = (
-        f"{'N':>4} {'FedAvg ms':>10} {'Average ms':>11} {'seed TF ms':>11} {'TF/FedAvg':>10} "
-        f"{'numpy peak MB':>14} {'numpy dRSS MB':>14} {'TF dRSS MB':>11} "
-        f"{'|Avg-TF|':>9} {'|FedAvg-ref|':>13}"
-    )
-    rss_note = "" if _reset_peak_rss() else " (peak RSS unavailable: no /proc/self/clear_refs)"
-    print(f"numpy {np.__version__}, tensorflow {tf.__version__}, {REPEATS} runs, median{rss_note}")
-    rows = []
-    for n in SIZES:
-        names, lists, counts = seed_weight_lists(n)
-        model_mb = sum(t.nbytes for t in lists[0]) / MB
-
-        def fedavg(names=names, lists=lists, counts=counts) -> dict[str, np.ndarray]:
-            return fedavg_of(names, lists, counts)
-
-        def average(names=names, lists=lists) -> dict[str, np.ndarray]:
-            return Average().aggregate(
-                1, {}, (Contribution(dict(zip(names, w, strict=True)), 1) for w in lists)
-            )
-
-        def seed(lists=lists) -> list[np.ndarray]:
-            return seed_mean(lists)
-
-        fedavg_ms, average_ms, seed_ms = median_ms(fedavg), median_ms(average), median_ms(seed)
-        numpy_traced = traced_peak(fedavg)
-        numpy_rss, tf_rss = rss_growth("fedavg", n), rss_growth("seed", n)
-
-        ours, theirs = average(), seed()
-        mean_diff = max(
-            float(np.max(np.abs(ours[name].astype(np.float64) - t.astype(np.float64))))
-            for name, t in zip(names, theirs, strict=True)
-        )
-        weighted = fedavg()
-        fedavg_diff = max(
-            float(np.max(np.abs(weighted[name] - reference)))
-            for name, reference in zip(names, weighted_reference(lists, counts), strict=True)
-        )
-        if mean_diff > 1e-6:
-            raise SystemExit(f"N={n}: Average and the seed's mean differ by {mean_diff:.2e} > 1e-6")
-
-        rows.append(
-            f"{n:>4} {fedavg_ms:>10.2f} {average_ms:>11.2f} {seed_ms:>11.2f} "
-            f"{seed_ms / fedavg_ms:>9.1f}x {numpy_traced:>14.2f} {numpy_rss:>14} "
-            f"{tf_rss:>11} {mean_diff:>9.1e} {fedavg_diff:>13.1e}"
-        )
-        inputs_mb = model_mb * n
-        rows[-1] += f"   (model {model_mb:.2f} MB, inputs {inputs_mb:.0f} MB)"
-    print(header)
-    print("\n".join(rows))
+    print(f"numpy {np.__version__}, tensorflow {tf.__version__}; median of {REPEATS} runs "
+          f"({SLOW_REPEATS} for the original method), measured in turns")  # fmt: skip
+    seed = seed_shapes()
+    rows = [fedavg_row("seed", seed, n) for n in SEED_SIZES]
+    rows.append(fedavg_row("10M", BIG_SHAPES, BIG_N))
     print(
-        "numpy peak = tracemalloc peak of FedAvg over the already-loaded inputs (float64 "
-        "accumulator + temporaries + output); dRSS = peak resident-set growth during one call, "
-        "each in a fresh process (TensorFlow's allocations are invisible to tracemalloc)."
+        f"{'model':>5} {'N':>4} {'add ms':>8} {'GB/s':>5} {'FedAvg ms':>9} {'% of add':>8} "
+        f"{'extra mem':>9} {'max err':>8} {'orig TF ms':>10} {'x orig':>7} {'Flower ms':>9} "
+        f"{'x Flower':>8} {'reduce ms':>9} {'x reduce':>8}"
     )
-    robust_table()
+    for r in rows:
+        print(
+            f"{r['model']:>5} {r['n']:>4} {r['add_ms']:>8.2f} {r['add_gb_s']:>5.1f} "
+            f"{r['fedavg_ms']:>9.2f} {r['fedavg_pct_of_add']:>7.0f}% "
+            f"{r['extra_memory_models']:>7.2f} m {r['max_abs_error']:>8.1e} "
+            f"{r['original_ms']:>10.1f} {r['speedup_vs_original']:>6.0f}x "
+            f"{r['flower_ms']:>9.2f} {r['speedup_vs_flower']:>7.1f}x "
+            f"{r['original_reduce_only_ms']:>9.1f} {r['speedup_vs_original_reduce_only']:>7.1f}x"
+        )
+    print(
+        "extra mem = tracemalloc peak of FedAvg over inputs in memory, in models; max err = "
+        "max |FedAvg - float64 reference|; orig = set_weights into N Keras models + "
+        "tf.reduce_mean over their stacked trainable_variables; reduce = that mean alone."
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-verified-") as folder:
+        verified = verified_row(seed, VERIFIED_N, Path(folder))
+    print(
+        f"\nverified aggregation of {verified['n']} seed-model results from files "
+        f"({verified['mb']:.0f} MB): sha256 alone {verified['sha256_ms']:.1f} ms "
+        f"({verified['sha256_gb_s']:.2f} GB/s), read + sha256 {verified['read_sha256_ms']:.1f} "
+        f"ms, verified {verified['verified_ms']:.1f} ms = "
+        f"{verified['verified_pct_of_sha256']:.0f}% of sha256's throughput "
+        f"({verified['verified_pct_of_read_sha256']:.0f}% of read + sha256); peak memory "
+        f"{verified['memory_peak_models']:.2f} models"
+    )
+    robust = robust_table(seed)
+    print(json.dumps({"bench": "aggregation", "fedavg": rows, "verified": verified,
+                      "robust_ms": robust}, default=float))  # fmt: skip
 
 
-def robust_table() -> None:
-    """Wall time and traced peak of each robust rule on the same inputs as above."""
-    g = global_tensors()
+def robust_table(shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[int, float]]:
+    """Wall time and traced peak of each robust rule on seed-model results."""
+    g = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
     print(f"\nrobust rules: median of {ROBUST_REPEATS} runs, ms / tracemalloc peak MB")
     print(f"{'N':>4} " + " ".join(f"{name:>20}" for name in ROBUST))
-    for n in SIZES:
-        contributions = contributions_of(*seed_weight_lists(n))
+    times: dict[str, dict[int, float]] = {name: {} for name in ROBUST}
+    for n in SEED_SIZES:
+        contributions = results_of(shapes, n, seed=n)
         cells = []
-        for strategy in ROBUST.values():
+        for name, strategy in ROBUST.items():
 
             def run(strategy=strategy, contributions=contributions) -> dict[str, np.ndarray]:
                 return strategy.aggregate(1, g, contributions)
 
             ms = median_ms(run, ROBUST_REPEATS)
-            cells.append(f"{ms:>9.1f} / {traced_peak(run):>6.2f} MB")
+            times[name][n] = ms
+            cells.append(f"{ms:>9.1f} / {traced_peak(run) / MB:>6.2f} MB")
         print(f"{n:>4} " + " ".join(f"{cell:>20}" for cell in cells))
+    return times
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--rss":
-        measure_rss_in_child(sys.argv[2], int(sys.argv[3]))
-    else:
-        main()
+    main()

@@ -181,12 +181,18 @@ def check_protocol(url: str) -> None:
             ) from None
 
 
-def _read_at_most(handle: IO[bytes], limit: int) -> bytes:
-    """Up to ``limit`` bytes: a raw handle may return less than asked before the end."""
+def _read_at_most(handle: IO[bytes], limit: int, expected: int | None = None) -> bytes:
+    """Up to ``limit`` bytes: a raw handle may return less than asked before the end.
+
+    With the ``expected`` size, the first read asks for all of it (and one byte more, to see a
+    file that grew): a local file then arrives in one bytes object that is returned as it is,
+    not copied again by a join (the review reads each result once)."""
     parts: list[bytes] = []
     left = limit
+    ask = _READ_CHUNK if expected is None else expected + 1
     while left > 0:
-        part = handle.read(min(left, _READ_CHUNK))
+        part = handle.read(min(left, ask))
+        ask = _READ_CHUNK
         if not part:
             break
         parts.append(part)
@@ -324,7 +330,7 @@ class ArtifactStore:
                     if max_bytes is None:
                         data = handle.read()
                     else:
-                        data = _read_at_most(handle, max_bytes + 1)
+                        data = _read_at_most(handle, max_bytes + 1, size)
             except FileNotFoundError:
                 raise ArtifactMissing(f"{url} does not exist") from None
             if max_bytes is not None and len(data) > max_bytes:

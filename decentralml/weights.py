@@ -9,15 +9,18 @@ dtypes, finite values, bounded size.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from safetensors.numpy import load as _st_load
 from safetensors.numpy import save as _st_save
 
 from decentralml.errors import IntegrityError
+
+Buffer = bytes | bytearray | memoryview
+"""What decode_views reads: bytes from the store, or any buffer over them."""
 
 _METADATA_KEY = "decentralml"
 _ORDER_KEY = "decentralml.order"
@@ -72,17 +75,78 @@ def read_metadata(data: bytes) -> dict[str, object]:
 
 
 def decode(data: bytes, max_bytes: int | None = None) -> dict[str, np.ndarray]:
-    """Parse safetensors bytes; truncated or malformed input raises IntegrityError."""
-    if max_bytes is not None and len(data) > max_bytes:
-        raise IntegrityError(f"weights file is {len(data)} bytes, over the {max_bytes}-byte limit")
+    """Parse safetensors bytes into writable arrays of their own; truncated or malformed input
+    raises IntegrityError (see ``decode_views``, which this copies)."""
+    return {name: view.copy() for name, view in decode_views(data, max_bytes).items()}
+
+
+def decode_views(data: Buffer, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Parse safetensors bytes into read-only numpy views on ``data``: no tensor byte is copied.
+
+    The creator reads each result once into memory, hashes it, and checks and averages these
+    views (safetensors' own numpy loader copies every tensor). The header is held to
+    safetensors' rules (its ``Metadata::validate``): known dtype, a shape whose size matches
+    its byte range, ranges contiguous from 0 and covering the data exactly. A view keeps
+    ``data`` alive, and is read-only, so no strategy can change a result in place.
+    """
+    size = memoryview(data).nbytes
+    if max_bytes is not None and size > max_bytes:
+        raise IntegrityError(f"weights file is {size} bytes, over the {max_bytes}-byte limit")
     header = _parse_header(data)
     _check_covered(header, data)
-    try:
-        loaded = _st_load(data)
-    except Exception as error:  # safetensors raises its own SafetensorError and others
-        raise IntegrityError(f"weights file is not valid safetensors: {error}") from None
-    # safetensors returns a HashMap's order, different on every call: restore the encoder's.
-    return {name: loaded[name] for name in _encoded_order(header, loaded)}
+    (length,) = struct.unpack("<Q", data[:8])
+    entries = _tensor_entries(header, size - 8 - length)
+    views = {
+        name: np.frombuffer(data, dtype, count=count, offset=8 + length + begin).reshape(shape)
+        for name, (dtype, shape, count, begin) in entries.items()
+    }
+    # Keep the encoder's order (the header's JSON object order is the file's, by offset).
+    return {name: views[name] for name in _encoded_order(header, views)}
+
+
+_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+    "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
+}  # fmt: skip
+"""safetensors dtypes numpy holds (little-endian, as the format stores them)."""
+
+
+def _tensor_entries(
+    header: dict, data_length: int
+) -> dict[str, tuple[np.dtype, tuple[int, ...], int, int]]:
+    """Each tensor's (dtype, shape, element count, start offset), after safetensors' checks."""
+    entries, ranges = {}, []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if entry is not None and not (
+                isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())
+            ):
+                raise _invalid("__metadata__ must map names to strings")
+            continue
+        dtype_name, shape = entry.get("dtype"), entry.get("shape")
+        if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
+            raise _invalid(f"tensor {name!r} has dtype {dtype_name!r}, not one numpy holds")
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise _invalid(f"tensor {name!r} has shape {shape!r}, not a list of sizes")
+        dtype = np.dtype(_DTYPES[dtype_name])
+        begin, end = entry["data_offsets"]  # checked by _check_covered
+        count = math.prod(shape)
+        if end < begin or count * dtype.itemsize != end - begin:
+            raise _invalid(f"tensor {name!r}: shape {shape} does not fill bytes {begin}..{end}")
+        entries[name] = (dtype, tuple(shape), count, begin)
+        ranges.append((begin, end, name))
+    position = 0
+    for begin, end, name in sorted(ranges):
+        if begin != position:
+            raise _invalid(f"tensor {name!r} starts at byte {begin}, not {position}")
+        position = end
+    if position != data_length:
+        raise _invalid(f"tensors cover {position} bytes of {data_length}")
+    return entries
+
+
+def _invalid(why: str) -> IntegrityError:
+    return IntegrityError(f"weights file is not valid safetensors: {why}")
 
 
 def _encoded_order(header: dict, loaded: Mapping[str, np.ndarray]) -> list[str]:
@@ -104,7 +168,7 @@ def _parse_header(data: bytes) -> dict:
             f"weights file is truncated: header claims {length} bytes, {len(data) - 8} present"
         )
     try:
-        header = json.loads(data[8 : 8 + length])
+        header = json.loads(bytes(data[8 : 8 + length]))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise IntegrityError("weights file header is not JSON: not a safetensors file") from None
     if not isinstance(header, dict):

@@ -39,7 +39,7 @@ from decentralml.errors import (
     StorageError,
     StorageUnavailable,
 )
-from decentralml.weights import Layout, check_against, decode, layout_bytes
+from decentralml.weights import Layout, check_against, decode_views, layout_bytes
 
 Evaluator = Callable[[Mapping[str, np.ndarray]], dict]
 
@@ -194,7 +194,10 @@ def screen(
 ) -> dict[str, np.ndarray] | Verdict | Deferred:
     """Load and check one result from ``expected_location`` (derived by the creator, never
     taken from the record); a reject Verdict says why it cannot be used, Deferred that the
-    creator's storage could not be read (``fetch`` retries first: see ArtifactStore.get)."""
+    creator's storage could not be read (``fetch`` retries first: see ArtifactStore.get).
+
+    The result is read once and hashed by ``fetch``; its tensors are read-only views on those
+    bytes (``decode_views``), checked here and averaged later without another copy."""
     result = submission.result
     if result is None:
         return Verdict(submission.submission_id, False, "no result was sent")
@@ -215,7 +218,7 @@ def screen(
         )
     try:
         data = fetch(expected_location, result.sha256)
-        tensors = decode(data, max_bytes=max_bytes)
+        tensors = decode_views(data, max_bytes=max_bytes)
         check_against(tensors, layout)
     except ArtifactMissing:
         return _reject(submission, "no result file is stored at the submission's location")
