@@ -63,6 +63,7 @@ demo-chain: venv chain-deps
 bench: venv chain-deps
 	$(BIN)/python bench/bench_aggregation.py
 	$(BIN)/python bench/bench_chain.py
+	$(BIN)/python bench/bench_round_overhead.py
 
 # Screenshots of the Prefect UI after a short demo (needs Debian's chromium): docs/images/.
 ui-images: venv

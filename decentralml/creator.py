@@ -31,6 +31,7 @@ from decentralml.errors import ConfigError, PendingResults, StorageError
 from decentralml.marketplace.base import Marketplace
 from decentralml.marketplace.ledger import AUTO_ACCEPTED
 from decentralml.packaging import build_package, project_wheel
+from decentralml.polling import Backoff
 from decentralml.runtime import PROJECT_ROOT
 from decentralml.storage import ArtifactStore, StoredArtifact
 from decentralml.strategies import (
@@ -228,11 +229,13 @@ def wait_for_results(
     poll_s: float,
     on_poll: Callable[[WaitStatus], None] | None = None,
 ) -> list[Submission]:
-    """Poll until every slot has a result, the task expires, or ``timeout_s`` passes.
+    """Poll until every slot has a result, the task expires, or ``timeout_s`` passes, backing
+    off from 0.2 s to 4 × ``poll_s`` while no slot is taken and no result comes in
+    (decentralml.polling).
 
     ``on_poll`` sees the round's status after every poll (the flow shows it as progress)."""
     deadline = time.monotonic() + timeout_s
-    shown = None
+    backoff = Backoff.for_poll_seconds(poll_s)
     while True:
         submissions = market.list_task_results(task_id)
         task, block = market.get_task(task_id), market.current_block()
@@ -241,8 +244,7 @@ def wait_for_results(
             on_poll(status)
         if results_complete(task, submissions, block):
             break
-        if (status.assigned, status.results) != shown:  # a line per change: workers' logs move
-            shown = (status.assigned, status.results)
+        if backoff.observe((status.assigned, status.results)):  # a line per change
             log.info(
                 "task %s: %d/%d slots taken, %d results in; waiting up to %.0f s more",
                 task_id, status.assigned, status.slots, status.results, status.seconds_left,
@@ -250,7 +252,7 @@ def wait_for_results(
         if time.monotonic() >= deadline:
             log.warning("task %s: deadline reached with %d submissions", task_id, len(submissions))
             break
-        time.sleep(poll_s)
+        time.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
     return [s for s in submissions if s.status is ResultSubmissionStatus.PendingValidation]
 
 

@@ -33,6 +33,7 @@ from decentralml.contributor import (
 from decentralml.domain import Task
 from decentralml.errors import TaskFull, TaskNotOpen
 from decentralml.marketplace.base import Marketplace
+from decentralml.polling import Backoff
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
 from decentralml.shutdown import STOP
 from decentralml.storage import sha256_hex
@@ -112,12 +113,15 @@ def run_agent(
     info line; a task whose slots went to faster contributors is skipped silently; any other
     failure of one task (a stranger's bad task, a refused check, a bug) is one warning line.
     Every skipped task is remembered and never retried: tasks are published by anyone, so
-    none may stop the agent.
+    none may stop the agent. With no task to take it looks again after a delay that grows
+    from min(0.2 s, ``poll_seconds``) to 4 × ``poll_seconds`` and starts over once it finds
+    one (decentralml.polling).
     """
     stop = stop or threading.Event()
     terms = contributor.terms
     seen: set[int] = set(range(first_task_id))
     workers = _Workers(contributor, stop, terms.max_concurrent_tasks)
+    backoff = Backoff.for_poll_seconds(poll_seconds)  # a quiet marketplace is polled less
     last_busy = time.monotonic()
     while (max_tasks is None or len(seen) - first_task_id < max_tasks) and not stop.is_set():
         workers.reap()
@@ -131,8 +135,9 @@ def run_agent(
             if _idle_too_long(last_busy, terms.idle_timeout_seconds, workers.busy):
                 log.info("no task for %s s: the agent stops", terms.idle_timeout_seconds)
                 break
-            stop.wait(poll_seconds)
+            stop.wait(backoff.next_delay())
             continue
+        backoff.reset()  # a task now: the next one may follow soon
         seen.add(task.task_id)  # remembered: a skipped task is not tried again
         reason = unwanted(task, terms)
         if reason:  # the contributor's own filters: a quiet skip, not a warning

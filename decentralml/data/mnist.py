@@ -13,6 +13,11 @@
    pickle can run code), then unpickled with an allow-list of numpy globals, converted to the
    Keras layout (train + valid = 60 000) and checked against the known label counts.
 
+A file read in step 0 or 1 is read and checked once per process and file version (path,
+size, mtime, inode): simulated contributors load their shards from threads of one process,
+and re-reading and re-checking 55 MB per shard cost seconds each. The arrays handed out are
+then shared, so they are read-only: a caller that wants to change them copies them first.
+
 A result of step 2 or 3 is written to the cache atomically (temporary file + ``os.replace``), so
 the next call only reads a file. The cache folder is ``cache_dir``, else
 ``$DECENTRALML_DATA_DIR``, else ``~/.cache/decentralml``. Every failure raises
@@ -111,7 +116,7 @@ def load_mnist(cache_dir: Path | str | None = None) -> MnistSplits:
     explicit = os.environ.get(MNIST_NPZ_ENV)
     if explicit:
         path = Path(explicit).expanduser()
-        arrays, problem = _read_npz(path)
+        arrays, problem = _read_npz_once(path)
         if arrays is None:
             raise DataError(
                 f"{MNIST_NPZ_ENV}={explicit} is not a usable MNIST file: {problem}. Point it at a "
@@ -123,7 +128,7 @@ def load_mnist(cache_dir: Path | str | None = None) -> MnistSplits:
 
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = folder / NPZ_NAME
-    arrays, problem = _read_npz(target)
+    arrays, problem = _read_npz_once(target)
     if arrays is not None:
         logger.debug("MNIST: cache hit %s", target)
         return _as_splits(arrays)
@@ -138,7 +143,7 @@ def load_mnist(cache_dir: Path | str | None = None) -> MnistSplits:
 
     with _cache_lock(folder):
         # Another process may have filled the cache while we waited for the lock.
-        arrays, problem = _read_npz(target)
+        arrays, problem = _read_npz_once(target)
         if arrays is not None:
             logger.info("MNIST: cache filled by another process: %s", target)
             return _as_splits(arrays)
@@ -259,6 +264,34 @@ def _read_npz(path: Path) -> tuple[dict[str, NDArray[np.uint8]] | None, str]:
         return None, f"unreadable ({type(exc).__name__}: {exc})"
     problem = _check_arrays(arrays)
     return (None, problem) if problem else (arrays, "")
+
+
+_FileVersion = tuple[int, int, int, int]
+_loaded: dict[Path, tuple[_FileVersion, dict[str, NDArray[np.uint8]]]] = {}
+_loaded_lock = threading.Lock()
+
+
+def _read_npz_once(path: Path) -> tuple[dict[str, NDArray[np.uint8]] | None, str]:
+    """:func:`_read_npz`, remembered per process for this version of the file (size, mtime,
+    inode, device): a changed or replaced file is read and checked again. The lock makes
+    threads asking together wait for one read instead of each reading 55 MB. A failure is not
+    remembered (the next call may find the file repaired)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return _read_npz(path)
+    version = (stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
+    key = path.resolve()
+    with _loaded_lock:
+        known = _loaded.get(key)
+        if known is not None and known[0] == version:
+            return known[1], ""
+        arrays, problem = _read_npz(path)
+        if arrays is not None:
+            for array in arrays.values():
+                array.flags.writeable = False  # shared by every caller from now on
+            _loaded[key] = (version, arrays)
+        return arrays, problem
 
 
 def _check_arrays(arrays: Mapping[str, np.ndarray]) -> str:

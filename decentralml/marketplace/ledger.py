@@ -8,9 +8,11 @@ records with the signer's address and the record's block number (it catches
 ``MarketplaceError`` and skips the record). Each write reads the records it needs as domain
 records, asks ``rules`` and applies the answer inside one transaction.
 
-Concurrency: each operation opens its own connection and runs in ONE transaction started with
-``BEGIN IMMEDIATE`` (WAL mode, 30 s busy timeout), so several processes can share one file and
-a refused operation rolls back and changes nothing.
+Concurrency: each operation runs in ONE transaction started with ``BEGIN IMMEDIATE`` (WAL
+mode, 30 s busy timeout), so several processes can share one file and a refused operation
+rolls back and changes nothing. Each thread keeps its connection to a file between operations
+(``_thread_connection``): agents poll the marketplace thousands of times a run, and opening a
+connection per operation was most of each call's cost.
 
 Amounts are stored as decimal TEXT: the pallet's Balance is u128, which SQLite's 64-bit
 INTEGER cannot hold. No storage credentials exist in the schema.
@@ -19,7 +21,9 @@ INTEGER cannot hold. No storage credentials exist in the schema.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,36 +149,94 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+class _Held:
+    """A thread's kept connection and what it was opened on (process, file identity)."""
+
+    __slots__ = ("busy", "conn", "file", "pid")
+
+    def __init__(self, conn: sqlite3.Connection, file: tuple[int, int]) -> None:
+        self.conn, self.file, self.pid, self.busy = conn, file, os.getpid(), False
+
+
+_per_thread = threading.local()
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+@contextmanager
+def _thread_connection(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """This thread's connection to ``path``, opened on first use and kept for the next
+    operations (sqlite3 connections belong to their thread). A fresh one-off connection is
+    used instead when the kept one is busy (an operation inside another on this thread), and
+    the kept one is replaced when the file was replaced or deleted (a kept connection would
+    still see the old inode), after a fork (a connection must not cross one) and when it was
+    left inside a transaction."""
+    key = os.path.abspath(path)
+    held: dict[str, _Held] = _per_thread.__dict__.setdefault("held", {})
+    entry = held.get(key)
+    if entry is not None and entry.busy:
+        conn = connect(key)
+        try:
+            yield conn
+        finally:
+            conn.close()
+        return
+    file = _file_identity(key)
+    if entry is not None and (
+        entry.pid != os.getpid() or entry.file != file or entry.conn.in_transaction
+    ):
+        del held[key]
+        if entry.pid == os.getpid():  # a forked child leaves its parent's connection alone
+            entry.conn.close()
+        entry = None
+    if entry is None:
+        conn = connect(key)
+        file = _file_identity(key)  # connecting may have created the file
+        if file is None:  # nothing to recognise it by next time: use it once
+            try:
+                yield conn
+            finally:
+                conn.close()
+            return
+        entry = held[key] = _Held(conn, file)
+    entry.busy = True
+    try:
+        yield entry.conn
+    finally:
+        entry.busy = False
+
+
 @contextmanager
 def write_transaction(path: str | Path) -> Iterator[sqlite3.Connection]:
     """One BEGIN IMMEDIATE transaction: committed if the block ends normally, rolled back (so
-    nothing changes) if it raises. Holding the write lock from the first read makes
-    check-then-write races across processes impossible."""
-    conn = connect(path)
-    try:
+    nothing changes) if it or the commit raises. Holding the write lock from the first read
+    makes check-then-write races across processes impossible."""
+    with _thread_connection(path) as conn:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
 
 
 @contextmanager
 def read_transaction(path: str | Path) -> Iterator[sqlite3.Connection]:
     """A read snapshot, so that a task and its submissions are read consistently."""
-    conn = connect(path)
-    try:
+    with _thread_connection(path) as conn:
         conn.execute("BEGIN")
         try:
             yield conn
         finally:
             conn.execute("ROLLBACK")
-    finally:
-        conn.close()
 
 
 # --- row conversion ---------------------------------------------------------------------------

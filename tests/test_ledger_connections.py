@@ -1,0 +1,154 @@
+"""The ledger keeps one SQLite connection per thread and file (marketplace/ledger.py):
+cheap marketplace calls, and transactions as atomic as with a connection per operation.
+Connections are counted by wrapping the ledger's own ``connect`` (it still connects)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from substrateinterface import Keypair
+
+from decentralml.errors import MarketplaceError
+from decentralml.marketplace import ledger as ledger_mod
+from decentralml.marketplace.embedded import EmbeddedMarketplace
+from decentralml.marketplace.ledger import read_transaction, write_transaction
+
+ALICE = Keypair.create_from_uri("//Alice")
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of every connection the ledger opens from now on."""
+    paths: list[str] = []
+    real = ledger_mod.connect
+
+    def counting(path):
+        paths.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(ledger_mod, "connect", counting)
+    return paths
+
+
+def _in_new_thread(work) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _many_calls(market: EmbeddedMarketplace) -> None:
+    for _ in range(40):
+        market.list_tasks(open_only=False)
+        market.current_block()
+        market.balance(ALICE.ss58_address)
+    market.fund(ALICE.ss58_address, 5)
+    assert market.balance(ALICE.ss58_address) == 5
+
+
+def test_a_thread_opens_one_connection_for_many_calls(tmp_path: Path, opened: list[str]) -> None:
+    market = EmbeddedMarketplace(tmp_path / "m.sqlite")
+    opened.clear()
+    _in_new_thread(lambda: _many_calls(market))
+    assert opened == [str(tmp_path / "m.sqlite")]
+
+
+def test_each_thread_has_its_own_connection(tmp_path: Path, opened: list[str]) -> None:
+    market = EmbeddedMarketplace(tmp_path / "m.sqlite")
+    opened.clear()
+    _in_new_thread(lambda: market.current_block())
+    _in_new_thread(lambda: market.current_block())
+    assert len(opened) == 2  # sqlite3 connections are not shared across threads
+
+
+def test_a_refused_write_changes_nothing_and_the_connection_stays_usable(tmp_path: Path) -> None:
+    market = EmbeddedMarketplace(tmp_path / "m.sqlite")
+    market.fund(ALICE.ss58_address, 10)
+    with pytest.raises(RuntimeError), write_transaction(market.path) as conn:
+        conn.execute("INSERT INTO accounts VALUES (?, ?)", ("someone", "99"))
+        raise RuntimeError("refused halfway")
+    with pytest.raises(MarketplaceError):
+        market.get_task(12345)
+    market.fund(ALICE.ss58_address, 1)
+    assert market.balance(ALICE.ss58_address) == 11
+    assert "someone" not in market.ledger.balances()
+    # another process (a fresh connection) sees the same committed state
+    outside = sqlite3.connect(market.path)
+    rows = dict(outside.execute("SELECT address, balance FROM accounts").fetchall())
+    outside.close()
+    assert "someone" not in rows
+
+
+def test_a_failed_commit_rolls_back_and_releases_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market = EmbeddedMarketplace(tmp_path / "m.sqlite")
+    with write_transaction(market.path) as conn:  # this thread's kept connection
+        kept = conn
+    with pytest.raises(sqlite3.IntegrityError), write_transaction(market.path) as conn:
+        conn.execute("PRAGMA defer_foreign_keys = ON")
+        conn.execute("CREATE TABLE IF NOT EXISTS parent (id INTEGER PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS child (pid INTEGER REFERENCES parent(id) "
+            "DEFERRABLE INITIALLY DEFERRED)"
+        )
+        conn.execute("INSERT INTO child VALUES (7)")  # fails at COMMIT, not here
+    assert not kept.in_transaction
+    other = sqlite3.connect(market.path, timeout=0.5)
+    other.execute("BEGIN IMMEDIATE")  # the write lock is free
+    other.execute("ROLLBACK")
+    other.close()
+
+
+def test_an_operation_inside_another_uses_its_own_connection(tmp_path: Path) -> None:
+    market = EmbeddedMarketplace(tmp_path / "m.sqlite")
+    with write_transaction(market.path) as conn:
+        conn.execute("INSERT INTO accounts VALUES (?, ?)", ("inner", "3"))
+        with read_transaction(market.path) as inner:
+            assert inner is not conn  # a nested BEGIN on the same connection would fail
+            rows = inner.execute("SELECT 1 FROM accounts WHERE address = 'inner'").fetchall()
+            assert rows == []  # the outer write is not committed yet
+    assert market.ledger.balances()["inner"] == 3
+
+
+def test_a_replaced_file_gets_a_new_connection(tmp_path: Path, opened: list[str]) -> None:
+    path = tmp_path / "m.sqlite"
+    market = EmbeddedMarketplace(path)
+    market.fund(ALICE.ss58_address, 4)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    fresh = EmbeddedMarketplace(path)
+    assert fresh.balance(ALICE.ss58_address) == 0  # not the deleted file's balance
+    fresh.fund(ALICE.ss58_address, 2)
+    assert EmbeddedMarketplace(path).balance(ALICE.ss58_address) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_use_its_parents_connection(tmp_path: Path) -> None:
+    market = EmbeddedMarketplace(tmp_path / "m.sqlite")
+    market.fund(ALICE.ss58_address, 1)
+    pid = os.fork()
+    if pid == 0:  # the child: its own connection, and a write that must land
+        code = 1
+        try:
+            market.fund(ALICE.ss58_address, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    market.fund(ALICE.ss58_address, 1)
+    assert market.balance(ALICE.ss58_address) == 3
