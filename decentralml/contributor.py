@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 MAX_EPOCHS = 100
 MAX_BATCH_SIZE = 65_536
-PARTITIONS = ("iid", "shards", "dirichlet")
+PARTITIONS = ("iid", "shards", "shards-disjoint", "dirichlet")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
