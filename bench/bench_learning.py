@@ -32,7 +32,8 @@ on the same 55 000 examples for ``--central-epochs`` epochs, evaluated after eac
 
 Output: a Markdown table (rounds to target, final and best accuracy), one PNG of accuracy per
 round per partition (``--images``, default docs/images/learning-<partition>.png), then ONE
-JSON line with every figure.
+JSON line with every figure. ``--replot OUT...`` draws and tables the saved outputs of runs
+split over several processes as one, without training.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -108,6 +110,10 @@ class Curve:
 
     def rounds_to_target(self) -> int | None:
         return next((i for i, a in enumerate(self.accuracy, 1) if a >= self.target), None)
+
+    @classmethod
+    def from_summary(cls, figures: dict) -> Curve:
+        return cls(figures["name"], figures["target"], figures["accuracy"], figures["seconds"])
 
     def summary(self) -> dict[str, object]:
         return {
@@ -291,6 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--central-epochs", type=int, default=10)
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--list", action="store_true", help="print the configuration names")
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        nargs="+",
+        metavar="OUTPUT",
+        help="no training: table and PNGs from the saved stdout of earlier runs",
+    )
     args = parser.parse_args(argv)
 
     wanted = [s for s in args.only.split(",") if s]
@@ -314,15 +327,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    lab = Lab()
-    baseline = centralised(lab, args.central_epochs, log) if args.central_epochs else None
-    curves = []
-    for setup in setups:  # each curve logged when done: a cut-short sweep keeps what it ran
-        curves.append(federated(lab, setup, args.rounds or ROUNDS[setup.partition], log))
-        log(json.dumps(curves[-1].summary()))
-    everything = [*([baseline] if baseline else []), *curves]
-    print(table(everything))
-    images = plot(curves, baseline, args.images)
+    if args.replot:
+        baseline, curves = replot(args.replot)
+    else:
+        lab = Lab()
+        baseline = centralised(lab, args.central_epochs, log) if args.central_epochs else None
+        curves = []
+        for setup in setups:  # each curve logged when done: a cut-short sweep keeps what it ran
+            curves.append(federated(lab, setup, args.rounds or ROUNDS[setup.partition], log))
+            log(json.dumps(curves[-1].summary()))
+    report(baseline, curves, args.images)
+    return 0
+
+
+ROUND_LINE = re.compile(
+    r"^(?P<name>\S+/\S+) round (?P<round>\d+): (?P<acc>[0-9.]+) \((?P<s>\d+) s\)$"
+)
+
+
+def replot(outputs: Sequence[Path]) -> tuple[Curve | None, list[Curve]]:
+    """The curves of earlier runs from their saved output (stdout and stderr): a sweep split
+    over several processes is drawn and tabled as one. A finished curve comes from its JSON
+    summary; one cut short by the clock from its per-round lines. The first centralised curve
+    is the baseline."""
+    baseline: Curve | None = None
+    found: dict[str, Curve] = {}
+    partial: dict[str, Curve] = {}
+    for line in (line for output in outputs for line in output.read_text().splitlines()):
+        if line.startswith("{"):
+            figures = json.loads(line)
+            runs = figures.get("configurations", [figures])
+            if baseline is None and figures.get("centralised"):
+                baseline = Curve.from_summary(figures["centralised"])
+            found.update((c["name"], Curve.from_summary(c)) for c in runs)
+        elif match := ROUND_LINE.match(line):
+            name = match["name"]
+            curve = partial.setdefault(name, Curve(name, TARGETS[name.split("/")[0]], [], 0.0))
+            curve.accuracy.append(float(match["acc"]))
+            curve.seconds = float(match["s"])
+    curves = {**partial, **found}  # a finished summary wins over the same run's round lines
+    order = {s.name: i for i, s in enumerate(SETUPS)}
+    return baseline, sorted(curves.values(), key=lambda c: order.get(c.name, len(order)))
+
+
+def report(baseline: Curve | None, curves: Sequence[Curve], images: Path) -> None:
+    """The table, the PNGs, and the one JSON line of figures."""
+    print(table([*([baseline] if baseline else []), *curves]))
+    written = plot(curves, baseline, images)
     print(
         json.dumps(
             {
@@ -333,11 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "cpus": os.cpu_count(),
                 "centralised": baseline.summary() if baseline else None,
                 "configurations": [c.summary() for c in curves],
-                "images": images,
+                "images": written,
             }
         )
     )
-    return 0
 
 
 if __name__ == "__main__":

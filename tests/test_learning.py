@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "bench_learning.py"
 
 
-def _bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _bench(*args: str, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(
         [sys.executable, str(BENCH), *args],
@@ -24,7 +24,7 @@ def _bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=timeout,
         env=env,
-        cwd=ROOT,
+        cwd=cwd,
     )
 
 
@@ -83,3 +83,44 @@ def test_the_learning_bench_quick_run_learns(tmp_path: Path) -> None:
     assert figures["centralised"]["accuracy"][0] > 0.9
     assert "| iid/fedavg-adam-1e-3 | 0.975 | not reached |" in done.stdout
     assert (tmp_path / "learning-iid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_replot_joins_finished_and_cut_short_runs(tmp_path: Path) -> None:
+    """A sweep split over processes is tabled and drawn as one: a finished run's JSON line,
+    and a run stopped by the clock read from its per-round lines."""
+    finished = {
+        "bench": "learning",
+        "centralised": {
+            "name": "centralised/adam-1e-3",
+            "target": 0.975,
+            "accuracy": [0.96, 0.97, 0.976],
+            "seconds": 30.0,
+        },
+        "configurations": [
+            {
+                "name": "iid/fedavg-adam-3e-3",
+                "target": 0.975,
+                "accuracy": [0.93, 0.98],
+                "seconds": 9,
+            }
+        ],
+    }
+    (tmp_path / "a.out").write_text("| table |\n" + json.dumps(finished) + "\n")
+    (tmp_path / "b.err").write_text(
+        "centralised epoch 1: 0.9\n"
+        "shards/fedavg-sgd-0.1 round 1: 0.5000 (20 s)\n"
+        "shards/fedavg-sgd-0.1 round 2: 0.7000 (41 s)\n"
+    )
+    done = _bench("--replot", "a.out", "b.err", "--images", ".", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert "| iid/fedavg-adam-3e-3 | 0.975 | 2 | 0.9800 | 0.9800 | 2 | 9 s |" in lines
+    assert "| shards/fedavg-sgd-0.1 | 0.950 | not reached | 0.7000 | 0.7000 | 2 | 41 s |" in lines
+    figures = json.loads(lines[-1])
+    assert figures["centralised"]["rounds_to_target"] == 3
+    assert [c["name"] for c in figures["configurations"]] == [
+        "iid/fedavg-adam-3e-3",
+        "shards/fedavg-sgd-0.1",
+    ]
+    for partition in ("iid", "shards"):
+        assert (tmp_path / f"learning-{partition}.png").read_bytes()[:4] == b"\x89PNG"
