@@ -14,6 +14,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 PYTEST_ARGS ?=
+LEARNING_ARGS ?=
 
 .PHONY: venv demo demo-chain test test-fast lint chain chain-stop chain-deps bench ui-images clean
 
@@ -64,6 +65,13 @@ bench: venv chain-deps
 	$(BIN)/python bench/bench_aggregation.py
 	$(BIN)/python bench/bench_chain.py
 	$(BIN)/python bench/bench_round_overhead.py
+	$(BIN)/python bench/bench_learning.py $(LEARNING_ARGS)
+
+# Learning quality alone (hours for the whole sweep on 2 cores; docs/benchmarks.md says what
+# was run): e.g. make bench-learning LEARNING_ARGS="--only iid/".
+.PHONY: bench-learning
+bench-learning: venv
+	$(BIN)/python bench/bench_learning.py $(LEARNING_ARGS)
 
 # Screenshots of the Prefect UI after a short demo (needs Debian's chromium): docs/images/.
 ui-images: venv

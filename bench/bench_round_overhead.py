@@ -122,10 +122,10 @@ def baseline_fits(config_path: Path) -> tuple[float, int]:
 
     config = load_config(config_path)
     settings = task_settings(config)
-    trainer = ReusableTrainer(str(settings["model"]), config.training.learning_rate)
-    start = model_tensors(build_model(str(settings["model"]), config.training.learning_rate))
+    trainer = ReusableTrainer(settings.model, config.training.learning_rate)
+    start = model_tensors(build_model(settings.model, config.training.learning_rate))
     shards = [
-        contributor_shard(settings["data"], i, config.data.cache_dir)
+        contributor_shard(settings.data, i, config.data.cache_dir)
         for i in range(config.contributors)
     ]
     seconds, fits = 0.0, 0
@@ -169,16 +169,16 @@ def components(config_path: Path, workdir: Path) -> dict[str, float]:
 
     config = load_config(config_path)
     settings = task_settings(config)
-    x, y = contributor_shard(settings["data"], 0, config.data.cache_dir)
-    start = model_tensors(build_model(str(settings["model"]), config.training.learning_rate))
+    x, y = contributor_shard(settings.data, 0, config.data.cache_dir)
+    start = model_tensors(build_model(settings.model, config.training.learning_rate))
 
     def fit(index: int) -> None:
-        train_contribution(str(settings["model"]), start, x, y, epochs=1, batch_size=32,
+        train_contribution(settings.model, start, x, y, epochs=1, batch_size=32,
                            learning_rate=config.training.learning_rate, seed=index)  # fmt: skip
 
     def fresh_fit(index: int) -> None:  # what every contribution paid before models were reused
         keras.utils.set_random_seed(index)
-        model = local_model(str(settings["model"]), start,
+        model = local_model(settings.model, start,
                             learning_rate=config.training.learning_rate)  # fmt: skip
         model.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=True)
 

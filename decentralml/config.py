@@ -170,7 +170,7 @@ class DataConfig(_Section):
     a name must be that dataset (kept so older configs saying ``source: mnist`` stay valid)."""
 
     source: str | None = None
-    partition: Literal["iid", "shards", "dirichlet"] = "iid"
+    partition: Literal["iid", "shards", "shards-disjoint", "dirichlet"] = "iid"
     classes_per_contributor: PositiveInt = 2
     alpha: Annotated[float, Field(gt=0)] = 0.5
     seed: int = 42

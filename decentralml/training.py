@@ -83,6 +83,25 @@ def local_model(
 ) -> keras.Model:
     """The model compiled for local training: the global weights, the task's optimizer, and
     with ``proximal_mu`` > 0 the proximal term anchored at the global weights."""
+    model = _compiled(model_name, learning_rate, optimizer)
+    set_model_tensors(model, dict(global_tensors))
+    _add_proximal_terms(model, proximal_mu)
+    return model
+
+
+def _add_proximal_terms(model: keras.Model, mu: float) -> list[ProximalTerm]:
+    """With ``mu`` > 0, a proximal term on every trainable variable, anchored at its current
+    value (none otherwise)."""
+    if mu <= 0:
+        return []
+    terms = [ProximalTerm(np.asarray(v.numpy()), mu) for v in model.trainable_weights]
+    for variable, term in zip(model.trainable_weights, terms, strict=True):
+        variable.regularizer = term
+    return terms
+
+
+def _compiled(model_name: str, learning_rate: float, optimizer: str) -> keras.Model:
+    """The registry's model compiled with the named local optimizer."""
     import keras
 
     if optimizer not in OPTIMIZERS:
@@ -96,10 +115,6 @@ def local_model(
             )
         )
         model.compile_from_config(config)
-    set_model_tensors(model, dict(global_tensors))
-    if proximal_mu > 0:
-        for variable in model.trainable_weights:
-            variable.regularizer = ProximalTerm(np.asarray(variable.numpy()), proximal_mu)
     return model
 
 
@@ -189,11 +204,21 @@ class ReusableTrainer:
     """Many local fits on one compiled model: simulations train dozens of contributions in
     one process, and a fresh model per fit costs a compile and a new ``tf.function`` trace.
 
-    Each fit starts like ``train_contribution``'s: the given weights, a seeded shuffle, and a
-    restarted optimizer (its moments and step count zeroed; the learning rate kept)."""
+    Each fit starts like ``train_contribution``'s with the same ``optimizer`` and
+    ``proximal_mu``: the given weights, a seeded shuffle, a restarted optimizer (its moments
+    and step count zeroed; the learning rate kept) and, with ``proximal_mu`` > 0, the proximal
+    term re-anchored at the given weights."""
 
-    def __init__(self, model_name: str, learning_rate: float = 0.001) -> None:
-        self.model = build_model(model_name, learning_rate)
+    def __init__(
+        self,
+        model_name: str,
+        learning_rate: float = 0.001,
+        *,
+        optimizer: str = "adam",
+        proximal_mu: float = 0.0,
+    ) -> None:
+        self.model = _compiled(model_name, learning_rate, optimizer)
+        _add_proximal_terms(self.model, proximal_mu)
 
     def fit(
         self,

@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add("demo", cmd_demo, "run a whole federated training on this machine", checks.DEMO)
     demo.add_argument("--rounds", type=int)
     demo.add_argument("--contributors", type=int)
-    demo.add_argument("--partition", choices=["iid", "shards", "dirichlet"])
+    demo.add_argument("--partition", choices=["iid", "shards", "shards-disjoint", "dirichlet"])
     demo.add_argument("--marketplace", choices=["embedded", "substrate"])
     demo.add_argument("--validation", choices=["AutoAccept", "ManualAccept", "CustomAccept"])
     demo.add_argument("--epochs", type=int)

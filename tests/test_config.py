@@ -178,7 +178,7 @@ def test_an_empty_file_is_all_defaults(tmp_path: Path) -> None:
         (
             "data.partition",
             "zipf",
-            "data.partition: Input should be 'iid', 'shards' or 'dirichlet'",
+            "data.partition: Input should be 'iid', 'shards', 'shards-disjoint' or 'dirichlet'",
         ),
         ("data.alpha", 0, "data.alpha: Input should be greater than 0"),
         (

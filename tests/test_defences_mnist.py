@@ -137,11 +137,11 @@ def test_label_flippers_among_iid_contributors_are_refused_and_nobody_else(lab):
 
 @pytest.mark.parametrize("present", [10, 7], ids=["all-ten", "seven-of-ten"])
 def test_honest_two_class_contributors_are_all_accepted_over_rounds(lab, present: int):
-    """The shards partition: every honest result accepted in each of three rounds, although
+    """The shards-disjoint partition: every honest result accepted in each of three rounds, although
     each one alone scores far below the seed's min_accuracy of 0.5 — also when three of the
     ten shards are missing (their holders were refused as attackers), where leaving one
     honest result out can lower the overall loss: it is still the support of its classes."""
-    parts = shards("shards")[:present]
+    parts = shards("shards-disjoint")[:present]
     global_tensors = lab["initial"]
     for round_number in range(3):
         results = [

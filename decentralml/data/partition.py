@@ -2,18 +2,25 @@
 
 Contributor ``i`` of ``n`` calls :func:`partition_for` with the same ``(labels, n, scheme, seed)``
 as every other contributor and gets its own slice; the slices are disjoint and every contributor
-computes the same split without talking to the others. Three schemes:
+computes the same split without talking to the others. Four schemes:
 
 ``"iid"``
     A seeded permutation cut into ``n`` parts whose sizes differ by at most one.
 ``"shards"``
     The pathological non-IID split of McMahan et al. 2017, "Communication-Efficient Learning of
     Deep Networks from Decentralized Data" (FedAvg, section 3): sort by label, cut into
-    ``n * k`` shards, give each partition ``k`` of them. Here the shards are cut inside each
-    class and dealt so that every partition holds exactly ``k`` distinct classes, and together
-    the partitions cover the whole set. When ``n * k`` is smaller than the number of classes
-    that cannot both hold; covering the data wins and each partition gets ``ceil(C / n)`` or
-    ``floor(C / n)`` whole classes.
+    ``n * k`` shards, give each partition ``k`` shards picked at random. One difference: the
+    shards are cut inside each class (equal within a class, so sizes differ by the class sizes)
+    rather than across class boundaries, so a partition holds at most ``k`` classes (fewer when
+    it draws two shards of one class). With 10 partitions and ``k = 2`` the random pairing gives
+    many distinct class pairs, as in the paper.
+``"shards-disjoint"``
+    The harsher variant kept as a named case (the ``shards`` of earlier versions): the same
+    class-wise shards dealt round-robin so that every partition holds exactly ``k`` distinct
+    classes; with 10 partitions and ``k = 2`` on MNIST that is only 5 distinct class pairs,
+    each held by two partitions. When ``n * k`` is smaller than the number of classes, both
+    shard schemes give each partition ``ceil(C / n)`` or ``floor(C / n)`` whole classes so
+    that all data is used.
 ``"dirichlet"``
     Per-class proportions drawn from Dirichlet(``alpha``), as in Hsu et al. 2019, "Measuring the
     Effects of Non-Identical Data Distribution for Federated Visual Classification", with the
@@ -37,7 +44,7 @@ __all__ = ["SCHEMES", "label_histogram", "partition_for", "partition_indices"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMES: tuple[str, ...] = ("iid", "shards", "dirichlet")
+SCHEMES: tuple[str, ...] = ("iid", "shards", "shards-disjoint", "dirichlet")
 """The partition schemes :func:`partition_indices` knows."""
 
 DEFAULT_CLASSES_PER_PARTITION = 2
@@ -62,19 +69,19 @@ def partition_indices(
     Args:
         labels: 1-D array of non-negative integer class labels (e.g. MNIST ``y_train``).
         num_partitions: number of contributors ``n`` (>= 1, at most ``len(labels)``).
-        scheme: one of :data:`SCHEMES` (``"iid"``, ``"shards"``, ``"dirichlet"``).
+        scheme: one of :data:`SCHEMES` (``"iid"``, ``"shards"``, ``"shards-disjoint"``,
+            ``"dirichlet"``).
         seed: integer seed; the same ``(labels, num_partitions, scheme, seed, options)`` always
             gives the same partitions.
-        classes_per_partition: ``"shards"`` only: classes per partition ``k`` (default 2, at
-            most the number of distinct labels).
+        classes_per_partition: the shard schemes only: shards (and so at most classes) per
+            partition ``k`` (default 2, at most the number of distinct labels).
         alpha: ``"dirichlet"`` only: concentration (> 0, default 0.5); smaller is more skewed.
         min_size: ``"dirichlet"`` only: smallest allowed partition (default 10).
         max_attempts: ``"dirichlet"`` only: draws tried before giving up (default 100).
 
     Returns:
-        ``num_partitions`` sorted ``int64`` index arrays, pairwise disjoint. For ``"iid"`` and
-        ``"shards"`` their union is ``range(len(labels))``; ``"dirichlet"`` also uses every
-        index.
+        ``num_partitions`` sorted ``int64`` index arrays, pairwise disjoint, whose union is
+        ``range(len(labels))`` for every scheme.
 
     Raises:
         ValueError: an argument is out of range, the scheme is unknown, or the data is too
@@ -93,9 +100,10 @@ def partition_indices(
 
     if scheme == "iid":
         parts = _iid(y, n, rng)
-    elif scheme == "shards":
+    elif scheme in ("shards", "shards-disjoint"):
         k = _check_int("classes_per_partition", classes_per_partition, minimum=1)
-        parts = _shards(y, n, k, rng)
+        deal = _deal_random if scheme == "shards" else _deal_round_robin
+        parts = deal(_class_shards(y, n, k, rng), n, rng)
     else:
         a = _check_alpha(alpha)
         m = _check_int("min_size", min_size, minimum=1)
@@ -139,9 +147,11 @@ def _iid(y: NDArray[np.int64], n: int, rng: np.random.Generator) -> list[NDArray
     return list(np.array_split(rng.permutation(y.size), n))
 
 
-def _shards(
+def _class_shards(
     y: NDArray[np.int64], n: int, k: int, rng: np.random.Generator
 ) -> list[NDArray[np.int64]]:
+    """The ``max(n * k, C)`` shards, laid out class after class (classes in a seeded order),
+    each class cut into at most ``n`` shards of equal size."""
     classes, counts = np.unique(y, return_counts=True)
     c = classes.size
     if k > c:
@@ -160,20 +170,38 @@ def _shards(
             -(-c // n),
         )
     shards_per_class = _shards_per_class(counts, total=max(n * k, c), cap=n)
-
-    # Lay the shards out class after class (classes in a seeded order) and deal them round-robin:
-    # partition p gets layout positions p, p + n, p + 2n, ... A class occupies a run of at most
-    # n consecutive positions, so no partition gets two shards of the same class.
     layout: list[NDArray[np.int64]] = []
     for ci in rng.permutation(c):
         members = np.flatnonzero(y == classes[ci])
         members = members[rng.permutation(members.size)]
         layout.extend(np.array_split(members, int(shards_per_class[ci])))
+    return layout
+
+
+def _deal_round_robin(
+    layout: list[NDArray[np.int64]], n: int, rng: np.random.Generator
+) -> list[NDArray[np.int64]]:
+    """``shards-disjoint``: partition p gets layout positions p, p + n, p + 2n, ... A class
+    occupies a run of at most n consecutive positions, so no partition gets a class twice."""
     owner = rng.permutation(n)  # which partition takes which round-robin seat
     parts: list[list[NDArray[np.int64]]] = [[] for _ in range(n)]
     for pos, shard in enumerate(layout):
         parts[owner[pos % n]].append(shard)
     return [np.concatenate(p) if p else np.empty(0, dtype=np.int64) for p in parts]
+
+
+def _deal_random(
+    layout: list[NDArray[np.int64]], n: int, rng: np.random.Generator
+) -> list[NDArray[np.int64]]:
+    """``shards``: McMahan et al.'s random pairing, the shards shuffled and dealt ``k`` each
+    (when there are more shards than ``n * k``, the first partitions get one more)."""
+    order = rng.permutation(len(layout))
+    return [
+        np.concatenate([layout[j] for j in order[p::n]])
+        if order[p::n].size
+        else np.empty(0, dtype=np.int64)
+        for p in range(n)
+    ]
 
 
 def _shards_per_class(counts: NDArray[np.int64], *, total: int, cap: int) -> NDArray[np.int64]:

@@ -1,0 +1,394 @@
+"""Learning-quality benchmark: rounds to a target test accuracy, per partition and strategy,
+against centralised training of the same model in the same run (issue 10, target 4).
+
+Run from the project root:
+
+    .venv/bin/python bench/bench_learning.py                  # the whole sweep (long)
+    .venv/bin/python bench/bench_learning.py --only iid/      # configurations whose name has iid/
+    .venv/bin/python bench/bench_learning.py --quick          # 2-round smoke run
+
+What is measured is how well the platform's own training code learns, not how fast a round is
+orchestrated: every contributor's local fit is decentralml.training's (``ReusableTrainer``,
+the same optimizer, restart and FedProx proximal term as ``train_contribution``, on one
+compiled model per configuration), the aggregation is the strategy's ``aggregate`` from
+decentralml/strategies/ with its ``configure_round`` settings, and the shards are
+decentralml.data.federated's ``contributor_shard`` under the task's data settings (the creator
+keeps ``holdout_examples`` out of the pool). Prefect, the marketplace, storage and the
+results' screening are left out: they neither change the weights of an honest round nor are
+what this bench measures, and they would cost minutes per round.
+
+The setup follows McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks from
+Decentralized Data" (FedAvg), and differs from it: the seed model (Flatten · Dense(128) ·
+Dense(10)) rather than the 2NN or CNN, 10 contributors all taking part each round (C = 1.0),
+E = 1 local epoch, B = 32, 55 000 training examples (5 000 kept by the creator), and the
+shards cut inside each class (decentralml/data/partition.py). One seed per configuration.
+
+"shared slice" is Zhao et al. 2018, "Federated Learning with Non-IID Data": each contributor
+also trains on its own 500 examples of the creator's held-out split, as if the task carried
+them. It is implemented here only (the task package does not carry data yet).
+
+The baseline is the seed model trained centrally (Adam 1e-3, batch 32, the seed's settings)
+on the same 55 000 examples for ``--central-epochs`` epochs, evaluated after each epoch.
+
+Output: a Markdown table (rounds to target, final and best accuracy), one PNG of accuracy per
+round per partition (``--images``, default docs/images/learning-<partition>.png), then ONE
+JSON line with every figure. ``--replot OUT...`` draws and tables the saved outputs of runs
+split over several processes as one, without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CONTRIBUTORS = 10
+SEED = 42
+SLICE = 500
+"""Examples of the creator's held-out split each contributor gets in the shared-slice runs."""
+ROUNDS = {"iid": 10, "shards": 30, "shards-disjoint": 50}
+TARGETS = {"iid": 0.975, "shards": 0.95, "shards-disjoint": 0.95}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One configuration: partition, local optimizer and learning rate, server strategy."""
+
+    partition: str
+    label: str
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    strategy: str = "fedavg"
+    strategy_args: dict[str, float] = field(default_factory=dict)
+    shared_slice: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.partition}/{self.label}"
+
+
+def _non_iid(partition: str) -> list[Setup]:
+    return [
+        Setup(partition, "fedavg-adam-1e-3"),  # today's default: Adam restarted each round
+        Setup(partition, "fedavg-sgd-0.1", "sgd", 0.1),
+        Setup(partition, "fedprox-0.1-sgd-0.1", "sgd", 0.1, "fedprox", {"proximal_mu": 0.1}),
+        Setup(partition, "fedavgm-sgd-0.1", "sgd", 0.1, "fedavgm"),
+        Setup(partition, "fedadam-0.01-sgd-0.1", "sgd", 0.1, "fedadam", {"eta": 0.01}),
+        Setup(partition, "shared-slice-sgd-0.1", "sgd", 0.1, shared_slice=True),
+    ]
+
+
+SETUPS: list[Setup] = [
+    Setup("iid", "fedavg-adam-1e-3"),
+    Setup("iid", "fedavg-adam-3e-3", learning_rate=3e-3),
+    Setup("iid", "fedavg-sgd-0.1", "sgd", 0.1),
+    *_non_iid("shards"),
+    *_non_iid("shards-disjoint"),
+]
+
+
+@dataclass
+class Curve:
+    """Test accuracy after each round (or epoch, for the baseline)."""
+
+    name: str
+    target: float
+    accuracy: list[float]
+    seconds: float
+
+    def rounds_to_target(self) -> int | None:
+        return next((i for i, a in enumerate(self.accuracy, 1) if a >= self.target), None)
+
+    @classmethod
+    def from_summary(cls, figures: dict) -> Curve:
+        return cls(figures["name"], figures["target"], figures["accuracy"], figures["seconds"])
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "rounds": len(self.accuracy),
+            "target": self.target,
+            "rounds_to_target": self.rounds_to_target(),
+            "final": round(self.accuracy[-1], 4),
+            "best": round(max(self.accuracy), 4),
+            "accuracy": [round(a, 4) for a in self.accuracy],
+            "seconds": round(self.seconds, 1),
+        }
+
+
+class Lab:
+    """The data of the run, loaded once: each partition's shards, the creator's held-out
+    split, the test split, and one model to score weights on."""
+
+    def __init__(self) -> None:
+        from decentralml.config import parse_config
+        from decentralml.creator import task_settings
+        from decentralml.data.federated import creator_holdout, test_split
+        from decentralml.models import build_model
+
+        self._data = {
+            p: task_settings(
+                parse_config({"contributors": CONTRIBUTORS, "data": {"partition": p}})
+            ).data
+            for p in ROUNDS
+        }
+        iid = self._data["iid"]
+        self.holdout = creator_holdout(iid.holdout_examples, iid.seed)
+        self.test = test_split()
+        self.scorer = build_model("mnist_mlp")
+        self._shards: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def shards(self, partition: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        from decentralml.data.federated import contributor_shard
+
+        if partition not in self._shards:
+            data = self._data[partition]
+            self._shards[partition] = [contributor_shard(data, i) for i in range(CONTRIBUTORS)]
+        return self._shards[partition]
+
+    def with_slice(self, shards: Sequence[tuple[np.ndarray, np.ndarray]]) -> list:
+        """Each contributor's shard plus its own SLICE examples of the creator's held-out set."""
+        x_held, y_held = self.holdout
+        return [
+            (
+                np.concatenate([x, x_held[i * SLICE : (i + 1) * SLICE]]),
+                np.concatenate([y, y_held[i * SLICE : (i + 1) * SLICE]]),
+            )
+            for i, (x, y) in enumerate(shards)
+        ]
+
+    def accuracy(self, tensors: dict[str, np.ndarray]) -> float:
+        from decentralml.models import evaluate, set_model_tensors
+
+        set_model_tensors(self.scorer, dict(tensors))
+        return float(evaluate(self.scorer, *self.test)["accuracy"])
+
+
+def initial_tensors() -> dict[str, np.ndarray]:
+    """The seed model's starting weights, the same for every configuration."""
+    import keras
+
+    from decentralml.models import build_model, model_tensors
+
+    keras.utils.set_random_seed(SEED)
+    return model_tensors(build_model("mnist_mlp"))
+
+
+def federated(lab: Lab, setup: Setup, rounds: int, log: Callable[[str], None] = print) -> Curve:
+    """``rounds`` rounds of ``setup`` with every contributor taking part; test accuracy after
+    each aggregation."""
+    from decentralml.strategies import Contribution, registry
+    from decentralml.training import ReusableTrainer
+
+    shards = lab.shards(setup.partition)
+    if setup.shared_slice:
+        shards = lab.with_slice(shards)
+    strategy = registry[setup.strategy](**setup.strategy_args)
+    mu = float(strategy.configure_round(1).get("proximal_mu", 0.0))  # type: ignore[arg-type]
+    trainer = ReusableTrainer(
+        "mnist_mlp", setup.learning_rate, optimizer=setup.optimizer, proximal_mu=mu
+    )
+    global_tensors = initial_tensors()
+    accuracy: list[float] = []
+    start = time.perf_counter()
+    for r in range(1, rounds + 1):
+        contributions = [
+            Contribution(trainer.fit(global_tensors, x, y, seed=1000 * r + i), len(y))
+            for i, (x, y) in enumerate(shards)
+        ]
+        global_tensors = strategy.aggregate(r, global_tensors, contributions)
+        accuracy.append(lab.accuracy(global_tensors))
+        log(f"{setup.name} round {r}: {accuracy[-1]:.4f} ({time.perf_counter() - start:.0f} s)")
+    return Curve(setup.name, TARGETS[setup.partition], accuracy, time.perf_counter() - start)
+
+
+def centralised(lab: Lab, epochs: int, log: Callable[[str], None] = print) -> Curve:
+    """The seed model trained on the union of the shards (Adam 1e-3, batch 32), evaluated after
+    each epoch: what federation is compared with."""
+    import keras
+
+    from decentralml.models import build_model, model_tensors, set_model_tensors
+
+    x = np.concatenate([s[0] for s in lab.shards("iid")])
+    y = np.concatenate([s[1] for s in lab.shards("iid")])
+    keras.utils.set_random_seed(SEED)
+    model = build_model("mnist_mlp")
+    set_model_tensors(model, initial_tensors())
+    accuracy: list[float] = []
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=True)
+        accuracy.append(lab.accuracy(model_tensors(model)))
+        log(f"centralised epoch {epoch}: {accuracy[-1]:.4f}")
+    return Curve("centralised/adam-1e-3", TARGETS["iid"], accuracy, time.perf_counter() - start)
+
+
+def table(curves: Sequence[Curve]) -> str:
+    rows = [
+        "| configuration | target | rounds to target | final | best | rounds run | time |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in curves:
+        reached = c.rounds_to_target()
+        rows.append(
+            f"| {c.name} | {c.target:.3f} | {reached if reached else 'not reached'} | "
+            f"{c.accuracy[-1]:.4f} | {max(c.accuracy):.4f} | {len(c.accuracy)} | "
+            f"{c.seconds:.0f} s |"
+        )
+    return "\n".join(rows)
+
+
+def plot(curves: Sequence[Curve], baseline: Curve | None, folder: Path) -> list[str]:
+    """One PNG per partition: accuracy per round of each configuration, the target, and the
+    centralised curve per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for partition in dict.fromkeys(c.name.split("/")[0] for c in curves):
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for c in (c for c in curves if c.name.startswith(partition + "/")):
+            ax.plot(range(1, len(c.accuracy) + 1), c.accuracy, marker=".", label=c.name)
+        if baseline is not None:
+            ax.plot(
+                range(1, len(baseline.accuracy) + 1),
+                baseline.accuracy,
+                "k--",
+                label=f"{baseline.name} (per epoch)",
+            )
+        ax.axhline(TARGETS[partition], color="grey", linewidth=0.8)
+        ax.set(
+            xlabel="round (1 local epoch, B = 32, 10 contributors)",
+            ylabel="test accuracy",
+            title=f"MNIST, seed MLP, partition {partition}",
+            ylim=(max(0.0, min(min(c.accuracy) for c in curves) - 0.02), 1.0),
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        path = folder / f"learning-{partition}.png"
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        written.append(str(path))
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of iid/fedavg-adam-1e-3")
+    parser.add_argument(
+        "--only", default="", help="comma-separated substrings of names to run, in that order"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds for every configuration")
+    parser.add_argument("--central-epochs", type=int, default=10)
+    parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
+    parser.add_argument("--list", action="store_true", help="print the configuration names")
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        nargs="+",
+        metavar="OUTPUT",
+        help="no training: table and PNGs from the saved stdout of earlier runs",
+    )
+    args = parser.parse_args(argv)
+
+    wanted = [s for s in args.only.split(",") if s]
+    # In the order asked for: a sweep cut short by the clock has run what came first.
+    chosen: dict[str, Setup] = {}
+    for setup in [s for w in wanted for s in SETUPS if w in s.name] if wanted else SETUPS:
+        chosen.setdefault(setup.name, setup)
+    setups = list(chosen.values())
+    if args.quick:
+        setups, args.rounds, args.central_epochs = SETUPS[:1], 2, 1
+    if args.list:
+        print("\n".join(s.name for s in SETUPS))
+        return 0
+    if not setups:
+        print(f"error: --only {args.only!r} matches no configuration (see --list)", file=sys.stderr)
+        return 2
+    if (args.rounds is not None and args.rounds < 1) or args.central_epochs < 0:
+        print("error: --rounds must be >= 1 and --central-epochs >= 0", file=sys.stderr)
+        return 2
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.replot:
+        baseline, curves = replot(args.replot)
+    else:
+        lab = Lab()
+        baseline = centralised(lab, args.central_epochs, log) if args.central_epochs else None
+        curves = []
+        for setup in setups:  # each curve logged when done: a cut-short sweep keeps what it ran
+            curves.append(federated(lab, setup, args.rounds or ROUNDS[setup.partition], log))
+            log(json.dumps(curves[-1].summary()))
+    report(baseline, curves, args.images)
+    return 0
+
+
+ROUND_LINE = re.compile(
+    r"^(?P<name>\S+/\S+) round (?P<round>\d+): (?P<acc>[0-9.]+) \((?P<s>\d+) s\)$"
+)
+
+
+def replot(outputs: Sequence[Path]) -> tuple[Curve | None, list[Curve]]:
+    """The curves of earlier runs from their saved output (stdout and stderr): a sweep split
+    over several processes is drawn and tabled as one. A finished curve comes from its JSON
+    summary; one cut short by the clock from its per-round lines. The first centralised curve
+    is the baseline."""
+    baseline: Curve | None = None
+    found: dict[str, Curve] = {}
+    partial: dict[str, Curve] = {}
+    for line in (line for output in outputs for line in output.read_text().splitlines()):
+        if line.startswith("{"):
+            figures = json.loads(line)
+            runs = figures.get("configurations", [figures])
+            if baseline is None and figures.get("centralised"):
+                baseline = Curve.from_summary(figures["centralised"])
+            found.update((c["name"], Curve.from_summary(c)) for c in runs)
+        elif match := ROUND_LINE.match(line):
+            name = match["name"]
+            curve = partial.setdefault(name, Curve(name, TARGETS[name.split("/")[0]], [], 0.0))
+            curve.accuracy.append(float(match["acc"]))
+            curve.seconds = float(match["s"])
+    curves = {**partial, **found}  # a finished summary wins over the same run's round lines
+    order = {s.name: i for i, s in enumerate(SETUPS)}
+    return baseline, sorted(curves.values(), key=lambda c: order.get(c.name, len(order)))
+
+
+def report(baseline: Curve | None, curves: Sequence[Curve], images: Path) -> None:
+    """The table, the PNGs, and the one JSON line of figures."""
+    print(table([*([baseline] if baseline else []), *curves]))
+    written = plot(curves, baseline, images)
+    print(
+        json.dumps(
+            {
+                "bench": "learning",
+                "contributors": CONTRIBUTORS,
+                "epochs": 1,
+                "batch_size": 32,
+                "cpus": os.cpu_count(),
+                "centralised": baseline.summary() if baseline else None,
+                "configurations": [c.summary() for c in curves],
+                "images": written,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
