@@ -103,7 +103,7 @@ def demo_config(workdir: Path, contributors: int, rounds: int, epochs: int, runn
 
 
 def run_demo(config_path: Path, summary_path: Path) -> dict:
-    from decentralml.cli import main
+    from decentralml_cli import main
 
     code = main(["demo", "--config", str(config_path), "--summary-json", str(summary_path)])
     if code != 0:

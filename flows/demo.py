@@ -1,9 +1,10 @@
 """The whole story on one machine: one creator and N contributors, concurrently.
 
 The creator's training flow runs in this process; each simulated contributor is an agent that
-watches the marketplace and runs the contributor flow for every new task, as a contributor's
-flow agent would on its own machine. The agents run as Prefect tasks on Dask workers, or on
-Prefect's thread pool (flows/simulation.py, config section ``simulation``).
+watches the marketplace and works on every new task with the contributor's steps, as a
+contributor's agent would on its own machine, but as one task run per task rather than a flow
+run. The agents run as Prefect tasks on Dask workers, or on Prefect's thread pool
+(flows/simulation.py, config section ``simulation``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from decentralml.reporting import RoundReport, round_row
 from decentralml.runtime import contributor_keypair, fund_dev_accounts
 from decentralml.session import open_session
 from flows.creator import run_training
-from flows.simulation import attacker_indices, simulated_contributors
+from flows.simulation import attacker_indices, simulated_contributors, start_prefect_api
 
 
 def run_demo(
@@ -29,6 +30,7 @@ def run_demo(
     """Run creator and contributors; return the summary (the workload's primary metric and
     every test metric per round, verdicts, payments)."""
     started = time.perf_counter()
+    prefect_api_started = start_prefect_api()  # boots while the creator's session opens
     session = open_session(config, run=f"{config.name}-demo-{time.strftime('%Y%m%d-%H%M%S')}")
     market = session.creator.market
     workers = [contributor_keypair(config.marketplace, i) for i in range(config.contributors)]
@@ -38,7 +40,7 @@ def run_demo(
     first_task_id = len(market.list_tasks(open_only=False))
     first_block = market.current_block() + 1
     attackers = attacker_indices(config)
-    with simulated_contributors(config, first_task_id):
+    with simulated_contributors(config, first_task_id, prefect_api_started):
         reports = run_training(config, session, decider, on_round)
     summary = summarize(session, reports, before, time.perf_counter() - started)
     roles = {

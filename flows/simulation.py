@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
@@ -80,21 +80,27 @@ def contributor_agent(
     config: RunConfig, shard_index: int, first_task_id: int, stop: StopSignal
 ) -> list[Contribution]:
     """One simulated contributor's agent: every round's task from ``first_task_id`` on, until
-    ``config.rounds`` tasks were seen or ``stop`` is set. Each task runs the contributor flow,
-    nested under this task run."""
+    ``config.rounds`` tasks were seen or ``stop`` is set. Each task is one task run nested
+    under this one (flows.contributor.simulated_contribution), not a flow run: a round would
+    wait for the slowest of N flow-run starts."""
     contributor = simulated_contributor(config, shard_index)
-    return run_agent(contributor, config.poll_seconds, first_task_id, stop, config.rounds)
+    return run_agent(
+        contributor, config.poll_seconds, first_task_id, stop, config.rounds, simulated=True
+    )
 
 
 @contextmanager
-def simulated_contributors(config: RunConfig, first_task_id: int) -> Iterator[None]:
+def simulated_contributors(
+    config: RunConfig, first_task_id: int, prefect_api_started: Callable[[], None] | None = None
+) -> Iterator[None]:
     """Every contributor's agent runs on the configured task runner while the body runs (the
     creator's training flow, in this process); then the agents are stopped and awaited, and
     one that failed raises here.
 
     No parent flow holds the agents on purpose: prefect-dask ships the parent flow's
-    parameters with every task, and the creator's are its model, data and callbacks."""
-    _start_prefect_api()
+    parameters with every task, and the creator's are its model, data and callbacks.
+    ``prefect_api_started``: the wait of a start_prefect_api the caller began earlier."""
+    (prefect_api_started or start_prefect_api())()
     with contributor_runner(config.simulation, config.contributors) as (runner, stop), runner:
         agents = [
             runner.submit(
@@ -112,14 +118,35 @@ def simulated_contributors(config: RunConfig, first_task_id: int) -> Iterator[No
             agent.result()
 
 
-def _start_prefect_api() -> None:
-    """In Prefect's ephemeral mode (no PREFECT_API_URL) the first client starts the temporary
-    server: start it here, once. Agents starting together on worker threads would each start
-    one, and all but one fail ("Server process did not start")."""
+def start_prefect_api() -> Callable[[], None]:
+    """Start reaching Prefect's API in the background; the returned call waits until it
+    answers (and raises what stopped it).
+
+    In Prefect's ephemeral mode (no PREFECT_API_URL) the first client starts the temporary
+    server: started here, once, it boots (10-45 s on 2 cores with a cold PREFECT_HOME) while
+    the caller builds the creator's model and loads its data. Agents starting together on
+    worker threads would each start one, and all but one fail ("Server process did not
+    start")."""
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
-        client.api_healthcheck()
+    failed: list[BaseException] = []
+
+    def healthcheck() -> None:
+        try:
+            with get_client(sync_client=True) as client:
+                client.api_healthcheck()
+        except BaseException as error:  # handed to the waiting caller
+            failed.append(error)
+
+    thread = threading.Thread(target=healthcheck, name="prefect-api-start", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failed:
+            raise failed[0]
+
+    return wait
 
 
 @contextmanager

@@ -41,8 +41,8 @@ def _assert_every_contributor_landed_and_was_judged(summary: dict, contributors:
     assert all(r["verdict"] == "accepted" and r["paid"] > 0 for r in rows), rows
 
 
-def _runs_since(started: datetime) -> tuple[list[tuple[str, str]], list[str]]:
-    """(name, state) of the agent task runs and the states of the contributor flow runs
+def _runs_since(started: datetime) -> tuple[list, list, list[str]]:
+    """The agent and contribution task runs and the states of the contributor flow runs
     created since ``started``, read back from the Prefect API."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -55,32 +55,46 @@ def _runs_since(started: datetime) -> tuple[list[tuple[str, str]], list[str]]:
         TaskRunFilterStartTime,
     )
 
-    with get_client(sync_client=True) as client:
-        agents = client.read_task_runs(
+    def task_runs(client, prefix: str) -> list:
+        return client.read_task_runs(
             task_run_filter=TaskRunFilter(
-                name=TaskRunFilterName(like_="agent-"),
+                name=TaskRunFilterName(like_=prefix),
                 start_time=TaskRunFilterStartTime(after_=started),
             )
         )
+
+    with get_client(sync_client=True) as client:
+        agents, contributions = task_runs(client, "agent-"), task_runs(client, "contribution-")
         flows = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=["contributor"])),
             flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started)),
         )
-    return sorted((a.name, a.state_name) for a in agents), [f.state_name for f in flows]
+    return agents, contributions, [f.state_name for f in flows]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["dask", "threads"])
 def test_a_local_cluster_runs_every_contributor_as_a_task(tmp_path, prefect_harness, runner):
-    """dask: a real LocalCluster of 2 workers; threads: Prefect's thread pool."""
+    """dask: a real LocalCluster of 2 workers; threads: Prefect's thread pool. Each
+    contribution is a task run nested in its agent's task run, and no flow run (issue 10:
+    a flow run's start per contribution was most of a round's overhead)."""
     from flows.demo import run_demo
 
     started = datetime.now(UTC)
     summary = run_demo(_simulation_config(tmp_path, 3, runner=runner, n_workers=2))
     _assert_every_contributor_landed_and_was_judged(summary, 3)
-    agents, contributor_flows = _runs_since(started)
-    assert agents == [(f"agent-{i}", "Completed") for i in range(3)]
-    assert contributor_flows == ["Completed"] * 3  # each ran nested in its agent's Dask task
+    agents, contributions, contributor_flows = _runs_since(started)
+    assert sorted((a.name, a.state_name) for a in agents) == [
+        (f"agent-{i}", "Completed") for i in range(3)
+    ]
+    assert sorted((c.name, c.state_name) for c in contributions) == [
+        (f"contribution-{i}-task-0", "Completed") for i in range(3)
+    ]
+    agent_of = {a.id: a.name for a in agents}
+    parents = {c.name: {agent_of.get(p.id) for p in c.task_inputs["__parents__"]}
+               for c in contributions}  # fmt: skip
+    assert parents == {f"contribution-{i}-task-0": {f"agent-{i}"} for i in range(3)}
+    assert contributor_flows == []  # a simulated contribution starts no flow run
 
 
 class DaskProcess:
