@@ -23,9 +23,11 @@ Dense(10)) rather than the 2NN or CNN, 10 contributors all taking part each roun
 E = 1 local epoch, B = 32, 55 000 training examples (5 000 kept by the creator), and the
 shards cut inside each class (decentralml/data/partition.py). One seed per configuration.
 
-"shared slice" is Zhao et al. 2018, "Federated Learning with Non-IID Data": each contributor
-also trains on its own 500 examples of the creator's held-out split, as if the task carried
-them. It is implemented here only (the task package does not carry data yet).
+"shared slice" is Zhao et al. 2018, "Federated Learning with Non-IID Data": every contributor
+also trains on the same 500 examples of the creator's held-out split, the slice a task with
+``data.shared_slice: 500`` ships in its package. It goes through the platform's code: the
+creator's ``shared_slice_files`` writes the package's file, the contributor's ``read_slice``
+checks and preprocesses it and ``with_slice`` adds it to each shard.
 
 The baseline is the seed model trained centrally (Adam 1e-3, batch 32, the seed's settings)
 on the same 55 000 examples for ``--central-epochs`` epochs, evaluated after each epoch.
@@ -57,7 +59,7 @@ if str(ROOT) not in sys.path:
 CONTRIBUTORS = 10
 SEED = 42
 SLICE = 500
-"""Examples of the creator's held-out split each contributor gets in the shared-slice runs."""
+"""Examples of the creator's held-out split every contributor gets in the shared-slice runs."""
 ROUNDS = {"iid": 10, "shards": 30, "shards-disjoint": 50}
 TARGETS = {"iid": 0.975, "shards": 0.95, "shards-disjoint": 0.95}
 
@@ -86,7 +88,7 @@ def _non_iid(partition: str) -> list[Setup]:
         Setup(partition, "fedprox-0.1-sgd-0.1", "sgd", 0.1, "fedprox", {"proximal_mu": 0.1}),
         Setup(partition, "fedavgm-sgd-0.1", "sgd", 0.1, "fedavgm"),
         Setup(partition, "fedadam-0.01-sgd-0.1", "sgd", 0.1, "fedadam", {"eta": 0.01}),
-        Setup(partition, "shared-slice-sgd-0.1", "sgd", 0.1, shared_slice=True),
+        Setup(partition, f"shared-slice-{SLICE}-sgd-0.1", "sgd", 0.1, shared_slice=True),
     ]
 
 
@@ -134,18 +136,23 @@ class Lab:
 
     def __init__(self) -> None:
         from decentralml.config import parse_config
-        from decentralml.creator import task_settings
-        from decentralml.data.federated import creator_holdout, test_split
+        from decentralml.creator import shared_slice_files, task_settings
+        from decentralml.data.federated import test_split
+        from decentralml.data.shared_slice import read_slice
         from decentralml.models import build_model
 
+        config = parse_config(
+            {"contributors": CONTRIBUTORS, "data": {"partition": "iid", "shared_slice": SLICE}}
+        )
         self._data = {
             p: task_settings(
-                parse_config({"contributors": CONTRIBUTORS, "data": {"partition": p}})
+                config.model_copy(update={"data": config.data.model_copy(update={"partition": p})})
             ).data
             for p in ROUNDS
         }
-        iid = self._data["iid"]
-        self.holdout = creator_holdout(iid.holdout_examples, iid.seed)
+        sliced = self._data["iid"]
+        assert sliced.shared_slice is not None
+        self.slice = read_slice(shared_slice_files(config)[sliced.shared_slice.file], sliced)
         self.test = test_split()
         self.scorer = build_model("mnist_mlp")
         self._shards: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -159,15 +166,10 @@ class Lab:
         return self._shards[partition]
 
     def with_slice(self, shards: Sequence[tuple[np.ndarray, np.ndarray]]) -> list:
-        """Each contributor's shard plus its own SLICE examples of the creator's held-out set."""
-        x_held, y_held = self.holdout
-        return [
-            (
-                np.concatenate([x, x_held[i * SLICE : (i + 1) * SLICE]]),
-                np.concatenate([y, y_held[i * SLICE : (i + 1) * SLICE]]),
-            )
-            for i, (x, y) in enumerate(shards)
-        ]
+        """Each contributor's shard plus the task's shared slice, as the contributor adds it."""
+        from decentralml.data.shared_slice import with_slice
+
+        return [with_slice(shard, self.slice) for shard in shards]
 
     def accuracy(self, tensors: dict[str, np.ndarray]) -> float:
         from decentralml.models import evaluate, set_model_tensors
