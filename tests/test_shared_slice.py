@@ -95,6 +95,16 @@ def test_a_contributor_with_two_classes_trains_on_all_ten_through_the_slice() ->
     assert float(x.max()) <= 1.0  # the slice preprocessed as the task says (x / 255)
 
 
+def test_a_contributor_with_its_own_data_also_gets_the_slice(tmp_path: Path) -> None:
+    own = tmp_path / "own.npz"
+    np.savez(own, x=np.full((40, 28, 28), 255, np.uint8), y=np.array([4, 6] * 20))
+    inputs = _inputs(_config())
+    check_inputs(inputs, 0, str(own))
+    x, y = training_data(inputs.settings.data, 0, None, str(own), inputs.shared_slice)
+    assert len(y) == 40 + SLICE and set(y[:40].tolist()) == {4, 6}
+    assert set(y.tolist()) == set(range(10)) and np.all(x[:40] == 1.0)
+
+
 def test_a_task_without_a_slice_trains_on_the_shard_alone() -> None:
     inputs = _inputs(_config(shared=0))
     assert inputs.settings.data.shared_slice is None and inputs.data_files == {}
