@@ -23,9 +23,11 @@ Dense(10)) rather than the 2NN or CNN, 10 contributors all taking part each roun
 E = 1 local epoch, B = 32, 55 000 training examples (5 000 kept by the creator), and the
 shards cut inside each class (decentralml/data/partition.py). One seed per configuration.
 
-"shared slice" is Zhao et al. 2018, "Federated Learning with Non-IID Data": each contributor
-also trains on its own 500 examples of the creator's held-out split, as if the task carried
-them. It is implemented here only (the task package does not carry data yet).
+"shared slice" is Zhao et al. 2018, "Federated Learning with Non-IID Data": every contributor
+also trains on the same 500 (or 2 000) examples of the creator's held-out split, the slice a
+task with ``data.shared_slice: 500`` ships in its package. It goes through the platform's code: the
+creator's ``shared_slice_files`` writes the package's file, the contributor's ``read_slice``
+checks and preprocesses it and ``with_slice`` adds it to each shard.
 
 The baseline is the seed model trained centrally (Adam 1e-3, batch 32, the seed's settings)
 on the same 55 000 examples for ``--central-epochs`` epochs, evaluated after each epoch.
@@ -47,8 +49,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from decentralml.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -56,8 +62,9 @@ if str(ROOT) not in sys.path:
 
 CONTRIBUTORS = 10
 SEED = 42
-SLICE = 500
-"""Examples of the creator's held-out split each contributor gets in the shared-slice runs."""
+SLICES = (500, 2000)
+"""Sizes of the shared slice (examples of the creator's held-out split every contributor gets)
+in the shared-slice runs."""
 ROUNDS = {"iid": 10, "shards": 30, "shards-disjoint": 50}
 TARGETS = {"iid": 0.975, "shards": 0.95, "shards-disjoint": 0.95}
 
@@ -72,7 +79,8 @@ class Setup:
     learning_rate: float = 1e-3
     strategy: str = "fedavg"
     strategy_args: dict[str, float] = field(default_factory=dict)
-    shared_slice: bool = False
+    shared_slice: int = 0
+    """Examples in the task's shared slice; 0: none."""
 
     @property
     def name(self) -> str:
@@ -86,7 +94,10 @@ def _non_iid(partition: str) -> list[Setup]:
         Setup(partition, "fedprox-0.1-sgd-0.1", "sgd", 0.1, "fedprox", {"proximal_mu": 0.1}),
         Setup(partition, "fedavgm-sgd-0.1", "sgd", 0.1, "fedavgm"),
         Setup(partition, "fedadam-0.01-sgd-0.1", "sgd", 0.1, "fedadam", {"eta": 0.01}),
-        Setup(partition, "shared-slice-sgd-0.1", "sgd", 0.1, shared_slice=True),
+        *(
+            Setup(partition, f"shared-slice-{n}-sgd-0.1", "sgd", 0.1, shared_slice=n)
+            for n in SLICES
+        ),
     ]
 
 
@@ -133,19 +144,11 @@ class Lab:
     split, the test split, and one model to score weights on."""
 
     def __init__(self) -> None:
-        from decentralml.config import parse_config
         from decentralml.creator import task_settings
-        from decentralml.data.federated import creator_holdout, test_split
+        from decentralml.data.federated import test_split
         from decentralml.models import build_model
 
-        self._data = {
-            p: task_settings(
-                parse_config({"contributors": CONTRIBUTORS, "data": {"partition": p}})
-            ).data
-            for p in ROUNDS
-        }
-        iid = self._data["iid"]
-        self.holdout = creator_holdout(iid.holdout_examples, iid.seed)
+        self._data = {p: task_settings(_config(p)).data for p in ROUNDS}
         self.test = test_split()
         self.scorer = build_model("mnist_mlp")
         self._shards: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -158,22 +161,31 @@ class Lab:
             self._shards[partition] = [contributor_shard(data, i) for i in range(CONTRIBUTORS)]
         return self._shards[partition]
 
-    def with_slice(self, shards: Sequence[tuple[np.ndarray, np.ndarray]]) -> list:
-        """Each contributor's shard plus its own SLICE examples of the creator's held-out set."""
-        x_held, y_held = self.holdout
-        return [
-            (
-                np.concatenate([x, x_held[i * SLICE : (i + 1) * SLICE]]),
-                np.concatenate([y, y_held[i * SLICE : (i + 1) * SLICE]]),
-            )
-            for i, (x, y) in enumerate(shards)
-        ]
+    def with_slice(self, shards: Sequence[tuple[np.ndarray, np.ndarray]], examples: int) -> list:
+        """Each contributor's shard plus the task's shared slice of ``examples``, as the
+        creator packages it and the contributor reads and adds it."""
+        from decentralml.creator import shared_slice_files, task_settings
+        from decentralml.data.shared_slice import read_slice, with_slice
+
+        config = _config("iid", examples)
+        data = task_settings(config).data
+        assert data.shared_slice is not None
+        shared = read_slice(shared_slice_files(config)[data.shared_slice.file], data)
+        return [with_slice(shard, shared) for shard in shards]
 
     def accuracy(self, tensors: dict[str, np.ndarray]) -> float:
         from decentralml.models import evaluate, set_model_tensors
 
         set_model_tensors(self.scorer, dict(tensors))
         return float(evaluate(self.scorer, *self.test)["accuracy"])
+
+
+def _config(partition: str, shared_slice: int = 0) -> RunConfig:
+    """The run's config for ``partition``: the defaults (5 000 held-out examples, seed 42)."""
+    from decentralml.config import parse_config
+
+    data = {"partition": partition, "shared_slice": shared_slice}
+    return parse_config({"contributors": CONTRIBUTORS, "data": data})
 
 
 def initial_tensors() -> dict[str, np.ndarray]:
@@ -194,7 +206,7 @@ def federated(lab: Lab, setup: Setup, rounds: int, log: Callable[[str], None] = 
 
     shards = lab.shards(setup.partition)
     if setup.shared_slice:
-        shards = lab.with_slice(shards)
+        shards = lab.with_slice(shards, setup.shared_slice)
     strategy = registry[setup.strategy](**setup.strategy_args)
     mu = float(strategy.configure_round(1).get("proximal_mu", 0.0))  # type: ignore[arg-type]
     trainer = ReusableTrainer(

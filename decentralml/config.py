@@ -175,7 +175,19 @@ class DataConfig(_Section):
     alpha: Annotated[float, Field(gt=0)] = 0.5
     seed: int = 42
     holdout_examples: Annotated[int, Field(ge=0, le=20_000)] = 5_000
+    shared_slice: Annotated[int, Field(ge=0, le=20_000)] = 0
+    """Examples of the held-out split shipped with the task to every contributor, which trains
+    on them beside its shard (Zhao et al. 2018); the creator validates on the rest. 0: none."""
     cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _slice_inside_holdout(self) -> DataConfig:
+        if self.shared_slice and self.shared_slice >= self.holdout_examples:
+            raise ValueError(
+                f"shared_slice {self.shared_slice} must be smaller than holdout_examples "
+                f"{self.holdout_examples}: the creator validates on what the slice leaves"
+            )
+        return self
 
 
 class MarketplaceConfig(_Section):

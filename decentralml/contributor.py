@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import numpy as np
 from substrateinterface import Keypair
 
 from decentralml import workloads
 from decentralml.accounts import same_account
 from decentralml.commitment import result_commitment
 from decentralml.config import ContributorConfig
-from decentralml.data.federated import contributor_shard
+from decentralml.data.federated import Split, contributor_shard
+from decentralml.data.shared_slice import read_slice, with_slice
 from decentralml.domain import Task, TaskResult, TaskType
 from decentralml.errors import AlreadyCommitted, TaskRefused
 from decentralml.marketplace.base import Marketplace
@@ -85,17 +86,31 @@ class Contributor:
 
 @dataclass(frozen=True)
 class TaskInputs:
-    """A task's downloads: task.json's object as unpacked, the global weights, the folder."""
+    """A task's downloads: task.json's object as unpacked, the global weights, the folder,
+    and the package's data files (top-level ``.npz``, read while the folder exists; their
+    size is bounded by the package's limits)."""
 
     raw_settings: dict
     global_tensors: dict
     package_dir: Path
+    data_files: Mapping[str, bytes] = field(default_factory=dict)
 
     @cached_property
     def settings(self) -> TaskSettings:
         """The settings parsed on first use (check_inputs: TaskRefused, one line, before a
         slot is taken). Not at download: the seed's assign_task downloads without checking."""
         return TaskSettings.parse(self.raw_settings)
+
+    @cached_property
+    def shared_slice(self) -> Split | None:
+        """The shared slice task.json announces, checked and preprocessed (TaskRefused, one
+        line); None when the task ships none."""
+        announced = self.settings.data.shared_slice
+        if announced is None:
+            return None
+        if announced.file not in self.data_files:
+            raise TaskRefused(f"task's shared slice refused: the package has no {announced.file}")
+        return read_slice(self.data_files[announced.file], self.settings.data)
 
 
 def holds_slot(market: Marketplace, worker: Keypair, task_id: int) -> int | None:
@@ -183,7 +198,8 @@ def fetch_inputs(
     global_bytes = store.get(
         spec.global_weights_path, spec.global_weights_sha256, max_bytes=terms.max_global_bytes
     )
-    return TaskInputs(settings, decode(global_bytes, terms.max_global_bytes), workdir)
+    data_files = {path.name: path.read_bytes() for path in sorted(workdir.glob("*.npz"))}
+    return TaskInputs(settings, decode(global_bytes, terms.max_global_bytes), workdir, data_files)
 
 
 def check_inputs(inputs: TaskInputs, shard_index: int, local_data: str | None = None) -> None:
@@ -200,19 +216,27 @@ def check_inputs(inputs: TaskInputs, shard_index: int, local_data: str | None = 
         raise TaskRefused(f"task settings refused: {'; '.join(problems)}")
     model = build_model(settings.model, settings.learning_rate)
     check_against(inputs.global_tensors, layout_of(model_tensors(model)))
+    shared = inputs.shared_slice  # a bad slice is refused here, before a slot is paid
     if local_data is not None:
-        training_data(settings.data, shard_index, None, local_data)
+        training_data(settings.data, shard_index, None, local_data, shared)
 
 
 def training_data(
-    data: DataSettings, shard_index: int, cache_dir: str | None, local_data: str | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    data: DataSettings,
+    shard_index: int,
+    cache_dir: str | None,
+    local_data: str | None = None,
+    shared_slice: Split | None = None,
+) -> Split:
     """What the contributor trains on: its own file, checked against the task's data spec
     (DataError, one line) and preprocessed as the task says; else the creator-provided shard
-    of a built-in dataset (simulations)."""
+    of a built-in dataset (simulations). Then the task's ``shared_slice``
+    (``TaskInputs.shared_slice``), if it ships one."""
     if local_data is not None:
-        return workloads.local_split(local_data, data)
-    return contributor_shard(data, shard_index, cache_dir)
+        own = workloads.local_split(local_data, data)
+    else:
+        own = contributor_shard(data, shard_index, cache_dir)
+    return with_slice(own, shared_slice)
 
 
 def _settings_problems(settings: TaskSettings, shard_index: int, own_data: bool) -> list[str]:

@@ -19,6 +19,8 @@ from decentralml import workloads
 from decentralml.accounts import same_account
 from decentralml.config import RunConfig
 from decentralml.contributor import result_url
+from decentralml.data.federated import shared_slice_examples
+from decentralml.data.shared_slice import SLICE_FILE, encode_slice
 from decentralml.domain import (
     ResultSubmissionStatus,
     Submission,
@@ -115,9 +117,25 @@ def task_settings(
             "seed": config.data.seed,
             "holdout_examples": config.data.holdout_examples,
             "max_examples": config.task.max_examples or max_examples,
+            "shared_slice": (
+                {"file": SLICE_FILE, "examples": data.shared_slice} if data.shared_slice else None
+            ),
         },
     }
     return TaskSettings.parse(raw, error=ConfigError)
+
+
+def shared_slice_files(config: RunConfig) -> dict[str, bytes]:
+    """The package's data files: the shared slice of the held-out split when the config asks
+    for one (``data.shared_slice``), else none."""
+    data = config.data
+    if not data.shared_slice:
+        return {}
+    source = workloads.get(config.workload_name).dataset.name
+    x, y = shared_slice_examples(
+        data.holdout_examples, data.shared_slice, data.seed, data.cache_dir, source
+    )
+    return {SLICE_FILE: encode_slice(x, y)}
 
 
 def task_model(config: RunConfig) -> str:
@@ -152,7 +170,12 @@ def upload_assets(
     round_settings: Mapping[str, object] | None = None,
 ) -> StoredArtifact:
     settings = task_settings(creator.config, max_examples, round_settings)
-    package = build_package(creator.assets_dir, settings.dump(), wheels=contributor_wheels())
+    package = build_package(
+        creator.assets_dir,
+        settings.dump(),
+        wheels=contributor_wheels(),
+        data_files=shared_slice_files(creator.config),
+    )
     return creator.store.put(
         creator.store.round_url(creator.run, round_number, "assets.tar.gz"), package
     )

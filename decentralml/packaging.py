@@ -58,9 +58,11 @@ def build_package(
     source_dir: str | Path,
     task_settings: Mapping[str, object],
     wheels: tuple[Path, ...] = (),
+    data_files: Mapping[str, bytes] | None = None,
 ) -> bytes:
     """tar.gz of ``source_dir`` plus ``task.json`` holding the creator's training settings,
-    and the ``wheels`` (files) under ``wheels/``."""
+    the ``data_files`` (name: bytes, e.g. the shared slice) at the top level, and the
+    ``wheels`` (files) under ``wheels/``."""
     source = Path(source_dir)
     missing = [name for name in REQUIRED_FILES if not (source / name).is_file()]
     if missing:
@@ -71,6 +73,8 @@ def build_package(
             _add_bytes(archive, path.relative_to(source).as_posix(), path.read_bytes(), path)
         settings = json.dumps(dict(task_settings), indent=2, sort_keys=True).encode()
         _add_bytes(archive, SETTINGS_FILE, settings, None)
+        for name, data in sorted((data_files or {}).items()):
+            _add_bytes(archive, name, data, None)
         for wheel in sorted(wheels):
             _add_bytes(archive, f"{WHEELS_DIR}/{wheel.name}", wheel.read_bytes(), None)
     return _strip_gzip_mtime(buffer.getvalue())

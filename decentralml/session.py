@@ -125,8 +125,13 @@ def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
     cache = config.data.cache_dir
     data = task_settings(config).data
     source, preprocessing = data.source, data.preprocessing
-    holdout = creator_holdout(
-        config.data.holdout_examples, config.data.seed, cache, source, preprocessing
+    holdout = creator_holdout(  # less the shared slice: never validate on training data
+        config.data.holdout_examples,
+        config.data.seed,
+        cache,
+        source,
+        preprocessing,
+        config.data.shared_slice,
     )
     workload = workloads.get(config.workload_name)
     model = workload.build_model(config.training.learning_rate)
@@ -137,7 +142,7 @@ def open_session(config: RunConfig, run: str | None = None) -> CreatorSession:
             batch_size=config.training.batch_size,
             verbose=0,
         )
-    shard_cap = largest_shard(data, cache)
+    shard_cap = largest_shard(data, cache) + config.data.shared_slice  # each trains on both
     test = test_split(cache, source, preprocessing)
     session = CreatorSession(creator, model, holdout, test, shard_cap)
     session.global_tensors = model_tensors(model)

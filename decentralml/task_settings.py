@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import (
     AfterValidator,
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 MAX_EPOCHS = 100
 MAX_BATCH_SIZE = 65_536
 MAX_PARTITIONS = 10_000
+MAX_SHARED_SLICE = 20_000  # the creator's whole held-out split at most (config.DataConfig)
 PARTITIONS = SCHEMES  # the partitioner's own list: a new scheme is one change
 
 
@@ -79,11 +80,22 @@ class RoundSettings(_Settings):
     )
 
 
+class SharedSliceSettings(_Settings):
+    """The shared IID slice the package carries (decentralml.data.shared_slice): its file,
+    a plain name inside the package, and how many examples it must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(pattern=r"^[A-Za-z0-9_-]+\.npz$", description="a plain .npz file name")
+    examples: int = Field(ge=1, le=MAX_SHARED_SLICE, description=f"1..{MAX_SHARED_SLICE} examples")
+
+
 class DataSettings(_Settings):
     """Which data the contributor trains on: the dataset (``source``) and how its training
     pool is split into contributors' shards, the spec a contributor's own data must meet and
-    the preprocessing (data, never code). A task from before workloads has no source
-    (MNIST), spec or preprocessing (the dataset's default)."""
+    the preprocessing (data, never code), and the shared slice the package carries, if any.
+    A task from before workloads has no source (MNIST), spec or preprocessing (the dataset's
+    default)."""
 
     source: str = "mnist"
     spec: SpecField | None = None
@@ -95,6 +107,7 @@ class DataSettings(_Settings):
     seed: int
     holdout_examples: int = Field(ge=0, description="a non-negative int")
     max_examples: int | None = Field(None, ge=1, description="a positive int")
+    shared_slice: SharedSliceSettings | None = None
 
 
 class TaskSettings(_Settings):
@@ -181,10 +194,13 @@ def _domain(where: str) -> str | None:
         if field is None:
             return None
         description = field.description
-        annotation = field.annotation
-        model = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
-        )
+        model = _model_of(field.annotation)
     return description
+
+
+def _model_of(annotation: object) -> type[BaseModel] | None:
+    """The settings model a field holds, also when it is optional (``Model | None``)."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None

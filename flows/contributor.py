@@ -71,7 +71,11 @@ def contribution_steps(
     submission_id = steps.assign(market, worker, task.task_id)  # trusted this far: now pay
     settings = inputs.settings
     x, y = steps.load_shard(
-        settings.data, contributor.shard_index, contributor.cache_dir, contributor.local_data
+        settings.data,
+        contributor.shard_index,
+        contributor.cache_dir,
+        contributor.local_data,
+        inputs.shared_slice,  # checked in check_inputs; None when the task ships none
     )
     attacker = contributor.attack  # demos only: a simulated attacker (decentralml.attacks)
     outcome = steps.train(

@@ -94,6 +94,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "alpha": 0.5,
             "seed": 42,
             "holdout_examples": 5000,
+            "shared_slice": 0,
             "cache_dir": None,
         },
         "marketplace": {

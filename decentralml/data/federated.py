@@ -2,9 +2,12 @@
 
 The creator keeps ``holdout_examples`` training examples for validating results
 (CustomAccept); contributors partition the rest, so validation never scores a contributor on
-its own data. The test set is only used for the reported metric. The dataset is the task's
-``source`` (a built-in dataset, decentralml.workloads; MNIST when absent) and examples reach
-the model through the task's ``preprocessing`` (MNIST: x / 255).
+its own data. With a shared slice (``data.shared_slice``, Zhao et al. 2018) the first
+``shared_slice`` examples of the held-out split go to every contributor with the task, and
+the creator validates on the rest only: the held-out gate must not judge on data the
+contributors trained on. The test set is only used for the reported metric. The dataset is
+the task's ``source`` (a built-in dataset, decentralml.workloads; MNIST when absent) and
+examples reach the model through the task's ``preprocessing`` (MNIST: x / 255).
 """
 
 from __future__ import annotations
@@ -27,10 +30,26 @@ Split = tuple[NDArray[np.float32], NDArray[np.integer]]
 
 def holdout_and_pool(num_examples: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint index sets (holdout, pool) from one seeded permutation."""
+    order = _order(num_examples, holdout, seed)
+    return np.sort(order[:holdout]), np.sort(order[holdout:])
+
+
+def slice_and_validation(
+    num_examples: int, holdout: int, shared: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint index sets (shared slice, validation) that together are ``holdout_and_pool``'s
+    holdout: the slice is the first ``shared`` of the same permutation, so it is a random
+    sample of the held-out split and the pool (the contributors' shards) does not move."""
+    if not 0 <= shared < max(holdout, 1):
+        raise ValueError(f"shared_slice={shared} must be in [0, holdout_examples={holdout})")
+    order = _order(num_examples, holdout, seed)
+    return np.sort(order[:shared]), np.sort(order[shared:holdout])
+
+
+def _order(num_examples: int, holdout: int, seed: int) -> np.ndarray:
     if not 0 <= holdout < num_examples:
         raise ValueError(f"holdout_examples={holdout} must be in [0, {num_examples})")
-    order = np.random.default_rng(seed).permutation(num_examples)
-    return np.sort(order[:holdout]), np.sort(order[holdout:])
+    return np.random.default_rng(seed).permutation(num_examples)
 
 
 def _raw(source: str, cache_dir: Path | str | None):
@@ -84,10 +103,26 @@ def creator_holdout(
     cache_dir: Path | str | None = None,
     source: str = "mnist",
     preprocessing: Mapping[str, object] | None = None,
+    shared_slice: int = 0,
 ) -> Split:
+    """What the creator validates on: its held-out split less the shared slice."""
     (x_train, y_train), _ = _raw(source, cache_dir)
-    held, _ = holdout_and_pool(len(y_train), holdout_examples, seed)
-    return _prepare(x_train[held], source, preprocessing), y_train[held]
+    _, kept = slice_and_validation(len(y_train), holdout_examples, shared_slice, seed)
+    return _prepare(x_train[kept], source, preprocessing), y_train[kept]
+
+
+def shared_slice_examples(
+    holdout_examples: int,
+    shared_slice: int,
+    seed: int,
+    cache_dir: Path | str | None = None,
+    source: str = "mnist",
+) -> Split:
+    """The shared slice, raw as the dataset ships it (the package carries data, and each
+    contributor applies the task's preprocessing, as to its own data)."""
+    (x_train, y_train), _ = _raw(source, cache_dir)
+    chosen, _ = slice_and_validation(len(y_train), holdout_examples, shared_slice, seed)
+    return x_train[chosen], y_train[chosen]
 
 
 def test_split(

@@ -30,7 +30,8 @@ from decentralml.contributor import (
     upload_result,
 )
 from decentralml.data.federated import contributor_shard, test_split
-from decentralml.errors import DecentralMLError
+from decentralml.data.shared_slice import read_slice, with_slice
+from decentralml.errors import DecentralMLError, TaskRefused
 from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
 from decentralml.storage import sha256_hex
@@ -47,10 +48,18 @@ def task_settings() -> TaskSettings:
 
 
 def load_data(shard_index: int):
-    """This contributor's shard of the training set, and the test set (preprocessed as the
+    """This contributor's shard of the training set plus the task's shared slice if the
+    package ships one (checked: TaskRefused, one line), and the test set (preprocessed as the
     task says: MNIST x / 255, the breast-cancer table standardized)."""
     data = task_settings().data
-    return contributor_shard(data, shard_index), test_split(None, data.source, data.preprocessing)
+    shared = None
+    if data.shared_slice is not None:
+        path = Path(__file__).resolve().parent / data.shared_slice.file
+        if not path.is_file():
+            raise TaskRefused(f"task's shared slice refused: the package has no {path.name}")
+        shared = read_slice(path.read_bytes(), data)
+    train = with_slice(contributor_shard(data, shard_index), shared)
+    return train, test_split(None, data.source, data.preprocessing)
 
 
 def load_model(weights_path: str | Path):
