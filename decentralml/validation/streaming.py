@@ -1,11 +1,13 @@
 """Verified aggregation as one stream: every result read once, hashed once, never copied,
-checked and folded into the mean, then dropped before the next one is read.
+checked and folded into the mean, then dropped; the next one is read (and hashed) on a second
+thread meanwhile, so reading and hashing overlap the checks and the accumulate.
 
 Each result goes through the creator's own screening (``screen``: its location, size bound,
 sha256 while it is in cache, safetensors header, names, shapes, dtypes, finite values), so the
 refusals and their one-line reasons are the review's. Its tensors are read-only views on the
 bytes read (``weights.decode_views``), folded into the accumulator of ``accumulate_weighted``:
-memory stays at one result plus the accumulator whatever the number of results.
+memory stays at two results (the one checked, the one read ahead) plus the accumulator
+whatever the number of results.
 
 This is the whole of a round only when nothing compares results with each other: the
 creator's review (``Judge.review``) also checks originality and runs round-level policies,
