@@ -93,6 +93,17 @@ def all_runs() -> list[Run]:
     return runs
 
 
+def select(wanted: Sequence[str]) -> list[Run]:
+    """The runs named, in the order asked for (a sweep cut short by the clock has run what
+    came first): a whole name picks that run alone (krum/clean is inside multi_krum/clean),
+    any other text every run whose name contains it; nothing asked: every run."""
+    if not wanted:
+        return all_runs()
+    names = {r.name for r in all_runs()}
+    chosen = [r for w in wanted for r in all_runs() if (w == r.name if w in names else w in r.name)]
+    return list(dict.fromkeys(chosen))
+
+
 def strategy_for(label: str):
     from decentralml.config import parse_config
     from decentralml.strategies import get_strategy
@@ -247,7 +258,7 @@ def replot(outputs: Sequence[Path]) -> list[dict[str, object]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--only", default="", help="comma-separated substrings of run names, in that order"
+        "--only", default="", help="comma-separated run names or parts of names, in that order"
     )
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--quick", action="store_true", help="1 round of fedavg, sign_flip")
@@ -255,10 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image", type=Path, default=ROOT / "docs/images/attacked-learning.png")
     parser.add_argument("--replot", type=Path, nargs="+", metavar="OUTPUT")
     args = parser.parse_args(argv)
-    wanted = [w for w in args.only.split(",") if w]
-    # In the order asked for: a sweep cut short by the clock has run what came first.
-    chosen = [r for w in wanted for r in all_runs() if w in r.name] if wanted else all_runs()
-    runs = list(dict.fromkeys(chosen))
+    runs = select([w for w in args.only.split(",") if w])
     if args.quick:
         runs, args.rounds = [Run("fedavg", "sign_flip", True)], 1
     if args.list:

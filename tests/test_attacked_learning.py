@@ -84,3 +84,18 @@ def test_one_screened_round_refuses_the_sign_flippers_and_keeps_learning(tmp_pat
     assert run["name"] == "fedavg/sign_flip/screened"
     assert (run["accepted_attackers"], run["accepted_honest"]) == (0, 7)
     assert run["final"] > 0.85, run
+
+
+def test_a_whole_run_name_picks_that_run_and_a_part_picks_every_match() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_attacked_learning import select
+
+    assert [r.name for r in select(["krum/clean"])] == ["krum/clean"]
+    assert [r.name for r in select(["krum/sign_flip/open", "fedavg/clean"])] == [
+        "krum/sign_flip/open",
+        "fedavg/clean",
+    ]
+    assert {r.name for r in select(["krum/sign_flip"])} == {
+        f"{s}/sign_flip/{c}" for s in ("krum", "multi_krum") for c in ("open", "screened")
+    }
+    assert len(select([])) == 6 * 5
