@@ -233,7 +233,7 @@ def plot(summaries: Sequence[Mapping[str, object]], path: Path) -> str:
         ax.bar(np.arange(len(STRATEGIES)) + k * width, values, width, label=case)
     ax.set_xticks(np.arange(len(STRATEGIES)) + width * (len(CASES) - 1) / 2, list(STRATEGIES))
     ax.set(
-        ylabel=f"test accuracy after {ROUNDS} rounds",
+        ylabel=f"test accuracy after {max(int(s['rounds']) for s in summaries)} rounds",
         ylim=(0.0, 1.0),
         title=f"MNIST IID, {CONTRIBUTORS} contributors, the last {ATTACKERS} attacking (×10)",
     )
@@ -250,8 +250,9 @@ def replot(outputs: Sequence[Path]) -> list[dict[str, object]]:
     found: dict[str, dict[str, object]] = {}
     for line in (line for output in outputs for line in output.read_text().splitlines()):
         if line.startswith("{") and '"case"' in line:
-            summary = json.loads(line)
-            found[str(summary["name"])] = summary
+            figures = json.loads(line)  # one run's summary, or a finished sweep's last line
+            for summary in figures.get("runs", [figures]):
+                found[str(summary["name"])] = summary
     return list(found.values())
 
 

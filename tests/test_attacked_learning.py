@@ -49,9 +49,11 @@ def test_replot_tables_each_case_against_the_same_strategys_clean_run(tmp_path: 
         _summary("median", "sign_flip/open", 0.93, 9),
     ]
     (tmp_path / "a.err").write_text(
-        "fedavg/clean round 1: 0.5000 (20 s)\n" + "\n".join(json.dumps(r) for r in runs) + "\n"
+        "fedavg/clean round 1: 0.5000 (20 s)\n" + "\n".join(json.dumps(r) for r in runs[:3]) + "\n"
     )
-    done = _bench("--replot", "a.err", "--image", "out.png", cwd=tmp_path)
+    finished = {"bench": "attacked_learning", "runs": runs[3:]}  # a whole sweep's last line
+    (tmp_path / "b.out").write_text("| table |\n" + json.dumps(finished) + "\n")
+    done = _bench("--replot", "a.err", "b.out", "--image", "out.png", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     fedavg = next(line for line in lines if line.startswith("| fedavg |"))
