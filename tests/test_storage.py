@@ -7,6 +7,7 @@ suite. A failed read never changes what is stored.
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from pathlib import Path
 
@@ -508,3 +509,51 @@ def test_refused_credentials_are_not_retried_by_the_store_or_by_prefect(
             raise StorageCredentialsError("refused")
 
     assert _retry_unless_permanent(None, None, _State()) is False
+
+
+# --- the file:// read path (no fsspec) ------------------------------------------------------
+
+
+def test_a_local_path_fsspec_writes_is_the_one_read_back(tmp_path: Path) -> None:
+    """as_uri() percent-encodes; reads resolve the URL exactly as fsspec's writes do."""
+    store = ArtifactStore((tmp_path / "with space %20").as_uri())
+    url = store.url_for("r.safetensors")
+    artifact = store.put(url, PAYLOAD)
+    fs, path = fsspec.core.url_to_fs(url)
+    assert fs.cat_file(path) == PAYLOAD
+    assert store.get(url, artifact.sha256, max_bytes=len(PAYLOAD)) == PAYLOAD
+
+
+def test_a_local_file_larger_than_its_size_says_stops_at_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file growing after its size was taken (injected: fstat reports 10 bytes) is still
+    refused by the bounded read, which stops one byte past the limit."""
+    import decentralml.storage as storage
+
+    store = ArtifactStore(tmp_path.as_uri(), retries=NO_RETRIES)
+    url = store.url_for("big.bin")
+    store.put(url, b"x" * 10_000_000)
+    asked: list[int] = []
+    real_read = storage._read_at_most
+
+    def spy(handle, limit, expected=None):  # type: ignore[no-untyped-def]
+        data = real_read(handle, limit, expected)
+        asked.append(len(data))
+        return data
+
+    shrunk = os.stat_result((0, 0, 0, 0, 0, 0, 10, 0, 0, 0))
+    monkeypatch.setattr(storage.os, "fstat", lambda fd: shrunk)
+    monkeypatch.setattr(storage, "_read_at_most", spy)
+    with pytest.raises(ArtifactTooLarge, match="the read stopped there"):
+        store.get(url, max_bytes=1000)
+    assert asked == [1001]
+
+
+def test_a_local_path_that_cannot_be_read_is_unavailable_not_missing(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path.as_uri(), retries=NO_RETRIES)
+    (tmp_path / "a-directory").mkdir()
+    with pytest.raises(StorageUnavailable, match="cannot read"):
+        store.get(store.url_for("a-directory"), max_bytes=1000)
+    with pytest.raises(ArtifactMissing):
+        store.get(store.url_for("nothing-here"), max_bytes=1000)

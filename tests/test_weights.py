@@ -16,6 +16,7 @@ import pytest
 from decentralml.errors import IntegrityError
 from decentralml.weights import (
     TensorSpec,
+    all_finite,
     check_against,
     decode,
     encode,
@@ -363,3 +364,21 @@ def test_non_finite_values_name_the_tensor(
     with pytest.raises(IntegrityError) as error:
         check_against(decoded, SEED_LAYOUT)
     assert str(error.value) == f"tensor {name} contains NaN or infinite values"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_all_finite_agrees_with_isfinite_on_every_kind_of_value(dtype: str) -> None:
+    biggest = np.finfo(dtype).max
+    rng = np.random.default_rng(0)
+    cases = {
+        "finite": rng.standard_normal(1000),
+        "nan": np.r_[rng.standard_normal(999), np.nan],
+        "inf": np.r_[np.inf, rng.standard_normal(999)],
+        "both infinities": np.r_[np.inf, -np.inf, np.zeros(998)],
+        "finite but the sum overflows": np.full(1000, biggest),
+        "overflowing with one nan": np.r_[np.full(999, biggest), np.nan],
+    }
+    for name, values in cases.items():
+        tensor = values.astype(dtype)
+        assert all_finite(tensor) == bool(np.isfinite(tensor).all()), name
+    assert all_finite(np.arange(10, dtype=np.int64))

@@ -198,24 +198,11 @@ def screen(
 
     The result is read once and hashed by ``fetch``; its tensors are read-only views on those
     bytes (``decode_views``), checked here and averaged later without another copy."""
+    refusal = refusal_before_reading(submission, expected_location, max_examples)
+    if refusal is not None:
+        return refusal
     result = submission.result
-    if result is None:
-        return Verdict(submission.submission_id, False, "no result was sent")
-    if result.num_examples <= 0:
-        return _reject(submission, f"num_examples must be positive, got {result.num_examples}")
-    if max_examples is not None and result.num_examples > max_examples:
-        return _reject(
-            submission,
-            f"claims {result.num_examples} examples; no contributor of this task holds more "
-            f"than {max_examples}",
-        )
-    if result.result_path != expected_location:
-        return _reject(
-            submission,
-            "result_path is not the location this task assigns to the submission "
-            f"(results/submission-{submission.submission_id}.safetensors beside the task's "
-            "global weights); it was not read",
-        )
+    assert result is not None  # refusal_before_reading refuses a submission without one
     try:
         data = fetch(expected_location, result.sha256)
         tensors = decode_views(data, max_bytes=max_bytes)
@@ -234,6 +221,32 @@ def screen(
     except IntegrityError as error:
         return _reject(submission, str(error))
     return tensors
+
+
+def refusal_before_reading(
+    submission: Submission, expected_location: str, max_examples: int | None = None
+) -> Verdict | None:
+    """The refusal ``screen`` gives without reading anything (no result, a bad claim, a
+    location other than the creator's), or None: ``screen`` would read this result."""
+    result = submission.result
+    if result is None:
+        return Verdict(submission.submission_id, False, "no result was sent")
+    if result.num_examples <= 0:
+        return _reject(submission, f"num_examples must be positive, got {result.num_examples}")
+    if max_examples is not None and result.num_examples > max_examples:
+        return _reject(
+            submission,
+            f"claims {result.num_examples} examples; no contributor of this task holds more "
+            f"than {max_examples}",
+        )
+    if result.result_path != expected_location:
+        return _reject(
+            submission,
+            "result_path is not the location this task assigns to the submission "
+            f"(results/submission-{submission.submission_id}.safetensors beside the task's "
+            "global weights); it was not read",
+        )
+    return None
 
 
 RESULT_HEADER_ALLOWANCE = 64 * 1024
