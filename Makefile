@@ -65,7 +65,10 @@ bench: venv chain-deps
 	$(BIN)/python bench/bench_aggregation.py
 	$(BIN)/python bench/bench_chain.py
 	$(BIN)/python bench/bench_round_overhead.py
+	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_learning.py $(LEARNING_ARGS)
+	$(BIN)/python bench/bench_attacked_learning.py
+	$(BIN)/python bench/bench_attacks.py
 
 # Learning quality alone (hours for the whole sweep on 2 cores; docs/benchmarks.md says what
 # was run): e.g. make bench-learning LEARNING_ARGS="--only iid/".

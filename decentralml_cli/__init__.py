@@ -476,10 +476,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PREFECT_DEFAULTS = {
+    # Prefect's 20 s is too short for ephemeral mode's temporary server on a busy machine.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # Its SQLite answers 503 on a write lock ("database is locked") and its 15-connection pool
+    # a 500 after 30 s of waiting; with 100 agents both happen. The client retries 503 with a
+    # 2**n s back-off: 8 tries ride out ~8 min of a slow orchestrator instead of Prefect's ~1.
+    "PREFECT_CLIENT_MAX_RETRIES": "8",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_TIMEOUT": "120",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    # Before Prefect is imported: its 20 s default is too short for the temporary server of
-    # ephemeral mode on a cold or busy machine. A value the user set wins.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    for name, value in PREFECT_DEFAULTS.items():  # before Prefect is imported; the user's win
+        os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

@@ -235,6 +235,8 @@ class _Workers:
                 log.info("dropping task %d: stopped before taking a slot", task.task_id)
             else:
                 self._failed(task, state.result(raise_on_failure=False))
+        except Exception as error:  # the engine itself, e.g. the Prefect API gave up: this task
+            self._failed(task, error)
         except BaseException as error:  # handed to the agent's thread
             self.fatal.append(error)
 

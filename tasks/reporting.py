@@ -1,10 +1,16 @@
 """Publishing the creator's reports as keyed Prefect artifacts (builders in
 decentralml.reporting). A key is reused by every rerun of the same run and round, and the
-training's chart and summary keep one key per run: the UI's artifact history shows them change."""
+training's chart and summary keep one key per run: the UI's artifact history shows them change.
+
+Reports are best effort: they are written after a round is settled and paid, so an artifact
+the Prefect API refuses (once its client's own retries ran out) is one warning line, never a
+failed round."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from prefect import task
 from prefect.artifacts import (
@@ -28,11 +34,26 @@ from decentralml.reporting import (
 from tasks.policy import LOCAL_TASK
 
 NO_RESULTS_ROW = {"submission": None, "verdict": "no results", "reason": "", "paid": 0}
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def best_effort(what: str) -> Iterator[None]:
+    """Publishing ``what``: a failure (the Prefect API down or refusing) is logged, not raised."""
+    try:
+        yield
+    except Exception as error:
+        log.warning("%s not published: %s: %s", what, type(error).__name__, error)
 
 
 @task(name="publish-round-report", **LOCAL_TASK)
 def publish_round(run: str, report: RoundReport, rows: list[dict]) -> None:
     """The round's submissions table and its summary."""
+    with best_effort(f"round {report.round_number} report"):
+        _publish_round(run, report, rows)
+
+
+def _publish_round(run: str, report: RoundReport, rows: list[dict]) -> None:
     round_key = ("round", report.round_number)
     create_table_artifact(
         key=artifact_key(run, *round_key, "submissions"),
@@ -53,6 +74,11 @@ def publish_training(run: str, reports: Sequence[RoundReport]) -> None:
     """The chart of the primary metric and the loss, and the training summary, republished
     after every round. The chart's key names no metric (``<run>-metric-chart``): one key
     whatever the workload measures."""
+    with best_effort(f"training report after round {reports[-1].round_number}"):
+        _publish_training(run, reports)
+
+
+def _publish_training(run: str, reports: Sequence[RoundReport]) -> None:
     name = metric_name(reports)
     create_markdown_artifact(
         key=artifact_key(run, "metric-chart"),
@@ -80,6 +106,10 @@ class WaitProgress:
         if shown == self._shown:
             return
         self._shown = shown
+        with best_effort(f"{self.key} progress"):
+            self._publish(status)
+
+    def _publish(self, status: WaitStatus) -> None:
         progress, description = 100 * status.fraction, progress_description(status)
         if self._artifact_id is None:
             self._artifact_id = create_progress_artifact(
