@@ -145,10 +145,12 @@ class Lab:
 
     def __init__(self) -> None:
         from decentralml.creator import task_settings
-        from decentralml.data.federated import test_split
+        from decentralml.data.federated import creator_holdout, test_split
         from decentralml.models import build_model
 
         self._data = {p: task_settings(_config(p)).data for p in ROUNDS}
+        iid = self._data["iid"]
+        self.holdout = creator_holdout(iid.holdout_examples, iid.seed)  # what validators see
         self.test = test_split()
         self.scorer = build_model("mnist_mlp")
         self._shards: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
