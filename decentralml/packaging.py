@@ -36,7 +36,7 @@ from decentralml.errors import StorageError
 SETTINGS_FILE = "task.json"
 WHEELS_DIR = "wheels"
 PROJECT_SOURCES = (
-    *("pyproject.toml", "README.md", "decentralml", "flows", "tasks"),
+    *("pyproject.toml", "README.md", "decentralml", "decentralml_cli", "flows", "tasks"),
     *("assets", "configs"),  # decentralml/assets and /configs link here (resources.py)
 )
 """What a wheel of this project is built from (pyproject.toml's packages, its package data

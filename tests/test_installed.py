@@ -79,7 +79,11 @@ def installed(tmp_path_factory) -> Path:
     # pip runs with the new venv's interpreter before it sees the shared packages, so it
     # neither finds nor touches the shared venv's (editable) decentralml.
     pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
-    subprocess.run([*pip, "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    # Away from the project: run from its root, `python -m pip` would find the editable
+    # install's decentralml.egg-info on sys.path and install nothing ("already satisfied").
+    clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    install = [*pip, "install", "-q", "--no-deps", "--no-index", "--ignore-installed", str(wheel)]
+    subprocess.run(install, check=True, cwd=scratch, env=clean_env)
     (site,) = (venv / "lib").glob("python3*/site-packages")
     shared = Path(sysconfig.get_paths()["purelib"]).resolve()  # not via the worktree's link
     (site / "shared-dependencies.pth").write_text(f"{shared}\n")
@@ -134,9 +138,9 @@ def test_the_installed_package_runs_a_demo_from_an_empty_directory(installed, tm
 
 
 _WHERE = """
-import json, decentralml, flows, tasks
+import json, decentralml, decentralml_cli, flows, tasks
 from decentralml.resources import contributor_assets, config_path
-print(json.dumps([decentralml.__file__, flows.__file__, tasks.__file__,
+print(json.dumps([decentralml.__file__, decentralml_cli.__file__, flows.__file__, tasks.__file__,
                   str(contributor_assets().resolve()),
                   str(config_path("configs/mnist.yaml").resolve())]))
 """
