@@ -385,3 +385,35 @@ def test_unreachable_chain_is_a_clear_error() -> None:
 
     with pytest.raises(ChainError, match="cannot connect"):
         ChainClient(f"ws://127.0.0.1:{free_port()}", connect_timeout=0.5)
+
+
+@pytest.mark.integration
+def test_clients_in_many_threads_decode_the_chain_without_racing(chain_url: str) -> None:
+    """Regression (CI, issue 10's simulated contributors as task runs): several contributors
+    in one process each opened a ChainClient, and one of them failed its first read with
+    'Decoder class for "Compact<u32>" not found'. scalecodec attaches the looking-up
+    RuntimeConfigurationObject to its shared decoder *classes*, so two interfaces decoding
+    metadata at once corrupt each other's lookups. Every client must survive that."""
+    import threading
+
+    starts = threading.Barrier(THREADS := 6)
+    failures: list[BaseException] = []
+
+    def contributor() -> None:
+        try:
+            starts.wait()
+            with ChainClient(chain_url) as client:
+                for _ in range(3):
+                    assert client.finalized_head_number() >= 0
+                    assert client.best_head_number() >= 0
+        except BaseException as exc:  # collected and asserted below
+            failures.append(exc)
+
+    for _attempt in range(3):
+        threads = [threading.Thread(target=contributor) for _ in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        starts.reset()
+    assert failures == []

@@ -28,14 +28,15 @@ class ChainAudit:
 def audit(client: ChainClient, start_block: int, end_block: int) -> ChainAudit:
     """Sum transfers by (from, to), fees by payer and signed extrinsics by signer."""
     result = ChainAudit()
-    substrate = client.substrate
     for number in range(start_block, end_block + 1):
-        block_hash = substrate.get_block_hash(number)
+        with client.locked() as substrate:
+            block_hash = substrate.get_block_hash(number)
+            events = substrate.get_events(block_hash=block_hash)
         by_extrinsic: dict[int, list[dict]] = defaultdict(list)
-        for event in substrate.get_events(block_hash=block_hash):
+        for event in events:
             by_extrinsic[event.value.get("extrinsic_idx")].append(event.value)
-        for events in by_extrinsic.values():
-            _count_extrinsic(result, events)
+        for extrinsic_events in by_extrinsic.values():
+            _count_extrinsic(result, extrinsic_events)
         result.blocks += 1
     return result
 

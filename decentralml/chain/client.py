@@ -30,6 +30,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -62,6 +63,13 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, WebSocketExceptio
 _REMARK_CALLS = frozenset({("System", "remark"), ("System", "remark_with_event")})
 _TRANSFER_CALLS = frozenset({("Balances", "transfer_keep_alive"), ("Balances", "transfer")})
 _BATCH_ALL = ("Utility", "batch_all")
+
+_SCALECODEC_LOCK = threading.RLock()
+"""Held by every client of the process for each call into substrate-interface. scalecodec
+attaches the RuntimeConfigurationObject that looks a type up to the decoder *class*, which
+all interfaces share, so two interfaces decoding at once (a first metadata load in one thread,
+any read in another) fail with 'Decoder class for "Compact<u32>" not found'. Calls are
+short reads; waiting for a block takes the lock one read at a time."""
 
 
 class ChainDispatchError(ChainError):
@@ -161,15 +169,15 @@ def public_key_hex(address: str | Keypair) -> str:
 
 
 class ChainClient:
-    """One websocket connection to a node, shared under a lock (the socket is not
-    thread-safe). A submission holds the lock while it picks its nonce, signs and sends;
-    waiting for inclusion takes it one read at a time, so other threads can use the client
-    meanwhile."""
+    """One websocket connection to a node, used under the process-wide ``_SCALECODEC_LOCK``
+    (neither the socket nor scalecodec is thread-safe). A submission holds the lock while it
+    picks its nonce, signs and sends; waiting for inclusion takes it one read at a time, so
+    other threads and clients can use the chain meanwhile."""
 
     def __init__(self, url: str, *, connect_timeout: float = 30.0, retry_seconds: float = 20.0):
         self.url = url
         self.retry_seconds = retry_seconds
-        self._lock = threading.RLock()
+        self._lock = _SCALECODEC_LOCK
         self._substrate = self._connect(url, connect_timeout)
         self._existential_deposit: int | None = None
         self._ss58_prefix: int | None = None
@@ -184,7 +192,8 @@ class ChainClient:
         delay = 0.2
         while True:
             try:
-                return SubstrateInterface(url, ss58_format=SS58_FORMAT, auto_reconnect=True)
+                with _SCALECODEC_LOCK:
+                    return SubstrateInterface(url, ss58_format=SS58_FORMAT, auto_reconnect=True)
             except CONNECTION_ERRORS as exc:
                 if time.monotonic() >= deadline:
                     raise ChainError(
@@ -232,8 +241,16 @@ class ChainClient:
 
     @property
     def substrate(self) -> SubstrateInterface:
-        """The underlying interface, for what this client does not wrap (hold no lock)."""
+        """The underlying interface, for what this client does not wrap. Unlocked: use it
+        alone in its process, or through ``locked()``."""
         return self._substrate
+
+    @contextmanager
+    def locked(self) -> Iterator[SubstrateInterface]:
+        """The underlying interface under the process-wide lock, for a sequence of raw calls
+        made while other threads may use the chain."""
+        with self._lock:
+            yield self._substrate
 
     def rpc(self, method: str, params: list[Any]) -> Any:
         """A raw JSON-RPC call (e.g. chopsticks' dev_newBlock); raises ChainError on error."""
