@@ -62,6 +62,7 @@ if str(ROOT) not in sys.path:
 
 CONTRIBUTORS = 10
 SEED = 42
+EPOCHS, BATCH_SIZE = 1, 32  # each contributor's local training: E = 1, B = 32
 SLICES = (500, 2000)
 """Sizes of the shared slice (examples of the creator's held-out split every contributor gets)
 in the shared-slice runs."""
@@ -90,10 +91,13 @@ class Setup:
 def _non_iid(partition: str) -> list[Setup]:
     return [
         Setup(partition, "fedavg-adam-1e-3"),  # today's default: Adam restarted each round
-        Setup(partition, "fedavg-sgd-0.1", "sgd", 0.1),
+        Setup(partition, "fedavg-adam-3e-4", learning_rate=3e-4),
+        *(Setup(partition, f"fedavg-sgd-{lr:g}", "sgd", lr) for lr in (0.03, 0.1, 0.3)),
         Setup(partition, "fedprox-0.1-sgd-0.1", "sgd", 0.1, "fedprox", {"proximal_mu": 0.1}),
+        Setup(partition, "fedprox-0.01-sgd-0.1", "sgd", 0.1, "fedprox", {"proximal_mu": 0.01}),
         Setup(partition, "fedavgm-sgd-0.1", "sgd", 0.1, "fedavgm"),
         Setup(partition, "fedadam-0.01-sgd-0.1", "sgd", 0.1, "fedadam", {"eta": 0.01}),
+        *(Setup(partition, f"scaffold-sgd-{lr:g}", "sgd", lr, "scaffold") for lr in (0.03, 0.1)),
         *(
             Setup(partition, f"shared-slice-{n}-sgd-0.1", "sgd", 0.1, shared_slice=n)
             for n in SLICES
@@ -204,24 +208,48 @@ def federated(lab: Lab, setup: Setup, rounds: int, log: Callable[[str], None] = 
     """``rounds`` rounds of ``setup`` with every contributor taking part; test accuracy after
     each aggregation."""
     from decentralml.strategies import Contribution, registry
+    from decentralml.strategies.scaffold import contributor_control_variate, local_steps
     from decentralml.training import ReusableTrainer
 
     shards = lab.shards(setup.partition)
     if setup.shared_slice:
         shards = lab.with_slice(shards, setup.shared_slice)
     strategy = registry[setup.strategy](**setup.strategy_args)
-    mu = float(strategy.configure_round(1).get("proximal_mu", 0.0))  # type: ignore[arg-type]
+    strategy.use_local_training(EPOCHS, BATCH_SIZE, setup.learning_rate)
+    settings = strategy.configure_round(1)
+    mu = float(settings.get("proximal_mu", 0.0))  # type: ignore[arg-type]
+    scaffold = "control_variate" in settings
     trainer = ReusableTrainer(
-        "mnist_mlp", setup.learning_rate, optimizer=setup.optimizer, proximal_mu=mu
+        "mnist_mlp",
+        setup.learning_rate,
+        optimizer=setup.optimizer,
+        proximal_mu=mu,
+        drift_correction=scaffold,
     )
     global_tensors = initial_tensors()
+    own = [{n: np.zeros_like(t) for n, t in global_tensors.items()} for _ in shards]  # c_i
     accuracy: list[float] = []
     start = time.perf_counter()
     for r in range(1, rounds + 1):
-        contributions = [
-            Contribution(trainer.fit(global_tensors, x, y, seed=1000 * r + i), len(y))
-            for i, (x, y) in enumerate(shards)
-        ]
+        server = strategy.round_tensors(r, global_tensors)  # SCAFFOLD's c; empty otherwise
+        contributions = []
+        for i, (x, y) in enumerate(shards):
+            correction = {n: server[n] - own[i][n] for n in server} if scaffold else None
+            trained = trainer.fit(
+                global_tensors,
+                x,
+                y,
+                epochs=EPOCHS,
+                batch_size=BATCH_SIZE,
+                seed=1000 * r + i,
+                correction=correction,
+            )
+            if scaffold:  # the contributor's c_i update, as decentralml.contributor does it
+                steps = local_steps(len(y), EPOCHS, BATCH_SIZE)
+                own[i] = contributor_control_variate(
+                    own[i], server, global_tensors, trained, steps, setup.learning_rate
+                )
+            contributions.append(Contribution(trained, len(y)))
         global_tensors = strategy.aggregate(r, global_tensors, contributions)
         accuracy.append(lab.accuracy(global_tensors))
         log(f"{setup.name} round {r}: {accuracy[-1]:.4f} ({time.perf_counter() - start:.0f} s)")

@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import numpy as np
 from substrateinterface import Keypair
 
 from decentralml import workloads
@@ -29,11 +30,13 @@ from decentralml.config import ContributorConfig
 from decentralml.data.federated import Split, contributor_shard
 from decentralml.data.shared_slice import read_slice, with_slice
 from decentralml.domain import Task, TaskResult, TaskType
-from decentralml.errors import AlreadyCommitted, TaskRefused
+from decentralml.errors import AlreadyCommitted, IntegrityError, TaskRefused
+from decentralml.local_state import ControlVariates
 from decentralml.marketplace.base import Marketplace
 from decentralml.models import available_models, build_model, model_tensors
 from decentralml.packaging import unpack_package
 from decentralml.storage import ArtifactStore, StoredArtifact
+from decentralml.strategies.scaffold import contributor_control_variate, local_steps
 from decentralml.task_settings import DataSettings, TaskSettings
 from decentralml.training import TrainingOutcome
 from decentralml.weights import check_against, decode, encode, layout_of
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
     from decentralml.marketplace.substrate import CreatorStanding
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+DATA_FILE_PATTERNS = ("*.npz", "*.safetensors")
+"""The package's top-level data files: the shared slice, the strategy's round tensors."""
 
 
 class Contributor:
@@ -87,13 +92,32 @@ class Contributor:
 @dataclass(frozen=True)
 class TaskInputs:
     """A task's downloads: task.json's object as unpacked, the global weights, the folder,
-    and the package's data files (top-level ``.npz``, read while the folder exists; their
-    size is bounded by the package's limits)."""
+    and the package's data files (top-level ``.npz`` and ``.safetensors``, read while the
+    folder exists; their size is bounded by the package's limits)."""
 
     raw_settings: dict
     global_tensors: dict
     package_dir: Path
     data_files: Mapping[str, bytes] = field(default_factory=dict)
+
+    @cached_property
+    def control_variate(self) -> dict[str, np.ndarray] | None:
+        """SCAFFOLD's server control variate c that the round settings announce, checked
+        against the global weights' layout (names, shapes, dtypes, finite values; TaskRefused,
+        one line); None when the round asks for no correction."""
+        announced = self.settings.round.control_variate
+        if announced is None:
+            return None
+        if announced.file not in self.data_files:
+            raise TaskRefused(
+                f"task's control variate refused: the package has no {announced.file}"
+            )
+        try:
+            tensors = decode(self.data_files[announced.file])
+            check_against(tensors, layout_of(self.global_tensors))
+        except IntegrityError as problem:
+            raise TaskRefused(f"task's control variate refused: {problem}") from None
+        return tensors
 
     @cached_property
     def settings(self) -> TaskSettings:
@@ -198,7 +222,11 @@ def fetch_inputs(
     global_bytes = store.get(
         spec.global_weights_path, spec.global_weights_sha256, max_bytes=terms.max_global_bytes
     )
-    data_files = {path.name: path.read_bytes() for path in sorted(workdir.glob("*.npz"))}
+    data_files = {
+        path.name: path.read_bytes()
+        for pattern in DATA_FILE_PATTERNS
+        for path in sorted(workdir.glob(pattern))
+    }
     return TaskInputs(settings, decode(global_bytes, terms.max_global_bytes), workdir, data_files)
 
 
@@ -217,6 +245,7 @@ def check_inputs(inputs: TaskInputs, shard_index: int, local_data: str | None = 
     model = build_model(settings.model, settings.learning_rate)
     check_against(inputs.global_tensors, layout_of(model_tensors(model)))
     shared = inputs.shared_slice  # a bad slice is refused here, before a slot is paid
+    inputs.control_variate  # noqa: B018 - likewise a bad control variate
     if local_data is not None:
         training_data(settings.data, shard_index, None, local_data, shared)
 
@@ -237,6 +266,48 @@ def training_data(
     else:
         own = contributor_shard(data, shard_index, cache_dir)
     return with_slice(own, shared_slice)
+
+
+@dataclass(frozen=True)
+class DriftState:
+    """SCAFFOLD on the contributor's side for one task: its own c_i before the round, the
+    server's c from the package, and where c_i is kept."""
+
+    store: ControlVariates
+    own: dict[str, np.ndarray]
+    server: dict[str, np.ndarray]
+
+    @property
+    def correction(self) -> dict[str, np.ndarray]:
+        """c - c_i, what each local step adds to the gradient."""
+        return {name: self.server[name] - self.own[name] for name in self.server}
+
+
+def drift_state(inputs: TaskInputs, worker: Keypair, creator: str) -> DriftState | None:
+    """The task's SCAFFOLD state for this worker (c_i = 0 the first time), or None when the
+    round asks for no drift correction."""
+    announced = inputs.settings.round.control_variate
+    server = inputs.control_variate
+    if announced is None or server is None:
+        return None
+    store = ControlVariates(worker.ss58_address, creator, announced.lineage)
+    return DriftState(store, store.load(layout_of(inputs.global_tensors)), server)
+
+
+def update_control_variate(
+    drift: DriftState,
+    settings: TaskSettings,
+    start: Mapping[str, np.ndarray],
+    trained: TrainingOutcome,
+) -> None:
+    """Keep c_i⁺ = c_i - c + (x - y_i) / (K·η) for the training's next round (option II of
+    Karimireddy et al. 2020), after the result was sent."""
+    steps = local_steps(trained.num_examples, settings.epochs, settings.batch_size)
+    drift.store.save(
+        contributor_control_variate(
+            drift.own, drift.server, start, trained.tensors, steps, settings.learning_rate
+        )
+    )
 
 
 def _settings_problems(settings: TaskSettings, shard_index: int, own_data: bool) -> list[str]:

@@ -125,6 +125,29 @@ def task_settings(
     return TaskSettings.parse(raw, error=ConfigError)
 
 
+def training_strategy(config: RunConfig) -> Strategy:
+    """The configured strategy for one training, told the local training its tasks ask for
+    (SCAFFOLD derives contributors' control variates from the local step size)."""
+    strategy = get_strategy(config.strategy)
+    training = config.training
+    strategy.use_local_training(training.epochs, training.batch_size, training.learning_rate)
+    return strategy
+
+
+def round_files(
+    round_settings: Mapping[str, object] | None, round_tensors: Mapping[str, np.ndarray]
+) -> dict[str, bytes]:
+    """The package's file of the round's strategy tensors (SCAFFOLD's control variate), under
+    the name its round settings give (``round.control_variate.file``); none when it ships none."""
+    if not round_tensors:
+        return {}
+    announced = (round_settings or {}).get("control_variate")
+    name = announced.get("file") if isinstance(announced, Mapping) else None
+    if not isinstance(name, str):
+        raise ConfigError("the strategy ships round tensors but its round settings name no file")
+    return {name: encode(dict(round_tensors))}
+
+
 def shared_slice_files(config: RunConfig) -> dict[str, bytes]:
     """The package's data files: the shared slice of the held-out split when the config asks
     for one (``data.shared_slice``), else none."""
@@ -168,13 +191,19 @@ def upload_assets(
     round_number: int,
     max_examples: int | None = None,
     round_settings: Mapping[str, object] | None = None,
+    round_tensors: Mapping[str, np.ndarray] | None = None,
 ) -> StoredArtifact:
+    """The round's contributor package: the assets, task.json, the shared slice (if any) and
+    the strategy's round tensors (if any)."""
     settings = task_settings(creator.config, max_examples, round_settings)
     package = build_package(
         creator.assets_dir,
         settings.dump(),
         wheels=contributor_wheels(),
-        data_files=shared_slice_files(creator.config),
+        data_files={
+            **shared_slice_files(creator.config),
+            **round_files(round_settings, round_tensors or {}),
+        },
     )
     return creator.store.put(
         creator.store.round_url(creator.run, round_number, "assets.tar.gz"), package
@@ -351,7 +380,7 @@ def review(
         for decision in decisions
         if decision.accepted and decision.candidate is not None
     ]
-    strategy = strategy or get_strategy(creator.config.strategy)
+    strategy = strategy or training_strategy(creator.config)
     try:
         outcome.new_global = strategy.aggregate(task.spec.round_number, global_tensors, accepted)
     except NothingToAggregate:

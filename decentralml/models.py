@@ -76,9 +76,14 @@ def model_tensors(model: keras.Model) -> dict[str, np.ndarray]:
     building the same model disagree on them; position plus the variable's own name does not.
     """
     return {
-        f"{index:03d}.{variable.name}": np.asarray(variable.numpy())
+        weight_name(index, variable): np.asarray(variable.numpy())
         for index, variable in enumerate(model.weights)
     }
+
+
+def weight_name(index: int, variable: keras.Variable) -> str:
+    """The stable name of ``model.weights[index]`` (see ``model_tensors``)."""
+    return f"{index:03d}.{variable.name}"
 
 
 def set_model_tensors(model: keras.Model, tensors: dict[str, np.ndarray]) -> None:

@@ -14,7 +14,13 @@ import numpy as np
 
 from decentralml import workloads
 from decentralml.config import RunConfig
-from decentralml.creator import Creator, Progress, published_global, task_settings
+from decentralml.creator import (
+    Creator,
+    Progress,
+    published_global,
+    task_settings,
+    training_strategy,
+)
 from decentralml.data.federated import Split, creator_holdout, largest_shard, test_split
 from decentralml.models import evaluate, model_tensors, set_model_tensors
 from decentralml.runtime import (
@@ -24,7 +30,7 @@ from decentralml.runtime import (
     open_marketplace,
     open_store,
 )
-from decentralml.strategies import Strategy, get_strategy
+from decentralml.strategies import Strategy
 from decentralml.weights import layout_of
 
 
@@ -56,7 +62,7 @@ class CreatorSession:
         self.creator, self.model, self.holdout, self.test = creator, model, holdout, test
         self.max_examples = max_examples
         self.global_tensors: dict[str, np.ndarray] = {}
-        self.strategy: Strategy = get_strategy(creator.config.strategy)  # one per training
+        self.strategy: Strategy = training_strategy(creator.config)  # one per training
 
     def __repr__(self) -> str:
         return f"CreatorSession(run={self.creator.run!r})"

@@ -28,6 +28,7 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
@@ -70,6 +71,17 @@ class _Settings(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
 
+class ControlVariateSettings(_Settings):
+    """Where the round's server control variate is (a plain file name inside the package)
+    and the training it belongs to (``lineage``, random per training: the contributor keeps
+    its own c_i under it, so two trainings never share one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(pattern=r"^[A-Za-z0-9_-]+\.safetensors$", description="a .safetensors name")
+    lineage: str = Field(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex digits")
+
+
 class RoundSettings(_Settings):
     """What the round's strategy asks of the local training beyond the task's settings."""
 
@@ -78,6 +90,15 @@ class RoundSettings(_Settings):
     proximal_mu: float = Field(
         0.0, ge=0, le=MAX_PROXIMAL_MU, description=f"in [0, {MAX_PROXIMAL_MU:g}]"
     )
+    control_variate: ControlVariateSettings | None = None
+    """SCAFFOLD (decentralml/strategies/scaffold.py): the contributor corrects its local steps
+    by c - c_i, c from the package's file."""
+
+    @model_validator(mode="after")
+    def _one_correction(self) -> RoundSettings:
+        if self.proximal_mu > 0 and self.control_variate is not None:
+            raise ValueError("a proximal term and a control variate together are not supported")
+        return self
 
 
 class SharedSliceSettings(_Settings):

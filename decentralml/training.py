@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from decentralml.models import build_model, model_tensors, set_model_tensors
+from decentralml.models import build_model, model_tensors, set_model_tensors, weight_name
 
 if TYPE_CHECKING:
     import keras
@@ -73,6 +73,25 @@ class ProximalTerm:
         return 0.5 * self.mu * keras.ops.sum(keras.ops.square(weight - self.anchor))
 
 
+class DriftCorrection:
+    """SCAFFOLD's gradient correction c - c_i for one variable, as a Keras weight regularizer
+    ⟨w, c - c_i⟩: its gradient is c - c_i, so each SGD step is y ← y - η·(g_i(y) - c_i + c),
+    Karimireddy et al. 2020's local step (decentralml/strategies/scaffold.py). Like FedProx's
+    anchor, the correction is a variable assigned before each fit, read by the traced step."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: str) -> None:
+        import keras
+
+        self.correction = keras.Variable(
+            np.zeros(shape, dtype=dtype), trainable=False, name="drift_correction"
+        )
+
+    def __call__(self, weight: keras.Variable) -> object:
+        import keras
+
+        return keras.ops.sum(weight * self.correction)
+
+
 def local_model(
     model_name: str,
     global_tensors: Mapping[str, np.ndarray],
@@ -80,13 +99,26 @@ def local_model(
     learning_rate: float,
     optimizer: str = "adam",
     proximal_mu: float = 0.0,
+    drift_correction: bool = False,
 ) -> keras.Model:
     """The model compiled for local training: the global weights, the task's optimizer, and
-    with ``proximal_mu`` > 0 the proximal term anchored at the global weights."""
+    with ``proximal_mu`` > 0 the proximal term anchored at the global weights, or with
+    ``drift_correction`` SCAFFOLD's correction term (zero until ``restart`` sets it)."""
     model = _compiled(model_name, learning_rate, optimizer)
     set_model_tensors(model, dict(global_tensors))
     _add_proximal_terms(model, proximal_mu)
+    _add_drift_corrections(model, drift_correction)
     return model
+
+
+def _add_drift_corrections(model: keras.Model, enabled: bool) -> None:
+    """With ``enabled``, SCAFFOLD's correction term on every trainable variable."""
+    if not enabled:
+        return
+    for variable in model.trainable_weights:
+        if getattr(variable, "regularizer", None) is not None:
+            raise ValueError(f"{variable.path} already has a regularizer: cannot add SCAFFOLD's")
+        variable.regularizer = DriftCorrection(tuple(variable.shape), variable.dtype)
 
 
 def _add_proximal_terms(model: keras.Model, mu: float) -> list[ProximalTerm]:
@@ -118,18 +150,28 @@ def _compiled(model_name: str, learning_rate: float, optimizer: str) -> keras.Mo
     return model
 
 
-def restart(model: keras.Model, start: Mapping[str, np.ndarray]) -> None:
+def restart(
+    model: keras.Model,
+    start: Mapping[str, np.ndarray],
+    correction: Mapping[str, np.ndarray] | None = None,
+) -> None:
     """Make a used model start a fit as a freshly built one would: the ``start`` weights,
-    the optimizer's state zeroed (moments, step count; the learning rate kept) and FedProx's
-    anchors moved to ``start``. The compiled train step and its trace are kept."""
+    the optimizer's state zeroed (moments, step count; the learning rate kept), FedProx's
+    anchors moved to ``start`` and SCAFFOLD's corrections set to ``correction`` (c - c_i, by
+    tensor name; zero when None). The compiled train step and its trace are kept."""
     set_model_tensors(model, dict(start))
     for variable in model.optimizer.variables:
         if "learning_rate" not in variable.path:
             variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
-    for variable in model.trainable_weights:
+    for index, variable in enumerate(model.weights):
         term = getattr(variable, "regularizer", None)
         if isinstance(term, ProximalTerm):
             term.anchor.assign(variable.value)
+        elif isinstance(term, DriftCorrection):
+            value = None if correction is None else correction[weight_name(index, variable)]
+            term.correction.assign(
+                np.zeros(variable.shape, variable.dtype) if value is None else value
+            )
 
 
 class _ModelPool:
@@ -169,19 +211,22 @@ def train_contribution(
     learning_rate: float,
     optimizer: str = "adam",
     proximal_mu: float = 0.0,
+    correction: Mapping[str, np.ndarray] | None = None,
     seed: int = 0,
 ) -> TrainingOutcome:
     """Fit the model, loaded with the global weights, on (x, y): a compiled model of this
     process when one is idle (restarted: the same fit as on a fresh model), else a new one.
 
     ``epochs`` and ``batch_size`` are passed by keyword: the seed passed epochs positionally
-    as batch_size. ``proximal_mu`` > 0 adds FedProx's proximal term to the loss (the reported
-    loss includes it).
+    as batch_size. ``proximal_mu`` > 0 adds FedProx's proximal term to the loss, and
+    ``correction`` (c - c_i by tensor name) SCAFFOLD's correction term; the reported loss
+    includes either.
     """
     import keras
 
     keras.utils.set_random_seed(seed)
-    key = (model_name, optimizer, float(learning_rate), float(proximal_mu))
+    corrected = correction is not None
+    key = (model_name, optimizer, float(learning_rate), float(proximal_mu), corrected)
 
     def build() -> keras.Model:
         return local_model(
@@ -190,10 +235,11 @@ def train_contribution(
             learning_rate=learning_rate,
             optimizer=optimizer,
             proximal_mu=proximal_mu,
+            drift_correction=corrected,
         )
 
     with _models.borrow(key, build) as model:
-        restart(model, global_tensors)
+        restart(model, global_tensors, correction)
         history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
         tensors = model_tensors(model)
     metrics = {name: float(values[-1]) for name, values in history.history.items()}
@@ -206,8 +252,9 @@ class ReusableTrainer:
 
     Each fit starts like ``train_contribution``'s with the same ``optimizer`` and
     ``proximal_mu``: the given weights, a seeded shuffle, a restarted optimizer (its moments
-    and step count zeroed; the learning rate kept) and, with ``proximal_mu`` > 0, the proximal
-    term re-anchored at the given weights."""
+    and step count zeroed; the learning rate kept), with ``proximal_mu`` > 0 the proximal
+    term re-anchored at the given weights, and with ``drift_correction`` SCAFFOLD's
+    correction set to the fit's ``correction``."""
 
     def __init__(
         self,
@@ -216,9 +263,11 @@ class ReusableTrainer:
         *,
         optimizer: str = "adam",
         proximal_mu: float = 0.0,
+        drift_correction: bool = False,
     ) -> None:
         self.model = _compiled(model_name, learning_rate, optimizer)
         _add_proximal_terms(self.model, proximal_mu)
+        _add_drift_corrections(self.model, drift_correction)
 
     def fit(
         self,
@@ -229,10 +278,11 @@ class ReusableTrainer:
         epochs: int = 1,
         batch_size: int = 32,
         seed: int = 0,
+        correction: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         import keras
 
         keras.utils.set_random_seed(seed)
-        restart(self.model, start)
+        restart(self.model, start, correction)
         self.model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
         return model_tensors(self.model)

@@ -24,6 +24,7 @@ from decentralml import checks
 from decentralml.config import (
     MARKETPLACE_ENV,
     AttackKind,
+    LocalOptimizer,
     RunConfig,
     StrategyName,
     load_config,
@@ -34,6 +35,7 @@ from decentralml.errors import ConfigError, DecentralMLError
 DEFAULT_CONFIG = Path("configs/mnist.yaml")
 ATTACKS = get_args(AttackKind)
 STRATEGY_NAMES = get_args(StrategyName)
+OPTIMIZERS = get_args(LocalOptimizer)
 SUBSTRATE_CONFIG = Path("configs/mnist-substrate.yaml")
 DEFAULT_CONFIG_FOR = {"substrate": SUBSTRATE_CONFIG}
 """The config a ``--marketplace`` choice starts from when no ``--config`` is given."""
@@ -50,6 +52,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         ("task.validation_strategy", "validation"),
         ("task.manual_decisions", "decisions"),
         ("training.epochs", "epochs"),
+        ("training.optimizer", "optimizer"),
+        ("training.learning_rate", "learning_rate"),
         ("attack.kind", "attack"),
         ("attack.attackers", "attackers"),
         ("strategy", "strategy"),
@@ -400,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--marketplace", choices=["embedded", "substrate"])
     demo.add_argument("--validation", choices=["AutoAccept", "ManualAccept", "CustomAccept"])
     demo.add_argument("--epochs", type=int)
+    demo.add_argument("--optimizer", choices=OPTIMIZERS, help="the contributors' local optimizer")
+    demo.add_argument("--learning-rate", type=float, help="the contributors' learning rate")
     demo.add_argument("--decisions", help="ManualAccept: JSON/YAML file of verdicts by id")
     demo.add_argument("--strategy", choices=STRATEGY_NAMES, help="aggregation rule")
     demo.add_argument("--attack", choices=ATTACKS, help="simulate attackers of this kind")

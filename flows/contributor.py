@@ -3,8 +3,9 @@
 list tasks → check the task record (reward, digests, creator) → download and verify the assets
 and global weights (bounded) → check the settings and weights → assign (the first step that
 costs a fee) → load the data shard → train as the task says (optimizer, learning rate, epochs,
-batch size, the round's proximal term) → encode the weights → commit to them → upload → send
-the result (the reveal).
+batch size, the round's proximal term or SCAFFOLD's drift correction) → encode the weights →
+commit to them → upload → send the result (the reveal) → keep SCAFFOLD's c_i for the next
+round, if the task uses it.
 """
 
 from __future__ import annotations
@@ -77,13 +78,15 @@ def contribution_steps(
         contributor.local_data,
         inputs.shared_slice,  # checked in check_inputs; None when the task ships none
     )
+    drift = steps.read_drift_state(inputs, worker, task.creator)  # SCAFFOLD's c and c_i
     attacker = contributor.attack  # demos only: a simulated attacker (decentralml.attacks)
-    outcome = steps.train(
+    trained = outcome = steps.train(
         settings.model,
         inputs.global_tensors,
         x,
         attacker.labels(y) if attacker else y,
         **training_options(settings),  # optimizer, rate, epochs, batch, FedProx's mu
+        correction=drift.correction if drift else None,
         seed=contributor.shard_index + 1000 * task.task_id,
     )
     if attacker:
@@ -92,6 +95,8 @@ def contribution_steps(
     steps.commit(market, worker, submission_id, sha256_hex(data))
     artifact = steps.upload_result(store, task, submission_id, data)
     steps.submit(market, worker, task, submission_id, artifact, outcome)
+    if drift:
+        steps.keep_control_variate(drift, settings, inputs.global_tensors, trained)
     get_run_logger().info(
         "task %d: submission %d sent (%d examples, %s)",
         task.task_id, submission_id, outcome.num_examples, outcome.metrics,

@@ -67,7 +67,10 @@ def publish(session: CreatorSession, round_number: int) -> int:
     creator = session.creator
     global_weights = steps.upload_global(creator, round_number, session.global_tensors)
     round_settings = session.strategy.configure_round(round_number)  # e.g. FedProx's mu
-    assets = steps.upload_assets(creator, round_number, session.max_examples, round_settings)
+    round_tensors = session.strategy.round_tensors(round_number, session.global_tensors)
+    assets = steps.upload_assets(
+        creator, round_number, session.max_examples, round_settings, round_tensors
+    )
     task_id = steps.create_round_task(creator, round_number, assets, global_weights)
     get_run_logger().info("round %d published as task %d", round_number, task_id)
     return task_id

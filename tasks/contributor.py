@@ -21,4 +21,6 @@ upload_result = task(name="upload-result", **IO_TASK)(core.upload_result)
 submit = task(name="send-task-result", **IO_TASK)(core.submit)
 
 load_shard = task(name="load-training-data", **LOCAL_TASK)(core.training_data)
+read_drift_state = task(name="read-control-variates", **LOCAL_TASK)(core.drift_state)
+keep_control_variate = task(name="keep-control-variate", **LOCAL_TASK)(core.update_control_variate)
 attack = task(name="simulated-attack", **LOCAL_TASK)(attacker_outcome)

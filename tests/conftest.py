@@ -6,7 +6,10 @@ project. Integration suites start their own servers (tests/chain_fixture.py for 
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,10 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_HOME"] = str(ROOT / ".prefect-test")
 os.environ["KERAS_HOME"] = str(ROOT / ".keras")
 os.environ.setdefault("DECENTRALML_DATA_DIR", str(ROOT / ".cache" / "data"))
+# SCAFFOLD's per-contributor state (decentralml.local_state): fresh per session, never $HOME
+if "DECENTRALML_STATE_DIR" not in os.environ:
+    os.environ["DECENTRALML_STATE_DIR"] = tempfile.mkdtemp(prefix="dml-state-")
+    atexit.register(shutil.rmtree, os.environ["DECENTRALML_STATE_DIR"], ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -190,19 +190,17 @@ def test_an_empty_file_is_all_defaults(tmp_path: Path) -> None:
         (
             "task.question",
             "   ",
-            "task.question: Value error, must not be empty: contributors read it to decide",
+            "task.question: must not be empty: contributors read it to decide",
         ),
         (
             "task.custom_validator",
             "my_validators.check",
-            "task.custom_validator: Value error, 'my_validators.check' is not "
-            "'package.module:function'",
+            "task.custom_validator: 'my_validators.check' is not 'package.module:function'",
         ),
         (
             "task.custom_validator",
             "my validators:check",
-            "task.custom_validator: Value error, 'my validators:check' is not "
-            "'package.module:function'",
+            "task.custom_validator: 'my validators:check' is not 'package.module:function'",
         ),
         (
             "task.validation_strategy",
@@ -219,7 +217,7 @@ def test_an_empty_file_is_all_defaults(tmp_path: Path) -> None:
         (
             "marketplace.creator_key_env",
             "//Alice",
-            "marketplace.creator_key_env: Value error, '//Alice' is not an environment variable "
+            "marketplace.creator_key_env: '//Alice' is not an environment variable "
             "name (keys never go here)",
         ),
         (
@@ -265,7 +263,7 @@ def test_reward_smaller_than_the_slots_is_refused() -> None:
     data = _with("task.pays_amount", 4)  # max_assignments is 5
     message = _error(data)
     assert message == (
-        "invalid configuration in <dict>: task: Value error, pays_amount 4 is smaller than "
+        "invalid configuration in <dict>: task: pays_amount 4 is smaller than "
         "max_assignments 5: each accepted result would be paid 0"
     )
     parse_config(_with("task.pays_amount", 5))  # one unit each is fine
@@ -274,7 +272,7 @@ def test_reward_smaller_than_the_slots_is_refused() -> None:
 def test_a_round_cannot_require_more_accepted_results_than_it_has_slots() -> None:
     assert parse_config({}).task.min_accepted_results == 1
     assert _error(_with("task.min_accepted_results", 6)) == (
-        "invalid configuration in <dict>: task: Value error, min_accepted_results 6 is more "
+        "invalid configuration in <dict>: task: min_accepted_results 6 is more "
         "than max_assignments 5: every round would fail"
     )
     assert parse_config(_with("task.min_accepted_results", 0)).task.min_accepted_results == 0
@@ -287,7 +285,7 @@ def test_a_round_cannot_require_more_accepted_results_than_it_has_slots() -> Non
 def test_storage_url_with_inline_credentials_is_refused(url: str) -> None:
     message = _error(_with("storage.url", url))
     assert _problems(message) == [
-        "storage.url: Value error, must not embed credentials; set them in the environment instead"
+        "storage.url: must not embed credentials; set them in the environment instead"
     ]
     assert url not in message  # the secret is not echoed back into logs
 
@@ -322,7 +320,7 @@ def test_storage_retry_budget_is_checked(dotted: str, value: object) -> None:
 )
 def test_other_urls_with_inline_credentials_are_refused(dotted: str, url: str) -> None:
     assert _problems(_error(_with(dotted, url)))[0].startswith(
-        f"{dotted}: Value error, must not embed credentials"
+        f"{dotted}: must not embed credentials"
     )
 
 
@@ -344,7 +342,7 @@ def test_a_secret_anywhere_is_refused_by_its_path(dotted: str) -> None:
     value = "bottom drive obey lake curtain smoke"
     message = _error(_with(dotted, value))
     assert _problems(message) == [
-        f"(top level): Value error, {dotted}: secrets do not belong in config; use the environment"
+        f"(top level): {dotted}: secrets do not belong in config; use the environment"
     ]
     assert value not in message  # the secret is not echoed back into logs
 

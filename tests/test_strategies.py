@@ -238,7 +238,7 @@ def test_get_strategy_unknown_name_lists_the_known_ones(name: str) -> None:
     assert str(error.value) == (
         f"unknown strategy {name!r}; known: "
         "['average', 'fedadagrad', 'fedadam', 'fedavg', 'fedavgm', 'fedprox', 'fedyogi', "
-        "'krum', 'median', 'multi_krum', 'trimmed_mean']"
+        "'krum', 'median', 'multi_krum', 'scaffold', 'trimmed_mean']"
     )
 
 

@@ -25,6 +25,7 @@ from decentralml.strategies.fedprox import FedProx
 from decentralml.strategies.fedyogi import FedYogi
 from decentralml.strategies.krum import Krum, MultiKrum
 from decentralml.strategies.median import Median
+from decentralml.strategies.scaffold import Scaffold
 from decentralml.strategies.trimmed_mean import TrimmedMean
 
 registry: dict[str, type[Strategy]] = {
@@ -41,6 +42,7 @@ registry: dict[str, type[Strategy]] = {
         FedYogi,
         FedAdagrad,
         FedProx,
+        Scaffold,
     )
 }
 
@@ -75,6 +77,7 @@ __all__ = [
     "MultiKrum",
     "NormClipped",
     "NothingToAggregate",
+    "Scaffold",
     "Strategy",
     "StrategyParams",
     "Tensors",

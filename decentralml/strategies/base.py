@@ -82,6 +82,18 @@ class Strategy(ABC):
         in the task package's settings, key ``round``). Default: nothing."""
         return {}
 
+    def round_tensors(self, round_number: int, global_tensors: Mapping[str, np.ndarray]) -> Tensors:
+        """Arrays the round's task ships to every contributor beside its settings (SCAFFOLD's
+        server control variate), named like the global weights; the package carries them as
+        one safetensors file that ``configure_round`` names. Default: none."""
+        return {}
+
+    def use_local_training(self, epochs: int, batch_size: int, learning_rate: float) -> None:
+        """The local training the tasks ask for, told once per training by whoever builds the
+        strategy for a creator. Only a rule that reasons about the contributors' local steps
+        (SCAFFOLD) needs it. Default: ignored."""
+        return None
+
     @abstractmethod
     def aggregate(
         self,

@@ -65,7 +65,8 @@ class NormClipped(Strategy):
             No default: 1.0 clips every update above the median to the median norm; larger
             values only catch outliers.
 
-    The rule's round settings and state are the wrapper's: clipping keeps none of its own.
+    The rule's round settings, round tensors, local-training knowledge and state are the
+    wrapper's: clipping keeps none of its own.
 
     Memory: the median needs every norm before anything is clipped, so the round's n models
     are materialized (plus one clipped copy per clipped contribution), even in front of a
@@ -93,6 +94,12 @@ class NormClipped(Strategy):
 
     def configure_round(self, round_number: int) -> dict[str, object]:
         return self.rule.configure_round(round_number)
+
+    def round_tensors(self, round_number: int, global_tensors: Mapping[str, np.ndarray]) -> Tensors:
+        return self.rule.round_tensors(round_number, global_tensors)
+
+    def use_local_training(self, epochs: int, batch_size: int, learning_rate: float) -> None:
+        self.rule.use_local_training(epochs, batch_size, learning_rate)
 
     def state(self) -> Tensors:
         return self.rule.state()

@@ -23,10 +23,12 @@ from decentralml.config import load_config
 from decentralml.contributor import (
     assign,
     commit,
+    drift_state,
     encode_result,
     fetch_inputs,
     submit,
     task_store,
+    update_control_variate,
     upload_result,
 )
 from decentralml.data.federated import contributor_shard, test_split
@@ -117,12 +119,14 @@ def contribute(argv: list[str] | None = None) -> int:
     if task_settings().architecture is not None:
         register_architecture(task_settings())
     (x, y), (x_test, y_test) = load_data(args.shard_index)
+    drift = drift_state(inputs, worker, task.creator)  # SCAFFOLD's c - c_i, if the task asks
     outcome: TrainingOutcome = train_contribution(
         settings.MODEL_NAME,
         inputs.global_tensors,
         x,
         y,
         **training_options(task_settings()),
+        correction=drift.correction if drift else None,
     )
     model = build_model(settings.MODEL_NAME, settings.LEARNING_RATE)
     set_model_tensors(model, outcome.tensors)
@@ -131,6 +135,8 @@ def contribute(argv: list[str] | None = None) -> int:
     commit(market, worker, submission_id, sha256_hex(data))  # before the bytes are readable
     artifact = upload_result(store, task, submission_id, data)
     submit(market, worker, task, submission_id, artifact, outcome)
+    if drift:
+        update_control_variate(drift, task_settings(), inputs.global_tensors, outcome)
     print(f"submission {submission_id}: {outcome.num_examples} examples sent as {artifact.url}")
     return 0
 
