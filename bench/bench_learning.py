@@ -82,6 +82,9 @@ class Setup:
     strategy_args: dict[str, float] = field(default_factory=dict)
     shared_slice: int = 0
     """Examples in the task's shared slice; 0: none."""
+    carry_optimizer: bool = False
+    """Each contributor starts its local fit from its own optimizer state (Adam's moments and
+    step count) left by its previous round, instead of a restarted optimizer."""
 
     @property
     def name(self) -> str:
@@ -92,6 +95,7 @@ def _non_iid(partition: str) -> list[Setup]:
     return [
         Setup(partition, "fedavg-adam-1e-3"),  # today's default: Adam restarted each round
         Setup(partition, "fedavg-adam-3e-4", learning_rate=3e-4),
+        Setup(partition, "fedavg-adam-1e-3-carried", carry_optimizer=True),
         *(Setup(partition, f"fedavg-sgd-{lr:g}", "sgd", lr) for lr in (0.03, 0.1, 0.3)),
         Setup(partition, "fedprox-0.1-sgd-0.1", "sgd", 0.1, "fedprox", {"proximal_mu": 0.1}),
         Setup(partition, "fedprox-0.01-sgd-0.1", "sgd", 0.1, "fedprox", {"proximal_mu": 0.01}),
@@ -109,6 +113,7 @@ SETUPS: list[Setup] = [
     Setup("iid", "fedavg-adam-1e-3"),
     Setup("iid", "fedavg-adam-3e-3", learning_rate=3e-3),
     Setup("iid", "fedavg-sgd-0.1", "sgd", 0.1),
+    Setup("iid", "fedavg-adam-1e-3-carried", carry_optimizer=True),
     *_non_iid("shards"),
     *_non_iid("shards-disjoint"),
 ]
@@ -209,7 +214,7 @@ def federated(lab: Lab, setup: Setup, rounds: int, log: Callable[[str], None] = 
     each aggregation."""
     from decentralml.strategies import Contribution, registry
     from decentralml.strategies.scaffold import contributor_control_variate, local_steps
-    from decentralml.training import ReusableTrainer
+    from decentralml.training import ReusableTrainer, optimizer_state
 
     shards = lab.shards(setup.partition)
     if setup.shared_slice:
@@ -228,6 +233,7 @@ def federated(lab: Lab, setup: Setup, rounds: int, log: Callable[[str], None] = 
     )
     global_tensors = initial_tensors()
     own = [{n: np.zeros_like(t) for n, t in global_tensors.items()} for _ in shards]  # c_i
+    kept: list[list[np.ndarray] | None] = [None] * len(shards)  # carried optimizer states
     accuracy: list[float] = []
     start = time.perf_counter()
     for r in range(1, rounds + 1):
@@ -243,7 +249,10 @@ def federated(lab: Lab, setup: Setup, rounds: int, log: Callable[[str], None] = 
                 batch_size=BATCH_SIZE,
                 seed=1000 * r + i,
                 correction=correction,
+                optimizer_state=kept[i],
             )
+            if setup.carry_optimizer:
+                kept[i] = optimizer_state(trainer.model)
             if scaffold:  # the contributor's c_i update, as decentralml.contributor does it
                 steps = local_steps(len(y), EPOCHS, BATCH_SIZE)
                 own[i] = contributor_control_variate(

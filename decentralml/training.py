@@ -14,7 +14,7 @@ model would do (``restart``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -154,15 +154,21 @@ def restart(
     model: keras.Model,
     start: Mapping[str, np.ndarray],
     correction: Mapping[str, np.ndarray] | None = None,
+    optimizer_state: Sequence[np.ndarray] | None = None,
 ) -> None:
     """Make a used model start a fit as a freshly built one would: the ``start`` weights,
-    the optimizer's state zeroed (moments, step count; the learning rate kept), FedProx's
-    anchors moved to ``start`` and SCAFFOLD's corrections set to ``correction`` (c - c_i, by
-    tensor name; zero when None). The compiled train step and its trace are kept."""
+    the optimizer's state zeroed (moments, step count; the learning rate kept) or, when
+    given, set to ``optimizer_state`` (``optimizer_state(model)`` of an earlier fit: a
+    contributor carrying its Adam moments across rounds), FedProx's anchors moved to
+    ``start`` and SCAFFOLD's corrections set to ``correction`` (c - c_i, by tensor name; zero
+    when None). The compiled train step and its trace are kept."""
     set_model_tensors(model, dict(start))
+    kept = iter(optimizer_state) if optimizer_state is not None else None
     for variable in model.optimizer.variables:
-        if "learning_rate" not in variable.path:
-            variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
+        if "learning_rate" in variable.path:
+            continue
+        value = next(kept) if kept is not None else np.zeros(variable.shape, variable.dtype)
+        variable.assign(value)
     for index, variable in enumerate(model.weights):
         term = getattr(variable, "regularizer", None)
         if isinstance(term, ProximalTerm):
@@ -172,6 +178,16 @@ def restart(
             term.correction.assign(
                 np.zeros(variable.shape, variable.dtype) if value is None else value
             )
+
+
+def optimizer_state(model: keras.Model) -> list[np.ndarray]:
+    """The optimizer's state after a fit (moments, step count; not the learning rate), in the
+    order ``restart`` takes it back."""
+    return [
+        np.array(variable.numpy())
+        for variable in model.optimizer.variables
+        if "learning_rate" not in variable.path
+    ]
 
 
 class _ModelPool:
@@ -279,10 +295,11 @@ class ReusableTrainer:
         batch_size: int = 32,
         seed: int = 0,
         correction: Mapping[str, np.ndarray] | None = None,
+        optimizer_state: Sequence[np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         import keras
 
         keras.utils.set_random_seed(seed)
-        restart(self.model, start, correction)
+        restart(self.model, start, correction, optimizer_state)
         self.model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
         return model_tensors(self.model)

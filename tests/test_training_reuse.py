@@ -126,8 +126,8 @@ def test_concurrent_fits_never_share_a_model(pool, data, starts) -> None:
     lent: list[int] = []
     real_restart = training.restart
 
-    def restart_then_meet(model, start) -> None:  # all three hold a model at once
-        real_restart(model, start)
+    def restart_then_meet(model, start, *rest) -> None:  # all three hold a model at once
+        real_restart(model, start, *rest)
         lent.append(id(model))
         overlap.wait()
 
@@ -147,3 +147,31 @@ def test_concurrent_fits_never_share_a_model(pool, data, starts) -> None:
             thread.join()
     inside.update(lent)
     assert len(inside) == 3 and len(_idle(pool)) == 3
+
+
+def test_a_carried_optimizer_state_continues_adam_where_it_stopped(data, starts) -> None:
+    """``restart`` with an ``optimizer_state`` (a contributor carrying Adam's moments and step
+    count to its next round, bench_learning's "carried" rows) trains as one model fitting on
+    without a restart; restarted instead, the same fit ends elsewhere."""
+    import keras
+
+    from decentralml.models import model_tensors
+    from decentralml.training import ReusableTrainer, local_model, optimizer_state
+
+    x, y = data
+    first, second = starts
+    keras.utils.set_random_seed(SEED)
+    continuing = local_model("mnist_mlp", first, learning_rate=0.001)
+    continuing.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=True)
+    keras.utils.set_random_seed(SEED + 1)
+    continuing.set_weights([second[name] for name in model_tensors(continuing)])
+    continuing.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=True)
+
+    trainer = ReusableTrainer("mnist_mlp", 0.001)
+    trainer.fit(first, x, y, seed=SEED)
+    kept = optimizer_state(trainer.model)
+    assert any(np.abs(value).max() > 0 for value in kept)  # moments and a step count
+    carried = trainer.fit(second, x, y, seed=SEED + 1, optimizer_state=kept)
+    _assert_close(carried, model_tensors(continuing))
+    restarted = trainer.fit(second, x, y, seed=SEED + 1)
+    assert max(np.abs(restarted[n] - carried[n]).max() for n in carried) > 1e-3
