@@ -16,7 +16,10 @@ model (``training.ReusableTrainer``). Reports:
 * ``overhead_ratio`` = (wall − fit union) / fit union: everything but training, per second
   of training (issue 10's target: ≤ 0.10);
 * ``overhead_vs_baseline`` = (wall − baseline) / baseline, the baseline being the 20 fits on
-  one reused model.
+  one reused model;
+* ``steady_rounds``: rounds 2.. alone, without the start-up (``steady_rounds``): each round's
+  span and its own ``overhead_ratio`` (span − its fits' union) / its fits' union, and their
+  median (``--rounds 4`` or more for a median of several).
 
 ``--components`` (alone: ``--no-demo``) also times the three costs inside the core that a
 round pays per contribution, through the same public calls on any version of the code:
@@ -34,6 +37,7 @@ import time
 STARTED = time.perf_counter()  # before the heavy imports: they are part of the overhead
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -78,12 +82,46 @@ class FitClock:
 
     def union(self) -> float:
         """Seconds covered by at least one fit."""
-        total, reach = 0.0, float("-inf")
-        for start, end in sorted(self.intervals):
-            if end > reach:
-                total += end - max(start, reach)
-                reach = end
-        return total
+        return union_of(self.intervals)
+
+    def rounds(self, per_round: int) -> list[list[tuple[float, float]]]:
+        """The fits by round: a round's fits all start after the previous round's task was
+        settled and the next one published, so in start order they come ``per_round`` at a
+        time."""
+        ordered = sorted(self.intervals)
+        return [ordered[i : i + per_round] for i in range(0, len(ordered), per_round)]
+
+
+def union_of(intervals: list[tuple[float, float]]) -> float:
+    """Seconds covered by at least one of ``intervals``."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def steady_rounds(rounds: list[list[tuple[float, float]]]) -> list[dict[str, float]]:
+    """Rounds 2.. in steady state, without the start-up (imports, Prefect's server, the first
+    publication): a round is the time from the previous round's last fit ending to its own
+    last fit ending. In it: the creator's review, evaluation, checkpoint, payment and report
+    of the previous round, the publication of this one, every contributor's pick-up,
+    download, checks, slot, training, commitment, upload and submission. Its overhead is
+    that span less the span its fits cover."""
+    found = []
+    for number, (previous, current) in enumerate(itertools.pairwise(rounds), 2):
+        span = max(end for _, end in current) - max(end for _, end in previous)
+        training = union_of(current)
+        found.append(
+            {
+                "round": number,
+                "span_s": round(span, 2),
+                "fit_union_s": round(training, 2),
+                "overhead_ratio": round((span - training) / training, 3),
+            }
+        )
+    return found
 
 
 def demo_config(workdir: Path, contributors: int, rounds: int, epochs: int, runner: str) -> Path:
@@ -196,13 +234,20 @@ def components(config_path: Path, workdir: Path) -> dict[str, float]:
 
 def demo_and_baseline(config_path: Path, workdir: Path) -> dict[str, object]:
     """The demo with its fits timed, then the baseline: the same fits on one reused model."""
+    import yaml
+
     clock = FitClock()
     clock.install()
     summary = run_demo(config_path, workdir / "summary.json")
     wall = time.perf_counter() - STARTED
     fits, fit_sum, fit_union = len(clock.intervals), clock.summed(), clock.union()
     baseline, baseline_count = baseline_fits(config_path)
+    config = yaml.safe_load(config_path.read_text())
+    steady = steady_rounds(clock.rounds(int(config["contributors"])))
+    ratios = sorted(r["overhead_ratio"] for r in steady)
     return {
+        "steady_rounds": steady,
+        "steady_overhead_ratio_median": ratios[len(ratios) // 2] if ratios else None,
         "wall_s": round(wall, 2),
         "demo_wall_s": summary.get("wall_seconds"),
         "fits": fits,
