@@ -9,9 +9,12 @@ Run from the project root:
 
 What is measured is how well the platform's own training code learns, not how fast a round is
 orchestrated: every contributor's local fit is decentralml.training's (``ReusableTrainer``,
-the same optimizer, restart and FedProx proximal term as ``train_contribution``, on one
-compiled model per configuration), the aggregation is the strategy's ``aggregate`` from
-decentralml/strategies/ with its ``configure_round`` settings, and the shards are
+the same optimizer, restart, FedProx proximal term and SCAFFOLD correction as
+``train_contribution``, on one compiled model per configuration), the aggregation is the
+strategy's ``aggregate`` from decentralml/strategies/ with its ``configure_round`` settings
+and ``round_tensors`` (SCAFFOLD's c; each contributor's c_i is updated by the contributor's
+own ``contributor_control_variate`` and kept in memory here, on disk in the platform), and
+the shards are
 decentralml.data.federated's ``contributor_shard`` under the task's data settings (the creator
 keeps ``holdout_examples`` out of the pool). Prefect, the marketplace, storage and the
 results' screening are left out: they neither change the weights of an honest round nor are
@@ -28,6 +31,9 @@ also trains on the same 500 (or 2 000) examples of the creator's held-out split,
 task with ``data.shared_slice: 500`` ships in its package. It goes through the platform's code: the
 creator's ``shared_slice_files`` writes the package's file, the contributor's ``read_slice``
 checks and preprocesses it and ``with_slice`` adds it to each shard.
+
+"carried" rows keep each contributor's optimizer state (Adam's moments and step count) from
+its previous round (``training.optimizer_state``) instead of restarting it.
 
 The baseline is the seed model trained centrally (Adam 1e-3, batch 32, the seed's settings)
 on the same 55 000 examples for ``--central-epochs`` epochs, evaluated after each epoch.
