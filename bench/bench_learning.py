@@ -107,6 +107,7 @@ def _non_iid(partition: str) -> list[Setup]:
         Setup(partition, "fedprox-0.01-sgd-0.1", "sgd", 0.1, "fedprox", {"proximal_mu": 0.01}),
         Setup(partition, "fedavgm-sgd-0.1", "sgd", 0.1, "fedavgm"),
         Setup(partition, "fedadam-0.01-sgd-0.1", "sgd", 0.1, "fedadam", {"eta": 0.01}),
+        Setup(partition, "fedyogi-0.01-sgd-0.1", "sgd", 0.1, "fedyogi", {"eta": 0.01}),
         *(
             Setup(partition, f"scaffold-sgd-{lr:g}", "sgd", lr, "scaffold")
             for lr in (0.03, 0.1, 0.3)
