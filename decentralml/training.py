@@ -2,7 +2,9 @@
 
 Used identically by the contributor flow and by the packaged ``model_contributor.py``. How to
 train (optimizer, learning rate, epochs, batch size, FedProx's proximal term) comes from the
-task's settings (``training_options``), which the contributor checked before taking a slot.
+task's settings (``training_options``), which the contributor checked before taking a slot;
+SCAFFOLD's correction c - c_i comes from the package's control variate and the contributor's
+own c_i (decentralml.contributor.drift_state).
 
 Compiled models are reused across fits in one process (``_ModelPool``): building and
 compiling a model per contribution means a fresh ``tf.function`` trace on every fit, which

@@ -2,7 +2,8 @@
 Flower's serverapp/strategy/.
 
 A strategy lives for a whole training (the creator's session holds one): each round it says
-what the task tells contributors (``configure_round``), then gets the round number, the global
+what the task tells contributors (``configure_round``, and ``round_tensors`` for arrays such as
+SCAFFOLD's control variate), then gets the round number, the global
 weights the round started from and the round's accepted contributions, and returns the new
 global weights (``aggregate``). A rule that keeps state across rounds (a server optimizer's
 moments) exposes it as named arrays (``state``/``load_state``): the creator checkpoints it
