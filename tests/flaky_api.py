@@ -4,7 +4,8 @@ Prefect server answered by a fault instead of the server.
     python -m tests.flaky_api demo --config ...     # decentralml's CLI, through the faults
 
 The faults, in every HTTP client of the process (httpx's transports, sync and async):
-every 3rd ``POST .../task_runs/`` and every 3rd ``POST .../set_state`` gets
+the 1st and then every 3rd ``POST .../task_runs/`` and ``POST .../set_state`` (the 1st, 4th,
+7th, ...: a run that makes only one or two such requests still meets the fault) gets
 ``503 Service Unavailable`` (what Prefect's SQLite-backed server answers on "database is
 locked") without reaching the server; every ``POST .../artifacts/`` gets
 ``500 Internal Server Error``. How many of each were injected is written as JSON to
@@ -39,7 +40,7 @@ def fault_for(request: httpx.Request) -> httpx.Response | None:
         if request.method == method and pattern.search(request.url.path):
             with _lock:
                 seen[name] += 1
-                if seen[name] % every:
+                if (seen[name] - 1) % every:
                     return None
                 injected[name] += 1
             return httpx.Response(status, json={"detail": f"injected {name}"}, request=request)

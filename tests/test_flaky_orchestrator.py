@@ -39,9 +39,13 @@ def test_a_round_through_a_flaky_prefect_api_pays_every_submission(prefect_serve
         env={**prefect_server, "FLAKY_API_REPORT": str(faults)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    injected = json.loads(faults.read_text())["injected"]
-    assert injected.get("task_runs_503", 0) >= 1, injected  # the faults did happen
-    assert injected.get("set_state_503", 0) >= 1 and injected.get("artifacts_500", 0) >= 1
+    report = json.loads(faults.read_text())
+    seen, injected = report["seen"], report["injected"]
+    # The faults did happen: every kind of request the run made met its fault at least once.
+    # How many task runs Prefect creates by POST (not through its event stream) varies from
+    # run to run (one CI run made fewer than 3 and, faulting every 3rd, met none).
+    assert seen.get("set_state_503", 0) >= 1 and seen.get("artifacts_500", 0) >= 1, report
+    assert all(injected.get(name, 0) >= 1 for name in seen), report
 
     summary = json.loads(summary_path.read_text())
     (round_,) = summary["rounds"]
