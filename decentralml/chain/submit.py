@@ -1,0 +1,200 @@
+"""Signing and sending one extrinsic, and waiting, with a deadline, to learn its outcome.
+
+Submissions are NOT retried: a lost connection leaves their outcome unknown, so the caller
+must read back before resubmitting (``ChainOutcomeUnknown``). A submission is followed by
+polling the pool and the new blocks (not by a subscription, whose socket read has no timeout
+and which never reports an extrinsic the node silently drops), so it ends included, refused,
+dropped (seconds after leaving the pool) or unknown at ``inclusion_timeout``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from substrateinterface import ExtrinsicReceipt, Keypair
+from substrateinterface.exceptions import SubstrateRequestException
+
+from decentralml.chain import scale
+from decentralml.chain.calls import Calls
+from decentralml.chain.connection import CONNECTION_ERRORS, Connection
+from decentralml.chain.dispatch import failed, refused
+from decentralml.chain.state import ChainState
+from decentralml.chain.types import Receipt
+from decentralml.errors import ChainError, ChainOutcomeUnknown
+
+INCLUSION_TIMEOUT = 60.0
+"""Default seconds a submission may wait for its block (ten 6 s relay-chain slots) before its
+outcome is reported unknown."""
+DROP_GRACE_SECONDS = 4.0
+"""How long an extrinsic may be out of the pool and in no block before it counts as dropped:
+chopsticks takes the pool's extrinsics out while it builds a block (~0.5-2 s here)."""
+_POLL_SECONDS = 0.25
+
+
+class Submitter:
+    """Submits through ``connection``. A submission holds the process-wide lock while it
+    picks its nonce, signs and sends; waiting for inclusion takes it one read at a time, so
+    other threads and clients can use the chain meanwhile."""
+
+    def __init__(self, connection: Connection, state: ChainState, calls: Calls):
+        self._connection = connection
+        self._read = connection.read
+        self._substrate = connection.substrate
+        self._state = state
+        self._calls = calls
+
+    def submit(
+        self,
+        keypair: Keypair,
+        calls: Sequence[Any],
+        batch: bool = True,
+        *,
+        preflight: bool = True,
+        nonce: int | None = None,
+        inclusion_timeout: float = INCLUSION_TIMEOUT,
+    ) -> Receipt:
+        """Sign and submit ``calls`` as ONE extrinsic and wait for its inclusion.
+
+        One call goes directly; several go in ``Utility.batch_all`` (all or nothing, and
+        cheaper than separate extrinsics). The nonce is the pool's next one unless given
+        (resubmitting with the nonce of a lost attempt means at most one of them can land).
+        Raises InsufficientBalance (before any fee is spent when ``preflight``), ChainError
+        naming the pallet error if the extrinsic failed, and ChainOutcomeUnknown if the
+        connection dropped, the extrinsic left the pool without being included, or it was
+        not included within ``inclusion_timeout`` seconds."""
+        call = self._calls.one_call(list(calls), batch)
+        with self._connection.lock:
+            if preflight:
+                account = self._state.account_data(keypair.ss58_address)
+                self._calls.check_account(keypair, call, calls, account)
+            if nonce is None:
+                # The pool's count, not the state's: a restarted writer whose earlier
+                # extrinsic is still pending must not reuse its nonce (the node would keep
+                # one of the two and drop the other without a word).
+                nonce = self._state.next_nonce(keypair.ss58_address)
+            head = self._state.best_head_number()
+            extrinsic = self._read(
+                self._substrate.create_signed_extrinsic, call, keypair, nonce=nonce
+            )
+            extrinsic_hash = "0x" + extrinsic.extrinsic_hash.hex()
+            try:
+                self._substrate.rpc_request("author_submitExtrinsic", [str(extrinsic.data)])
+            except SubstrateRequestException as exc:
+                raise refused(exc, keypair, extrinsic_hash, nonce) from None
+            except CONNECTION_ERRORS:
+                # It may or may not have reached the pool: the wait below finds out.
+                self._connection.reconnect()
+        return self.wait_for_inclusion(
+            extrinsic_hash, keypair.ss58_address, nonce, after_block=head, timeout=inclusion_timeout
+        )
+
+    def wait_for_inclusion(
+        self,
+        extrinsic_hash: str,
+        signer: str,
+        nonce: int,
+        *,
+        after_block: int,
+        timeout: float = INCLUSION_TIMEOUT,
+    ) -> Receipt:
+        """Wait until the extrinsic ``extrinsic_hash`` (``signer``'s, with ``nonce``) is in a
+        block after ``after_block``, and return its checked receipt.
+
+        Each round reads, in this order, the pool, the signer's state nonce and the head, then
+        scans the new blocks: an extrinsic in no block up to that head and not in the pool
+        has left the pool without being included. Raises ChainOutcomeUnknown at once when its
+        nonce was used by another extrinsic (it can never land), after DROP_GRACE_SECONDS out
+        of the pool otherwise, and after ``timeout`` while it is still pending."""
+        deadline = time.monotonic() + timeout
+        scanned = after_block
+        out_of_pool_since: float | None = None
+        try:
+            while True:
+                in_pool = extrinsic_hash in self._pool_hashes()
+                state_nonce = self._state.account_nonce(signer)
+                head = self._state.best_head_number()
+                found = self._find_in_blocks(extrinsic_hash, scanned + 1, head)
+                if found is not None:
+                    break
+                scanned = head
+                now = time.monotonic()
+                if in_pool:
+                    out_of_pool_since = None
+                elif state_nonce > nonce:
+                    raise ChainOutcomeUnknown(
+                        f"extrinsic {extrinsic_hash} of {signer} was dropped: its nonce "
+                        f"{nonce} was used by another extrinsic of the same signer",
+                        extrinsic_hash=extrinsic_hash,
+                        nonce=nonce,
+                    )
+                elif out_of_pool_since is None:
+                    out_of_pool_since = now
+                elif now - out_of_pool_since >= DROP_GRACE_SECONDS:
+                    raise ChainOutcomeUnknown(
+                        f"extrinsic {extrinsic_hash} of {signer} left the pool of "
+                        f"{self._connection.url} without being included (dropped, or never "
+                        "arrived)",
+                        extrinsic_hash=extrinsic_hash,
+                        nonce=nonce,
+                    )
+                if now >= deadline:
+                    raise ChainOutcomeUnknown(
+                        f"extrinsic {extrinsic_hash} of {signer} was not included within "
+                        f"{timeout:.0f}s and is still pending: it may land later; read the "
+                        "chain back before submitting it again",
+                        extrinsic_hash=extrinsic_hash,
+                        nonce=nonce,
+                        pending=in_pool,
+                    )
+                time.sleep(_POLL_SECONDS)
+        except ChainOutcomeUnknown:
+            raise
+        except ChainError as exc:  # the connection could not be restored while waiting
+            raise ChainOutcomeUnknown(
+                f"lost track of extrinsic {extrinsic_hash} of {signer}: {exc}",
+                extrinsic_hash=extrinsic_hash,
+                nonce=nonce,
+            ) from exc
+        return self._checked(found)
+
+    def _pool_hashes(self) -> set[str]:
+        pool = self._connection.rpc("author_pendingExtrinsics", [])
+        return {scale.extrinsic_hash(data) for data in pool}
+
+    def _find_in_blocks(self, extrinsic_hash: str, first: int, last: int) -> Any | None:
+        """The receipt of ``extrinsic_hash`` if it is in blocks first..last, else None.
+        Blocks are asked for by number only (never a remembered hash: see block_hash)."""
+        for number in range(first, last + 1):
+            block_hash = self._state.block_hash(number)
+            if block_hash is None:
+                return None
+            block = self._connection.rpc("chain_getBlock", [block_hash])["block"]
+            for index, data in enumerate(block["extrinsics"]):
+                if scale.extrinsic_hash(data) == extrinsic_hash:
+                    return ExtrinsicReceipt(
+                        substrate=self._substrate,
+                        extrinsic_hash=extrinsic_hash,
+                        block_hash=block_hash,
+                        block_number=number,
+                        extrinsic_idx=index,
+                    )
+        return None
+
+    def _checked(self, receipt: Any) -> Receipt:
+        def read() -> tuple[bool, Any, int, int]:
+            ok = bool(receipt.is_success)
+            number = int(self._substrate.get_block_number(receipt.block_hash))
+            return ok, receipt.error_message, number, int(receipt.total_fee_amount or 0)
+
+        ok, error, number, fee = self._read(read)
+        if not ok:
+            raise failed(self._substrate, receipt, error, number)
+        return Receipt(
+            block_number=number,
+            block_hash=str(receipt.block_hash),
+            extrinsic_index=int(receipt.extrinsic_idx),
+            extrinsic_hash=str(receipt.extrinsic_hash),
+            fee=fee,
+        )

@@ -1,0 +1,75 @@
+"""A command's config: the file, the command line's overrides on top, checked for the parts
+of it the command uses before anything is opened or published.
+
+Shared by the creator, contributor and inspection commands; the checks each command asks for
+are set where the parser is built (``decentralml_cli.app``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from decentralml import checks
+from decentralml.config import RunConfig, load_config, load_contributor_config
+
+DEFAULT_CONFIG = Path("configs/mnist.yaml")
+SUBSTRATE_CONFIG = Path("configs/mnist-substrate.yaml")
+DEFAULT_CONFIG_FOR = {"substrate": SUBSTRATE_CONFIG}
+"""The config a ``--marketplace`` choice starts from when no ``--config`` is given."""
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    found = {}
+    for dotted, attr in (
+        ("rounds", "rounds"),
+        ("contributors", "contributors"),
+        ("data.partition", "partition"),
+        ("marketplace.backend", "marketplace"),
+        ("storage.url", "storage"),
+        ("task.validation_strategy", "validation"),
+        ("task.manual_decisions", "decisions"),
+        ("training.epochs", "epochs"),
+        ("training.optimizer", "optimizer"),
+        ("training.learning_rate", "learning_rate"),
+        ("attack.kind", "attack"),
+        ("attack.attackers", "attackers"),
+        ("strategy", "strategy"),
+        ("workload", "workload"),
+    ):
+        value = getattr(args, attr, None)
+        if value is not None:
+            found[dotted] = value
+    found.update(_workload_overrides(getattr(args, "workload", None)))
+    if getattr(args, "contributors", None) is not None and getattr(args, "command", "") == "demo":
+        found.setdefault("task.max_assignments", args.contributors)
+    return found
+
+
+def _workload_overrides(name: str | None) -> dict[str, object]:
+    """``--workload NAME``: that workload, its data (``data.source`` follows it) and the
+    settings a built-in workload needs to fit the shipped configs (decentralml/workloads/)."""
+    if name is None:
+        return {}
+    from decentralml import workloads
+
+    return {"data.source": None, **workloads.get(name).config}
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    """The command's config with its overrides, checked for the parts the command uses
+    (``checks``, set per command in build_parser) before anything is opened or published."""
+    path = args.config
+    if path == DEFAULT_CONFIG:  # a chain wants chain-sized rewards and accounts, not just a flag
+        path = DEFAULT_CONFIG_FOR.get(getattr(args, "marketplace", None), path)
+    config = load_config(path, _overrides(args))
+    return checks.check_config(config, args.checks, source=str(path))
+
+
+def _contributor_config(args: argparse.Namespace) -> RunConfig:
+    """A contributor's config: ``--config`` if given or present, else the defaults (a machine
+    without the creator's file), pointed at ``--marketplace`` or $DECENTRALML_MARKETPLACE_URL."""
+    path = args.config if args.config != DEFAULT_CONFIG or args.config.exists() else None
+    location = getattr(args, "marketplace_at", None)
+    config = load_contributor_config(path, location, _overrides(args))
+    return checks.check_config(config, args.checks, source=str(path or "no config file"))
