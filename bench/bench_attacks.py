@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -98,12 +99,21 @@ _WORLDS: dict[str, World] = {}
 
 def run(partition: str, config: str, attack: str, rounds: int) -> Outcome:
     from decentralml.attacks import Attack
-    from decentralml.config import StrategyConfig, TaskConfig
-    from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult
+    from decentralml.config import TaskConfig, parse_config
+    from decentralml.creator import rule_aggregator
+    from decentralml.domain import (
+        ResultSubmissionStatus,
+        Submission,
+        Task,
+        TaskResult,
+        TaskSpec,
+        TaskStatus,
+    )
+    from decentralml.protocol import layout
     from decentralml.storage import ArtifactStore
     from decentralml.strategies import Contribution, NothingToAggregate, get_strategy
-    from decentralml.validation import Judge, make_policy, screening_rules
-    from decentralml.weights import encode, layout_of
+    from decentralml.validation import make_policy, screening_rules, task_judge
+    from decentralml.weights import encode
 
     world = _WORLDS.setdefault(partition, World(partition))
     started = time.perf_counter()
@@ -113,7 +123,10 @@ def run(partition: str, config: str, attack: str, rounds: int) -> Outcome:
     task = TaskConfig(validation_strategy=validation, max_assignments=CONTRIBUTORS)
     policy = make_policy(task)
     # Robust rules sized for the threat: trim 30 % per side, Krum told f = 3 of 10.
-    strategy = get_strategy(StrategyConfig(name=strategy_name, trim_ratio=0.3, byzantine=3))
+    sized = {"trimmed_mean": {"trim_ratio": 0.3}, "krum": {"byzantine": 3}}
+    sized["multi_krum"] = sized["krum"]
+    section = {"name": strategy_name, **sized.get(strategy_name, {})}
+    strategy = get_strategy(parse_config({"strategy": section}).strategy)
     store = ArtifactStore(f"memory://bench-{uuid.uuid4().hex}")
     attackers = set(range(CONTRIBUTORS - ATTACKERS, CONTRIBUTORS)) if attack != "none" else set()
     behaviour = Attack(attack) if attack != "none" else None
@@ -121,6 +134,10 @@ def run(partition: str, config: str, attack: str, rounds: int) -> Outcome:
     global_tensors = dict(world.initial)
     rng = np.random.default_rng(7)
     for round_number in range(1, rounds + 1):
+        weights = store.put(store.round_url("bench", round_number, "global.safetensors"), b"")
+        spec = TaskSpec("bench", REWARD * CONTRIBUTORS, CONTRIBUTORS, 10**9)
+        spec = dataclasses.replace(spec, global_weights_path=weights.url, round_number=round_number)
+        record = Task(round_number, "creator", spec, TaskStatus.InProgress, 0, CONTRIBUTORS)
         submissions, who = [], {}
         order = rng.permutation(CONTRIBUTORS)
         honest_bytes: list[bytes] = []
@@ -140,7 +157,7 @@ def run(partition: str, config: str, attack: str, rounds: int) -> Outcome:
                 if not is_attacker:
                     honest_bytes.append(data)
             sid = len(submissions)
-            url = store.round_url("bench", round_number, f"results/submission-{sid}.safetensors")
+            url = layout.result_url(spec.global_weights_path, sid)
             artifact = store.put(url, data)
             result = TaskResult(url, artifact.sha256, claim)
             status = ResultSubmissionStatus.PendingValidation
@@ -148,17 +165,15 @@ def run(partition: str, config: str, attack: str, rounds: int) -> Outcome:
                 Submission(sid, round_number, f"c{index}", status, 0, result, commit_order=position)
             )
             who[sid] = is_attacker
-        judge = Judge(
-            fetch=lambda url, digest: store.get(url, digest),
-            result_location=lambda s, r=round_number: store.round_url(
-                "bench", r, f"results/submission-{s.submission_id}.safetensors"
-            ),
-            layout=layout_of(global_tensors),
-            global_tensors=global_tensors,
-            max_bytes=10_000_000,
-            policy=policy,
+        judge = task_judge(  # the creator's own judge, over the round's configured rule
+            store,
+            record,
+            global_tensors,
+            policy,
             evaluate=lambda tensors: world.score(tensors, world.holdout),
+            max_result_bytes=10_000_000,
             rules=screening_rules(task, largest),
+            aggregate=rule_aggregator(strategy, round_number, global_tensors),
         )
         decisions = judge.review(submissions)
         accepted = []

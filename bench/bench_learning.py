@@ -223,7 +223,8 @@ def federated(lab: Lab, setup: Setup, rounds: int, log: Callable[[str], None] = 
     """``rounds`` rounds of ``setup`` with every contributor taking part; test accuracy after
     each aggregation."""
     from decentralml.strategies import Contribution, registry
-    from decentralml.strategies.scaffold import contributor_control_variate, local_steps
+    from decentralml.strategies.scaffold import DriftStep, contributor_control_variate, local_steps
+    from decentralml.task_settings import RoundSettings
     from decentralml.training import ReusableTrainer, optimizer_state
 
     shards = lab.shards(setup.partition)
@@ -231,15 +232,14 @@ def federated(lab: Lab, setup: Setup, rounds: int, log: Callable[[str], None] = 
         shards = lab.with_slice(shards, setup.shared_slice)
     strategy = registry[setup.strategy](**setup.strategy_args)
     strategy.use_local_training(EPOCHS, BATCH_SIZE, setup.learning_rate)
-    settings = strategy.configure_round(1)
-    mu = float(settings.get("proximal_mu", 0.0))  # type: ignore[arg-type]
-    scaffold = "control_variate" in settings
+    # The strategy's own contributor side, as a contributor builds it from the package.
+    step = type(strategy).local_step(RoundSettings.model_validate(strategy.configure_round(1)))
+    scaffold = isinstance(step, DriftStep)  # its correction is per contributor, kept here
     trainer = ReusableTrainer(
         "mnist_mlp",
         setup.learning_rate,
         optimizer=setup.optimizer,
-        proximal_mu=mu,
-        drift_correction=scaffold,
+        steps=(step,) if step is not None else (),
     )
     global_tensors = initial_tensors()
     own = [{n: np.zeros_like(t) for n, t in global_tensors.items()} for _ in shards]  # c_i
@@ -251,6 +251,7 @@ def federated(lab: Lab, setup: Setup, rounds: int, log: Callable[[str], None] = 
         contributions = []
         for i, (x, y) in enumerate(shards):
             correction = {n: server[n] - own[i][n] for n in server} if scaffold else None
+            fit_steps = (DriftStep(correction=correction),) if scaffold else None
             trained = trainer.fit(
                 global_tensors,
                 x,
@@ -258,7 +259,7 @@ def federated(lab: Lab, setup: Setup, rounds: int, log: Callable[[str], None] = 
                 epochs=EPOCHS,
                 batch_size=BATCH_SIZE,
                 seed=1000 * r + i,
-                correction=correction,
+                steps=fit_steps,
                 optimizer_state=kept[i],
             )
             if setup.carry_optimizer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from decentralml.contributor import assign, fetch_inputs
+from decentralml.contributor import Contributor, assign, checked_inputs
 from decentralml.seed_api import as_keypair, as_marketplace
 from decentralml.storage import ArtifactStore
 
@@ -17,11 +17,15 @@ def assign_task(
     task_id: int,
     download_dir: str | Path | None = None,
 ) -> int:
-    """Assign the task to the caller (once: a repeat returns the same submission id), then
-    download and verify the contributor assets into ``download_dir`` (default ``task-<id>``)."""
+    """Download and verify the contributor assets into ``download_dir`` (default
+    ``task-<id>``) and check the task as the contributor procedure does before it pays
+    (decentralml.contributor.procedure), then take a slot (once: a repeat returns the same
+    submission id). The caller trains on its own data, checked when it trains."""
     market = as_marketplace(substrate)
-    submission_id = assign(market, as_keypair(sudoaccount, passphrase), task_id)
+    worker = as_keypair(sudoaccount, passphrase)
     task = market.get_task(task_id)
-    store = ArtifactStore(task.spec.assets_path)
-    fetch_inputs(store, task, Path(download_dir or f"task-{task_id}"))
-    return submission_id
+    contributor = Contributor(market, ArtifactStore(task.spec.assets_path), worker, None)
+    workdir = Path(download_dir or f"task-{task_id}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    checked_inputs(contributor, task, workdir)
+    return assign(market, worker, task_id)

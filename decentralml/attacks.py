@@ -16,8 +16,9 @@ creator's defences are measured against these (docs/benchmarks.md, docs/security
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import get_args
 
@@ -26,7 +27,7 @@ from substrateinterface import Keypair
 
 from decentralml.accounts import same_account
 from decentralml.config import AttackConfig, AttackKind
-from decentralml.contributor import Contributor, result_url
+from decentralml.contributor import Contributor, ContributorSteps, TaskInputs, result_url
 from decentralml.domain import Task
 from decentralml.marketplace.base import Marketplace
 from decentralml.storage import ArtifactStore
@@ -123,17 +124,37 @@ def someone_elses_result(
 
 
 def attacker_outcome(
+    attack: Attack,
     contributor: Contributor,
     task: Task,
     global_tensors: Mapping[str, np.ndarray],
     outcome: TrainingOutcome,
 ) -> TrainingOutcome:
-    """What ``contributor`` (an attacker) sends for ``task`` after its own training."""
-    attack = contributor.attack
-    if attack is None:
-        return outcome
+    """What ``contributor``, attacking with ``attack``, sends for ``task`` after its own
+    training."""
     source = None
     if attack.kind == "free_rider":
         market, store, worker = contributor.market, contributor.store, contributor.keypair
         source = someone_elses_result(market, store, task, worker)
     return tamper(attack, outcome, global_tensors, source, seed=contributor.shard_index)
+
+
+def attacked(
+    steps: ContributorSteps,
+    attack: Attack | None,
+    contributor: Contributor,
+    tamper_step: Callable[..., TrainingOutcome] = attacker_outcome,
+) -> ContributorSteps:
+    """The contributor procedure's steps with ``train`` wrapped from outside: the attacker
+    trains on its poisoned labels, then sends what ``tamper_step`` (``attacker_outcome``, or
+    an orchestrator's wrapped copy of it) makes of the honest outcome. Production code knows
+    nothing of attacks; None leaves the steps as they are."""
+    if attack is None:
+        return steps
+    honest = steps.train
+
+    def train(task: Task, inputs: TaskInputs, x, y, local, seed: int) -> TrainingOutcome:
+        outcome = honest(task, inputs, x, attack.labels(y), local, seed)
+        return tamper_step(attack, contributor, task, inputs.global_tensors, outcome)
+
+    return dataclasses.replace(steps, train=train)

@@ -20,11 +20,13 @@ from pydantic_core import ErrorDetails
 from decentralml.accounts import canonical_address
 from decentralml.domain import ValidationStrategy
 from decentralml.errors import ConfigError
+from decentralml.marketplace import rules
 from decentralml.packaging import MAX_PACKAGE_BYTES
 from decentralml.resources import config_path
 from decentralml.strategies import registry as strategy_registry
 from decentralml.strategies.fedavg import FedAvgParams
-from decentralml.training import OPTIMIZERS
+from decentralml.task_settings import OPTIMIZERS
+from decentralml.validation.validators import registry as validator_registry
 
 _SECRET_KEYS = re.compile(r"(secret|password|passphrase|mnemonic|private|token)", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -51,7 +53,7 @@ class ModelConfig(_Section):
 
 
 LocalOptimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
-"""The optimizers a contributor trains with (decentralml.training.OPTIMIZERS: adam, sgd)."""
+"""The optimizers a contributor trains with (decentralml.task_settings.OPTIMIZERS: adam, sgd)."""
 
 
 class TrainingConfig(_Section):
@@ -64,31 +66,12 @@ class TrainingConfig(_Section):
     initial_epochs: Annotated[int, Field(ge=0)] = 0
 
 
-class UpdateNormValidator(_Section):
-    name: Literal["update_norm"] = "update_norm"
-    max_ratio: Annotated[float, Field(gt=1)] = 3.0
-
-
-class HoldoutGateValidator(_Section):
-    """A result is refused when leaving it out lowers the aggregate's held-out loss by more
-    than ``tolerance`` (relative) and raises no class's loss by more than ``class_tolerance``
-    (relative): it harms the whole and helps no class."""
-
-    name: Literal["holdout_gate"] = "holdout_gate"
-    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.08
-    class_tolerance: Annotated[float, Field(ge=0)] = 0.05
-
-
-class MinAccuracyValidator(_Section):
-    """The seed's standalone check; its threshold is ``task.min_accuracy``."""
-
-    name: Literal["min_accuracy"] = "min_accuracy"
-
-
 ValidatorConfig = Annotated[
-    UpdateNormValidator | HoldoutGateValidator | MinAccuracyValidator,
+    Union[tuple(cls.Params for cls in validator_registry.values())],  # type: ignore[valid-type]  # noqa: UP007
     Field(discriminator="name"),
 ]
+"""A ``task.validators`` entry: the union of the validators' own parameter models
+(decentralml.validation.validators.registry), discriminated by name."""
 DEFAULT_VALIDATORS: tuple[str, ...] = ("update_norm", "holdout_gate")
 
 
@@ -145,11 +128,9 @@ class TaskConfig(_Section):
 
     @model_validator(mode="after")
     def _reward_covers_slots(self) -> TaskConfig:
-        if self.pays_amount < self.max_assignments:
-            raise ValueError(
-                f"pays_amount {self.pays_amount} is smaller than max_assignments "
-                f"{self.max_assignments}: each accepted result would be paid 0"
-            )
+        unpaid = rules.unpaid_slots(self.pays_amount, self.max_assignments)
+        if unpaid:
+            raise ValueError(unpaid)
         if self.min_accepted_results > self.max_assignments:
             raise ValueError(
                 f"min_accepted_results {self.min_accepted_results} is more than max_assignments "
@@ -163,7 +144,7 @@ class TaskConfig(_Section):
             return list(self.validators)
         if self.custom_validator:
             return []
-        return [UpdateNormValidator(), HoldoutGateValidator()]
+        return [validator_registry[name].Params() for name in DEFAULT_VALIDATORS]
 
 
 class DataConfig(_Section):

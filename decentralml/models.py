@@ -1,72 +1,35 @@
-"""Model registry: the seed's MNIST classifier here; each workload (decentralml/workloads/)
-registers its own model under the workload's name.
+"""Models on the Keras side: built by name, evaluated, and read or written as named tensors.
 
-TensorFlow is imported inside the builders so that importing the core package stays fast for
-tools that never train (marketplace, storage, CLI listing).
+``build_model`` and ``available_models`` are the workload registry's
+(``decentralml.workloads``): a task's model name is a built-in workload's or a registered
+architecture description's, and each workload module builds its own model, so names resolve in
+one place. They are re-exported here for the trainers, which need a model by name and its
+tensors together. TensorFlow is imported inside the builders and ``evaluate`` so that importing
+this module stays fast for tools that never train (marketplace, storage, CLI listing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from decentralml.weights import weight_name
+from decentralml.workloads import ModelBuilder, available_models, build_model
+
 if TYPE_CHECKING:
     import keras
 
-ModelBuilder = Callable[[float], "keras.Model"]
-_REGISTRY: dict[str, ModelBuilder] = {}
-
-
-def register(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    def wrap(builder: ModelBuilder) -> ModelBuilder:
-        _REGISTRY[name] = builder
-        return builder
-
-    return wrap
-
-
-@register("mnist_mlp")
-def mnist_mlp(learning_rate: float = 0.001) -> keras.Model:
-    """The seed's model exactly: Flatten(28,28) · Dense(128, relu) · Dense(10) on logits."""
-    import tensorflow as tf
-
-    model = tf.keras.models.Sequential(
-        [
-            tf.keras.Input(shape=(28, 28)),
-            tf.keras.layers.Flatten(),
-            tf.keras.layers.Dense(128, activation="relu"),
-            tf.keras.layers.Dense(10),
-        ]
-    )
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
-    )
-    return model
-
-
-def _with_workloads() -> dict[str, ModelBuilder]:
-    """The registry once every built-in workload (decentralml.workloads) registered its model:
-    imported here, lazily, because the workloads import this module."""
-    import decentralml.workloads  # noqa: F401
-
-    return _REGISTRY
-
-
-def available_models() -> list[str]:
-    return sorted(_with_workloads())
-
-
-def build_model(name: str, learning_rate: float = 0.001) -> keras.Model:
-    """Build and compile a registered model; unknown names list the known ones."""
-    try:
-        builder = _with_workloads()[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {available_models()}") from None
-    return builder(learning_rate)
+__all__ = [
+    "SCORES",
+    "ModelBuilder",
+    "available_models",
+    "build_model",
+    "evaluate",
+    "model_tensors",
+    "set_model_tensors",
+    "weight_name",
+]
 
 
 def model_tensors(model: keras.Model) -> dict[str, np.ndarray]:
@@ -79,11 +42,6 @@ def model_tensors(model: keras.Model) -> dict[str, np.ndarray]:
         weight_name(index, variable): np.asarray(variable.numpy())
         for index, variable in enumerate(model.weights)
     }
-
-
-def weight_name(index: int, variable: keras.Variable) -> str:
-    """The stable name of ``model.weights[index]`` (see ``model_tensors``)."""
-    return f"{index:03d}.{variable.name}"
 
 
 def set_model_tensors(model: keras.Model, tensors: dict[str, np.ndarray]) -> None:

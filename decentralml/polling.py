@@ -3,8 +3,8 @@ less while nothing does.
 
 A round is mostly quiet (contributors train for tens of seconds) with bursts of changes
 (slots taken, results in, the next task published). A fixed short interval spends thousands
-of marketplace calls on the quiet part (issue 10: ~3 100 per 2-round demo); a fixed long one
-answers late to the bursts. Exponential back-off, reset on every change, does both.
+of marketplace calls on the quiet part (docs/benchmarks.md); a fixed long one answers late
+to the bursts. Exponential back-off, reset on every change, does both.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ from typing import Any
 from substrateinterface import Keypair
 
 from decentralml.accounts import keypair_from_uri
+from decentralml.config import MarketplaceConfig
 from decentralml.marketplace.base import Marketplace
+from decentralml.runtime import open_marketplace
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,11 @@ def as_marketplace(
     from substrateinterface import SubstrateInterface
 
     if isinstance(substrate, SubstrateInterface):
-        from decentralml.marketplace.substrate import SubstrateMarketplace
-
         key = (substrate.url, str(Path(index_path).resolve()))
         if key not in _CHAIN_MARKETS:
-            _CHAIN_MARKETS[key] = SubstrateMarketplace(substrate.url, index_path)
+            url = substrate.url
+            config = MarketplaceConfig(backend="substrate", url=url, index_path=index_path)
+            _CHAIN_MARKETS[key] = open_marketplace(config)  # the one place backends are built
         return _CHAIN_MARKETS[key]
     raise TypeError(f"expected a Marketplace or SubstrateInterface, got {type(substrate).__name__}")
 

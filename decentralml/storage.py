@@ -49,6 +49,7 @@ from decentralml.errors import (
     StorageError,
     StorageUnavailable,
 )
+from decentralml.protocol import layout
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -256,16 +257,17 @@ class ArtifactStore:
     def url_for(self, *parts: str) -> str:
         return posixpath.join(self.root_url, *parts)
 
+    def run_url(self, run: str) -> str:
+        return self.url_for(*layout.run_parts(run))
+
     def round_url(self, run: str, round_number: int, name: str) -> str:
-        return self.url_for("runs", run, f"round-{round_number}", name)
+        return self.url_for(*layout.round_parts(run, round_number, name))
 
     def checkpoint_url(self, run: str, round_number: int) -> str:
-        return self.url_for("runs", run, "checkpoints", f"round-{round_number}.safetensors")
+        return self.url_for(*layout.checkpoint_parts(run, round_number))
 
     def strategy_checkpoint_url(self, run: str, round_number: int) -> str:
-        return self.url_for(
-            "runs", run, "checkpoints", f"round-{round_number}.strategy.safetensors"
-        )
+        return self.url_for(*layout.strategy_checkpoint_parts(run, round_number))
 
     def put(self, url: str, data: bytes) -> StoredArtifact:
         """Write bytes to ``url`` (parents created), return its digest. Retried while the

@@ -10,8 +10,9 @@ Unknown keys: ignored (and logged) at the top level and in ``data``, refused in 
 Older packages carry keys since dropped and newer creators add descriptive ones (``metric``);
 neither changes how the contributor trains, and an older package must stay readable. A
 ``round`` key is different: it is an instruction from the round's strategy
-(``Strategy.configure_round``, e.g. FedProx's mu) that the aggregation counts on, so
-training while ignoring one would be silently wrong.
+(``Strategy.configure_round``, e.g. FedProx's mu; the keys are the strategies' own
+``Strategy.Round``) that the aggregation counts on, so training while ignoring one would be
+silently wrong.
 """
 
 from __future__ import annotations
@@ -28,15 +29,16 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     ValidationError,
+    create_model,
     model_validator,
 )
 from pydantic_core import ErrorDetails
 
+from decentralml.data.base import DataSpec
 from decentralml.data.partition import SCHEMES
 from decentralml.errors import DecentralMLError, TaskRefused
-from decentralml.strategies.fedprox import MAX_PROXIMAL_MU
-from decentralml.training import OPTIMIZERS
-from decentralml.workloads.base import DataSpec
+from decentralml.strategies import LocalStep, Strategy
+from decentralml.strategies import registry as strategy_registry
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ MAX_BATCH_SIZE = 65_536
 MAX_PARTITIONS = 10_000
 MAX_SHARED_SLICE = 20_000  # the creator's whole held-out split at most (config.DataConfig)
 PARTITIONS = SCHEMES  # the partitioner's own list: a new scheme is one change
+OPTIMIZERS = ("adam", "sgd")
+"""The local optimizers a task may ask for (keras.optimizers by these names)."""
 
 
 def _one_of(allowed: tuple[str, ...]) -> AfterValidator:
@@ -71,34 +75,43 @@ class _Settings(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
 
-class ControlVariateSettings(_Settings):
-    """Where the round's server control variate is (a plain file name inside the package)
-    and the training it belongs to (``lineage``, random per training: the contributor keeps
-    its own c_i under it, so two trainings never share one)."""
-
+class _RoundBase(_Settings):
     model_config = ConfigDict(extra="forbid")
-
-    file: str = Field(pattern=r"^[A-Za-z0-9_-]+\.safetensors$", description="a .safetensors name")
-    lineage: str = Field(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex digits")
-
-
-class RoundSettings(_Settings):
-    """What the round's strategy asks of the local training beyond the task's settings."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    proximal_mu: float = Field(
-        0.0, ge=0, le=MAX_PROXIMAL_MU, description=f"in [0, {MAX_PROXIMAL_MU:g}]"
-    )
-    control_variate: ControlVariateSettings | None = None
-    """SCAFFOLD (decentralml/strategies/scaffold.py): the contributor corrects its local steps
-    by c - c_i, c from the package's file."""
 
     @model_validator(mode="after")
-    def _one_correction(self) -> RoundSettings:
-        if self.proximal_mu > 0 and self.control_variate is not None:
-            raise ValueError("a proximal term and a control variate together are not supported")
+    def _one_local_step(self) -> _RoundBase:
+        asked = [cls.name for cls in _round_owners() if cls.local_step(self) is not None]
+        if len(asked) > 1:
+            raise ValueError(f"round settings ask for {' and '.join(asked)} at once: not supported")
         return self
+
+
+def _round_owners() -> list[type[Strategy]]:
+    """The registered strategies with a contributor side, each once (a subclass that keeps
+    its parent's ``Round`` owns nothing more)."""
+    owners: dict[type, type[Strategy]] = {}
+    for cls in strategy_registry.values():
+        if cls.Round is not None:
+            owners.setdefault(cls.Round, cls)
+    return list(owners.values())
+
+
+def _round_settings_model() -> type[_RoundBase]:
+    """task.json's ``round`` object: every registered strategy's ``Round`` fields together,
+    each key owned by one strategy, any other key refused."""
+    fields: dict[str, Any] = {}
+    for cls in _round_owners():
+        assert cls.Round is not None
+        for key, info in cls.Round.model_fields.items():
+            if key in fields:
+                raise TypeError(f"round setting {key!r} is claimed by two strategies")
+            fields[key] = (info.annotation, info)
+    return create_model("RoundSettings", __base__=_RoundBase, **fields)
+
+
+RoundSettings = _round_settings_model()
+"""What the round's strategy asks of the local training beyond the task's settings; the
+keys are the strategies' own (``Strategy.Round``, e.g. FedProx's ``proximal_mu``)."""
 
 
 class SharedSliceSettings(_Settings):
@@ -148,8 +161,13 @@ class TaskSettings(_Settings):
     optimizer: Annotated[str, _one_of(OPTIMIZERS)] = Field(
         "adam", description=f"one of {list(OPTIMIZERS)}"
     )
-    round: RoundSettings = RoundSettings()
+    round: RoundSettings = RoundSettings()  # type: ignore[valid-type]
     data: DataSettings
+
+    def local_steps(self) -> list[LocalStep]:
+        """The contributor-side steps this round's strategy asks for (none for most)."""
+        found = (cls.local_step(self.round) for cls in _round_owners())
+        return [step for step in found if step is not None]
 
     @classmethod
     def parse(

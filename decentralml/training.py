@@ -1,16 +1,16 @@
 """Local training of one contribution: start from the global weights, fit the shard, report.
 
-Used identically by the contributor flow and by the packaged ``model_contributor.py``. How to
-train (optimizer, learning rate, epochs, batch size, FedProx's proximal term) comes from the
+Every caller trains through here: the contributor procedure (flow, packaged script, seed API)
+and the benchmarks. How to train (optimizer, learning rate, epochs, batch size) comes from the
 task's settings (``training_options``), which the contributor checked before taking a slot;
-SCAFFOLD's correction c - c_i comes from the package's control variate and the contributor's
-own c_i (decentralml.contributor.drift_state).
+what the round's strategy adds to the local training (FedProx's proximal term, SCAFFOLD's
+drift correction) comes as the strategy's own ``LocalStep`` objects
+(decentralml.strategies.base): this module names no strategy.
 
 Compiled models are reused across fits in one process (``_ModelPool``): building and
 compiling a model per contribution means a fresh ``tf.function`` trace on every fit, which
-cost more than the fit itself in simulations (issue 10: 2.5–12.6 s against 0.65–3.2 s for the
-same fit on a reused model). A reused model is restarted so that the fit is the one a fresh
-model would do (``restart``).
+costs more than the fit itself in simulations (docs/benchmarks.md). A reused model is
+restarted so that the fit is the one a fresh model would do (``restart``).
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from decentralml.models import build_model, model_tensors, set_model_tensors, weight_name
+from decentralml.models import build_model, model_tensors, set_model_tensors
+from decentralml.task_settings import OPTIMIZERS
 
 if TYPE_CHECKING:
     import keras
 
+    from decentralml.strategies import LocalStep
     from decentralml.task_settings import TaskSettings
-
-OPTIMIZERS = ("adam", "sgd")
-"""The local optimizers a task may ask for (keras.optimizers by these names)."""
 
 
 @dataclass(frozen=True)
@@ -42,56 +41,15 @@ class TrainingOutcome:
 
 
 def training_options(settings: TaskSettings) -> dict[str, object]:
-    """``train_contribution``'s keyword arguments from a task's settings (task.json). A task
-    packaged before settings named an optimizer or a round trains with Adam, no proximal term
-    (TaskSettings' defaults)."""
+    """``train_contribution``'s keyword arguments from a task's settings (task.json), but the
+    round strategy's steps, which the caller prepares (``TaskSettings.local_steps``). A task
+    packaged before settings named an optimizer trains with Adam (TaskSettings' default)."""
     return {
         "epochs": settings.epochs,
         "batch_size": settings.batch_size,
         "learning_rate": settings.learning_rate,
         "optimizer": settings.optimizer,
-        "proximal_mu": settings.round.proximal_mu,
     }
-
-
-class ProximalTerm:
-    """FedProx's (μ/2)·‖w - w_global‖² for one variable, as a Keras weight regularizer: Keras
-    adds every variable's regularizer to the loss it differentiates in ``fit`` (Li et al.
-    2020, decentralml/strategies/fedprox.py).
-
-    The anchor is a (non-trainable) variable, not a constant: the traced train step reads it,
-    so a reused model gets the next round's global weights by ``assign`` without a retrace.
-    μ is a constant of the trace, hence part of the reused models' key."""
-
-    def __init__(self, anchor: np.ndarray, mu: float) -> None:
-        import keras
-
-        self.anchor = keras.Variable(anchor, trainable=False, name="proximal_anchor")
-        self.mu = mu
-
-    def __call__(self, weight: keras.Variable) -> object:
-        import keras
-
-        return 0.5 * self.mu * keras.ops.sum(keras.ops.square(weight - self.anchor))
-
-
-class DriftCorrection:
-    """SCAFFOLD's gradient correction c - c_i for one variable, as a Keras weight regularizer
-    ⟨w, c - c_i⟩: its gradient is c - c_i, so each SGD step is y ← y - η·(g_i(y) - c_i + c),
-    Karimireddy et al. 2020's local step (decentralml/strategies/scaffold.py). Like FedProx's
-    anchor, the correction is a variable assigned before each fit, read by the traced step."""
-
-    def __init__(self, shape: tuple[int, ...], dtype: str) -> None:
-        import keras
-
-        self.correction = keras.Variable(
-            np.zeros(shape, dtype=dtype), trainable=False, name="drift_correction"
-        )
-
-    def __call__(self, weight: keras.Variable) -> object:
-        import keras
-
-        return keras.ops.sum(weight * self.correction)
 
 
 def local_model(
@@ -100,38 +58,15 @@ def local_model(
     *,
     learning_rate: float,
     optimizer: str = "adam",
-    proximal_mu: float = 0.0,
-    drift_correction: bool = False,
+    steps: Sequence[LocalStep] = (),
 ) -> keras.Model:
-    """The model compiled for local training: the global weights, the task's optimizer, and
-    with ``proximal_mu`` > 0 the proximal term anchored at the global weights, or with
-    ``drift_correction`` SCAFFOLD's correction term (zero until ``restart`` sets it)."""
+    """The model compiled for local training: the global weights, the task's optimizer and
+    the round strategy's ``steps`` attached (each restarted for a fit by ``restart``)."""
     model = _compiled(model_name, learning_rate, optimizer)
     set_model_tensors(model, dict(global_tensors))
-    _add_proximal_terms(model, proximal_mu)
-    _add_drift_corrections(model, drift_correction)
+    for step in steps:
+        step.attach(model)
     return model
-
-
-def _add_drift_corrections(model: keras.Model, enabled: bool) -> None:
-    """With ``enabled``, SCAFFOLD's correction term on every trainable variable."""
-    if not enabled:
-        return
-    for variable in model.trainable_weights:
-        if getattr(variable, "regularizer", None) is not None:
-            raise ValueError(f"{variable.path} already has a regularizer: cannot add SCAFFOLD's")
-        variable.regularizer = DriftCorrection(tuple(variable.shape), variable.dtype)
-
-
-def _add_proximal_terms(model: keras.Model, mu: float) -> list[ProximalTerm]:
-    """With ``mu`` > 0, a proximal term on every trainable variable, anchored at its current
-    value (none otherwise)."""
-    if mu <= 0:
-        return []
-    terms = [ProximalTerm(np.asarray(v.numpy()), mu) for v in model.trainable_weights]
-    for variable, term in zip(model.trainable_weights, terms, strict=True):
-        variable.regularizer = term
-    return terms
 
 
 def _compiled(model_name: str, learning_rate: float, optimizer: str) -> keras.Model:
@@ -155,15 +90,14 @@ def _compiled(model_name: str, learning_rate: float, optimizer: str) -> keras.Mo
 def restart(
     model: keras.Model,
     start: Mapping[str, np.ndarray],
-    correction: Mapping[str, np.ndarray] | None = None,
     optimizer_state: Sequence[np.ndarray] | None = None,
+    steps: Sequence[LocalStep] = (),
 ) -> None:
     """Make a used model start a fit as a freshly built one would: the ``start`` weights,
     the optimizer's state zeroed (moments, step count; the learning rate kept) or, when
     given, set to ``optimizer_state`` (``optimizer_state(model)`` of an earlier fit: a
-    contributor carrying its Adam moments across rounds), FedProx's anchors moved to
-    ``start`` and SCAFFOLD's corrections set to ``correction`` (c - c_i, by tensor name; zero
-    when None). The compiled train step and its trace are kept."""
+    contributor carrying its Adam moments across rounds), and each of the round strategy's
+    ``steps`` restarted for this fit. The compiled train step and its trace are kept."""
     set_model_tensors(model, dict(start))
     kept = iter(optimizer_state) if optimizer_state is not None else None
     for variable in model.optimizer.variables:
@@ -171,15 +105,8 @@ def restart(
             continue
         value = next(kept) if kept is not None else np.zeros(variable.shape, variable.dtype)
         variable.assign(value)
-    for index, variable in enumerate(model.weights):
-        term = getattr(variable, "regularizer", None)
-        if isinstance(term, ProximalTerm):
-            term.anchor.assign(variable.value)
-        elif isinstance(term, DriftCorrection):
-            value = None if correction is None else correction[weight_name(index, variable)]
-            term.correction.assign(
-                np.zeros(variable.shape, variable.dtype) if value is None else value
-            )
+    for step in steps:
+        step.restart(model, start)
 
 
 def optimizer_state(model: keras.Model) -> list[np.ndarray]:
@@ -228,23 +155,20 @@ def train_contribution(
     batch_size: int,
     learning_rate: float,
     optimizer: str = "adam",
-    proximal_mu: float = 0.0,
-    correction: Mapping[str, np.ndarray] | None = None,
+    steps: Sequence[LocalStep] = (),
     seed: int = 0,
 ) -> TrainingOutcome:
     """Fit the model, loaded with the global weights, on (x, y): a compiled model of this
     process when one is idle (restarted: the same fit as on a fresh model), else a new one.
 
     ``epochs`` and ``batch_size`` are passed by keyword: the seed passed epochs positionally
-    as batch_size. ``proximal_mu`` > 0 adds FedProx's proximal term to the loss, and
-    ``correction`` (c - c_i by tensor name) SCAFFOLD's correction term; the reported loss
-    includes either.
+    as batch_size. ``steps`` are the round strategy's contributor-side steps (prepared by the
+    caller); the reported loss includes their terms.
     """
     import keras
 
     keras.utils.set_random_seed(seed)
-    corrected = correction is not None
-    key = (model_name, optimizer, float(learning_rate), float(proximal_mu), corrected)
+    key = (model_name, optimizer, float(learning_rate), tuple(s.trace_key() for s in steps))
 
     def build() -> keras.Model:
         return local_model(
@@ -252,12 +176,11 @@ def train_contribution(
             global_tensors,
             learning_rate=learning_rate,
             optimizer=optimizer,
-            proximal_mu=proximal_mu,
-            drift_correction=corrected,
+            steps=steps,
         )
 
     with _models.borrow(key, build) as model:
-        restart(model, global_tensors, correction)
+        restart(model, global_tensors, steps=steps)
         history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
         tensors = model_tensors(model)
     metrics = {name: float(values[-1]) for name, values in history.history.items()}
@@ -268,11 +191,11 @@ class ReusableTrainer:
     """Many local fits on one compiled model: simulations train dozens of contributions in
     one process, and a fresh model per fit costs a compile and a new ``tf.function`` trace.
 
-    Each fit starts like ``train_contribution``'s with the same ``optimizer`` and
-    ``proximal_mu``: the given weights, a seeded shuffle, a restarted optimizer (its moments
-    and step count zeroed; the learning rate kept), with ``proximal_mu`` > 0 the proximal
-    term re-anchored at the given weights, and with ``drift_correction`` SCAFFOLD's
-    correction set to the fit's ``correction``."""
+    Each fit starts like ``train_contribution``'s with the same ``optimizer`` and ``steps``:
+    the given weights, a seeded shuffle, a restarted optimizer (its moments and step count
+    zeroed; the learning rate kept) and the strategy's steps restarted, by the fit's own
+    ``steps`` when it passes some (SCAFFOLD's per-contributor correction) — they must have the
+    trace keys of the trainer's."""
 
     def __init__(
         self,
@@ -280,12 +203,12 @@ class ReusableTrainer:
         learning_rate: float = 0.001,
         *,
         optimizer: str = "adam",
-        proximal_mu: float = 0.0,
-        drift_correction: bool = False,
+        steps: Sequence[LocalStep] = (),
     ) -> None:
         self.model = _compiled(model_name, learning_rate, optimizer)
-        _add_proximal_terms(self.model, proximal_mu)
-        _add_drift_corrections(self.model, drift_correction)
+        self.steps = tuple(steps)
+        for step in self.steps:
+            step.attach(self.model)
 
     def fit(
         self,
@@ -296,12 +219,15 @@ class ReusableTrainer:
         epochs: int = 1,
         batch_size: int = 32,
         seed: int = 0,
-        correction: Mapping[str, np.ndarray] | None = None,
+        steps: Sequence[LocalStep] | None = None,
         optimizer_state: Sequence[np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         import keras
 
+        steps = self.steps if steps is None else tuple(steps)
+        if [s.trace_key() for s in steps] != [s.trace_key() for s in self.steps]:
+            raise ValueError("a fit's steps must be the trainer's kind (its compiled trace)")
         keras.utils.set_random_seed(seed)
-        restart(self.model, start, correction, optimizer_state)
+        restart(self.model, start, optimizer_state, steps)
         self.model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
         return model_tensors(self.model)

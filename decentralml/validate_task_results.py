@@ -8,16 +8,16 @@ verdict (it is left out, still PendingValidation): call again later.
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from decentralml.config import StorageConfig
-from decentralml.contributor import result_url
 from decentralml.domain import ResultSubmissionStatus, Verdict
 from decentralml.seed_api import as_marketplace
 from decentralml.storage import ArtifactStore
-from decentralml.validation import AutoAccept, Judge, Policy, ScreeningRules, result_size_limit
+from decentralml.validation import AutoAccept, Policy, ScreeningRules, task_judge
 from decentralml.validation.base import Evaluator
-from decentralml.weights import decode, layout_of
+from decentralml.weights import decode
 
 
 def validate_task_results(
@@ -35,21 +35,19 @@ def validate_task_results(
     at the model's size (see result_size_limit) unless ``max_bytes`` is given."""
     market = as_marketplace(substrate)
     task = market.get_task(task_id)
-    store = ArtifactStore(task.spec.global_weights_path)
-    global_bytes = store.get(task.spec.global_weights_path, task.spec.global_weights_sha256)
-    global_tensors = decode(global_bytes)
-    layout = layout_of(global_tensors)
-    limit = max_bytes or result_size_limit(layout, StorageConfig().max_result_bytes)
-    judge = Judge(
-        fetch=lambda url, digest: store.get(url, digest, limit),
-        result_location=lambda submission: result_url(task, submission.submission_id),
-        layout=layout,
-        global_tensors=global_tensors,
-        max_bytes=limit,
-        policy=policy or AutoAccept(),
+    store = ArtifactStore(posixpath.dirname(task.spec.global_weights_path))
+    global_tensors = decode(
+        store.get(task.spec.global_weights_path, task.spec.global_weights_sha256)
+    )
+    judge = task_judge(
+        store,
+        task,
+        global_tensors,
+        policy or AutoAccept(),
         evaluate=evaluate,
-        params=params or {},
+        max_result_bytes=max_bytes or StorageConfig().max_result_bytes,
         rules=rules or ScreeningRules(),
+        params=params,
     )
     pending = ResultSubmissionStatus.PendingValidation
     decisions = judge.review(s for s in market.list_task_results(task_id) if s.status is pending)

@@ -13,11 +13,15 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from safetensors.numpy import save as _st_save
 
 from decentralml.errors import IntegrityError
+
+if TYPE_CHECKING:
+    import keras
 
 Buffer = bytes | bytearray | memoryview
 """What decode_views reads: bytes from the store, or any buffer over them."""
@@ -34,6 +38,13 @@ class TensorSpec:
 
 
 Layout = tuple[TensorSpec, ...]
+
+
+def weight_name(index: int, variable: keras.Variable) -> str:
+    """The stable name of ``model.weights[index]`` in every tensor file: Keras variable paths
+    carry per-process counters ("dense_3/kernel"), so two processes building the same model
+    disagree on them; position plus the variable's own name ("000.kernel") does not."""
+    return f"{index:03d}.{variable.name}"
 
 
 def layout_of(tensors: Mapping[str, np.ndarray]) -> Layout:

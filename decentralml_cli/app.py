@@ -25,13 +25,10 @@ OPTIMIZERS = get_args(LocalOptimizer)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every command, its options and the config checks it needs.
-
-    Handlers are looked up on the package (``decentralml_cli.cmd_*``) each time the parser is
-    built, so the package namespace is the one place a command is found: replacing a handler
-    there (as the tests do, to see how ``main`` reports it) is what ``main`` then runs.
-    """
+    """Every command, its options and the config checks it needs. The commands' modules are
+    imported here, when a command is parsed, so that importing the CLI stays light."""
     import decentralml_cli as package
+    from decentralml_cli.commands import contributor, creator, inspect
 
     parser = argparse.ArgumentParser(
         prog="decentralml", description=package.__doc__.splitlines()[0]
@@ -46,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     demo = add(
-        "demo", package.cmd_demo, "run a whole federated training on this machine", checks.DEMO
+        "demo", creator.cmd_demo, "run a whole federated training on this machine", checks.DEMO
     )
     demo.add_argument("--rounds", type=int)
     demo.add_argument("--contributors", type=int)
@@ -64,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workload", help="model and data (decentralml workloads; or mod:attr)")
     train_cmd = add(
         "train",
-        package.cmd_train,
+        creator.cmd_train,
         "creator: publish and run every round (contributors elsewhere)",
         checks.CREATE,
     )
@@ -74,14 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--run", help="name of the training (default: config name); rerun it to resume"
     )
     publish_cmd = add(
-        "publish", package.cmd_publish, "creator: publish one round's task", checks.PUBLISH
+        "publish", creator.cmd_publish, "creator: publish one round's task", checks.PUBLISH
     )
     publish_cmd.add_argument("--round", type=int, default=1)
     publish_cmd.add_argument("--run", help="run name for storage paths (default: config name)")
     publish_cmd.add_argument("--weights", help="URL of global weights to start from")
     round_cmd = add(
         "round",
-        package.cmd_round,
+        creator.cmd_round,
         "creator: collect, validate, federate and settle a task",
         checks.CREATE,
     )
@@ -91,24 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
     round_cmd.add_argument("--run", help="run name for storage paths (default: config name)")
     review_cmd = add(
         "review",
-        package.cmd_review,
+        creator.cmd_review,
         "creator: list a task's submissions awaiting a ManualAccept decision",
         checks.CREATE,
     )
     review_cmd.add_argument("task_id", type=int)
     review_cmd.add_argument("--write", type=Path, help="write a decisions file to fill in")
     review_cmd.add_argument("--run", help="run name for storage paths (default: config name)")
-    tasks_cmd = add("tasks", package.cmd_tasks, "list open tasks", checks.READ)
+    tasks_cmd = add("tasks", inspect.cmd_tasks, "list open tasks", checks.READ)
     tasks_cmd.add_argument("action", nargs="?", choices=["list"], default="list")
     tasks_cmd.add_argument("--all", action="store_true", help="include finished tasks")
-    results = add("results", package.cmd_results, "list a task's submissions", checks.READ)
+    results = add("results", inspect.cmd_results, "list a task's submissions", checks.READ)
     results.add_argument("action", nargs="?", choices=["list"], default="list")
     results.add_argument("task_id", type=int)
-    balance = add("balance", package.cmd_balance, "show an account's balance", checks.READ)
+    balance = add("balance", inspect.cmd_balance, "show an account's balance", checks.READ)
     balance.add_argument("address", help="SS58 address or dev URI such as //Bob")
     contribute_cmd = add(
         "contribute",
-        package.cmd_contribute,
+        contributor.cmd_contribute,
         "contributor: work on new tasks as they appear",
         checks.CONTRIBUTE,
     )
@@ -119,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on this file or folder (.npz x/y, .csv with a label column, or "
         "a folder of images in one subfolder per label: PATH/<label>/*.png)",
     )
-    add("workloads", package.cmd_workloads, "list the built-in and installed workloads", ())
+    add("workloads", inspect.cmd_workloads, "list the built-in and installed workloads", ())
     contribute_cmd.add_argument(
         "--max-tasks", "--rounds", dest="max_tasks", type=int, help="stop after this many tasks"
     )

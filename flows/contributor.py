@@ -1,11 +1,10 @@
-"""The model contributor's procedure (seed steps 3, 4, 5):
+"""The model contributor's flows: one task (``contribute``, each step a Prefect task of the
+one procedure in decentralml.contributor.procedure) and the agent that runs it for every new
+task it is willing to take (``run_agent``, deployed as ``agent``).
 
-list tasks → check the task record (reward, digests, creator) → download and verify the assets
-and global weights (bounded) → check the settings and weights → assign (the first step that
-costs a fee) → load the data shard → train as the task says (optimizer, learning rate, epochs,
-batch size, the round's proximal term or SCAFFOLD's drift correction) → encode the weights →
-commit to them → upload → send the result (the reveal) → keep SCAFFOLD's c_i for the next
-round, if the task uses it.
+check the record → download and verify → check settings and weights → assign (the first
+fee) → load data → prepare the strategy's local steps → train → encode → commit → upload →
+send the result → keep local state.
 """
 
 from __future__ import annotations
@@ -13,12 +12,9 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import prefect
 from prefect import State, flow, get_run_logger, tags
@@ -28,10 +24,12 @@ from prefect.states import Cancelled
 from decentralml.checks import CONTRIBUTE, check_config
 from decentralml.config import RunConfig, load_contributor_config
 from decentralml.contributor import (
+    ContributionReceipt,
     Contributor,
+    ContributorSteps,
     check_offer,
+    contribute_once,
     find_open_task,
-    task_store,
     unwanted,
 )
 from decentralml.domain import Task
@@ -40,68 +38,32 @@ from decentralml.marketplace.base import Marketplace
 from decentralml.polling import Backoff
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
 from decentralml.shutdown import STOP
-from decentralml.storage import sha256_hex
-from decentralml.training import training_options
-from tasks import contributor as steps
+from tasks.contributor import STEPS
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Contribution:
-    task_id: int
-    submission_id: int
-    num_examples: int
-    metrics: dict
+Contribution = ContributionReceipt  # the name earlier versions used
 
 
 def contribution_steps(
-    contributor: Contributor, task: Task, stop: threading.Event | None = None
-) -> Contribution | State:
+    contributor: Contributor,
+    task: Task,
+    stop: threading.Event | None = None,
+    steps: ContributorSteps | None = None,
+) -> ContributionReceipt | State:
     """One task, start to finish, in the run that calls it (a contributor flow run or a
-    simulated contribution's task run). Once ``stop`` is set, a task that has not yet taken a
-    slot ends Cancelled (nothing was paid); one that has is finished."""
-    market, worker = contributor.market, contributor.keypair
-    store = task_store(contributor.store, task)  # the endpoint the record names
-    steps.check_offer(market, task, contributor.terms)
-    with tempfile.TemporaryDirectory(prefix=f"dml-task-{task.task_id}-") as workdir:
-        inputs = steps.fetch_inputs(store, task, Path(workdir), contributor.terms)
-    steps.check_inputs(inputs, contributor.shard_index, contributor.local_data)
-    if stop is not None and stop.is_set():
+    simulated contribution's task run), each step a Prefect task unless ``steps`` says
+    otherwise. Once ``stop`` is set, a task that has not yet taken a slot ends Cancelled
+    (nothing was paid); one that has is finished."""
+    receipt = contribute_once(contributor, task, steps or STEPS, stop)
+    if receipt is None:
         return Cancelled(message=f"task {task.task_id}: stopped before taking a slot")
-    submission_id = steps.assign(market, worker, task.task_id)  # trusted this far: now pay
-    settings = inputs.settings
-    x, y = steps.load_shard(
-        settings.data,
-        contributor.shard_index,
-        contributor.cache_dir,
-        contributor.local_data,
-        inputs.shared_slice,  # checked in check_inputs; None when the task ships none
-    )
-    drift = steps.read_drift_state(inputs, worker, task.creator)  # SCAFFOLD's c and c_i
-    attacker = contributor.attack  # demos only: a simulated attacker (decentralml.attacks)
-    trained = outcome = steps.train(
-        settings.model,
-        inputs.global_tensors,
-        x,
-        attacker.labels(y) if attacker else y,
-        **training_options(settings),  # optimizer, rate, epochs, batch, FedProx's mu
-        correction=drift.correction if drift else None,
-        seed=contributor.shard_index + 1000 * task.task_id,
-    )
-    if attacker:
-        outcome = steps.attack(contributor, task, inputs.global_tensors, outcome)
-    data = steps.encode_result(task, outcome)
-    steps.commit(market, worker, submission_id, sha256_hex(data))
-    artifact = steps.upload_result(store, task, submission_id, data)
-    steps.submit(market, worker, task, submission_id, artifact, outcome)
-    if drift:
-        steps.keep_control_variate(drift, settings, inputs.global_tensors, trained)
     get_run_logger().info(
         "task %d: submission %d sent (%d examples, %s)",
-        task.task_id, submission_id, outcome.num_examples, outcome.metrics,
+        task.task_id, receipt.submission_id, receipt.num_examples, receipt.metrics,
     )  # fmt: skip
-    return Contribution(task.task_id, submission_id, outcome.num_examples, outcome.metrics)
+    return receipt
 
 
 # A contributor's own agent: one flow run per task, its record in the UI.
@@ -112,9 +74,8 @@ contribute = flow(
 )(contribution_steps)
 
 # A simulated contributor: the same steps as one task run nested under its agent's task run.
-# A flow run per contribution cost a round seconds each to start (median 2-17 s after
-# publication on 2 cores, issue 10) and the creator waits for the last one; a task run is
-# recorded from events, without that round trip.
+# A flow run per contribution costs a round seconds to start and the creator waits for the
+# last one (docs/benchmarks.md); a task run is recorded from events, without that round trip.
 simulated_contribution = prefect.task(
     name="contribution",
     task_run_name="contribution-{contributor.shard_index}-task-{task.task_id}",
@@ -129,10 +90,12 @@ def run_agent(
     stop: threading.Event | None = None,
     max_tasks: int | None = None,
     simulated: bool = False,
-) -> list[Contribution]:
+    steps: ContributorSteps | None = None,
+) -> list[ContributionReceipt]:
     """Watch the marketplace and contribute to each new task (id >= first_task_id), up to
     ``contributor.terms.max_concurrent_tasks`` at once, each in its own thread: a contributor
-    flow run per task, or with ``simulated`` a task run (simulated_contribution).
+    flow run per task, or with ``simulated`` a task run (simulated_contribution), each
+    running the procedure with ``steps`` (a simulated attacker's wrap ``train``).
 
     Ends after handling ``max_tasks`` tasks (worked on or skipped; None: no limit), after
     ``terms.idle_timeout_seconds`` with nothing to do, or once ``stop`` is set; it then waits
@@ -149,7 +112,7 @@ def run_agent(
     terms = contributor.terms
     seen: set[int] = set(range(first_task_id))
     run_one = simulated_contribution if simulated else contribute
-    workers = _Workers(contributor, stop, terms.max_concurrent_tasks, run_one)
+    workers = _Workers(contributor, stop, terms.max_concurrent_tasks, run_one, steps)
     backoff = Backoff.for_poll_seconds(poll_seconds)  # a quiet marketplace is polled less
     last_busy = time.monotonic()
     while (max_tasks is None or len(seen) - first_task_id < max_tasks) and not stop.is_set():
@@ -203,12 +166,18 @@ class _Workers:
     the agent's thread; anything else fails that task only."""
 
     def __init__(
-        self, contributor: Contributor, stop: threading.Event, limit: int, run_one: Callable
+        self,
+        contributor: Contributor,
+        stop: threading.Event,
+        limit: int,
+        run_one: Callable,
+        steps: ContributorSteps | None,
     ) -> None:
         self.contributor, self.stop, self.limit = contributor, stop, limit
         self.run_one = run_one  # contribute (a flow) or simulated_contribution (a task)
+        self.steps = steps
         self.threads: list[threading.Thread] = []
-        self.contributions: list[Contribution] = []
+        self.contributions: list[ContributionReceipt] = []
         self.fatal: list[BaseException] = []
 
     @property
@@ -233,7 +202,9 @@ class _Workers:
     def _work(self, task: Task) -> None:
         try:
             with tags("decentralml", "role:contributor"):
-                state = self.run_one(self.contributor, task, self.stop, return_state=True)
+                state = self.run_one(
+                    self.contributor, task, self.stop, self.steps, return_state=True
+                )
             if state.is_completed():
                 self.contributions.append(state.result())
             elif state.is_cancelled():
@@ -258,7 +229,7 @@ class _Workers:
         if self.fatal:
             raise self.fatal[0]
 
-    def finish(self) -> list[Contribution]:
+    def finish(self) -> list[ContributionReceipt]:
         """Wait for the tasks in progress; their contributions, in the order they finished."""
         for thread in self.threads:
             while thread.is_alive():

@@ -30,12 +30,11 @@ from prefect import flow, get_run_logger, tags
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Failed, State
 
-from decentralml import workloads
 from decentralml.checks import CREATE, check_config
 from decentralml.config import RunConfig, load_config, run_overrides
 from decentralml.crashpoints import crashpoint
-from decentralml.creator import close_open_tasks, shortfall
-from decentralml.errors import PendingResults
+from decentralml.creator import close_open_tasks
+from decentralml.creator.round import publish_round, round_report, settle_round, start_training
 from decentralml.reporting import RoundReport, submission_rows, underfilled_rounds
 from decentralml.session import CreatorSession, open_creator
 from decentralml.validation import make_policy
@@ -64,14 +63,7 @@ def outcome(state: State) -> Any:
     validate_parameters=False,
 )
 def publish(session: CreatorSession, round_number: int) -> int:
-    creator = session.creator
-    global_weights = steps.upload_global(creator, round_number, session.global_tensors)
-    round_settings = session.strategy.configure_round(round_number)  # e.g. FedProx's mu
-    round_tensors = session.strategy.round_tensors(round_number, session.global_tensors)
-    assets = steps.upload_assets(
-        creator, round_number, session.max_examples, round_settings, round_tensors
-    )
-    task_id = steps.create_round_task(creator, round_number, assets, global_weights)
+    task_id = publish_round(session, round_number, steps.STEPS)
     get_run_logger().info("round %d published as task %d", round_number, task_id)
     return task_id
 
@@ -96,54 +88,11 @@ def run_round(
         reporting.WaitProgress(run, round_number),
     )
     policy = make_policy(config.task, decider, FormReview.for_task(config.task))  # ManualAccept
-    round_start = dict(session.global_tensors)
-    while True:  # once, unless a late result lands before the settlement: then judge it too
-        task = steps.read_task(creator.market, task_id)
-        submissions = steps.pending_results(creator.market, task_id)
-        review = steps.review(
-            creator,
-            task,
-            submissions,
-            round_start,
-            policy,
-            session.evaluate_tensors,
-            session.max_examples,
-            session.strategy,
-        )
-        crashpoint("reviewed")
-        kept = review.new_global if review.new_global is not None else round_start
-        metrics = steps.evaluate_global(session, kept)  # adopts them, scored on the test split
-        state = session.strategy.state()  # the optimizer state goes beside the weights
-        steps.checkpoint(creator, round_number, session.global_tensors, state)  # before paying
-        crashpoint("checkpointed")
-        try:
-            payments, refund = steps.settle_and_close(
-                creator.market, creator.keypair, task_id, review.verdicts, review.deferred
-            )
-            break
-        except PendingResults as late:
-            get_run_logger().info("task %d: a late result arrived (%s); judging it", task_id, late)
-    crashpoint("settled")
-    metric_name = workloads.get(config.workload_name).primary_metric
-    report = RoundReport.scored(
-        round_number,
-        task_id,
-        metric_name,
-        metrics,
-        accepted=[v.submission_id for v in review.accepted],
-        rejected={v.submission_id: v.reason for v in review.rejected},
-        deferred={d.submission_id: d.reason for d in review.deferred},
-        payments=payments,
-        refund=refund,
-        task_open=bool(review.deferred),
-        shortfall=shortfall(
-            len(review.accepted),
-            len(review.rejected),
-            len(review.deferred),
-            config.task.min_accepted_results,
-        ),
+    settled = settle_round(session, round_number, task_id, policy, steps.STEPS)
+    report = round_report(session, round_number, task_id, settled)
+    rows = submission_rows(
+        settled.submissions, settled.review, settled.payments, report.metric_name
     )
-    rows = submission_rows(submissions, review, payments, metric_name)
     reporting.publish_round(run, report, rows)
     get_run_logger().info("round %d: %s", round_number, asdict(report))
     if report.task_open:
@@ -175,9 +124,7 @@ def train(
     the run then ends Failed naming those rounds, with all the reports (see ``outcome``)."""
     session = session or steps.open_session(config)
     run = session.creator.run
-    steps.settle_overdue(session.creator)  # results nobody judged in time are paid first
-    progress = steps.find_progress(session.creator)
-    steps.resume(session, progress)
+    progress = start_training(session, steps.STEPS)  # overdue results paid, progress read back
     reports: list[RoundReport] = []
     with creator_tags(run):
         for round_number in range(progress.done_rounds + 1, config.rounds + 1):

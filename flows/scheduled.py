@@ -16,6 +16,7 @@ from dataclasses import asdict
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
+from decentralml.creator.round import start_training
 from flows.creator import (
     RoundReport,
     close_tasks_of_aborted_run,
@@ -54,12 +55,10 @@ def next_round_from_config(
     }
     config = load_run_config(**parameters)
     session = steps.open_session(config)
-    steps.settle_overdue(session.creator)  # results nobody judged in time are paid first
-    progress = steps.find_progress(session.creator)
+    progress = start_training(session, steps.STEPS)  # overdue results paid, progress read back
     if progress.done_rounds >= config.rounds:
         get_run_logger().info("training %s is complete: %d rounds", config.name, config.rounds)
         return None
-    steps.resume(session, progress)
     round_number = progress.done_rounds + 1
     task_id = progress.open_task.task_id if progress.open_task else publish(session, round_number)
     report = run_round(session, round_number, task_id)

@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from decentralml.attacks import Attack
+from decentralml.attacks import Attack, attacked, attacker_outcome
 from decentralml.config import RunConfig, SimulationConfig
 from decentralml.contributor import Contributor
 from decentralml.errors import ConfigError
@@ -36,7 +36,8 @@ from decentralml.runtime import (
     open_marketplace,
     open_store,
 )
-from flows.contributor import Contribution, run_agent
+from flows.contributor import ContributionReceipt, run_agent
+from tasks.contributor import STEPS
 
 CONNECT_TIMEOUT_SECONDS = 10
 log = logging.getLogger(__name__)
@@ -61,9 +62,7 @@ def attacker_indices(config: RunConfig) -> set[int]:
 
 def simulated_contributor(config: RunConfig, shard_index: int) -> Contributor:
     """The contributor with this shard, built where its agent runs: dev key by shard, its own
-    marketplace connection and store, and the configured attack if it is one of the last
-    ``attack.attackers``."""
-    attack = Attack.from_config(config.attack) if shard_index in attacker_indices(config) else None
+    marketplace connection and store."""
     return Contributor(
         open_marketplace(contributor_marketplace(config.marketplace, shard_index)),
         open_store(config.storage),
@@ -71,21 +70,32 @@ def simulated_contributor(config: RunConfig, shard_index: int) -> Contributor:
         shard_index,
         config.data.cache_dir,
         config.contributor,
-        attack,
     )
+
+
+# The attacker's tampering as a task of its own, so the UI shows what the attacker did.
+tamper_task = task(name="simulated-attack", cache_policy=NO_CACHE)(attacker_outcome)
+
+
+def simulated_steps(config: RunConfig, shard_index: int, contributor: Contributor):
+    """The procedure's steps for this shard: the configured attack around ``train`` if it is
+    one of the last ``attack.attackers``, else the honest steps."""
+    attack = Attack.from_config(config.attack) if shard_index in attacker_indices(config) else None
+    return attacked(STEPS, attack, contributor, tamper_task)
 
 
 @task(name="contributor-agent", task_run_name="agent-{shard_index}", cache_policy=NO_CACHE)
 def contributor_agent(
     config: RunConfig, shard_index: int, first_task_id: int, stop: StopSignal
-) -> list[Contribution]:
+) -> list[ContributionReceipt]:
     """One simulated contributor's agent: every round's task from ``first_task_id`` on, until
     ``config.rounds`` tasks were seen or ``stop`` is set. Each task is one task run nested
     under this one (flows.contributor.simulated_contribution), not a flow run: a round would
     wait for the slowest of N flow-run starts."""
     contributor = simulated_contributor(config, shard_index)
+    steps = simulated_steps(config, shard_index, contributor)
     return run_agent(
-        contributor, config.poll_seconds, first_task_id, stop, config.rounds, simulated=True
+        contributor, config.poll_seconds, first_task_id, stop, config.rounds, True, steps
     )
 
 

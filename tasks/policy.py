@@ -64,3 +64,7 @@ Prefect would otherwise try to hash on every call."""
 
 LOCAL_TASK = {"cache_policy": NO_CACHE}
 """For CPU-bound local steps (training, evaluation): a failure there is not transient."""
+
+POLL_TASK = {"cache_policy": NO_CACHE}
+"""For a step that waits on the marketplace with its own back-off (wait-for-results): each
+poll is cheap and repeated by the step itself, so the task is not retried."""

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import decentralml_cli as cli
 from decentralml.accounts import contributor_dev_keypair
 from decentralml_cli import _config, build_parser, main
+from decentralml_cli.commands import inspect as inspect_commands
 from tests.helpers import ROOT, small_config, write_config
 
 
@@ -278,7 +278,7 @@ def test_ctrl_c_is_one_line_and_status_130(
     def interrupted(args: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "cmd_tasks", interrupted)
+    monkeypatch.setattr(inspect_commands, "cmd_tasks", interrupted)
     path, _ = write_config(tmp_path)
     assert main(["tasks", "--config", str(path)]) == 130
     assert capsys.readouterr().err == "interrupted\n"

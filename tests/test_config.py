@@ -262,9 +262,9 @@ def test_every_bad_field_is_listed() -> None:
 def test_reward_smaller_than_the_slots_is_refused() -> None:
     data = _with("task.pays_amount", 4)  # max_assignments is 5
     message = _error(data)
-    assert message == (
-        "invalid configuration in <dict>: task: pays_amount 4 is smaller than "
-        "max_assignments 5: each accepted result would be paid 0"
+    assert message == (  # the marketplace's own rule and words (rules.unpaid_slots)
+        "invalid configuration in <dict>: task: pays_amount 4 < max_assignments 5: each "
+        "accepted result would be paid 0; raise pays_amount or lower max_assignments"
     )
     parse_config(_with("task.pays_amount", 5))  # one unit each is fine
 

@@ -63,7 +63,7 @@ def test_a_retried_commit_is_a_no_op_and_another_result_is_refused(slot) -> None
     first = commit(market, BOB, sid, sha256_hex(data))
     assert commit(market, BOB, sid, sha256_hex(data)) == first
     assert market.get_submission(sid).commit_order == 0
-    with pytest.raises(AlreadyCommitted, match="only that result can be sent"):
+    with pytest.raises(AlreadyCommitted, match="a commitment cannot be changed"):
         commit(market, BOB, sid, sha256_hex(data + b" "))
     assert market.get_submission(sid).commitment == first
 

@@ -51,11 +51,14 @@ def test_a_reused_trainer_fits_like_a_fresh_contribution(optimizer: str, mu: flo
     # One batch per epoch: the shuffle's order cannot matter, the optimizer's state does.
     options = {"epochs": 3, "batch_size": 256, "learning_rate": 0.05, "optimizer": optimizer}
 
-    trainer = ReusableTrainer("mnist_mlp", 0.05, optimizer=optimizer, proximal_mu=mu)
+    from decentralml.strategies.fedprox import ProximalStep
+
+    steps = (ProximalStep(mu),) if mu else ()
+    trainer = ReusableTrainer("mnist_mlp", 0.05, optimizer=optimizer, steps=steps)
     assert isinstance(trainer.model.optimizer, keras.optimizers.get(optimizer).__class__)
     for start in (first, second):
         reused = trainer.fit(start, x, y, epochs=3, batch_size=256, seed=7)
-        fresh = train_contribution("mnist_mlp", start, x, y, **options, proximal_mu=mu, seed=7)
+        fresh = train_contribution("mnist_mlp", start, x, y, **options, steps=steps, seed=7)
         assert update_norm(reused, start) > 0.01
         for name, tensor in fresh.tensors.items():
             np.testing.assert_allclose(reused[name], tensor, atol=1e-5, err_msg=name)

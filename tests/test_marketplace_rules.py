@@ -19,6 +19,7 @@ from decentralml.domain import (
     TaskResult,
     TaskSpec,
     TaskStatus,
+    Verdict,
 )
 from decentralml.errors import (
     AlreadyAssigned,
@@ -166,3 +167,52 @@ def test_chain_preflight_and_ledger_refuse_a_spec_alike(
         _check_spec(bad, 3)
     assert str(before_chain.value) == str(on_ledger.value)
     _check_spec(SPEC, 3)  # a valid spec passes
+
+
+def test_a_retried_create_on_the_ledger_escrows_once(tmp_path: Path) -> None:
+    """create-task is retried after an unknown outcome: the ledger now treats the very same
+    spec of an unfinished task as that task, as the chain always did (one rule for both)."""
+    market = EmbeddedMarketplace(tmp_path / "m.sqlite", block_time_seconds=1e9)
+    market.fund(CREATOR, 1_000)
+    first = market.create_task(dev_keypair("Alice"), SPEC)
+    assert market.create_task(dev_keypair("Alice"), SPEC) == first
+    assert market.balance(CREATOR) == 1_000 - SPEC.pays_amount
+    other = dataclasses.replace(SPEC, question="another task")
+    assert market.create_task(dev_keypair("Alice"), other) != first
+
+
+def test_overdue_results_are_decided_by_one_rule() -> None:
+    """The ledger's auto-acceptance and the creator's catch-up on a chain pay the same
+    verdicts: those of ``rules.auto_accepted``, from ``expiration + grace`` on."""
+    expiry = SPEC.expiration_block
+    pending = [sent(), submission(submission_id=8)]
+    assert rules.auto_accepted(task(), pending, expiry + 4, grace=5) == []
+    [verdict] = rules.auto_accepted(task(), pending, expiry + 5, grace=5)
+    assert verdict.submission_id == 7 and verdict.accept
+    assert verdict.reason == rules.AUTO_ACCEPTED.format(grace=5)
+    assert rules.auto_accepted(task(), pending, expiry + 100, grace=None) == []
+    closed = task(status=TaskStatus.Completed)
+    assert rules.auto_accepted(closed, pending, expiry + 100, grace=5) == []
+
+
+def test_what_a_creator_owes_is_one_reward_per_unpaid_slot() -> None:
+    """'outstanding' has one definition: an uneven remainder is never owed."""
+    uneven = task(spec=dataclasses.replace(SPEC, pays_amount=301, max_assignments=3), paid=100)
+    assert rules.outstanding(uneven) == 200
+    assert rules.outstanding(dataclasses.replace(uneven, status=TaskStatus.Completed)) == 0
+    assert (
+        rules.owed([uneven, task(creator=contributor_dev_keypair(5).ss58_address)], CREATOR) == 200
+    )
+
+
+def test_one_settlement_takes_one_verdict_per_result() -> None:
+    accept, again, opposite = Verdict(7, True, "a"), Verdict(7, True, "b"), Verdict(7, False, "c")
+    assert rules.distinct_verdicts([accept, again]) == [accept]
+    with pytest.raises(VerdictAlreadyGiven):
+        rules.distinct_verdicts([accept, opposite])
+
+
+def test_the_task_limit_on_examples_wins_over_the_shards() -> None:
+    assert rules.examples_limit(500, 6000) == 500
+    assert rules.examples_limit(None, 6000) == 6000
+    assert rules.examples_limit(None, None) is None

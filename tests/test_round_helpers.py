@@ -3,13 +3,14 @@ until now they ran only inside the slow end-to-end rounds. Retried steps must be
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from decentralml.accounts import contributor_dev_keypair, dev_keypair
-from decentralml.contributor import assign, commit, find_open_task, holds_slot, submit
+from decentralml.contributor import assign, commit, find_open_task, held_submission, submit
 from decentralml.creator import results_complete
 from decentralml.domain import ResultSubmissionStatus, TaskSpec
 from decentralml.errors import TaskFull
@@ -30,8 +31,13 @@ def market(tmp_path: Path) -> EmbeddedMarketplace:
     return market
 
 
+_TASKS = itertools.count()
+
+
 def open_task(market: EmbeddedMarketplace, slots: int = 2, expires: int = 20) -> int:
-    spec = TaskSpec("train", 100 * slots, slots, expires, global_weights_sha256="cd" * 32)
+    """A new task each call: the same spec again would be a retried create of the first."""
+    question = f"train {next(_TASKS)}"
+    spec = TaskSpec(question, 100 * slots, slots, expires, global_weights_sha256="cd" * 32)
     return market.create_task(ALICE, spec)
 
 
@@ -48,9 +54,9 @@ def test_find_open_task_skips_done_held_and_full_tasks(market: EmbeddedMarketpla
 
 def test_a_retried_assignment_returns_the_slot_already_held(market: EmbeddedMarketplace) -> None:
     task_id = open_task(market, slots=2)
-    assert holds_slot(market, BOB, task_id) is None
+    assert held_submission(market, BOB, task_id) is None
     sid = assign(market, BOB, task_id)
-    assert holds_slot(market, BOB, task_id) == sid
+    assert held_submission(market, BOB, task_id) == sid
     assert assign(market, BOB, task_id) == sid  # retried: the same slot, not a second one
     task = market.get_task(task_id)
     assert task.assigned == 1 and task.open_slots == 1

@@ -22,12 +22,13 @@ import pytest
 from substrateinterface import Keypair
 
 from decentralml.config import parse_config
-from decentralml.contributor import TaskInputs, check_inputs, drift_state
+from decentralml.contributor import TaskInputs, check_inputs, prepare_local
 from decentralml.errors import TaskRefused
 from decentralml.local_state import ControlVariates
 from decentralml.strategies import Contribution
 from decentralml.strategies.scaffold import (
     CONTROL_VARIATE_FILE,
+    DriftStep,
     Scaffold,
     contributor_control_variate,
     local_steps,
@@ -178,7 +179,8 @@ def test_a_corrected_sgd_step_moves_by_the_correction() -> None:
     correction = {n: (0.5 * rng.standard_normal(t.shape)).astype(np.float32) for n, t in x.items()}
     options = dict(epochs=1, batch_size=32, learning_rate=0.1, optimizer="sgd", seed=5)
     plain = train_contribution("mnist_mlp", x, images, labels, **options)
-    corrected = train_contribution("mnist_mlp", x, images, labels, correction=correction, **options)
+    drift = [DriftStep(correction=correction)]
+    corrected = train_contribution("mnist_mlp", x, images, labels, steps=drift, **options)
     again = train_contribution("mnist_mlp", x, images, labels, **options)  # the pooled model
     for name in x:
         np.testing.assert_allclose(
@@ -234,10 +236,11 @@ def test_a_sound_control_variate_gives_the_correction(seed_weights, tmp_path, mo
     server = {n: np.full(t.shape, 0.25, t.dtype) for n, t in seed_weights.items()}
     inputs = _inputs(seed_weights, encode(server))
     check_inputs(inputs, 0)
-    drift = drift_state(
+    local = prepare_local(
         inputs, Keypair.create_from_uri("//Bob"), Keypair.create_from_uri("//Alice").ss58_address
     )
-    assert drift is not None
+    [drift] = local.steps
+    assert isinstance(drift, DriftStep)
     assert all(np.all(drift.correction[n] == 0.25) for n in seed_weights)  # c_i = 0 at first
 
 

@@ -3,6 +3,7 @@ over the embedded marketplace and over a SubstrateInterface on the local chain."
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 
 import numpy as np
@@ -13,8 +14,11 @@ from decentralml.accept_task_results import accept_task_results
 from decentralml.accounts import dev_keypair, keypair_from_uri
 from decentralml.assign_task import assign_task
 from decentralml.commitment import result_commitment
+from decentralml.config import parse_config
 from decentralml.create_task import create_task_model_contributor
+from decentralml.creator import task_settings
 from decentralml.domain import ResultSubmissionStatus, TaskResult, Verdict
+from decentralml.errors import TaskRefused
 from decentralml.list_task_results import list_task_results
 from decentralml.list_tasks import list_tasks
 from decentralml.marketplace.embedded import EmbeddedMarketplace
@@ -27,19 +31,28 @@ from decentralml.storage import ArtifactStore, sha256_hex
 from decentralml.validate_task_results import validate_task_results
 from decentralml.weights import encode
 
-GLOBAL = {"000.kernel": np.zeros((4, 3), np.float32), "001.bias": np.zeros(3, np.float32)}
 SECRET = "AKIA-not-to-be-stored"
+CONFIG = parse_config({})
 
 
-def publish_assets(root: str) -> tuple[str, str, str]:
+@functools.cache
+def global_tensors() -> dict[str, np.ndarray]:
+    """The seed model's weights: what a real task ships."""
+    from decentralml.models import build_model, model_tensors
+
+    return model_tensors(build_model("mnist_mlp", CONFIG.training.learning_rate))
+
+
+def publish_assets(root: str, settings: dict | None = None) -> tuple[str, str, str]:
     store = ArtifactStore(root)
-    assets = store.put(store.url_for("assets.tar.gz"), build_package(DEFAULT_ASSETS, {"x": 1}))
-    weights = store.put(store.url_for("global.safetensors"), encode(GLOBAL))
+    settings = task_settings(CONFIG).dump() if settings is None else settings
+    assets = store.put(store.url_for("assets.tar.gz"), build_package(DEFAULT_ASSETS, settings))
+    weights = store.put(store.url_for("global.safetensors"), encode(global_tensors()))
     return assets.url, weights.url, weights.sha256
 
 
-def create(substrate, root: str, slots: int = 2) -> int:
-    assets_url, weights_url, weights_sha = publish_assets(root)
+def create(substrate, root: str, slots: int = 2, settings: dict | None = None) -> int:
+    assets_url, weights_url, weights_sha = publish_assets(root, settings)
     return create_task_model_contributor(
         expiration_block=10_000,
         substrate=substrate,
@@ -62,9 +75,20 @@ def contribute(substrate, task_id: int, worker: str, tmp_path, value: float) -> 
     sid = assign_task(substrate, worker, None, task_id, download_dir=tmp_path / worker.strip("/"))
     assert (tmp_path / worker.strip("/") / "start_task.sh").exists()  # assets downloaded
     weights = tmp_path / f"{worker.strip('/')}.safetensors"
-    weights.write_bytes(encode({k: np.full_like(v, value) for k, v in GLOBAL.items()}))
+    weights.write_bytes(encode({k: np.full_like(v, value) for k, v in global_tensors().items()}))
     send_task_result(substrate, worker, sid, {"num_examples": 50}, weights, "S3", {"key": SECRET})
     return sid
+
+
+def test_seed_assign_checks_the_task_before_it_takes_a_slot(tmp_path):
+    """The seed's assign_task used to take (and on a chain pay for) a slot first and check
+    nothing: a package whose settings no contributor can follow now costs no slot."""
+    market = EmbeddedMarketplace(tmp_path / "m.sqlite")
+    market.fund(dev_keypair("Alice").ss58_address, 10**13)
+    task_id = create(market, f"memory://seed-bad-{tmp_path.name}", settings={"x": 1})
+    with pytest.raises(TaskRefused, match="task settings refused"):
+        assign_task(market, "//Bob", None, task_id, download_dir=tmp_path / "Bob")
+    assert list_task_results(market, task_id) == []
 
 
 def test_seed_api_on_the_embedded_marketplace(tmp_path):

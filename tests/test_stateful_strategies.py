@@ -35,6 +35,7 @@ from decentralml.strategies import (
     NothingToAggregate,
     get_strategy,
 )
+from decentralml.strategies.fedprox import ProximalStep
 from decentralml.task_settings import TaskSettings
 from decentralml.training import training_options
 from decentralml.weights import decode, encode
@@ -275,11 +276,9 @@ def test_mu_and_the_optimizer_travel_in_the_task_package(tmp_path: Path) -> None
     )
     settings = TaskSettings.parse(unpack_package(package, tmp_path / "unpacked"))
     options = training_options(settings)
-    assert (options["optimizer"], options["learning_rate"], options["proximal_mu"]) == (
-        "sgd",
-        0.05,
-        0.25,
-    )
+    assert (options["optimizer"], options["learning_rate"]) == ("sgd", 0.05)
+    [step] = settings.local_steps()  # FedProx's own contributor side, from its own module
+    assert isinstance(step, ProximalStep) and step.mu == 0.25
     assert (options["epochs"], options["batch_size"]) == (
         config.training.epochs,
         config.training.batch_size,
@@ -289,8 +288,9 @@ def test_mu_and_the_optimizer_travel_in_the_task_package(tmp_path: Path) -> None
 def test_a_package_without_round_settings_trains_as_before() -> None:
     raw = task_settings(RunConfig()).dump()
     settings = {k: v for k, v in raw.items() if k not in ("optimizer", "round")}
-    options = training_options(TaskSettings.parse(settings))
-    assert (options["optimizer"], options["proximal_mu"]) == ("adam", 0.0)
+    parsed = TaskSettings.parse(settings)
+    assert training_options(parsed)["optimizer"] == "adam"
+    assert parsed.local_steps() == []
 
 
 @pytest.mark.parametrize(
@@ -332,8 +332,10 @@ def _contributor_training(
     inputs = TaskInputs(raw, global_tensors, tmp_path)
     check_inputs(inputs, 0)
     options = training_options(inputs.settings)
-    outcome = train_contribution("mnist_mlp", global_tensors, x, y, **options, seed=3)
-    return update_norm(outcome.tensors, global_tensors), options["proximal_mu"]
+    steps = inputs.settings.local_steps()
+    outcome = train_contribution("mnist_mlp", global_tensors, x, y, **options, steps=steps, seed=3)
+    mu = steps[0].mu if steps else 0.0
+    return update_norm(outcome.tensors, global_tensors), mu
 
 
 @pytest.mark.slow

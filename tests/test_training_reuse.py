@@ -8,6 +8,8 @@ import threading
 import numpy as np
 import pytest
 
+from decentralml.strategies.fedprox import ProximalStep
+
 pytestmark = pytest.mark.slow
 
 SEED = 11
@@ -57,7 +59,7 @@ def _fresh_fit(start: dict, x: np.ndarray, y: np.ndarray, **options: object) -> 
         start,
         learning_rate=float(options["learning_rate"]),
         optimizer=str(options.get("optimizer", "adam")),
-        proximal_mu=float(options.get("proximal_mu", 0.0)),
+        steps=options.get("steps", ()),
     )
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=True)
     return model_tensors(model)
@@ -78,7 +80,7 @@ def _idle(pool) -> list:
     [
         {"learning_rate": 0.001},
         {"learning_rate": 0.05, "optimizer": "sgd"},
-        {"learning_rate": 0.001, "proximal_mu": 0.5},
+        {"learning_rate": 0.001, "steps": (ProximalStep(0.5),)},
     ],
     ids=["adam", "sgd", "fedprox"],
 )
@@ -109,8 +111,8 @@ def test_what_the_trace_depends_on_keys_the_pool(pool, data, starts) -> None:
         {"learning_rate": 0.001},
         {"learning_rate": 0.002},
         {"learning_rate": 0.001, "optimizer": "sgd"},
-        {"learning_rate": 0.001, "proximal_mu": 0.1},
-        {"learning_rate": 0.001, "proximal_mu": 0.2},
+        {"learning_rate": 0.001, "steps": (ProximalStep(0.1),)},
+        {"learning_rate": 0.001, "steps": (ProximalStep(0.2),)},
         {"learning_rate": 0.001},
     ):
         train_contribution("mnist_mlp", starts[0], x, y, epochs=1, batch_size=32, **options)

@@ -1,5 +1,6 @@
 """The contributor's steps, plain Python: find a task, check it, fetch, take a slot, train,
-then encode the result, commit to it, upload it, submit it.
+then encode the result, commit to it, upload it, submit it. Their order is written once, in
+decentralml.contributor.procedure.
 
 Anyone can publish a task, so a contributor trusts nothing in one until it checked it, and
 checks what it can before it pays anything (on a chain, taking a slot costs a fee): first the
@@ -12,13 +13,11 @@ read its weights and claim them first.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 from substrateinterface import Keypair
@@ -30,20 +29,17 @@ from decentralml.config import ContributorConfig
 from decentralml.data.federated import Split, contributor_shard
 from decentralml.data.shared_slice import read_slice, with_slice
 from decentralml.domain import Task, TaskResult, TaskType
-from decentralml.errors import AlreadyCommitted, IntegrityError, TaskRefused
-from decentralml.local_state import ControlVariates
-from decentralml.marketplace.base import Marketplace
+from decentralml.errors import TaskRefused
+from decentralml.marketplace import rules
+from decentralml.marketplace.base import Marketplace, ReportsCreatorStanding
 from decentralml.models import available_models, build_model, model_tensors
 from decentralml.packaging import unpack_package
+from decentralml.protocol import layout
 from decentralml.storage import ArtifactStore, StoredArtifact
-from decentralml.strategies.scaffold import contributor_control_variate, local_steps
+from decentralml.strategies import LocalContext, LocalStep
 from decentralml.task_settings import DataSettings, TaskSettings
-from decentralml.training import TrainingOutcome
+from decentralml.training import TrainingOutcome, train_contribution, training_options
 from decentralml.weights import check_against, decode, encode, layout_of
-
-if TYPE_CHECKING:
-    from decentralml.attacks import Attack
-    from decentralml.marketplace.substrate import CreatorStanding
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 DATA_FILE_PATTERNS = ("*.npz", "*.safetensors")
@@ -51,14 +47,15 @@ DATA_FILE_PATTERNS = ("*.npz", "*.safetensors")
 
 
 class Contributor:
-    """A contributor's live parts: marketplace, storage, key and data shard.
+    """A contributor's live parts: marketplace, storage, key, data shard (or its own data
+    file, ``local_data``), where built-in datasets are cached, and its ``terms``: the filters
+    and limits it applies to a task before paying for a slot.
 
-    A slotted plain class on purpose: orchestrators that record call parameters (Prefect
-    stores flow parameters it can serialize) cannot serialize it, so the key never lands in
-    a run record; the repr shows the address only."""
+        A slotted plain class on purpose: orchestrators that record call parameters (Prefect
+        stores flow parameters it can serialize) cannot serialize it, so the key never lands in
+        a run record; the repr shows the address only."""
 
     __slots__ = (
-        "attack",
         "cache_dir",
         "keypair",
         "local_data",
@@ -73,16 +70,14 @@ class Contributor:
         market: Marketplace,
         store: ArtifactStore,
         keypair: Keypair,
-        shard_index: int,
+        shard_index: int | None,
         cache_dir: str | None = None,
         terms: ContributorConfig | None = None,
-        attack: Attack | None = None,
         local_data: str | None = None,
     ) -> None:
         self.market, self.store, self.keypair = market, store, keypair
         self.shard_index, self.cache_dir = shard_index, cache_dir
         self.terms = terms or ContributorConfig()  # what it asks of a task before paying
-        self.attack = attack  # demos and benchmarks only: a simulated attacker's behaviour
         self.local_data = local_data  # its own data file; None: the creator-provided shard
 
     def __repr__(self) -> str:
@@ -99,25 +94,6 @@ class TaskInputs:
     global_tensors: dict
     package_dir: Path
     data_files: Mapping[str, bytes] = field(default_factory=dict)
-
-    @cached_property
-    def control_variate(self) -> dict[str, np.ndarray] | None:
-        """SCAFFOLD's server control variate c that the round settings announce, checked
-        against the global weights' layout (names, shapes, dtypes, finite values; TaskRefused,
-        one line); None when the round asks for no correction."""
-        announced = self.settings.round.control_variate
-        if announced is None:
-            return None
-        if announced.file not in self.data_files:
-            raise TaskRefused(
-                f"task's control variate refused: the package has no {announced.file}"
-            )
-        try:
-            tensors = decode(self.data_files[announced.file])
-            check_against(tensors, layout_of(self.global_tensors))
-        except IntegrityError as problem:
-            raise TaskRefused(f"task's control variate refused: {problem}") from None
-        return tensors
 
     @cached_property
     def settings(self) -> TaskSettings:
@@ -137,27 +113,18 @@ class TaskInputs:
         return read_slice(self.data_files[announced.file], self.settings.data)
 
 
-def holds_slot(market: Marketplace, worker: Keypair, task_id: int) -> int | None:
+def held_submission(market: Marketplace, worker: Keypair, task_id: int) -> int | None:
     """The worker's submission id on this task, if it already has one (makes retries safe)."""
-    for submission in market.list_task_results(task_id):
-        if same_account(submission.worker, worker.ss58_address):
-            return submission.submission_id
-    return None
+    held = rules.held_submission(market.list_task_results(task_id), worker.ss58_address)
+    return None if held is None else held.submission_id
 
 
 def find_open_task(market: Marketplace, worker: Keypair, done: set[int]) -> Task | None:
     """The oldest open task this worker has not worked on yet."""
     for task in sorted(market.list_tasks(open_only=True), key=lambda t: t.task_id):
-        if task.task_id not in done and holds_slot(market, worker, task.task_id) is None:
+        if task.task_id not in done and held_submission(market, worker, task.task_id) is None:
             return task
     return None
-
-
-@runtime_checkable
-class ReportsCreatorStanding(Protocol):
-    """A marketplace without escrow that can tell whether a creator covers its promises."""
-
-    def creator_standing(self, creator: str) -> CreatorStanding: ...
 
 
 def unwanted(task: Task, terms: ContributorConfig) -> str | None:
@@ -197,7 +164,7 @@ def check_offer(market: Marketplace, task: Task, terms: ContributorConfig) -> No
 
 def assign(market: Marketplace, worker: Keypair, task_id: int) -> int:
     """Take a slot, or return the one already held (a retried step must not take two)."""
-    existing = holds_slot(market, worker, task_id)
+    existing = held_submission(market, worker, task_id)
     return existing if existing is not None else market.assign_task(worker, task_id)
 
 
@@ -230,7 +197,9 @@ def fetch_inputs(
     return TaskInputs(settings, decode(global_bytes, terms.max_global_bytes), workdir, data_files)
 
 
-def check_inputs(inputs: TaskInputs, shard_index: int, local_data: str | None = None) -> None:
+def check_inputs(
+    inputs: TaskInputs, shard_index: int | None, local_data: str | None = None
+) -> None:
     """The task's training settings (parsed and bounded by TaskSettings) are ones this
     contributor can follow here: a model it can build, data it can get. The global weights
     fit that model, and the contributor's own data (if it brings some) fits the task's data
@@ -239,15 +208,19 @@ def check_inputs(inputs: TaskInputs, shard_index: int, local_data: str | None = 
     settings = inputs.settings
     if settings.architecture is not None:
         workloads.register_architecture(settings)
-    problems = _settings_problems(settings, shard_index, local_data is not None)
+    # No shard and no data file yet: the caller brings its own data and checks it when it
+    # trains (the seed API's assign_task).
+    own_data = local_data is not None or shard_index is None
+    problems = _settings_problems(settings, shard_index or 0, own_data)
     if problems:
         raise TaskRefused(f"task settings refused: {'; '.join(problems)}")
     model = build_model(settings.model, settings.learning_rate)
     check_against(inputs.global_tensors, layout_of(model_tensors(model)))
     shared = inputs.shared_slice  # a bad slice is refused here, before a slot is paid
-    inputs.control_variate  # noqa: B018 - likewise a bad control variate
+    for step in settings.local_steps():  # likewise what the round's strategy ships
+        step.check(local_context(inputs, worker="", creator=""))
     if local_data is not None:
-        training_data(settings.data, shard_index, None, local_data, shared)
+        training_data(settings.data, shard_index or 0, None, local_data, shared)
 
 
 def training_data(
@@ -268,46 +241,56 @@ def training_data(
     return with_slice(own, shared_slice)
 
 
-@dataclass(frozen=True)
-class DriftState:
-    """SCAFFOLD on the contributor's side for one task: its own c_i before the round, the
-    server's c from the package, and where c_i is kept."""
-
-    store: ControlVariates
-    own: dict[str, np.ndarray]
-    server: dict[str, np.ndarray]
-
-    @property
-    def correction(self) -> dict[str, np.ndarray]:
-        """c - c_i, what each local step adds to the gradient."""
-        return {name: self.server[name] - self.own[name] for name in self.server}
-
-
-def drift_state(inputs: TaskInputs, worker: Keypair, creator: str) -> DriftState | None:
-    """The task's SCAFFOLD state for this worker (c_i = 0 the first time), or None when the
-    round asks for no drift correction."""
-    announced = inputs.settings.round.control_variate
-    server = inputs.control_variate
-    if announced is None or server is None:
-        return None
-    store = ControlVariates(worker.ss58_address, creator, announced.lineage)
-    return DriftState(store, store.load(layout_of(inputs.global_tensors)), server)
-
-
-def update_control_variate(
-    drift: DriftState,
-    settings: TaskSettings,
-    start: Mapping[str, np.ndarray],
-    trained: TrainingOutcome,
-) -> None:
-    """Keep c_i⁺ = c_i - c + (x - y_i) / (K·η) for the training's next round (option II of
-    Karimireddy et al. 2020), after the result was sent."""
-    steps = local_steps(trained.num_examples, settings.epochs, settings.batch_size)
-    drift.store.save(
-        contributor_control_variate(
-            drift.own, drift.server, start, trained.tensors, steps, settings.learning_rate
-        )
+def local_context(inputs: TaskInputs, worker: str, creator: str) -> LocalContext:
+    """What the round strategy's contributor-side steps may read of this task."""
+    settings = inputs.settings
+    return LocalContext(
+        round=settings.round,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        global_tensors=inputs.global_tensors,
+        data_files=inputs.data_files,
+        worker=worker,
+        creator=creator,
     )
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """The round strategy's contributor-side steps for one task, prepared (local state read),
+    and the context they were prepared with."""
+
+    context: LocalContext
+    steps: tuple[LocalStep, ...] = ()
+
+
+def prepare_local(inputs: TaskInputs, worker: Keypair, creator: str) -> LocalTraining:
+    """The steps the round's strategy asks for (FedProx's term, SCAFFOLD's correction with
+    this contributor's c_i), ready to train with."""
+    context = local_context(inputs, worker.ss58_address, creator)
+    steps = tuple(inputs.settings.local_steps())
+    for step in steps:
+        step.prepare(context)
+    return LocalTraining(context, steps)
+
+
+def train(
+    task: Task, inputs: TaskInputs, x: np.ndarray, y: np.ndarray, local: LocalTraining, seed: int
+) -> TrainingOutcome:
+    """Train as the task says: its model, optimizer, rate, epochs and batch size, from its
+    global weights, with the round strategy's steps."""
+    settings = inputs.settings
+    options = training_options(settings)
+    return train_contribution(
+        settings.model, inputs.global_tensors, x, y, **options, steps=local.steps, seed=seed
+    )
+
+
+def finish_local(local: LocalTraining, outcome: TrainingOutcome) -> None:
+    """After the result was sent: the steps keep what the next round needs (SCAFFOLD's c_i)."""
+    for step in local.steps:
+        step.finish(local.context, outcome.tensors, outcome.num_examples)
 
 
 def _settings_problems(settings: TaskSettings, shard_index: int, own_data: bool) -> list[str]:
@@ -330,9 +313,8 @@ def _settings_problems(settings: TaskSettings, shard_index: int, own_data: bool)
 
 
 def result_url(task: Task, submission_id: int) -> str:
-    """Results sit next to the round's global weights, named by submission."""
-    round_dir = posixpath.dirname(task.spec.global_weights_path)
-    return posixpath.join(round_dir, "results", f"submission-{submission_id}.safetensors")
+    """Where the task's layout puts this submission's result (decentralml.protocol.layout)."""
+    return layout.result_url(task.spec.global_weights_path, submission_id)
 
 
 def encode_result(task: Task, outcome: TrainingOutcome) -> bytes:
@@ -343,18 +325,9 @@ def encode_result(task: Task, outcome: TrainingOutcome) -> bytes:
 
 def commit(market: Marketplace, worker: Keypair, submission_id: int, sha256: str) -> str:
     """Commit to the result with digest ``sha256`` before uploading it; returns the
-    commitment. A retried step is safe: if the submission already carries this commitment
-    nothing is written; if it carries another one (a different result was committed), this
-    raises AlreadyCommitted, since only the committed result can be sent."""
+    commitment. A retried step is safe: the marketplace writes nothing for the same
+    commitment again and refuses another one (rules.can_commit: AlreadyCommitted)."""
     commitment = result_commitment(worker.ss58_address, sha256)
-    current = market.get_submission(submission_id).commitment
-    if current == commitment:
-        return commitment
-    if current:
-        raise AlreadyCommitted(
-            f"submission {submission_id} is already committed to another result "
-            f"({current}); only that result can be sent for it"
-        )
     market.commit_result(worker, submission_id, commitment)
     return commitment
 
@@ -381,7 +354,5 @@ def submit(
         metrics=outcome.metrics,
         base_fingerprint=task.spec.global_weights_sha256,
     )
-    current = market.get_submission(submission_id)
-    if current.result is None:
-        market.send_task_result(worker, submission_id, result)
+    market.send_task_result(worker, submission_id, result)  # the same result again: a no-op
     return result

@@ -1,7 +1,7 @@
 """The model creator's steps, plain Python: publish a round, collect, screen, federate, settle.
 
-Prefect wraps each of these in a task (tasks/creator.py); the flow (flows/creator.py) strings
-them together. Keeping them here means they run and test without an orchestrator.
+Their order is written once, in decentralml.creator.round; Prefect wraps each in a task
+(tasks/creator.py). Keeping them here means they run and test without an orchestrator.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from substrateinterface import Keypair
 from decentralml import workloads
 from decentralml.accounts import same_account
 from decentralml.config import RunConfig
-from decentralml.contributor import result_url
 from decentralml.data.federated import shared_slice_examples
 from decentralml.data.shared_slice import SLICE_FILE, encode_slice
 from decentralml.domain import (
@@ -26,12 +25,11 @@ from decentralml.domain import (
     Submission,
     Task,
     TaskSpec,
-    TaskStatus,
     Verdict,
 )
 from decentralml.errors import ConfigError, PendingResults, StorageError
+from decentralml.marketplace import rules
 from decentralml.marketplace.base import Marketplace
-from decentralml.marketplace.ledger import AUTO_ACCEPTED
 from decentralml.packaging import build_package, project_wheel
 from decentralml.polling import Backoff
 from decentralml.runtime import PROJECT_ROOT
@@ -44,10 +42,10 @@ from decentralml.strategies import (
     get_strategy,
 )
 from decentralml.task_settings import TaskSettings
-from decentralml.validation import Deferred, Judge, Policy, result_size_limit, screening_rules
+from decentralml.validation import Deferred, Judge, Policy, screening_rules, task_judge
 from decentralml.validation.base import Candidate, Evaluator, RoundView
 from decentralml.validation.manual import Summary, summarize
-from decentralml.weights import decode, encode, layout_of, read_metadata
+from decentralml.weights import decode, encode, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +114,7 @@ def task_settings(
             "alpha": config.data.alpha,
             "seed": config.data.seed,
             "holdout_examples": config.data.holdout_examples,
-            "max_examples": config.task.max_examples or max_examples,
+            "max_examples": rules.examples_limit(config.task.max_examples, max_examples),
             "shared_slice": (
                 {"file": SLICE_FILE, "examples": data.shared_slice} if data.shared_slice else None
             ),
@@ -235,12 +233,7 @@ def create_round_task(
     return creator.market.create_task(creator.keypair, spec)
 
 
-def results_complete(task: Task, submissions: list[Submission], block: int) -> bool:
-    """All slots hold a result, or no more can come (expired or closed)."""
-    with_result = [s for s in submissions if s.status is not ResultSubmissionStatus.Assigned]
-    if len(with_result) >= task.spec.max_assignments:
-        return True
-    return block >= task.spec.expiration_block
+results_complete = rules.results_complete
 
 
 @dataclass(frozen=True)
@@ -280,43 +273,49 @@ def wait_for_results(
     timeout_s: float,
     poll_s: float,
     on_poll: Callable[[WaitStatus], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[Submission]:
     """Poll until every slot has a result, the task expires, or ``timeout_s`` passes, backing
     off from 0.2 s to 4 × ``poll_s`` while no slot is taken and no result comes in
     (decentralml.polling).
 
-    ``on_poll`` sees the round's status after every poll (the flow shows it as progress)."""
-    deadline = time.monotonic() + timeout_s
+    ``on_poll`` sees the round's status after every poll (the flow shows it as progress).
+    ``clock`` and ``sleep`` are where the waiting happens, so a test can drive time itself."""
+    deadline = clock() + timeout_s
     backoff = Backoff.for_poll_seconds(poll_s)
     while True:
         submissions = market.list_task_results(task_id)
         task, block = market.get_task(task_id), market.current_block()
-        status = wait_status(task, submissions, block, deadline - time.monotonic())
+        status = wait_status(task, submissions, block, deadline - clock())
         if on_poll is not None:
             on_poll(status)
-        if results_complete(task, submissions, block):
+        if rules.results_complete(task, submissions, block):
             break
         if backoff.observe((status.assigned, status.results)):  # a line per change
             log.info(
                 "task %s: %d/%d slots taken, %d results in; waiting up to %.0f s more",
                 task_id, status.assigned, status.slots, status.results, status.seconds_left,
             )  # fmt: skip
-        if time.monotonic() >= deadline:
+        if clock() >= deadline:
             log.warning("task %s: deadline reached with %d submissions", task_id, len(submissions))
             break
-        time.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
+        sleep(min(backoff.next_delay(), max(0.0, deadline - clock())))
     return [s for s in submissions if s.status is ResultSubmissionStatus.PendingValidation]
 
 
-def own_result_location(creator: Creator, task: Task) -> Callable[[Submission], str]:
-    """Where each submission's result must be: beside the task's global weights, in the
-    creator's own storage. The creator reads there and nowhere else, whatever a record says."""
-    if not creator.store.holds(task.spec.global_weights_path):
-        raise StorageError(
-            f"task {task.task_id} keeps its weights outside this creator's storage "
-            f"({creator.store.root_url}); review it with the storage it was published with"
-        )
-    return lambda submission: result_url(task, submission.submission_id)
+def rule_aggregator(
+    strategy: Strategy, round_number: int, global_tensors: Mapping[str, np.ndarray]
+) -> Callable[[Sequence[Candidate]], Tensors]:
+    """The round's rule over some candidates, as the held-out gate judges it. A strategy's
+    aggregate restarts from the round's starting state on every call for the same round, so
+    trying subsets moves nothing."""
+
+    def aggregate(candidates: Sequence[Candidate]) -> Tensors:
+        contributions = [Contribution(c.tensors, max(c.weight, 1)) for c in candidates]
+        return strategy.aggregate(round_number, global_tensors, contributions)
+
+    return aggregate
 
 
 def make_judge(
@@ -326,24 +325,25 @@ def make_judge(
     policy: Policy,
     evaluate_holdout: Evaluator,
     max_examples: int | None = None,
+    strategy: Strategy | None = None,
 ) -> Judge:
     """The round's judge: the creator's own storage, the model's layout and size bound, the
-    task's screening rules, then ``policy``."""
-    layout = layout_of(global_tensors)
-    max_bytes = result_size_limit(layout, creator.config.storage.max_result_bytes)
-    return Judge(
-        fetch=lambda url, digest: creator.store.get(url, digest, max_bytes),
-        result_location=own_result_location(creator, task),
-        layout=layout,
-        global_tensors=global_tensors,
-        max_bytes=max_bytes,
-        policy=policy,
+    task's screening rules, then ``policy``, whose round-level checks judge ``strategy``'s
+    aggregate (None: a fresh one from the config)."""
+    strategy = strategy or training_strategy(creator.config)
+    return task_judge(
+        creator.store,
+        task,
+        global_tensors,
+        policy,
         evaluate=evaluate_holdout,
+        max_result_bytes=creator.config.storage.max_result_bytes,
+        rules=screening_rules(creator.config.task, max_examples),
         params={
             "min_accuracy": creator.config.task.min_accuracy,
             "metric": workloads.get(creator.config.workload_name).primary_metric,
         },
-        rules=screening_rules(creator.config.task, max_examples),
+        aggregate=rule_aggregator(strategy, task.spec.round_number, global_tensors),
     )
 
 
@@ -364,7 +364,10 @@ def review(
     Round-level checks (copies, update norms, the held-out gate, robust rules) compare results
     with each other, so the round's screened weights are held together: n models of memory."""
     outcome = RoundReview()
-    judge = make_judge(creator, task, global_tensors, policy, evaluate_holdout, max_examples)
+    strategy = strategy or training_strategy(creator.config)
+    judge = make_judge(
+        creator, task, global_tensors, policy, evaluate_holdout, max_examples, strategy
+    )
     decisions = judge.review(submissions)
     outcome.verdicts = [d.verdict for d in decisions if d.verdict is not None]
     outcome.deferred = [d.deferred for d in decisions if d.deferred is not None]
@@ -380,7 +383,6 @@ def review(
         for decision in decisions
         if decision.accepted and decision.candidate is not None
     ]
-    strategy = strategy or training_strategy(creator.config)
     try:
         outcome.new_global = strategy.aggregate(task.spec.round_number, global_tensors, accepted)
     except NothingToAggregate:
@@ -496,6 +498,11 @@ def strategy_state(creator: Creator, round_number: int) -> dict[str, np.ndarray]
     return decode(data)
 
 
+def read_task(market: Marketplace, task_id: int) -> Task:
+    """The task's record as the marketplace has it now (its status, its slots)."""
+    return market.get_task(task_id)
+
+
 def pending_results(market: Marketplace, task_id: int) -> list[Submission]:
     """Every result of the task still awaiting a verdict (late arrivals included)."""
     pending = ResultSubmissionStatus.PendingValidation
@@ -505,7 +512,7 @@ def pending_results(market: Marketplace, task_id: int) -> list[Submission]:
 # --- resuming a training: everything that matters is on the marketplace and in storage -------
 
 
-FINISHED = (TaskStatus.Completed, TaskStatus.Withdrawn)
+FINISHED = rules.FINISHED
 
 
 @dataclass(frozen=True)
@@ -525,7 +532,7 @@ class Progress:
 
 def run_tasks(creator: Creator) -> dict[int, Task]:
     """The latest task this creator published for each round of its run."""
-    prefix = creator.store.url_for("runs", creator.run) + "/"
+    prefix = creator.store.run_url(creator.run) + "/"
     latest: dict[int, Task] = {}
     for task in creator.market.list_tasks(open_only=False):
         mine = same_account(task.creator, creator.keypair.ss58_address)
@@ -571,12 +578,9 @@ def settle_overdue(creator: Creator) -> dict[int, int]:
     payments: dict[int, int] = {}
     for task in market.list_tasks(open_only=False):
         mine = same_account(task.creator, creator.keypair.ss58_address)
-        if not mine or task.status in FINISHED or block < task.spec.expiration_block + grace:
+        if not mine or not rules.overdue(task, block, grace):
             continue
-        reason = AUTO_ACCEPTED.format(grace=grace)
-        verdicts = [
-            Verdict(s.submission_id, True, reason) for s in pending_results(market, task.task_id)
-        ]
+        verdicts = rules.auto_accepted(task, market.list_task_results(task.task_id), block, grace)
         payments.update(market.settle(creator.keypair, verdicts, close_task_id=task.task_id))
     return payments
 

@@ -1,7 +1,11 @@
 """Training data: MNIST resolved offline (``mnist``) and split among contributors (``partition``).
 
 ``load_shard(index, num_partitions, scheme, seed)`` is what a contributor calls: its own,
-deterministic, normalized share of the MNIST training set.
+deterministic, normalized share of the MNIST training set. The datasets a task names by
+``source`` (``datasets``), their types (``base``), the shards and held-out split of a task
+(``federated``), its shared slice (``shared_slice``) and a contributor's own data
+(``local_data``) live here too, below the workload registry: nothing in this package imports
+``decentralml.workloads``.
 """
 
 from decentralml.data.mnist import (

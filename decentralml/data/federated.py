@@ -6,7 +6,7 @@ its own data. With a shared slice (``data.shared_slice``, Zhao et al. 2018) the 
 ``shared_slice`` examples of the held-out split go to every contributor with the task, and
 the creator validates on the rest only: the held-out gate must not judge on data the
 contributors trained on. The test set is only used for the reported metric. The dataset is
-the task's ``source`` (a built-in dataset, decentralml.workloads; MNIST when absent) and
+the task's ``source`` (a dataset of decentralml.data.datasets; MNIST when absent) and
 examples reach the model through the task's ``preprocessing`` (MNIST: x / 255).
 """
 
@@ -14,16 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
+from decentralml.data.base import DataSettings, prepare
+from decentralml.data.datasets import dataset, task_preprocessing
 from decentralml.data.partition import partition_indices
-from decentralml.workloads.base import prepare
-
-if TYPE_CHECKING:
-    from decentralml.task_settings import DataSettings
 
 Split = tuple[NDArray[np.float32], NDArray[np.integer]]
 
@@ -53,15 +50,11 @@ def _order(num_examples: int, holdout: int, seed: int) -> np.ndarray:
 
 
 def _raw(source: str, cache_dir: Path | str | None):
-    from decentralml.workloads import dataset
-
     return dataset(source).load(cache_dir)
 
 
 def _prepare(x: np.ndarray, source: str, preprocessing: Mapping[str, object] | None) -> np.ndarray:
     """Model input: the given preprocessing, else the dataset's default (MNIST: x / 255)."""
-    from decentralml.workloads import task_preprocessing
-
     return prepare(x, task_preprocessing(source, preprocessing))
 
 

@@ -9,7 +9,7 @@ reading is bounded and checked before anything is trained on: the zip's declared
 fit the number of examples task.json announces, the arrays are read with
 ``allow_pickle=False`` (NEVER set it to true: an array file must not run code), the count must
 match, and shape, dtype and labels must fit the task's data spec (the same checks as a
-contributor's own data, decentralml.workloads.local_data). Any mismatch is one line
+contributor's own data, decentralml.data.local_data). Any mismatch is one line
 (TaskRefused), before a slot is paid.
 """
 
@@ -18,16 +18,13 @@ from __future__ import annotations
 import io
 import math
 import zipfile
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from decentralml.data.base import DataSettings, DataSpec, Split, prepare
+from decentralml.data.datasets import task_preprocessing
+from decentralml.data.local_data import check_local_data
 from decentralml.errors import DataError, TaskRefused
-from decentralml.workloads.base import DataSpec, Split, prepare
-from decentralml.workloads.local_data import check_local_data
-
-if TYPE_CHECKING:
-    from decentralml.task_settings import DataSettings
 
 SLICE_FILE = "shared_slice.npz"
 _ARRAYS = ("x.npy", "y.npy")
@@ -71,8 +68,6 @@ def decode_slice(data: bytes, examples: int, spec: DataSpec) -> Split:
 def read_slice(data: bytes, settings: DataSettings) -> Split:
     """The slice as model input: decoded and checked against the task's spec (a task without
     a spec cannot ship one), then preprocessed as the task says, like the shards."""
-    from decentralml.workloads import task_preprocessing
-
     announced = settings.shared_slice
     if announced is None or settings.spec is None:
         raise TaskRefused("task's shared slice refused: task.json announces no slice and spec")

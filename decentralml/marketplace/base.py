@@ -10,11 +10,14 @@ switching backends is a config change, not a code change.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from substrateinterface import Keypair
 
 from decentralml.domain import Submission, Task, TaskResult, TaskSpec, Verdict
+from decentralml.errors import CreatorCannotPay
+from decentralml.marketplace import rules
 
 if TYPE_CHECKING:
     from decentralml.chain.audit import ChainAudit
@@ -23,7 +26,10 @@ if TYPE_CHECKING:
 @runtime_checkable
 class Marketplace(Protocol):
     def create_task(self, creator: Keypair, spec: TaskSpec) -> int:
-        """Escrow ``spec.pays_amount`` from the creator and open a task; returns its id."""
+        """Open a task; returns its id. A backend with escrow holds ``spec.pays_amount`` from
+        the creator; one without (a chain) announces it and lets contributors check the
+        creator's standing (ReportsCreatorStanding). The same spec again while its task is
+        unfinished returns that task (rules.resubmitted_task)."""
 
     def get_task(self, task_id: int) -> Task: ...
 
@@ -89,3 +95,34 @@ class AuditsChain(Protocol):
 
     def audit(self, start_block: int, end_block: int | None = None) -> ChainAudit:
         """Transfers, fees and extrinsic counts between two blocks (the head by default)."""
+
+
+@dataclass(frozen=True)
+class CreatorStanding:
+    """What a contributor can check about a creator before working for it (no escrow)."""
+
+    address: str
+    free_balance: int
+    outstanding: int  # rewards promised by unfinished tasks and not yet paid
+    paid_results: int  # accepted results, each paid in the verdict's own extrinsic
+    rejected_results: int
+
+    @property
+    def covered(self) -> bool:
+        return rules.covers(self.free_balance, self.outstanding)
+
+    def require_covered(self) -> None:
+        """Refuse to work for a creator whose balance does not cover what it promised."""
+        if not self.covered:
+            raise CreatorCannotPay(
+                f"creator {self.address} holds {self.free_balance} but owes "
+                f"{self.outstanding} in unpaid rewards of its open tasks: rewards are not "
+                "escrowed on chain, so this task may never pay"
+            )
+
+
+@runtime_checkable
+class ReportsCreatorStanding(Protocol):
+    """A marketplace without escrow that can tell whether a creator covers its promises."""
+
+    def creator_standing(self, creator: str) -> CreatorStanding: ...

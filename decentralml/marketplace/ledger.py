@@ -27,7 +27,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from decentralml.accounts import canonical_address
 from decentralml.domain import (
@@ -128,12 +127,13 @@ ORDER BY t.task_id
 """
 
 _OVERDUE = f"""
-SELECT s.submission_id, t.creator FROM submissions AS s JOIN tasks AS t ON t.task_id = s.task_id
+SELECT DISTINCT t.* FROM tasks AS t JOIN submissions AS s ON s.task_id = t.task_id
 WHERE t.finished_block IS NULL AND s.status = '{_PENDING}' AND t.expiration_block + ? <= ?
-ORDER BY s.submission_id
+ORDER BY t.task_id
 """
+"""Candidates for auto-acceptance (an index-backed filter; rules.auto_accepted decides)."""
 
-AUTO_ACCEPTED = "not judged within {grace} blocks after the task expired: accepted and paid"
+AUTO_ACCEPTED = rules.AUTO_ACCEPTED  # kept importable from here for older callers
 
 
 # --- connections and transactions -----------------------------------------------------------
@@ -240,6 +240,14 @@ def read_transaction(path: str | Path) -> Iterator[sqlite3.Connection]:
 
 
 # --- row conversion ---------------------------------------------------------------------------
+
+
+def _submissions(conn: sqlite3.Connection, task_id: int) -> list[Submission]:
+    """Every submission of the task, by id."""
+    rows = conn.execute(
+        "SELECT * FROM submissions WHERE task_id = ? ORDER BY submission_id", (task_id,)
+    ).fetchall()
+    return [_submission_from_row(row) for row in rows]
 
 
 def _task_from_row(row: sqlite3.Row) -> Task:
@@ -443,12 +451,20 @@ class Ledger:
         return refund
 
     def _settle_expired(self, conn: sqlite3.Connection, block: int) -> list[tuple[int, int]]:
-        if self.review_grace_blocks is not None:
-            reason = AUTO_ACCEPTED.format(grace=self.review_grace_blocks)
-            for row in conn.execute(_OVERDUE, (self.review_grace_blocks, block)).fetchall():
-                self._accept(conn, row["creator"], row["submission_id"], reason, block)
+        grace = self.review_grace_blocks
+        if grace is not None:
+            for row in conn.execute(_OVERDUE, (grace, block)).fetchall():
+                task = _task_from_row(row)
+                for verdict in rules.auto_accepted(
+                    task, _submissions(conn, task.task_id), block, grace
+                ):
+                    self._accept(conn, task.creator, verdict.submission_id, verdict.reason, block)
         rows = conn.execute(_SETTLEABLE, (block,)).fetchall()
-        return [(row["task_id"], self._finish(conn, row, block)) for row in rows]
+        return [
+            (row["task_id"], self._finish(conn, row, block))
+            for row in rows
+            if rules.expired(_task_from_row(row), block)
+        ]
 
     def _nothing_to_settle(self, conn: sqlite3.Connection, block: int) -> bool:
         if self.review_grace_blocks is not None:
@@ -490,11 +506,19 @@ class Ledger:
             self._credit(conn, account, amount)
 
     def create_task(self, creator: str, spec: TaskSpec, block: int) -> int:
-        """Validate the spec, escrow pays_amount from the creator, open the task (ids from 0)."""
+        """Validate the spec, escrow pays_amount from the creator, open the task (ids from 0).
+        The same spec again while its task is unfinished is a retried create: its id is
+        returned and nothing is escrowed twice (rules.resubmitted_task)."""
         account = canonical_address(creator)
-        rules.enforce(rules.validate_spec(spec, block))
         with write_transaction(self.path) as conn:
             self._settle_expired(conn, block)
+            unfinished = conn.execute(
+                "SELECT * FROM tasks WHERE creator = ? AND finished_block IS NULL", (account,)
+            ).fetchall()
+            again = rules.resubmitted_task(map(_task_from_row, unfinished), account, spec)
+            if again is not None:
+                return again.task_id
+            rules.enforce(rules.validate_spec(spec, block))
             self._debit(conn, account, spec.pays_amount)
             task_id = _next_id(conn, "tasks", "task_id")
             conn.execute(
@@ -532,10 +556,7 @@ class Ledger:
         with write_transaction(self.path) as conn:
             self._settle_expired(conn, block)
             task = _task_from_row(_task_row(conn, task_id))
-            held = conn.execute(
-                "SELECT * FROM submissions WHERE task_id = ? AND worker = ?", (task_id, account)
-            ).fetchone()
-            holding = None if held is None else _submission_from_row(held)
+            holding = rules.held_submission(_submissions(conn, task_id), account)
             rules.enforce(rules.can_assign(task, holding, account, block))
             submission_id = _next_id(conn, "submissions", "submission_id")
             conn.execute(
@@ -659,7 +680,7 @@ class Ledger:
         paid: dict[int, int] = {}
         with write_transaction(self.path) as conn:
             self._settle_expired(conn, block)
-            for verdict in verdicts:
+            for verdict in rules.distinct_verdicts(verdicts):
                 sid = verdict.submission_id
                 if verdict.accept:
                     paid[sid] = paid.get(sid, 0) + self._accept(
@@ -683,12 +704,7 @@ class Ledger:
 
     def _close(self, conn: sqlite3.Connection, account: str, task_id: int, block: int) -> int:
         row = _task_row(conn, task_id)
-        submissions = [
-            _submission_from_row(s)
-            for s in conn.execute(
-                "SELECT * FROM submissions WHERE task_id = ? ORDER BY submission_id", (task_id,)
-            ).fetchall()
-        ]
+        submissions = _submissions(conn, task_id)
         if not rules.enforce(rules.can_close(_task_from_row(row), submissions, account)):
             return 0
         return self._finish(conn, row, block)
@@ -705,15 +721,12 @@ class Ledger:
         ``block`` is given, not yet expired at that block."""
         self._settle_if_asked(block)
         query = "SELECT * FROM tasks"
-        params: tuple[Any, ...] = ()
-        if open_only:
+        if open_only:  # an index-backed filter; rules.listed_open decides
             query += " WHERE finished_block IS NULL AND assigned < max_assignments"
-            if block is not None:
-                query += " AND expiration_block > ?"
-                params = (block,)
         with read_transaction(self.path) as conn:
-            rows = conn.execute(query + " ORDER BY task_id", params).fetchall()
-        return [_task_from_row(row) for row in rows]
+            rows = conn.execute(query + " ORDER BY task_id").fetchall()
+        tasks = [_task_from_row(row) for row in rows]
+        return [t for t in tasks if rules.listed_open(t, block)] if open_only else tasks
 
     def get_submission(self, submission_id: int, block: int | None = None) -> Submission:
         self._settle_if_asked(block)

@@ -29,6 +29,7 @@ from decentralml.domain import (
     TaskStatus,
     TaskType,
     ValidationStrategy,
+    Verdict,
 )
 from decentralml.errors import (
     AlreadyAssigned,
@@ -54,6 +55,10 @@ MAX_ID = 2**63 - 1
 """Ids on chain are u64; larger than SQLite's integers, they can only name nothing."""
 
 UNFINISHED = (TaskStatus.Created, TaskStatus.InProgress)
+FINISHED = (TaskStatus.Completed, TaskStatus.Withdrawn)
+
+AUTO_ACCEPTED = "not judged within {grace} blocks after the task expired: accepted and paid"
+"""The reason recorded for a result paid because its creator did not judge it in time."""
 
 
 class AlreadyDone:
@@ -89,17 +94,26 @@ def _is_endpoint(value: str) -> bool:
 # --- tasks ----------------------------------------------------------------------------------
 
 
+def unpaid_slots(pays_amount: int, max_assignments: int) -> str | None:
+    """Why a task would pay its accepted results nothing (a reward below one per slot), or
+    None: the config refuses it before publishing, the marketplace when it is created."""
+    if pays_amount < max_assignments:
+        return (
+            f"pays_amount {pays_amount} < max_assignments {max_assignments}: each accepted "
+            "result would be paid 0; raise pays_amount or lower max_assignments"
+        )
+    return None
+
+
 def validate_spec(spec: TaskSpec, block: int) -> InvalidTaskSpec | None:
     """The pallet's checks on create_task, plus the one it forgot (a payment per slot >= 1)."""
     if not _is_int(spec.pays_amount) or not 0 < spec.pays_amount <= MAX_AMOUNT:
         return InvalidTaskSpec(f"pays_amount must be a positive integer, got {spec.pays_amount!r}")
     if not _is_int(spec.max_assignments) or spec.max_assignments <= 0:
         return InvalidTaskSpec(f"max_assignments must be >= 1, got {spec.max_assignments!r}")
-    if spec.pays_amount < spec.max_assignments:
-        return InvalidTaskSpec(
-            f"pays_amount {spec.pays_amount} < max_assignments {spec.max_assignments}: each "
-            "accepted result would be paid 0; raise pays_amount or lower max_assignments"
-        )
+    unpaid = unpaid_slots(spec.pays_amount, spec.max_assignments)
+    if unpaid:
+        return InvalidTaskSpec(unpaid)
     if not _is_int(spec.expiration_block) or spec.expiration_block <= block:
         return InvalidTaskSpec(
             f"expiration_block {spec.expiration_block!r} is not after the current block {block}"
@@ -121,11 +135,109 @@ def validate_spec(spec: TaskSpec, block: int) -> InvalidTaskSpec | None:
     return None
 
 
+def unfinished(task: Task) -> bool:
+    """Neither completed nor withdrawn: its escrow (or promise) still stands."""
+    return task.status in UNFINISHED
+
+
+def expired(task: Task, block: int) -> bool:
+    """A task takes no assignment, commitment or result from its expiration block on."""
+    return block >= task.spec.expiration_block
+
+
+def has_free_slot(task: Task) -> bool:
+    return task.assigned < task.spec.max_assignments
+
+
+def listed_open(task: Task, block: int | None = None) -> bool:
+    """What ``list_tasks(open_only=True)`` shows: unfinished, with a free slot and, when the
+    block is known, not expired."""
+    return unfinished(task) and has_free_slot(task) and (block is None or not expired(task, block))
+
+
+def results_complete(task: Task, submissions: Iterable[Submission], block: int) -> bool:
+    """No more results can come: every slot holds one, or the task expired or finished."""
+    sent = [s for s in submissions if s.status is not ResultSubmissionStatus.Assigned]
+    return len(sent) >= task.spec.max_assignments or expired(task, block) or not unfinished(task)
+
+
+def overdue(task: Task, block: int, grace: int | None) -> bool:
+    """The creator missed the review: ``grace`` blocks past expiry the unfinished task's
+    pending results are accepted and paid (None: this marketplace has no such promise)."""
+    return grace is not None and unfinished(task) and block >= task.spec.expiration_block + grace
+
+
+def auto_accepted(
+    task: Task, submissions: Iterable[Submission], block: int, grace: int | None
+) -> list[Verdict]:
+    """The verdicts an overdue task's pending results get (none for a task not overdue):
+    both backends and the creator's own catch-up pay exactly these."""
+    if not overdue(task, block, grace):
+        return []
+    reason = AUTO_ACCEPTED.format(grace=grace)
+    pending = ResultSubmissionStatus.PendingValidation
+    return [Verdict(s.submission_id, True, reason) for s in submissions if s.status is pending]
+
+
+def promise(spec: TaskSpec) -> int:
+    """The most a task can ever pay: one reward per slot (the remainder of an uneven
+    ``pays_amount`` can never be paid and is refunded at close)."""
+    return spec.reward_per_result * spec.max_assignments
+
+
+def outstanding(task: Task) -> int:
+    """What the task can still pay: its promise less what it paid; 0 once finished."""
+    return promise(task.spec) - task.paid if unfinished(task) else 0
+
+
+def owed(tasks: Iterable[Task], creator: str) -> int:
+    """Everything ``creator``'s unfinished tasks can still pay."""
+    return sum(outstanding(t) for t in tasks if same_account(t.creator, creator))
+
+
+def covers(free_balance: int, owed_amount: int) -> bool:
+    """A creator without escrow can pay when its free balance covers every promise."""
+    return free_balance >= owed_amount
+
+
+def resubmitted_task(tasks: Iterable[Task], creator: str, spec: TaskSpec) -> Task | None:
+    """An unfinished task of ``creator`` with the very same spec: a create retried after an
+    unknown outcome, so it is this one and nothing is written again."""
+    for task in tasks:
+        if same_account(task.creator, creator) and task.spec == spec and unfinished(task):
+            return task
+    return None
+
+
+def held_submission(submissions: Iterable[Submission], worker: str) -> Submission | None:
+    """The worker's submission on a task, if it holds a slot there (one per worker)."""
+    return next((s for s in submissions if same_account(s.worker, worker)), None)
+
+
+def distinct_verdicts(verdicts: Iterable[Verdict]) -> list[Verdict]:
+    """One verdict per submission, in order: a repeat of the same verdict is dropped, two
+    opposite ones in one settlement are refused (VerdictAlreadyGiven)."""
+    decided: dict[int, Verdict] = {}
+    for verdict in verdicts:
+        earlier = decided.setdefault(verdict.submission_id, verdict)
+        if earlier.accept != verdict.accept:
+            raise VerdictAlreadyGiven(
+                f"submission {verdict.submission_id} has two opposite verdicts"
+            )
+    return list(decided.values())
+
+
+def examples_limit(task_limit: int | None, shard_limit: int | None) -> int | None:
+    """The most examples any result of a task may claim: the task's own ``max_examples``
+    wins over what the creator knows of its shards."""
+    return task_limit or shard_limit
+
+
 def task_open(task: Task, block: int) -> TaskNotOpen | None:
     """Assignments, commitments and results count only on an unfinished task before expiry."""
-    if task.status not in UNFINISHED:
+    if not unfinished(task):
         return TaskNotOpen(f"task {task.task_id} is {task.status.value}; pick an open task")
-    if block >= task.spec.expiration_block:
+    if expired(task, block):
         return TaskNotOpen(
             f"task {task.task_id} expired at block {task.spec.expiration_block} "
             f"(now {block}); pick an open task"
@@ -143,7 +255,7 @@ def can_assign(task: Task, held: Submission | None, worker: str, block: int) -> 
         return AlreadyAssigned(
             f"{worker} already holds submission {held.submission_id} of task {task.task_id}"
         )
-    if task.assigned >= task.spec.max_assignments:
+    if not has_free_slot(task):
         return TaskFull(
             f"all {task.spec.max_assignments} slots of task {task.task_id} are taken; "
             "pick another task"
@@ -253,7 +365,7 @@ def can_close(
     judged in the same settlement); closing a finished task is a repeat."""
     if not same_account(task.creator, creator):
         return NotCreator(f"only the creator of task {task.task_id} may do this")
-    if task.status not in UNFINISHED:
+    if not unfinished(task):
         return ALREADY_DONE
     judged = set(decided)
     pending = [

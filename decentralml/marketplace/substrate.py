@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -58,41 +57,16 @@ from decentralml.domain import (
 )
 from decentralml.errors import (
     ChainError,
-    CreatorCannotPay,
     InsufficientBalance,
     InvalidTaskSpec,
-    VerdictAlreadyGiven,
 )
 from decentralml.marketplace import rules
+from decentralml.marketplace.base import CreatorStanding
 from decentralml.marketplace.indexer import ChainIndexer, RecordOutcome
 from decentralml.marketplace.ledger import Ledger
 
 Planned = tuple[codec.Record, Transfer | None]
 """One record to write and the payment that must go with it (accept verdicts)."""
-
-
-@dataclass(frozen=True)
-class CreatorStanding:
-    """What a contributor can check about a creator before working for it (no escrow)."""
-
-    address: str
-    free_balance: int
-    outstanding: int  # rewards promised by unfinished tasks and not yet paid
-    paid_results: int  # accepted results, each paid in the verdict's own extrinsic
-    rejected_results: int
-
-    @property
-    def covered(self) -> bool:
-        return self.free_balance >= self.outstanding
-
-    def require_covered(self) -> None:
-        """Refuse to work for a creator whose balance does not cover what it promised."""
-        if not self.covered:
-            raise CreatorCannotPay(
-                f"creator {self.address} holds {self.free_balance} but owes "
-                f"{self.outstanding} in unpaid rewards of its open tasks: rewards are not "
-                "escrowed on chain, so this task may never pay"
-            )
 
 
 class SubstrateMarketplace:
@@ -166,11 +140,7 @@ class SubstrateMarketplace:
             for t in self.ledger.list_tasks(open_only=False, block=max(last, 0))
             if same_account(t.creator, creator)
         ]
-        outstanding = sum(
-            t.spec.reward_per_result * t.spec.max_assignments - t.paid
-            for t in tasks
-            if t.status in rules.UNFINISHED
-        )
+        outstanding = rules.owed(tasks, creator)
         statuses = [s.status for t in tasks for s in self.ledger.list_task_results(t.task_id)]
         return CreatorStanding(
             address=creator,
@@ -196,16 +166,18 @@ class SubstrateMarketplace:
         same spec (round, digests, ...) is taken to be this one resubmitted: its id is
         returned and nothing is written."""
         last = self.sync()
-        for task in self.ledger.list_tasks(open_only=False):
-            mine = same_account(task.creator, creator.ss58_address)
-            if mine and task.spec == spec and task.status in rules.UNFINISHED:
-                return task.task_id
+        tasks = self.ledger.list_tasks(open_only=False)
+        again = rules.resubmitted_task(tasks, creator.ss58_address, spec)
+        if again is not None:
+            return again.task_id
         _check_spec(spec, last + 1)
         free = self.client.free_balance(creator.ss58_address)
-        if free < spec.pays_amount:
+        owed = rules.owed(tasks, creator.ss58_address) + rules.promise(spec)
+        if not rules.covers(free, owed):
             raise InsufficientBalance(
-                f"{creator.ss58_address} holds {free} but the task promises {spec.pays_amount}: "
-                "rewards are paid from the creator's account at acceptance; fund it first"
+                f"{creator.ss58_address} holds {free} but promises {owed} with this task and "
+                "its open ones: rewards are paid from the creator's account at acceptance; "
+                "fund it first"
             )
         (outcome,) = self._write(creator, [(codec.TaskCreated(spec), None)])
         outcome.raise_if_refused()
@@ -216,14 +188,7 @@ class SubstrateMarketplace:
         chain order: a loser's record lands but is refused, and TaskFull is raised."""
         last = self.sync()
         task = self.ledger.get_task(task_id, block=max(last, 0))
-        held = next(
-            (
-                s
-                for s in self.ledger.list_task_results(task_id)
-                if same_account(s.worker, worker.ss58_address)
-            ),
-            None,
-        )
+        held = rules.held_submission(self.ledger.list_task_results(task_id), worker.ss58_address)
         rules.enforce(rules.can_assign(task, held, worker.ss58_address, last + 1))
         self.creator_standing(task.creator).require_covered()
         (outcome,) = self._write(worker, [(codec.Assign(task_id), None)])
@@ -270,12 +235,8 @@ class SubstrateMarketplace:
         paid: dict[int, int] = {}
         plan: list[Planned] = []
         decided: dict[int, bool] = {}
-        for verdict in verdicts:
+        for verdict in rules.distinct_verdicts(verdicts):
             sid = verdict.submission_id
-            if sid in decided:
-                if decided[sid] != verdict.accept:
-                    raise VerdictAlreadyGiven(f"submission {sid} has two opposite verdicts")
-                continue
             decided[sid] = verdict.accept
             planned = self._plan_verdict(creator, verdict)
             paid[sid] = 0

@@ -3,7 +3,8 @@
 ``registry`` maps each config name (``strategy.name``) to the class that implements it; each
 class's ``Params`` is its config section, and decentralml.config builds the ``strategy``
 section from them (a union discriminated by name). Adding a strategy is one module plus its
-line here (docs/architecture.md, "How to add a strategy").
+line here, also for a rule with a contributor side: its module holds its server class, its
+``Round`` settings and its ``LocalStep`` (docs/architecture.md, "How to add a strategy").
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 from decentralml.strategies.average import Average
 from decentralml.strategies.base import (
     Contribution,
+    LocalContext,
+    LocalStep,
     NothingToAggregate,
+    RoundParams,
     Strategy,
     StrategyParams,
     Tensors,
@@ -73,10 +77,13 @@ __all__ = [
     "FedProx",
     "FedYogi",
     "Krum",
+    "LocalContext",
+    "LocalStep",
     "Median",
     "MultiKrum",
     "NormClipped",
     "NothingToAggregate",
+    "RoundParams",
     "Scaffold",
     "Strategy",
     "StrategyParams",

@@ -9,11 +9,15 @@ global weights (``aggregate``). A rule that keeps state across rounds (a server 
 moments) exposes it as named arrays (``state``/``load_state``): the creator checkpoints it
 beside the global weights, so a resumed training continues with the same state.
 
-Contributions arrive as an iterable so that an averaging strategy can consume them one at a
-time: the creator loads a contributor's weights, folds them in, and drops them, keeping memory
-at about two models whatever the number of contributors. The robust rules (median, trimmed
-mean, Krum) need every contribution at once; they hold the round's n models plus one float64
-stack of a single tensor, never all tensors stacked at once.
+Contributions arrive as an iterable, so an averaging strategy folds them in one at a time
+(one accumulator per tensor, no stack of n models); the creator's round holds the round's
+screened weights anyway, since its round-level checks compare results with each other. The
+robust rules (median, trimmed mean, Krum) need every contribution at once; they hold the
+round's n models plus one float64 stack of a single tensor, never all tensors stacked at once.
+
+A strategy with a contributor side (FedProx, SCAFFOLD) owns it in its own module: its
+``Round`` settings (what a round tells contributors) and its ``LocalStep`` (what the
+contributor's training does with them).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, ClassVar
 
@@ -67,12 +71,86 @@ class StrategyParams(BaseModel):
         return self.model_dump(exclude={"name", "clip_norm_multiple"})
 
 
+class RoundParams(BaseModel):
+    """A strategy's part of what a round tells contributors (task.json's ``round`` object):
+    its own typed fields, strict and bounded, since a contributor reads them from a stranger's
+    package. The wire's ``RoundSettings`` is assembled from every registered strategy's
+    ``Round`` (decentralml.task_settings), so a strategy owns its keys. Every field needs a
+    default meaning "not asked": a package of another strategy leaves them unset."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class LocalContext:
+    """What a contributor-side step may read of its task: the round's settings (an object
+    with one attribute per ``RoundParams`` field), the local training the task asks for, the
+    global weights, the package's top-level data files, and who trains for whom."""
+
+    round: object
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    global_tensors: Mapping[str, np.ndarray]
+    data_files: Mapping[str, bytes]
+    worker: str
+    creator: str
+
+
+class LocalStep(ABC):
+    """A strategy's contributor half: how its round parameters change the local training
+    (Flower leaves this to the client app; here the strategy module owns it).
+
+    The contributor calls ``check`` before taking a slot (refuse a bad package with
+    TaskRefused: nothing was paid), ``prepare`` after it (read local state), then trains with
+    the step ``attach``ed to the compiled model and ``restart``ed at every fit, and calls
+    ``finish`` once its result is sent (keep local state for the next round). A compiled
+    model is reused across fits of equal ``trace_key``, so whatever a fit needs that the
+    trace does not fix must be set in ``restart``."""
+
+    def check(self, context: LocalContext) -> None:
+        """Refuse, before a slot is paid, a package this step cannot train with."""
+        return None
+
+    def prepare(self, context: LocalContext) -> None:
+        """Read what the step keeps on the contributor's machine across rounds."""
+        return None
+
+    @abstractmethod
+    def trace_key(self) -> Hashable:
+        """What the compiled train step depends on (a constant of the trace)."""
+
+    @abstractmethod
+    def attach(self, model: object) -> None:
+        """Add the step's terms to a freshly compiled Keras model."""
+
+    @abstractmethod
+    def restart(self, model: object, start: Mapping[str, np.ndarray]) -> None:
+        """Set the step's terms for a fit starting from ``start`` (a reused model)."""
+
+    def finish(
+        self, context: LocalContext, trained: Mapping[str, np.ndarray], num_examples: int
+    ) -> None:
+        """After the result was sent: keep what the next round of this training needs."""
+        return None
+
+
 class Strategy(ABC):
     """A federated strategy for one training. ``name`` is its config name (``strategy.name``)
-    and ``Params`` its config section; the constructor takes that section's parameters."""
+    and ``Params`` its config section; the constructor takes that section's parameters.
+
+    A strategy with a contributor side also declares ``Round``, its part of the round's
+    settings (``configure_round`` returns it as a dict), and ``local_step``, which turns a
+    package's settings into its ``LocalStep`` (None when the round asks nothing of it)."""
 
     name: ClassVar[str]
     Params: ClassVar[type[StrategyParams]]
+    Round: ClassVar[type[RoundParams] | None] = None
+
+    @classmethod
+    def local_step(cls, round_settings: object) -> LocalStep | None:
+        """The contributor-side step ``round_settings`` asks of this strategy, or None."""
+        return None
 
     @classmethod
     def from_params(cls, params: StrategyParams) -> Strategy:
@@ -206,7 +284,7 @@ def _blas_controller() -> ThreadpoolController:
 
 def _one_blas_thread() -> contextlib.AbstractContextManager[object]:
     """axpy is memory-bound: a second thread adds no bandwidth, and on a busy machine
-    OpenBLAS's waiting threads made the mean 10-80x slower (measured on the 2-core CI box)."""
+    OpenBLAS's waiting threads made the mean many times slower (docs/benchmarks.md)."""
     return _blas_controller().limit(limits=1, user_api="blas")
 
 

@@ -24,25 +24,37 @@ How this platform differs, so that contributors still send weights only:
   here) times the server learning rate η_g; the paper's mean is unweighted.
 * The correction is exact for plain SGD (``training.optimizer: sgd``), as in the paper; with
   Adam it is applied to the gradient Adam then rescales.
+
+Both halves live here: ``Scaffold`` (the server), ``ScaffoldRound`` (what a round tells
+contributors) and ``DriftStep`` (the contributor's correction and its c_i).
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Iterable, Mapping
-from typing import Annotated, ClassVar, Literal
+from collections.abc import Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from decentralml.errors import IntegrityError, TaskRefused
+from decentralml.local_state import ControlVariates
 from decentralml.strategies.base import (
     Contribution,
+    LocalContext,
+    LocalStep,
     NothingToAggregate,
+    RoundParams,
     Strategy,
     StrategyParams,
     Tensors,
 )
+from decentralml.weights import check_against, decode, layout_of, weight_name
+
+if TYPE_CHECKING:
+    import keras
 
 CONTROL_VARIATE_FILE = "control_variate.safetensors"
 """The package's file holding the round's server control variate c."""
@@ -76,6 +88,126 @@ def contributor_control_variate(
     }
 
 
+class ControlVariateSettings(BaseModel):
+    """Where the round's server control variate is (a plain file name inside the package)
+    and the training it belongs to (``lineage``, random per training: the contributor keeps
+    its own c_i under it, so two trainings never share one)."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    file: str = Field(pattern=r"^[A-Za-z0-9_-]+\.safetensors$", description="a .safetensors name")
+    lineage: str = Field(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex digits")
+
+
+class ScaffoldRound(RoundParams):
+    """What a SCAFFOLD round asks of contributors: correct the local steps by c - c_i, c from
+    the package's file (None: no correction)."""
+
+    control_variate: ControlVariateSettings | None = None
+
+
+class DriftCorrection:
+    """SCAFFOLD's gradient correction c - c_i for one variable, as a Keras weight regularizer
+    ⟨w, c - c_i⟩: its gradient is c - c_i, so each SGD step is y ← y - η·(g_i(y) - c_i + c).
+    The correction is a variable assigned before each fit, read by the traced step."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: str) -> None:
+        import keras
+
+        self.correction = keras.Variable(
+            np.zeros(shape, dtype=dtype), trainable=False, name="drift_correction"
+        )
+
+    def __call__(self, weight: keras.Variable) -> object:
+        import keras
+
+        return keras.ops.sum(weight * self.correction)
+
+
+class DriftStep(LocalStep):
+    """SCAFFOLD's contributor side for one task: check the package's c (before a slot), read
+    this contributor's c_i (0 the first time), correct every local step by c - c_i, and keep
+    c_i⁺ = c_i - c + (x - y_i) / (K·η) once the result is sent (option II).
+
+    ``correction`` given directly (benchmarks, tests) skips the package and the local store."""
+
+    def __init__(
+        self,
+        announced: ControlVariateSettings | None = None,
+        correction: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        self.announced = announced
+        self.server: dict[str, np.ndarray] = {}
+        self.own: dict[str, np.ndarray] = {}
+        self.store: ControlVariates | None = None
+        self.correction: dict[str, np.ndarray] | None = (
+            None if correction is None else dict(correction)
+        )
+
+    def server_variate(self, context: LocalContext) -> dict[str, np.ndarray]:
+        """c from the package, checked against the global weights' layout (names, shapes,
+        dtypes, finite values): TaskRefused, one line."""
+        assert self.announced is not None
+        if self.announced.file not in context.data_files:
+            raise TaskRefused(
+                f"task's control variate refused: the package has no {self.announced.file}"
+            )
+        try:
+            tensors = decode(context.data_files[self.announced.file])
+            check_against(tensors, layout_of(context.global_tensors))
+        except IntegrityError as problem:
+            raise TaskRefused(f"task's control variate refused: {problem}") from None
+        return tensors
+
+    def check(self, context: LocalContext) -> None:
+        if self.announced is not None:
+            self.server_variate(context)
+
+    def prepare(self, context: LocalContext) -> None:
+        if self.announced is None:
+            return
+        self.server = self.server_variate(context)
+        self.store = ControlVariates(context.worker, context.creator, self.announced.lineage)
+        self.own = self.store.load(layout_of(context.global_tensors))
+        self.correction = {name: self.server[name] - self.own[name] for name in self.server}
+
+    def trace_key(self) -> Hashable:
+        return ("scaffold",)
+
+    def attach(self, model: keras.Model) -> None:
+        for variable in model.trainable_weights:
+            if getattr(variable, "regularizer", None) is not None:
+                raise ValueError(
+                    f"{variable.path} already has a regularizer: cannot add SCAFFOLD's"
+                )
+            variable.regularizer = DriftCorrection(tuple(variable.shape), variable.dtype)
+
+    def restart(self, model: keras.Model, start: Mapping[str, np.ndarray]) -> None:
+        for index, variable in enumerate(model.weights):
+            term = getattr(variable, "regularizer", None)
+            if isinstance(term, DriftCorrection):
+                value = (
+                    None
+                    if self.correction is None
+                    else self.correction.get(weight_name(index, variable))
+                )
+                term.correction.assign(
+                    np.zeros(variable.shape, variable.dtype) if value is None else value
+                )
+
+    def finish(
+        self, context: LocalContext, trained: Mapping[str, np.ndarray], num_examples: int
+    ) -> None:
+        if self.store is None:
+            return
+        steps = local_steps(num_examples, context.epochs, context.batch_size)
+        self.store.save(
+            contributor_control_variate(
+                self.own, self.server, context.global_tensors, trained, steps, context.learning_rate
+            )
+        )
+
+
 class ScaffoldParams(StrategyParams):
     """``strategy: {name: scaffold, server_learning_rate: 1.0}``."""
 
@@ -93,6 +225,12 @@ class Scaffold(Strategy):
 
     name: ClassVar[str] = "scaffold"
     Params: ClassVar[type[StrategyParams]] = ScaffoldParams
+    Round: ClassVar[type[RoundParams]] = ScaffoldRound
+
+    @classmethod
+    def local_step(cls, round_settings: object) -> LocalStep | None:
+        announced = getattr(round_settings, "control_variate", None)
+        return DriftStep(announced) if announced is not None else None
 
     def __init__(self, server_learning_rate: float = 1.0) -> None:
         if not 0 < server_learning_rate <= 10:

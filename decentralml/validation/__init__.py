@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from decentralml.config import (
-    HoldoutGateValidator,
-    MinAccuracyValidator,
-    TaskConfig,
-    UpdateNormValidator,
-    ValidatorConfig,
-)
+from typing import TYPE_CHECKING
+
 from decentralml.domain import ValidationStrategy
+from decentralml.marketplace import rules
 from decentralml.validation import builtin
 from decentralml.validation.auto import AutoAccept
 from decentralml.validation.base import (
     Candidate,
     Decision,
     Deferred,
-    Judge,
     Policy,
     RoundView,
     ScreeningRules,
@@ -25,6 +20,7 @@ from decentralml.validation.base import (
     screen,
 )
 from decentralml.validation.custom import CustomAccept, function_policy, load_function
+from decentralml.validation.judge import Judge, task_judge
 from decentralml.validation.manual import (
     Decider,
     ManualAccept,
@@ -34,13 +30,15 @@ from decentralml.validation.manual import (
     terminal_decider,
 )
 from decentralml.validation.validators import (
+    MIN_ACCURACY,
     FunctionValidator,
     HoldoutGate,
-    RoundValidator,
     UpdateNormBound,
+    make_validator,
 )
 
-MIN_ACCURACY = "decentralml.validation.builtin:min_accuracy"
+if TYPE_CHECKING:
+    from decentralml.config import TaskConfig
 
 
 def make_policy(
@@ -65,27 +63,18 @@ def make_policy(
     return CustomAccept(*validators)
 
 
-def make_validator(entry: ValidatorConfig) -> RoundValidator:
-    if isinstance(entry, UpdateNormValidator):
-        return UpdateNormBound(entry.max_ratio)
-    if isinstance(entry, HoldoutGateValidator):
-        return HoldoutGate(entry.tolerance, entry.class_tolerance)
-    if isinstance(entry, MinAccuracyValidator):
-        return FunctionValidator(builtin.min_accuracy, MIN_ACCURACY)
-    raise TypeError(f"no validator for {entry!r}")
-
-
 def screening_rules(task: TaskConfig, max_examples: int | None = None) -> ScreeningRules:
     """The screening limits of a task: ``task.max_examples`` wins over the creator's own
     knowledge of its shards (``max_examples``)."""
     return ScreeningRules(
         copy_threshold=task.copy_threshold,
-        max_examples=task.max_examples or max_examples,
+        max_examples=rules.examples_limit(task.max_examples, max_examples),
         examples_cap_multiple=task.examples_cap_multiple,
     )
 
 
 __all__ = [
+    "MIN_ACCURACY",
     "AutoAccept",
     "Candidate",
     "CustomAccept",
@@ -110,5 +99,6 @@ __all__ = [
     "result_size_limit",
     "screen",
     "screening_rules",
+    "task_judge",
     "terminal_decider",
 ]

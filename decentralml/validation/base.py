@@ -24,7 +24,7 @@ local paths, no digests or sizes of files the contributor did not write.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,9 +39,14 @@ from decentralml.errors import (
     StorageError,
     StorageUnavailable,
 )
+from decentralml.protocol import layout
 from decentralml.weights import Layout, check_against, decode_views, layout_bytes
 
 Evaluator = Callable[[Mapping[str, np.ndarray]], dict]
+Aggregator = Callable[[Sequence["Candidate"]], Mapping[str, np.ndarray]]
+"""The round's configured aggregation rule over some of its candidates (their weights and
+allowed example counts): what round-level checks judge, so a check of the aggregate judges
+the aggregate the round will really produce (FedAvg's, a median's, FedAdam's...)."""
 
 
 @dataclass
@@ -95,10 +100,14 @@ class RoundView:
     ``w - g`` as one flat float32 vector (computed once per candidate)."""
 
     def __init__(
-        self, global_tensors: Mapping[str, np.ndarray], evaluate: Evaluator | None
+        self,
+        global_tensors: Mapping[str, np.ndarray],
+        evaluate: Evaluator | None,
+        aggregate: Aggregator | None = None,
     ) -> None:
         self.global_tensors = global_tensors
         self.evaluate: Evaluator = evaluate or _needs_an_evaluator
+        self.aggregate = aggregate  # None: the example-weighted mean (FedAvg)
         self.names = sorted(global_tensors)
         self._flat_global: np.ndarray | None = None
         self._updates: dict[int, np.ndarray] = {}
@@ -208,18 +217,18 @@ def screen(
         tensors = decode_views(data, max_bytes=max_bytes)
         check_against(tensors, layout)
     except ArtifactMissing:
-        return _reject(submission, "no result file is stored at the submission's location")
+        return reject(submission, "no result file is stored at the submission's location")
     except ArtifactTooLarge:
-        return _reject(submission, f"result file is over the {max_bytes}-byte limit")
+        return reject(submission, f"result file is over the {max_bytes}-byte limit")
     except DigestMismatch:
-        return _reject(submission, "stored result does not match its recorded sha256")
+        return reject(submission, "stored result does not match its recorded sha256")
     except StorageUnavailable:
         # The creator's own storage failed, not the contributor: no verdict, no path named.
         return Deferred(submission.submission_id, "the creator's storage could not be read")
     except StorageError:
-        return _reject(submission, "result file could not be read")
+        return reject(submission, "result file could not be read")
     except IntegrityError as error:
-        return _reject(submission, str(error))
+        return reject(submission, str(error))
     return tensors
 
 
@@ -232,19 +241,19 @@ def refusal_before_reading(
     if result is None:
         return Verdict(submission.submission_id, False, "no result was sent")
     if result.num_examples <= 0:
-        return _reject(submission, f"num_examples must be positive, got {result.num_examples}")
+        return reject(submission, f"num_examples must be positive, got {result.num_examples}")
     if max_examples is not None and result.num_examples > max_examples:
-        return _reject(
+        return reject(
             submission,
             f"claims {result.num_examples} examples; no contributor of this task holds more "
             f"than {max_examples}",
         )
     if result.result_path != expected_location:
-        return _reject(
+        return reject(
             submission,
             "result_path is not the location this task assigns to the submission "
-            f"(results/submission-{submission.submission_id}.safetensors beside the task's "
-            "global weights); it was not read",
+            f"({layout.RESULT_PLACE.replace('<id>', str(submission.submission_id))}); "
+            "it was not read",
         )
     return None
 
@@ -304,89 +313,11 @@ class Decision:
         return self.verdict is not None and self.verdict.accept and self.candidate is not None
 
 
-@dataclass(frozen=True)
-class Judge:
-    """Decides a round's submissions: integrity, originality, then the policy on the rest.
-
-    Shared by the creator's round (which federates the accepted weights) and the seed's
-    validate_task_results (which only reports verdicts). Reads only through ``fetch`` and
-    only at ``result_location(submission)``."""
-
-    fetch: Callable[[str, str], bytes]
-    result_location: Callable[[Submission], str]
-    layout: Layout
-    global_tensors: Mapping[str, np.ndarray]
-    max_bytes: int
-    policy: Policy
-    evaluate: Evaluator | None
-    params: Mapping[str, object] = field(default_factory=dict)
-    rules: ScreeningRules = ScreeningRules()
-
-    def review(self, submissions: Iterable[Submission]) -> list[Decision]:
-        """A decision for every submission, in commitment order (earliest first)."""
-        from decentralml.validation.originality import find_copies
-
-        decisions: dict[int, Decision] = {}
-        candidates: list[Candidate] = []
-        ordered = sorted(submissions, key=commitment_order)
-        first_deferred: int | None = None
-        for submission in ordered:
-            screened = screen(
-                submission,
-                self.fetch,
-                self.layout,
-                self.result_location(submission),
-                self.max_bytes,
-                self.rules.max_examples,
-            )
-            if isinstance(screened, Verdict):
-                decisions[submission.submission_id] = Decision(screened)
-            elif isinstance(screened, Deferred):
-                decisions[submission.submission_id] = Decision(deferred=screened)
-                if first_deferred is None:
-                    first_deferred = submission.submission_id
-            elif first_deferred is not None:
-                # It may copy the unread earlier one: it cannot be judged original yet.
-                decisions[submission.submission_id] = Decision(
-                    deferred=Deferred(
-                        submission.submission_id,
-                        f"waits for submission {first_deferred}, committed earlier, which "
-                        "could not be read: copies are judged against earlier commitments",
-                    )
-                )
-            else:
-                candidates.append(Candidate(submission, screened, self.evaluate, self.params))
-        view = RoundView(self.global_tensors, self.evaluate)
-        copies = find_copies(candidates, view, self.rules.copy_threshold)
-        originals = [c for c in candidates if c.submission_id not in copies]
-        for candidate in candidates:
-            if candidate.submission_id in copies:
-                reason = copies[candidate.submission_id]
-                decisions[candidate.submission_id] = Decision(
-                    _reject(candidate.submission, reason), holdout=candidate.recorded_metrics()
-                )
-        weights = allowed_weights(
-            [c.num_examples for c in originals],
-            self.rules.examples_cap_multiple,
-            self.rules.max_examples,
-        )
-        for candidate, weight in zip(originals, weights, strict=True):
-            candidate.weight = weight
-        if originals:
-            verdicts = self.policy.decide_round(originals, view)
-            for candidate, verdict in zip(originals, verdicts, strict=True):
-                kept = candidate if verdict.accept else None
-                decisions[candidate.submission_id] = Decision(
-                    verdict, kept, holdout=candidate.recorded_metrics(), counted=candidate.weight
-                )
-        return [decisions[s.submission_id] for s in ordered]
-
-
 def commitment_order(submission: Submission) -> tuple[float, int]:
     """Earlier commitments first; submissions without one (older records) after, by id."""
     order = submission.commit_order
     return (math.inf if order is None else order, submission.submission_id)
 
 
-def _reject(submission: Submission, reason: str) -> Verdict:
+def reject(submission: Submission, reason: str) -> Verdict:
     return Verdict(submission.submission_id, False, reason)

@@ -8,7 +8,7 @@ Bittensor's commit-reveal answers validators copying each other's weights the sa
 "Near" is measured on updates (``w - g``), relative to the earlier update's size: honest
 contributors start from the same global weights but train on different examples in a different
 order, so their updates differ by a large fraction of their length even on IID data (about
-0.5–1.2 with the seed model; tests/test_originality.py measures it), while a copy with noise
+0.5–1.2 with the seed model, docs/security.md), while a copy with noise
 added to dodge an exact-digest check stays within a few percent.
 """
 

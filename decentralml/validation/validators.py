@@ -22,13 +22,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from decentralml.domain import Verdict
 from decentralml.errors import ConfigError
+from decentralml.validation import builtin
 from decentralml.validation.base import Candidate, RoundView
+
+
+class ValidatorParams(BaseModel):
+    """A validator's entry in ``task.validators``: ``name`` picks it, the other fields are its
+    parameters. Each validator declares its own subclass (``name`` a one-value Literal), so the
+    config is a union discriminated by name built from ``registry``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
 
 
 @dataclass(frozen=True)
@@ -44,13 +56,23 @@ class RoundValidator(Protocol):
         """A finding for every candidate, keyed by submission id."""
 
 
+class UpdateNormParams(ValidatorParams):
+    name: Literal["update_norm"] = "update_norm"
+    max_ratio: Annotated[float, Field(gt=1)] = 3.0
+
+
 class UpdateNormBound:
     """Refuse updates longer than ``max_ratio`` × the round's median update norm (default 3)."""
 
     name = "update_norm"
+    Params: ClassVar[type[ValidatorParams]] = UpdateNormParams
 
     def __init__(self, max_ratio: float = 3.0) -> None:
         self.max_ratio = max_ratio
+
+    @classmethod
+    def from_params(cls, params: UpdateNormParams) -> UpdateNormBound:
+        return cls(params.max_ratio)
 
     def check(self, candidates: Sequence[Candidate], view: RoundView) -> dict[int, Finding]:
         norms = {c.submission_id: view.update_norm(c) for c in candidates}
@@ -69,9 +91,20 @@ class UpdateNormBound:
         return findings
 
 
+class HoldoutGateParams(ValidatorParams):
+    """A result is refused when leaving it out lowers the aggregate's held-out loss by more
+    than ``tolerance`` (relative) and raises no class's loss by more than ``class_tolerance``
+    (relative): it harms the whole and helps no class."""
+
+    name: Literal["holdout_gate"] = "holdout_gate"
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.08
+    class_tolerance: Annotated[float, Field(ge=0)] = 0.05
+
+
 class HoldoutGate:
     """Leave-one-out on the held-out split: refuse a candidate whose removal lowers the
-    held-out loss of the round's example-weighted mean by more than ``tolerance`` (relative,
+    held-out loss of the round's aggregate (its configured rule's; the example-weighted mean
+    when the view has none) by more than ``tolerance`` (relative,
     default 0.08) AND that helps no class — leaving it out raises no class's loss by more
     than ``class_tolerance`` (relative, default 0.05) — worst first, re-measuring after each
     refusal.
@@ -85,10 +118,15 @@ class HoldoutGate:
 
     name = "holdout_gate"
     metric = "loss"
+    Params: ClassVar[type[ValidatorParams]] = HoldoutGateParams
 
     def __init__(self, tolerance: float = 0.08, class_tolerance: float = 0.05) -> None:
         self.tolerance = tolerance
         self.class_tolerance = class_tolerance
+
+    @classmethod
+    def from_params(cls, params: HoldoutGateParams) -> HoldoutGate:
+        return cls(params.tolerance, params.class_tolerance)
 
     def check(self, candidates: Sequence[Candidate], view: RoundView) -> dict[int, Finding]:
         in_play = list(candidates)
@@ -123,6 +161,11 @@ class HoldoutGate:
     def _leave_one_out(
         self, in_play: Sequence[Candidate], view: RoundView
     ) -> tuple[dict, dict[int, dict]]:
+        """Held-out metrics of the round's aggregate with every candidate and without each:
+        the configured rule's (``view.aggregate``), or the weighted mean, computed here
+        from the updates by subtraction (n + 1 means for the price of one)."""
+        if view.aggregate is not None:
+            return self._rule_leave_one_out(in_play, view)
         weights = np.array([max(c.weight, 1) for c in in_play], dtype=np.float64)
         updates = [view.update(c) for c in in_play]
         weighted_sum = np.zeros_like(updates[0], dtype=np.float64)
@@ -135,6 +178,18 @@ class HoldoutGate:
             rest = total - weight
             mean = (weighted_sum - weight * update) / rest if rest > 0 else weighted_sum * 0
             without[candidate.submission_id] = self._score(view, mean)
+        return with_all, without
+
+    def _rule_leave_one_out(
+        self, in_play: Sequence[Candidate], view: RoundView
+    ) -> tuple[dict, dict[int, dict]]:
+        assert view.aggregate is not None
+        with_all = view.evaluate(view.aggregate(in_play))
+        without = {}
+        for candidate in in_play:
+            rest = [c for c in in_play if c.submission_id != candidate.submission_id]
+            kept = view.aggregate(rest) if rest else view.global_tensors
+            without[candidate.submission_id] = view.evaluate(kept)
         return with_all, without
 
     def _score(self, view: RoundView, update: np.ndarray) -> dict:
@@ -189,3 +244,40 @@ class FunctionValidator:
             f"custom validator {self.name} returned {outcome!r}; "
             "return a Verdict, a bool or an (accept, reason) pair"
         )
+
+
+MIN_ACCURACY = "decentralml.validation.builtin:min_accuracy"
+
+
+class MinAccuracyParams(ValidatorParams):
+    """The seed's standalone check; its threshold is ``task.min_accuracy``."""
+
+    name: Literal["min_accuracy"] = "min_accuracy"
+
+
+class MinAccuracy(FunctionValidator):
+    """The seed's standalone held-out threshold (``validation.builtin.min_accuracy``)."""
+
+    Params: ClassVar[type[ValidatorParams]] = MinAccuracyParams
+
+    def __init__(self) -> None:
+        super().__init__(builtin.min_accuracy, MIN_ACCURACY)
+
+    @classmethod
+    def from_params(cls, params: MinAccuracyParams) -> MinAccuracy:
+        return cls()
+
+
+registry: dict[str, Any] = {
+    params_name: cls
+    for cls in (UpdateNormBound, HoldoutGate, MinAccuracy)
+    for params_name in [cls.Params.model_fields["name"].default]
+}
+"""Every built-in validator by its config name. Adding one is its class (with ``Params``
+and ``from_params``) in this module and its entry here; the config's ``task.validators``
+union is built from it."""
+
+
+def make_validator(params: ValidatorParams) -> RoundValidator:
+    """The validator a ``task.validators`` entry names, built from its parameters."""
+    return registry[params.name].from_params(params)

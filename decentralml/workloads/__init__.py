@@ -7,31 +7,45 @@ distribution publishes it under in the entry-point group ``decentralml.workloads
 imported on the creator's machine only): contributors receive its model as an architecture
 description (``architecture.py``) and bring their own data unless its dataset is a built-in
 one.
+
+This is the one registry of names a task's ``model`` can take: ``build_model`` and
+``available_models`` (re-exported by ``decentralml.models``) read the built-in workloads and
+the architecture descriptions tasks registered (``register_architecture``). Datasets are
+looked up by name in ``decentralml.data.datasets``, below this package: a workload's dataset is
+registered there, so the data functions resolve a task's ``source`` without importing this.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from decentralml import models
+from decentralml.data import datasets
+from decentralml.data.datasets import builtin_datasets, dataset, task_preprocessing
+from decentralml.data.federated import holdout_and_pool
+from decentralml.data.local_data import load_local_data
 from decentralml.errors import ConfigError, TaskRefused
 from decentralml.workloads import breast_cancer, mnist_cnn, mnist_mlp
 from decentralml.workloads.architecture import describe, rebuild
 from decentralml.workloads.base import Dataset, DataSpec, Preprocessing, Split, Workload, prepare
-from decentralml.workloads.local_data import load_local_data
 
 if TYPE_CHECKING:
+    import keras
+
     from decentralml.task_settings import DataSettings, TaskSettings
 
 __all__ = [
     "DataSpec",
     "Dataset",
+    "ModelBuilder",
     "Workload",
+    "available_models",
+    "build_model",
+    "builtin_datasets",
     "dataset",
     "get",
     "is_builtin",
@@ -41,22 +55,26 @@ __all__ = [
     "prepare",
     "register",
     "register_architecture",
+    "task_preprocessing",
 ]
 
 DEFAULT = "mnist_mlp"
 ENTRY_POINT_GROUP = "decentralml.workloads"
 """Where a distribution publishes workloads: ``name = package.module:attribute``."""
+ModelBuilder = Callable[[float], "keras.Model"]
+"""``learning_rate -> compiled keras.Model``."""
 _WORKLOADS: dict[str, Workload] = {}
-_DATASETS: dict[str, Dataset] = {}
 _IMPORTED: dict[str, Workload] = {}
+_ARCHITECTURES: dict[str, ModelBuilder] = {}
+"""Models tasks sent as architecture descriptions, by content address: buildable by name like
+a built-in workload's model, but with no dataset of their own, so no workload."""
 
 
 def register(workload: Workload) -> Workload:
-    """Add a built-in workload; its model joins the model registry under the same name (so
-    contributors build it by name) and its dataset becomes loadable by name."""
+    """Add a built-in workload: contributors build its model by its name and load its dataset
+    by the dataset's name."""
     _WORKLOADS[workload.name] = workload
-    _DATASETS.setdefault(workload.dataset.name, workload.dataset)
-    models.register(workload.name)(workload.build_model)
+    datasets.register(workload.dataset)
     return workload
 
 
@@ -107,7 +125,7 @@ def _load(name: str) -> Workload:
 def _adopt(workload: Workload) -> Workload:
     # The creator's own dataset becomes loadable here, on the creator's machine (its splits);
     # contributors never import the module, so they bring their own data.
-    _DATASETS.setdefault(workload.dataset.name, workload.dataset)
+    datasets.register(workload.dataset)
     return workload
 
 
@@ -125,19 +143,18 @@ def _import(target: str, label: str) -> Workload:
     return found
 
 
-def dataset(name: str) -> Dataset:
-    """A built-in dataset: the only data a contributor loads without bringing its own."""
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise TaskRefused(
-            f"the task's data source {name!r} is not a built-in dataset "
-            f"({', '.join(sorted(_DATASETS))}): contribute with your own data (--data PATH)"
-        ) from None
+def available_models() -> list[str]:
+    """The model names this process builds: built-in workloads and registered architectures."""
+    return sorted([*_WORKLOADS, *_ARCHITECTURES])
 
 
-def builtin_datasets() -> list[str]:
-    return sorted(_DATASETS)
+def build_model(name: str, learning_rate: float = 0.001) -> keras.Model:
+    """Build and compile a model by name; unknown names list the known ones."""
+    workload = _WORKLOADS.get(name)
+    builder = workload.build_model if workload is not None else _ARCHITECTURES.get(name)
+    if builder is None:
+        raise ValueError(f"unknown model {name!r}; known models: {available_models()}")
+    return builder(learning_rate)
 
 
 def model_settings(name: str, learning_rate: float) -> dict[str, object]:
@@ -158,8 +175,8 @@ def register_architecture(settings: TaskSettings) -> None:
     refusing code and custom objects (TaskRefused, one line)."""
     described = (settings.model, settings.architecture, settings.from_logits)
     rebuild(*described, 0.001)  # refuses before anything is registered
-    if settings.model not in models.available_models():
-        models.register(settings.model)(lambda rate: rebuild(*described, rate))
+    if settings.model not in available_models():
+        _ARCHITECTURES[settings.model] = lambda rate: rebuild(*described, rate)
 
 
 def data_settings(
@@ -180,19 +197,9 @@ def creator_preprocessing(
 ) -> Preprocessing:
     if data.fit_preprocessing is None:
         return dict(data.preprocessing)
-    from decentralml.data.federated import holdout_and_pool
-
     (x_train, y_train), _ = data.load(cache_dir)
     held, _ = holdout_and_pool(len(y_train), holdout_examples, seed)
     return data.fit_preprocessing(x_train[held])
-
-
-def task_preprocessing(source: str, preprocessing: Mapping[str, object] | None) -> Preprocessing:
-    """The preprocessing a task's data settings name; a task from before workloads (no
-    ``preprocessing``) used its dataset's default (MNIST: x / 255)."""
-    if preprocessing is not None:
-        return dict(preprocessing)
-    return dict(dataset(source).preprocessing)
 
 
 def local_split(path: str | Path, data: DataSettings) -> Split:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from decentralml.data.datasets import MNIST
 from decentralml.workloads.base import Workload
-from decentralml.workloads.mnist_mlp import MNIST
 
 if TYPE_CHECKING:
     import keras

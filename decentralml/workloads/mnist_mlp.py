@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-from decentralml.data.mnist import load_mnist
-from decentralml.models import mnist_mlp as build
-from decentralml.workloads.base import Dataset, DataSpec, Workload
+from typing import TYPE_CHECKING
 
-MNIST = Dataset(
-    name="mnist",
-    description="MNIST digits, 60 000 train / 10 000 test (offline, decentralml/data/mnist.py)",
-    spec=DataSpec(input_shape=(28, 28), dtype="uint8", labels=tuple(range(10))),
-    load=load_mnist,
-    preprocessing={"kind": "rescale", "divisor": 255.0},  # the seed's x / 255.0
-)
+from decentralml.data.datasets import MNIST
+from decentralml.workloads.base import Workload
+
+if TYPE_CHECKING:
+    import keras
+
+
+def build(learning_rate: float = 0.001) -> keras.Model:
+    """The seed's model exactly: Flatten(28,28) · Dense(128, relu) · Dense(10) on logits."""
+    import tensorflow as tf
+
+    model = tf.keras.models.Sequential(
+        [
+            tf.keras.Input(shape=(28, 28)),
+            tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(128, activation="relu"),
+            tf.keras.layers.Dense(10),
+        ]
+    )
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(learning_rate),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+    )
+    return model
+
 
 WORKLOAD = Workload(
     name="mnist_mlp",

@@ -11,7 +11,6 @@ import argparse
 import secrets
 import string
 import sys
-import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -20,25 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import settings
 
 from decentralml.config import load_config
-from decentralml.contributor import (
-    assign,
-    commit,
-    drift_state,
-    encode_result,
-    fetch_inputs,
-    submit,
-    task_store,
-    update_control_variate,
-    upload_result,
-)
+from decentralml.contributor import Contributor, contribute_once
 from decentralml.data.federated import contributor_shard, test_split
 from decentralml.data.shared_slice import read_slice, with_slice
 from decentralml.errors import DecentralMLError, TaskRefused
-from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
+from decentralml.models import build_model, model_tensors, set_model_tensors
 from decentralml.runtime import contributor_keypair, open_marketplace, open_store
-from decentralml.storage import sha256_hex
 from decentralml.task_settings import TaskSettings
-from decentralml.training import TrainingOutcome, train_contribution, training_options
 from decentralml.weights import decode, encode
 from decentralml.workloads import register_architecture
 
@@ -102,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def contribute(argv: list[str] | None = None) -> int:
+    """The contributor procedure (decentralml.contributor.procedure), as every contributor
+    runs it: the task is checked before a slot is taken, the result committed before upload."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task-id", type=int, required=True)
     parser.add_argument("--shard-index", type=int, default=0)
@@ -110,34 +99,20 @@ def contribute(argv: list[str] | None = None) -> int:
 
     config = load_config(args.config)
     market = open_marketplace(config.marketplace)
-    worker = contributor_keypair(config.marketplace, None)
-    task = market.get_task(args.task_id)
-    store = task_store(open_store(config.storage), task)  # the endpoint from the task record
-    submission_id = assign(market, worker, task.task_id)
-    with tempfile.TemporaryDirectory() as workdir:
-        inputs = fetch_inputs(store, task, Path(workdir))
-    if task_settings().architecture is not None:
-        register_architecture(task_settings())
-    (x, y), (x_test, y_test) = load_data(args.shard_index)
-    drift = drift_state(inputs, worker, task.creator)  # SCAFFOLD's c - c_i, if the task asks
-    outcome: TrainingOutcome = train_contribution(
-        settings.MODEL_NAME,
-        inputs.global_tensors,
-        x,
-        y,
-        **training_options(task_settings()),
-        correction=drift.correction if drift else None,
+    contributor = Contributor(
+        market,
+        open_store(config.storage),
+        contributor_keypair(config.marketplace, None),
+        args.shard_index,
+        config.data.cache_dir,
+        config.contributor,
     )
-    model = build_model(settings.MODEL_NAME, settings.LEARNING_RATE)
-    set_model_tensors(model, outcome.tensors)
-    print(f"local test metrics: {evaluate(model, x_test, y_test)}")
-    data = encode_result(task, outcome)
-    commit(market, worker, submission_id, sha256_hex(data))  # before the bytes are readable
-    artifact = upload_result(store, task, submission_id, data)
-    submit(market, worker, task, submission_id, artifact, outcome)
-    if drift:
-        update_control_variate(drift, task_settings(), inputs.global_tensors, outcome)
-    print(f"submission {submission_id}: {outcome.num_examples} examples sent as {artifact.url}")
+    receipt = contribute_once(contributor, market.get_task(args.task_id))
+    assert receipt is not None  # no stop signal: a checked task is finished
+    print(
+        f"submission {receipt.submission_id}: {receipt.num_examples} examples sent "
+        f"({receipt.metrics})"
+    )
     return 0
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from decentralml.data.base import DataSpec, Split
 from decentralml.errors import DataError
-from decentralml.workloads.base import DataSpec, Split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _MODES = {1: "L", 3: "RGB"}
