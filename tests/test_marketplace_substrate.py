@@ -1,4 +1,10 @@
-"""SubstrateMarketplace on a real local chain (chopsticks running the Asset Hub runtime).
+"""What only the Substrate marketplace does, on a real local chain (chopsticks running the
+Asset Hub runtime): fees and extrinsics, records written raw that the index must ignore, chain
+order, the index's restarts and rebuilds, lost connections.
+
+Every behaviour both backends share (tasks, slots, commit-reveal, verdicts, settlement, close,
+expiry, retries, races for slots, the dev faucet) is in the contract suite,
+tests/marketplace_contract/, which runs against this backend too.
 
 Every test indexes from the head at its start, so its ids start at 0 and other tests' records
 are invisible; accounts are fresh and funded per test, so tests share one chain. Records that
@@ -27,22 +33,12 @@ from decentralml.domain import (
     Verdict,
 )
 from decentralml.errors import (
-    AlreadyAssigned,
     AlreadyCommitted,
     ChainError,
     ConfigError,
     InsufficientBalance,
-    InvalidResult,
-    InvalidTaskSpec,
-    NotAssignee,
-    NotCommitted,
-    NotCreator,
-    PendingResults,
-    ResultAlreadySent,
     TaskFull,
-    TaskNotOpen,
 )
-from decentralml.marketplace import Marketplace
 from decentralml.marketplace.indexer import ChainIndexer
 from decentralml.marketplace.ledger import Ledger
 from decentralml.marketplace.substrate import SubstrateMarketplace
@@ -123,106 +119,54 @@ def statuses(market: SubstrateMarketplace, task_id: int) -> list[ResultSubmissio
     return [s.status for s in market.list_task_results(task_id)]
 
 
-# --- the protocol, end to end ------------------------------------------------------------
+# --- fees: what a backend without escrow charges --------------------------------------------
 
 
-def test_a_round_through_the_protocol(
-    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
-) -> None:
-    market = market_at()
-    assert isinstance(market, Marketplace)
-    creator, w0, w1 = people["creator"], people["w0"], people["w1"]
-    task_id, (s0, s1) = open_round(market, people)
-    assert (task_id, s0, s1) == (0, 0, 1)
-    task = market.get_task(task_id)
-    assert task.status == TaskStatus.InProgress and task.assigned == 2
-    assert task.creator == creator.ss58_address
-    assert [t.task_id for t in market.list_tasks()] == [task_id]
-    assert market.get_submission(s1).result == result_for(s1)
-    assert statuses(market, task_id) == [ResultSubmissionStatus.PendingValidation] * 2
-
-    before = {k: market.balance(people[k].ss58_address) for k in ("creator", "w0", "w1")}
-    paid = market.settle(creator, [Verdict(s0, True, "good"), Verdict(s1, False, "too weak")])
-    reward = REWARD_POOL // 3
-    assert paid == {s0: reward, s1: 0}
-    assert market.balance(w0.ss58_address) == before["w0"] + reward
-    assert market.balance(w1.ss58_address) == before["w1"]
-    spent = before["creator"] - market.balance(creator.ss58_address)
-    assert reward < spent < reward + 10**9  # the reward plus one extrinsic's fee
-    assert market.get_submission(s1).reason == "too weak"
-
-    assert market.accept(creator, s0) == 0  # a repeat writes and pays nothing
-    assert market.balance(creator.ss58_address) == before["creator"] - spent
-
-    assert market.close_task(creator, task_id) == REWARD_POOL - reward
-    task = market.get_task(task_id)
-    assert (task.status, task.paid, task.refunded) == (TaskStatus.Completed, reward, 2 * reward)
-    assert market.list_tasks() == []
-    assert market.close_task(creator, task_id) == 0
-
-
-def test_refusals_cost_no_fee(
-    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
-) -> None:
-    market = market_at()
-    creator, w0, stranger = people["creator"], people["w0"], people["stranger"]
-    with pytest.raises(InvalidTaskSpec):
-        market.create_task(creator, spec_for(market, expires_in=0))
-    poor = Keypair.create_from_mnemonic(Keypair.generate_mnemonic())
-    fund(chain_client, poor.ss58_address, 10**12)
-    with pytest.raises(InsufficientBalance, match="promises"):
-        market.create_task(poor, spec_for(market))
-    task_id, (s0, _) = open_round(market, people)
-    balances = {k: market.balance(p.ss58_address) for k, p in people.items()}
-    with pytest.raises(AlreadyAssigned):
-        market.assign_task(w0, task_id)
-    with pytest.raises(NotAssignee):
-        market.send_task_result(stranger, s0, result_for(9))
-    with pytest.raises(NotAssignee):
-        market.commit_result(stranger, s0, commitment_of(stranger, 9))
-    with pytest.raises(ResultAlreadySent):
-        market.commit_result(w0, s0, commitment_of(w0, 9))
-    with pytest.raises(InvalidResult):
-        market.commit_result(w0, s0, "AB" * 32)
-    with pytest.raises(NotCreator):
-        market.accept(stranger, s0)
-    with pytest.raises(PendingResults):
-        market.close_task(creator, task_id)
-    assert {k: market.balance(p.ss58_address) for k, p in people.items()} == balances
-
-
-def test_resubmitted_writes_are_not_duplicated(
+def test_a_settlement_is_one_extrinsic_costing_its_creator_the_rewards_and_one_fee(
     market_at: MarketFactory, people: dict[str, Keypair]
 ) -> None:
     market = market_at()
-    creator, w0 = people["creator"], people["w0"]
-    spec = spec_for(market)
-    task_id = market.create_task(creator, spec)
-    sid = market.assign_task(w0, task_id)
-    market.commit_result(w0, sid, commitment_of(w0, sid))
-    balances = (market.balance(creator.ss58_address), market.balance(w0.ss58_address))
-    market.commit_result(w0, sid, commitment_of(w0, sid))  # already there: a no-op
-    assert market.balance(w0.ss58_address) == balances[1]
-    market.send_task_result(w0, sid, result_for(sid))
-    balances = (market.balance(creator.ss58_address), market.balance(w0.ss58_address))
-    assert market.create_task(creator, spec) == task_id  # the same open spec: the same task
-    market.send_task_result(w0, sid, result_for(sid))  # already there: a no-op
-    assert (market.balance(creator.ss58_address), market.balance(w0.ss58_address)) == balances
-    assert len(market.list_tasks(open_only=False)) == 1
-    kinds = [o.kind for o in market.indexer.all_outcomes()]
-    assert kinds == ["TaskCreated", "Assign", "Commit", "Result"]
+    creator = people["creator"]
+    _, (s0, s1) = open_round(market, people)
+    before = market.balance(creator.ss58_address)
+    first = market.current_block() + 1
+    paid = market.settle(creator, [Verdict(s0, True, "good"), Verdict(s1, False, "too weak")])
+    reward = REWARD_POOL // 3
+    assert paid == {s0: reward, s1: 0}
+    spent = before - market.balance(creator.ss58_address)
+    assert reward < spent < reward + 10**9  # the reward plus one extrinsic's fee
+    chain = market.audit(first)
+    assert chain.extrinsics[creator.ss58_address] == 1
+    assert chain.received(creator.ss58_address, people["w0"].ss58_address) == reward
+    assert chain.fees[creator.ss58_address] == spent - reward
+
+
+def test_rewards_are_announced_and_a_creator_who_cannot_cover_them_is_refused_for_free(
+    market_at: MarketFactory, chain_client: ChainClient
+) -> None:
+    """No escrow on chain: create_task takes only its fee, and refuses (before any fee) a
+    creator whose balance does not cover its open promises and this one."""
+    market = market_at()
+    poor = Keypair.create_from_mnemonic(Keypair.generate_mnemonic())
+    fund(chain_client, poor.ss58_address, 10**12)
+    with pytest.raises(InsufficientBalance, match="promise"):
+        market.create_task(poor, spec_for(market))  # promises 3 units
+    assert market.balance(poor.ss58_address) == 10**12
+    market.create_task(poor, spec_for(market, slots=1))  # promises 1 unit: covered
+    assert 10**12 - 10**9 < market.balance(poor.ss58_address) < 10**12  # a fee, no escrow
 
 
 # --- races and rules the indexer enforces ------------------------------------------------
 
 
-def test_assignment_race_gives_exactly_max_assignments(
+def test_the_race_for_slots_is_decided_by_chain_order_within_one_block(
     market_at: MarketFactory,
     people: dict[str, Keypair],
     chain_client: ChainClient,
     chain_url: str,
 ) -> None:
-    """Four contributors race for two slots; three of them land in the SAME block."""
+    """Three contributors race for two slots in the SAME block: the first two in the block
+    win, the third's record lands and is refused (how many win is in the contract suite)."""
     market = market_at()
     task_id = market.create_task(people["creator"], spec_for(market, slots=2))
     racers = [people[f"w{i}"] for i in range(3)]
@@ -269,34 +213,30 @@ def test_non_assignee_result_is_ignored(
     assert market.get_submission(sid).result == result_for(sid)
 
 
-def test_commit_then_result(market_at: MarketFactory, people: dict[str, Keypair]) -> None:
-    market = market_at()
-    w0 = people["w0"]
-    task_id = market.create_task(people["creator"], spec_for(market))
-    sid = market.assign_task(w0, task_id)
-    market.commit_result(w0, sid, commitment_of(w0, sid))
-    committed = market.get_submission(sid)
-    assert (committed.commitment, committed.commit_order) == (commitment_of(w0, sid), 0)
-    assert committed.status == ResultSubmissionStatus.Assigned and committed.result is None
-    market.send_task_result(w0, sid, result_for(sid))
-    assert market.get_submission(sid).result == result_for(sid)
-    outcomes = market.indexer.all_outcomes()
-    assert [(o.kind, o.applied, o.entity_id) for o in outcomes[-2:]] == [
-        ("Commit", True, sid), ("Result", True, sid),
-    ]  # fmt: skip
-
-
-def test_result_without_commitment_is_refused_and_changes_nothing(
-    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
+def test_a_commitment_and_a_result_are_one_applied_record_each(
+    market_at: MarketFactory, people: dict[str, Keypair]
 ) -> None:
     market = market_at()
     w0 = people["w0"]
     task_id = market.create_task(people["creator"], spec_for(market))
     sid = market.assign_task(w0, task_id)
-    balance = market.balance(w0.ss58_address)
-    with pytest.raises(NotCommitted, match="commit_result"):  # refused before any fee
-        market.send_task_result(w0, sid, result_for(sid))
-    assert market.balance(w0.ss58_address) == balance
+    commit_and_send(market, w0, sid, result_for(sid))
+    outcomes = market.indexer.all_outcomes()
+    assert [(o.kind, o.applied, o.entity_id) for o in outcomes[-2:]] == [
+        ("Commit", True, sid), ("Result", True, sid),
+    ]  # fmt: skip
+    assert market.get_submission(sid).commit_order == 0
+
+
+def test_results_written_raw_around_the_commitment_are_ignored_by_the_index(
+    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
+) -> None:
+    """The API refuses a result without (or against) its commitment before any fee (contract
+    suite); written anyway, the index ignores it."""
+    market = market_at()
+    w0 = people["w0"]
+    task_id = market.create_task(people["creator"], spec_for(market))
+    sid = market.assign_task(w0, task_id)
     before = (market.get_task(task_id), market.list_task_results(task_id))
 
     raw(chain_client, w0, codec.Result(sid, result_for(sid)))  # written anyway
@@ -383,7 +323,7 @@ def test_verdicts_count_only_from_the_creator_and_only_paid(
     assert market.get_submission(s0).status == ResultSubmissionStatus.Accepted
 
 
-def test_expiry(
+def test_a_late_assignment_written_anyway_is_ignored(
     market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient
 ) -> None:
     market = market_at()
@@ -391,15 +331,13 @@ def test_expiry(
     market.assign_task(people["w0"], task_id)  # assigned, but never sends a result
     expiry = market.get_task(task_id).spec.expiration_block
     chain_client.rpc("dev_newBlock", [{"count": max(0, expiry - market.current_block())}])
-    with pytest.raises(TaskNotOpen):
-        market.assign_task(people["w1"], task_id)
-    raw(chain_client, people["w1"], codec.Assign(task_id))  # written anyway: ignored
+    raw(chain_client, people["w1"], codec.Assign(task_id))  # refused by the API: TaskNotOpen
     market.sync()
     (late,) = [o for o in market.indexer.all_outcomes() if not o.applied]
     assert late.error_type == "TaskNotOpen"
     task = market.get_task(task_id)
+    assert task.assigned == 1
     assert (task.status, task.paid, task.refunded) == (TaskStatus.Withdrawn, 0, REWARD_POOL)
-    assert market.list_tasks() == []
 
 
 def test_failed_payment_is_surfaced_and_records_nothing(
@@ -523,18 +461,6 @@ def test_chain_restart_rebuilds_the_index(
         assert market.create_task(alice, spec_for(market)) == 0
     finally:
         market.client.close()
-
-
-def test_dev_faucet_keeps_the_account_usable(
-    market_at: MarketFactory, funded_keypair: Callable[..., Keypair]
-) -> None:
-    market = market_at()
-    keypair = funded_keypair()
-    market.create_task(keypair, spec_for(market))  # nonce 1 now
-    before = market.balance(keypair.ss58_address)
-    market.fund(keypair.ss58_address, 5 * 10**12)
-    assert market.balance(keypair.ss58_address) == before + 5 * 10**12
-    assert market.create_task(keypair, spec_for(market, slots=1)) == 1  # the nonce was kept
 
 
 def test_index_refuses_a_foreign_file(chain_client: ChainClient, tmp_path: Path) -> None:
