@@ -15,6 +15,9 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 PYTEST_ARGS ?=
 LEARNING_ARGS ?=
+# pytest-xdist processes for `make test` (0: one process). Each test file runs whole on one
+# worker (--dist loadfile): module-scoped servers start once and tests keep their file's order.
+TEST_WORKERS ?= 2
 
 .PHONY: venv demo demo-chain test test-fast lint chain chain-stop chain-deps bench ui-images clean
 
@@ -36,10 +39,11 @@ demo: venv
 	$(BIN)/decentralml demo --config configs/mnist.yaml --summary-json .decentralml/summary.json
 
 test: venv chain-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not integration" \
+	  $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -14,6 +14,10 @@ Every figure is a ratio to a baseline measured in the same run, on the same byte
   traffic), for N = 10, 50, 100 results of the seed model (Flatten · Dense(128) · Dense(10),
   0.39 MB) and N = 10 of a 10 M-parameter model (Dense 3000·3000 + 3000·333, 40 MB);
 - extra memory: the tracemalloc peak of FedAvg over inputs already in memory, in models;
+- streaming memory: FedAvg and Average over 5 and 50 results of a 4 MB model made one at a
+  time (as the creator loads them), the tracemalloc peak beyond what producing the stream
+  costs, in models: the accumulator that becomes the output, about one model (bound: under
+  1.25), whatever the number of results; the control is the same 50 results kept in a list;
 - precision: max |FedAvg − float64 reference| (the reference computed from stacked inputs);
 - speed-up against the original method, as the seed did it: the results' weights set into N
   Keras models (built beforehand, not timed), then ``tf.reduce_mean`` per layer over their
@@ -41,7 +45,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import reduce
 from pathlib import Path
 
@@ -72,6 +76,11 @@ BIG_N = 10
 BIG_SHAPES = {"000.kernel": (3000, 3000), "001.bias": (3000,), "002.kernel": (3000, 333),
               "003.bias": (333,)}  # fmt: skip
 VERIFIED_N = 100
+# 4 MB, the seed's MLP with a wider hidden layer (784·1270 float32): large enough that a model
+# stands out of the interpreter's own allocations in the traced peak.
+STREAM_SHAPES = {"000.kernel": (784, 1270), "001.bias": (1270,), "002.kernel": (1270, 10),
+                 "003.bias": (10,)}  # fmt: skip
+STREAM_SIZES = (5, 50)
 REPEATS = 7
 SLOW_REPEATS = 3
 ROBUST_REPEATS = 3
@@ -322,6 +331,40 @@ def verified_row(shapes: dict[str, tuple[int, ...]], n: int, folder: Path) -> di
     }
 
 
+def stream_of(shapes: dict[str, tuple[int, ...]], n: int) -> Iterator[Contribution]:
+    """N results made one at a time, as the creator loads them: the producer keeps none."""
+    rng = np.random.default_rng(7)
+    for i in range(n):
+        tensors = {k: rng.standard_normal(s, dtype=np.float32) for k, s in shapes.items()}
+        yield Contribution(tensors, num_examples=100 + i)
+
+
+def stream_alone(shapes: dict[str, tuple[int, ...]], n: int) -> None:
+    """The stream's own cost: each result made, then dropped before the next one is made."""
+    for contribution in stream_of(shapes, n):
+        del contribution
+
+
+def streaming_row(shapes: dict[str, tuple[int, ...]]) -> dict[str, object]:
+    """The traced peak of FedAvg and Average over a stream of results beyond the stream's own
+    cost, in models, for each of STREAM_SIZES; and the control, the largest stream in a list.
+    A rule that kept every result would show about N models here; folding each in as it
+    comes, only the accumulator stays."""
+    model_bytes = sum(int(np.prod(s)) * 4 for s in shapes.values())
+    row: dict[str, object] = {"model_mb": model_bytes / MB}
+    for strategy in (FedAvg(), Average()):
+        strategy.aggregate(1, {}, stream_of(shapes, 2))  # imports (scipy's BLAS) are traced too
+        for n in STREAM_SIZES:
+            peak = traced_peak(lambda s=strategy, n=n: s.aggregate(1, {}, stream_of(shapes, n)))
+            own = traced_peak(lambda n=n: stream_alone(shapes, n))
+            row[f"{strategy.name}_extra_models_{n}"] = (peak - own) / model_bytes
+    largest = max(STREAM_SIZES)
+    row[f"list_of_{largest}_models"] = traced_peak(lambda: list(stream_of(shapes, largest))) / (
+        model_bytes
+    )
+    return row
+
+
 def main() -> None:
     import tensorflow as tf
 
@@ -360,9 +403,22 @@ def main() -> None:
         f"({verified['verified_pct_of_read_sha256']:.0f}% of read + sha256); peak memory "
         f"{verified['memory_peak_models']:.2f} models"
     )
+    streaming = streaming_row(STREAM_SHAPES)
+    largest = max(STREAM_SIZES)
+    extra = {
+        name: " / ".join(f"{streaming[f'{name}_extra_models_{n}']:.2f}" for n in STREAM_SIZES)
+        for name in ("fedavg", "average")
+    }
+    print(
+        f"\nstreaming {' and '.join(map(str, STREAM_SIZES))} results of a "
+        f"{streaming['model_mb']:.1f} MB model: extra memory beyond the stream's own, in models "
+        f"(bound 1.25, the same for every N): fedavg {extra['fedavg']}, average "
+        f"{extra['average']}; the control, {largest} results in a list: "
+        f"{streaming[f'list_of_{largest}_models']:.1f} models"
+    )
     robust = robust_table(seed)
     print(json.dumps({"bench": "aggregation", "fedavg": rows, "verified": verified,
-                      "robust_ms": robust}, default=float))  # fmt: skip
+                      "streaming": streaming, "robust_ms": robust}, default=float))  # fmt: skip
 
 
 def robust_table(shapes: dict[str, tuple[int, ...]]) -> dict[str, dict[int, float]]:

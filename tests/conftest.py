@@ -2,6 +2,12 @@
 
 Prefect gets its own home and is told not to phone home; Keras and the MNIST cache live in the
 project. Integration suites start their own servers (tests/chain_fixture.py for the chain).
+
+Under pytest-xdist (``make test`` runs the suite on TEST_WORKERS processes) each worker gets
+its own Prefect home: the ephemeral Prefect servers of two workers would otherwise share one
+SQLite database and result storage. Everything else shared is safe to share: the MNIST cache
+and the project wheel are written to a temporary name and renamed, tmp_path is per worker, and
+every server a test starts listens on a free port.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["PREFECT_HOME"] = str(ROOT / ".prefect-test")
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...; unset in a serial run
+os.environ["PREFECT_HOME"] = str(ROOT / ".prefect-test" / (_WORKER or ""))
 os.environ["KERAS_HOME"] = str(ROOT / ".keras")
 os.environ.setdefault("DECENTRALML_DATA_DIR", str(ROOT / ".cache" / "data"))
 # SCAFFOLD's per-contributor state (decentralml.local_state): fresh per session, never $HOME
@@ -32,7 +39,8 @@ pytest_plugins = ["tests.chain_fixture", "tests.prefect_server"]
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """One Prefect test server for the whole session (entering one costs ~10 s)."""
+    """One Prefect test server for the whole session, one per xdist worker (entering one
+    costs ~10 s)."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):

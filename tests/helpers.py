@@ -44,3 +44,22 @@ def commit_and_send(market: Marketplace, worker: Keypair, sid: int, result: Task
     """Commit to ``result`` and send it: the two steps every result takes (commit-reveal)."""
     market.commit_result(worker, sid, result_commitment(worker.ss58_address, result.sha256))
     market.send_task_result(worker, sid, result)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when code sleeps on it: pass ``clock`` as the time
+    source and ``clock.sleep`` as the sleep, then assert on ``clock.sleeps``, the exact waits
+    asked for, instead of on how long the machine took."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"sleep length must be non-negative, got {seconds}")
+        self.sleeps.append(seconds)
+        self.now += seconds

@@ -154,6 +154,7 @@ class _FaultyStore(ArtifactStore):
         return super().get(url, expected_sha256, max_bytes)
 
 
+@pytest.mark.slow
 def test_bad_tasks_are_skipped_before_assigning_and_the_agent_keeps_working(
     market: EmbeddedMarketplace,
     store: ArtifactStore,
@@ -188,6 +189,7 @@ def test_bad_tasks_are_skipped_before_assigning_and_the_agent_keeps_working(
         assert market.list_task_results(task_id) == [], task_id
 
 
+@pytest.mark.slow
 def test_keyboard_interrupt_still_stops_the_agent(
     market: EmbeddedMarketplace, store: ArtifactStore, prefect_harness
 ) -> None:

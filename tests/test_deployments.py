@@ -108,6 +108,32 @@ def _wait_final(env: dict, deployment: str, count: int, timeout: float) -> list[
     raise AssertionError(f"{deployment}: {count} final runs not reached in {timeout}s: {runs}")
 
 
+def _events(env: dict, name: str, resource: str | None = None, related: str | None = None) -> list:
+    """The server's events called ``name``, oldest first, about ``resource`` and/or related
+    to ``related`` (resource ids)."""
+    query: dict = {"event": {"name": [name]}, "order": "ASC"}
+    if resource:
+        query["resource"] = {"id": [resource]}
+    if related:
+        query["related"] = {"id": [related]}
+    response = httpx.post(
+        f"{env['PREFECT_API_URL']}/events/filter", json={"filter": query, "limit": 50}, auth=AUTH
+    )
+    response.raise_for_status()
+    return response.json()["events"]
+
+
+def _wait_event(env: dict, name: str, flow_run_id: str, timeout: float) -> dict:
+    """The first event ``name`` related to a flow run, once the server has it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = _events(env, name, related=f"prefect.flow-run.{flow_run_id}")
+        if found:
+            return found[0]
+        time.sleep(1)
+    raise AssertionError(f"no {name} event for flow run {flow_run_id} in {timeout}s")
+
+
 def _run_tasks(market: Marketplace, run: str) -> list:
     return [t for t in market.list_tasks(open_only=False) if f"/runs/{run}/" in t.spec.assets_path]
 
@@ -201,11 +227,19 @@ def test_the_trigger_chains_rounds_until_the_training_is_complete(deployed, else
         run_name="chained",
     )
     runs = _wait_final(deployed, "creator-next-round", 2, timeout=600)
-    time.sleep(8)  # a third run would be triggered now if the chain did not stop
-    runs = _runs_of(deployed, "creator-next-round")
     assert [run["state_type"] for run in runs] == ["COMPLETED", "COMPLETED"], runs
     first, second = runs
     assert second["created_by"]["type"] == "AUTOMATION"  # started by the trigger, not by us
+    # The chain stops because the last round announces nothing: once the second run's process
+    # has exited (so every event it emitted was sent), the only announcement of the run is the
+    # first round's, the one the trigger answered with the second run.
+    _wait_event(deployed, "prefect.worker.executed-flow-run", second["id"], timeout=120)
+    announced = _events(deployed, "decentralml.round.settled", resource="decentralml.run.chained")
+    assert [event["payload"]["round"] for event in announced] == [1], announced
+    assert f"prefect.flow-run.{first['id']}" in {
+        r["prefect.resource.id"] for r in announced[0]["related"]
+    }
+    assert len(_runs_of(deployed, "creator-next-round")) == 2
     given = {k: v for k, v in second["parameters"].items() if v is not None}
     assert given == first["parameters"]  # the overrides carried over (unset ones as None)
     assert second["parameters"]["run_name"] == "chained"

@@ -382,6 +382,7 @@ def _run(max_examples: int, refusals: set[str]) -> None:
     assert refusals <= set(REFUSALS), REFUSALS
 
 
+@pytest.mark.slow
 def test_the_books_hold_under_random_operation_sequences() -> None:
     _run(PROPERTY_SETTINGS.max_examples, COMMON_REFUSALS)
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import itertools
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from decentralml.creator import wait_for_results
 from decentralml.domain import TaskSpec
 from decentralml.marketplace.embedded import EmbeddedMarketplace
 from decentralml.polling import Backoff
+from tests.helpers import FakeClock
 
 
 def test_delays_grow_to_the_cap() -> None:
@@ -69,19 +68,20 @@ def _on_every_poll(market: EmbeddedMarketplace, monkeypatch, before) -> None:
 
 def test_a_quiet_round_is_polled_less_than_at_a_fixed_interval(open_task, monkeypatch) -> None:
     market, task_id = open_task
+    clock = FakeClock()
     polls: list[float] = []
-    _on_every_poll(market, monkeypatch, lambda: polls.append(time.monotonic()))
-    started = time.monotonic()
-    wait_for_results(market, task_id, timeout_s=2.0, poll_s=0.1)
-    assert 1.9 <= time.monotonic() - started < 4.0
-    # a fixed 0.1 s interval: ~20 polls; backing off 0.1, 0.15, 0.225, 0.34, 0.4, ...: ~8
-    assert 4 <= len(polls) <= 10, len(polls)
-    gaps = [b - a for a, b in itertools.pairwise(polls)]
-    assert gaps[-2] > 2 * gaps[0]  # the delays grew
+    _on_every_poll(market, monkeypatch, lambda: polls.append(clock()))
+    wait_for_results(market, task_id, timeout_s=2.0, poll_s=0.1, clock=clock, sleep=clock.sleep)
+    # from 0.1 s growing by 1.5 up to the cap of 4 x 0.1 s; the last wait ends at the deadline
+    assert clock.sleeps == pytest.approx([0.1, 0.15, 0.225, 0.3375, 0.4, 0.4, 0.3875])
+    assert clock() == pytest.approx(2.0)
+    assert polls == pytest.approx([0, 0.1, 0.25, 0.475, 0.8125, 1.2125, 1.6125, 2.0])
+    # a fixed 0.1 s interval polls 21 times in the same 2 s
 
 
 def test_a_slot_taken_resets_the_wait(open_task, monkeypatch) -> None:
     market, task_id = open_task
+    clock = FakeClock()
     polls: list[int] = []
 
     def count_then_assign() -> None:
@@ -91,8 +91,14 @@ def test_a_slot_taken_resets_the_wait(open_task, monkeypatch) -> None:
 
     _on_every_poll(market, monkeypatch, count_then_assign)
     statuses = []
-    wait_for_results(market, task_id, timeout_s=5.0, poll_s=0.1, on_poll=statuses.append)
-    lefts = [s.seconds_left for s in statuses]
-    gaps = [a - b for a, b in itertools.pairwise(lefts)]
-    assert statuses[4].assigned == 1 and statuses[3].assigned == 0
-    assert gaps[4] < gaps[3]  # the look after the change came sooner than the one before it
+    wait_for_results(
+        market, task_id, timeout_s=5.0, poll_s=0.1, on_poll=statuses.append,
+        clock=clock, sleep=clock.sleep,
+    )  # fmt: skip
+    assert [s.assigned for s in statuses[:6]] == [0, 0, 0, 0, 1, 1]
+    # backed off to 0.3375 s, then the taken slot starts the delays over at 0.1 s
+    assert clock.sleeps[:6] == pytest.approx([0.1, 0.15, 0.225, 0.3375, 0.1, 0.15])
+    assert [s.seconds_left for s in statuses[:6]] == pytest.approx(
+        [5.0, 4.9, 4.75, 4.525, 4.1875, 4.0875]
+    )
+    assert clock() == pytest.approx(5.0) and statuses[-1].seconds_left == 0

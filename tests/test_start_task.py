@@ -115,7 +115,11 @@ def test_the_wheel_is_built_once_reproducibly_and_shipped(tmp_path: Path) -> Non
     assert again.read_bytes() == wheel.read_bytes()  # same sources, same bytes
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    assert {"decentralml/contributor.py", "flows/contributor.py", "tasks/policy.py"} <= names
+    assert {
+        "decentralml/contributor/procedure.py",
+        "flows/contributor.py",
+        "tasks/policy.py",
+    } <= names
     assert project_wheel(tmp_path, tmp_path / "cache") is None  # no sources: no wheel
 
     package = build_package(PACKAGE_ASSETS, {"model": "mnist_mlp"}, wheels=(wheel,))

@@ -128,8 +128,8 @@ def test_concurrent_fits_never_share_a_model(pool, data, starts) -> None:
     lent: list[int] = []
     real_restart = training.restart
 
-    def restart_then_meet(model, start, *rest) -> None:  # all three hold a model at once
-        real_restart(model, start, *rest)
+    def restart_then_meet(model, start, *rest, **options) -> None:  # all three at once
+        real_restart(model, start, *rest, **options)
         lent.append(id(model))
         overlap.wait()
 

@@ -2,16 +2,15 @@
 decoding it rests on (weights.decode_views).
 
 Results are real safetensors files in a file:// store, described by marketplace records; the
-hostile ones are refused with the reasons the review's own ``screen`` gives, the mean of the
-rest equals a float64 reference, and memory stays at about one result plus the accumulator
-(tracemalloc, against the same stream materialized as the control).
+hostile ones are refused with the reasons the review's own ``screen`` gives and the mean of
+the rest equals a float64 reference. The stream's memory (the result being checked, the next
+one read ahead and the accumulator) is a benchmark figure: bench/bench_aggregation.py.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
@@ -150,30 +149,6 @@ def test_nothing_passing_screening_leaves_no_new_weights(tmp_path: Path) -> None
     assert outcome.new_global is None
     reasons = [v.reason for v in outcome.refused]
     assert reasons == ["tensor 001.bias contains NaN or infinite values"]
-
-
-def _traced_peak(run) -> int:
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        run()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
-def test_one_result_at_a_time(tmp_path: Path) -> None:
-    results = Results(tmp_path)
-    for i in range(30):
-        results.add(encode(_weights(i)), 100)
-    results.aggregate()  # warm-up: imports (scipy's BLAS) are traced too
-    streamed = _traced_peak(results.aggregate)
-    # The result being checked, the next one read ahead and the accumulator: ~3.2 models.
-    assert streamed < 3.5 * MODEL_BYTES, streamed / MODEL_BYTES
-    materialized = _traced_peak(
-        lambda: [results.fetch(results.location(s), s.result.sha256) for s in results.submissions]
-    )
-    assert materialized > 29 * MODEL_BYTES  # the control: the same reads, all kept
 
 
 def test_reading_ahead_reads_each_result_once_in_commitment_order(tmp_path: Path) -> None:

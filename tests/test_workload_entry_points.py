@@ -87,6 +87,7 @@ def test_an_unknown_name_lists_the_published_ones(distribution: Path) -> None:
         workloads.get("nothing_by_this_name")
 
 
+@pytest.mark.slow
 def test_the_cli_lists_published_and_broken_workloads_and_refuses_a_broken_one(
     distribution: Path, tmp_path: Path
 ) -> None:
