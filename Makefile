@@ -48,6 +48,7 @@ test-fast: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	@! grep -rnE '^(<<<<<<< |>>>>>>> )' decentralml flows tasks tests docs configs assets bench \
 	  README.md prefect.yaml pyproject.toml Makefile || (echo 'error: merge conflict markers above' && false)
 

@@ -54,8 +54,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult
-from decentralml.storage import ArtifactStore
+from decentralml.io.storage import ArtifactStore
+from decentralml.io.weights import encode, layout_bytes, layout_of
+from decentralml.protocol.records import ResultSubmissionStatus, Submission, TaskResult
+from decentralml.simulation.streaming import aggregate_verified
 from decentralml.strategies import (
     Average,
     Contribution,
@@ -68,8 +70,6 @@ from decentralml.strategies import (
     TrimmedMean,
 )
 from decentralml.validation.base import RESULT_HEADER_ALLOWANCE
-from decentralml.validation.streaming import aggregate_verified
-from decentralml.weights import encode, layout_bytes, layout_of
 
 SEED_SIZES = (10, 50, 100)
 BIG_N = 10
@@ -133,7 +133,7 @@ def traced_peak(run: Callable[[], object]) -> int:
 
 
 def seed_shapes() -> dict[str, tuple[int, ...]]:
-    from decentralml.models import build_model, model_tensors
+    from decentralml.ml.models import build_model, model_tensors
 
     return {n: t.shape for n, t in model_tensors(build_model("mnist_mlp")).items()}
 

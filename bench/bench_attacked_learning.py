@@ -11,14 +11,14 @@ Run from the project root:
 
 The rounds are bench_learning.py's (same Lab, seed weights, ``ReusableTrainer`` with Adam 1e-3
 restarted each round, IID shards, 10 contributors, 1 epoch, B = 32, 10 rounds); the last 3
-contributors attack (decentralml.attacks: ``sign_flip`` and ``scaled``, both ×10, each applied
-to the attacker's own honest training). "screened" runs the creator's CustomAccept exactly as
-its review does: ``make_policy`` of the default task config (update_norm, then holdout_gate),
-its ``decide_round`` on the round's candidates with each claim capped by
-``allowed_weights``, evaluated on the creator's held-out split; only the accepted results
-reach the strategy. "open" gives the strategy every result (AutoAccept on well-formed,
-original weights: attackers here send both). Storage, the marketplace and originality are left
-out: none changes what these attackers achieve.
+contributors attack (decentralml.simulation.attacks: ``sign_flip`` and ``scaled``, both ×10,
+each applied to the attacker's own honest training). "screened" runs the creator's CustomAccept
+exactly as its review does: ``make_policy`` of the default task config (update_norm, then
+holdout_gate), its ``decide_round`` on the round's candidates with each claim capped by
+``allowed_weights``, evaluated on the creator's held-out split; only the accepted results reach
+the strategy. "open" gives the strategy every result (AutoAccept on well-formed, original
+weights: attackers here send both). Storage, the marketplace and originality are left out: none
+changes what these attackers achieve.
 
 Strategies: fedavg, median, trimmed_mean (trim 0.3 per side), krum and multi_krum (f = 3),
 and fedavg with ``clip_norm_multiple`` 2 (NormClipped).
@@ -105,7 +105,7 @@ def select(wanted: Sequence[str]) -> list[Run]:
 
 
 def strategy_for(label: str):
-    from decentralml.config import parse_config
+    from decentralml.runtime.config import parse_config
     from decentralml.strategies import get_strategy
 
     return get_strategy(parse_config({"strategy": STRATEGIES[label]}).strategy)
@@ -119,8 +119,8 @@ def screen_round(
 ) -> list[bool]:
     """The creator's CustomAccept verdicts on this round's results, as its review reaches
     them: default validators, claims capped, the round's view of the updates."""
-    from decentralml.config import TaskConfig
-    from decentralml.domain import ResultSubmissionStatus, Submission
+    from decentralml.protocol.records import ResultSubmissionStatus, Submission
+    from decentralml.runtime.config import TaskConfig
     from decentralml.validation import Candidate, RoundView, allowed_weights, make_policy
 
     task = TaskConfig(validation_strategy="CustomAccept")
@@ -139,10 +139,10 @@ def screen_round(
 
 def train(lab: Lab, run: Run, rounds: int, log: Callable[[str], None]) -> dict[str, object]:
     """``rounds`` rounds of ``run``; its summary (accuracy per round, who was accepted)."""
-    from decentralml.attacks import Attack
-    from decentralml.models import evaluate
+    from decentralml.ml.models import evaluate
+    from decentralml.ml.training import ReusableTrainer
+    from decentralml.simulation.attacks import Attack
     from decentralml.strategies import Contribution, NothingToAggregate
-    from decentralml.training import ReusableTrainer
 
     shards = lab.shards("iid")
     strategy = strategy_for(run.strategy)
@@ -151,7 +151,7 @@ def train(lab: Lab, run: Run, rounds: int, log: Callable[[str], None]) -> dict[s
     attackers = range(CONTRIBUTORS - ATTACKERS, CONTRIBUTORS) if attack else range(0)
 
     def holdout(tensors: Mapping[str, np.ndarray]) -> dict:
-        from decentralml.models import set_model_tensors
+        from decentralml.ml.models import set_model_tensors
 
         set_model_tensors(lab.scorer, dict(tensors))
         return evaluate(lab.scorer, *lab.holdout)

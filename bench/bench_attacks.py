@@ -6,10 +6,11 @@ Run from the project root (about 40 min on 2 cores for the full matrix):
 
 Each run is one federated training of the seed model on MNIST: 10 contributors, 1 local epoch
 (batch 32, Adam 1e-3 restarted each round, as the contributor flow does), 5 rounds, with 3 of
-the 10 contributors attacking (decentralml.attacks), on the IID and the ``shards`` (2 classes
-each) partitions. The creator's side is the real code: results are encoded as safetensors,
-stored, and judged by ``validation.Judge`` (screening, originality, the policy) and federated by
-the configured strategy. What is simulated: the marketplace (each accepted result is paid
+the 10 contributors attacking (decentralml.simulation.attacks), on the IID and the
+``shards`` (2 classes each) partitions. The creator's side is the real code: results are
+encoded as safetensors, stored, and judged by the creator's own judge (``task_judge``:
+screening, originality, the policy over the configured rule's aggregate) and federated by the
+configured strategy. What is simulated: the marketplace (each accepted result is paid
 ``pays_amount // max_assignments`` = 100 000) and the contributors' training, which reuses one
 compiled Keras model so that 60+ trainings fit in a session. The baseline of each partition is
 the same configuration with no attacker, measured in the same run.
@@ -67,11 +68,11 @@ class World:
     def __init__(self, partition: str) -> None:
         import keras
 
-        from decentralml.config import parse_config
         from decentralml.creator import task_settings
-        from decentralml.data.federated import contributor_shard, creator_holdout, test_split
-        from decentralml.models import build_model, model_tensors
-        from decentralml.training import ReusableTrainer
+        from decentralml.ml.data.federated import contributor_shard, creator_holdout, test_split
+        from decentralml.ml.models import build_model, model_tensors
+        from decentralml.ml.training import ReusableTrainer
+        from decentralml.runtime.config import parse_config
 
         config = parse_config({"contributors": CONTRIBUTORS, "data": {"partition": partition}})
         data = task_settings(config).data
@@ -88,7 +89,7 @@ class World:
         return self.trainer.fit(start, x, y, seed=seed)
 
     def score(self, tensors, split) -> dict:
-        from decentralml.models import evaluate, set_model_tensors
+        from decentralml.ml.models import evaluate, set_model_tensors
 
         set_model_tensors(self.scorer, dict(tensors))
         return evaluate(self.scorer, *split)
@@ -98,10 +99,11 @@ _WORLDS: dict[str, World] = {}
 
 
 def run(partition: str, config: str, attack: str, rounds: int) -> Outcome:
-    from decentralml.attacks import Attack
-    from decentralml.config import TaskConfig, parse_config
     from decentralml.creator import rule_aggregator
-    from decentralml.domain import (
+    from decentralml.io.storage import ArtifactStore
+    from decentralml.io.weights import encode
+    from decentralml.protocol import layout
+    from decentralml.protocol.records import (
         ResultSubmissionStatus,
         Submission,
         Task,
@@ -109,11 +111,10 @@ def run(partition: str, config: str, attack: str, rounds: int) -> Outcome:
         TaskSpec,
         TaskStatus,
     )
-    from decentralml.protocol import layout
-    from decentralml.storage import ArtifactStore
+    from decentralml.runtime.config import TaskConfig, parse_config
+    from decentralml.simulation.attacks import Attack
     from decentralml.strategies import Contribution, NothingToAggregate, get_strategy
     from decentralml.validation import make_policy, screening_rules, task_judge
-    from decentralml.weights import encode
 
     world = _WORLDS.setdefault(partition, World(partition))
     started = time.perf_counter()

@@ -28,11 +28,11 @@ from substrateinterface import Keypair
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from decentralml.commitment import result_commitment  # noqa: E402
-from decentralml.domain import TaskResult, TaskSpec, Verdict  # noqa: E402
 from decentralml.marketplace.base import Marketplace  # noqa: E402
 from decentralml.marketplace.embedded import EmbeddedMarketplace  # noqa: E402
 from decentralml.marketplace.substrate import SubstrateMarketplace  # noqa: E402
+from decentralml.protocol.commitment import result_commitment  # noqa: E402
+from decentralml.protocol.records import TaskResult, TaskSpec, Verdict  # noqa: E402
 
 REWARD = 10**12
 FUNDS = 10**16
@@ -112,7 +112,7 @@ def main() -> int:
 
 
 def chain_address(keypair: Keypair) -> str:
-    from decentralml.accounts import canonical_address
+    from decentralml.protocol.accounts import canonical_address
 
     return canonical_address(keypair.ss58_address)
 

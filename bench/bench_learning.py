@@ -8,14 +8,14 @@ Run from the project root:
     .venv/bin/python bench/bench_learning.py --quick          # 2-round smoke run
 
 What is measured is how well the platform's own training code learns, not how fast a round is
-orchestrated: every contributor's local fit is decentralml.training's (``ReusableTrainer``,
+orchestrated: every contributor's local fit is decentralml.ml.training's (``ReusableTrainer``,
 the same optimizer, restart, FedProx proximal term and SCAFFOLD correction as
 ``train_contribution``, on one compiled model per configuration), the aggregation is the
 strategy's ``aggregate`` from decentralml/strategies/ with its ``configure_round`` settings
 and ``round_tensors`` (SCAFFOLD's c; each contributor's c_i is updated by the contributor's
 own ``contributor_control_variate`` and kept in memory here, on disk in the platform), and
 the shards are
-decentralml.data.federated's ``contributor_shard`` under the task's data settings (the creator
+decentralml.ml.data.federated's ``contributor_shard`` under the task's data settings (the creator
 keeps ``holdout_examples`` out of the pool). Prefect, the marketplace, storage and the
 results' screening are left out: they neither change the weights of an honest round nor are
 what this bench measures, and they would cost minutes per round.
@@ -24,7 +24,7 @@ The setup follows McMahan et al. 2017, "Communication-Efficient Learning of Deep
 Decentralized Data" (FedAvg), and differs from it: the seed model (Flatten · Dense(128) ·
 Dense(10)) rather than the 2NN or CNN, 10 contributors all taking part each round (C = 1.0),
 E = 1 local epoch, B = 32, 55 000 training examples (5 000 kept by the creator), and the
-shards cut inside each class (decentralml/data/partition.py). One seed per configuration.
+shards cut inside each class (decentralml/ml/data/partition.py). One seed per configuration.
 
 "shared slice" is Zhao et al. 2018, "Federated Learning with Non-IID Data": every contributor
 also trains on the same 500 (or 2 000) examples of the creator's held-out split, the slice a
@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from decentralml.config import RunConfig
+    from decentralml.runtime.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -164,8 +164,8 @@ class Lab:
 
     def __init__(self) -> None:
         from decentralml.creator import task_settings
-        from decentralml.data.federated import creator_holdout, test_split
-        from decentralml.models import build_model
+        from decentralml.ml.data.federated import creator_holdout, test_split
+        from decentralml.ml.models import build_model
 
         self._data = {p: task_settings(_config(p)).data for p in ROUNDS}
         iid = self._data["iid"]
@@ -175,7 +175,7 @@ class Lab:
         self._shards: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
 
     def shards(self, partition: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        from decentralml.data.federated import contributor_shard
+        from decentralml.ml.data.federated import contributor_shard
 
         if partition not in self._shards:
             data = self._data[partition]
@@ -186,7 +186,7 @@ class Lab:
         """Each contributor's shard plus the task's shared slice of ``examples``, as the
         creator packages it and the contributor reads and adds it."""
         from decentralml.creator import shared_slice_files, task_settings
-        from decentralml.data.shared_slice import read_slice, with_slice
+        from decentralml.ml.data.shared_slice import read_slice, with_slice
 
         config = _config("iid", examples)
         data = task_settings(config).data
@@ -195,7 +195,7 @@ class Lab:
         return [with_slice(shard, shared) for shard in shards]
 
     def accuracy(self, tensors: dict[str, np.ndarray]) -> float:
-        from decentralml.models import evaluate, set_model_tensors
+        from decentralml.ml.models import evaluate, set_model_tensors
 
         set_model_tensors(self.scorer, dict(tensors))
         return float(evaluate(self.scorer, *self.test)["accuracy"])
@@ -203,7 +203,7 @@ class Lab:
 
 def _config(partition: str, shared_slice: int = 0) -> RunConfig:
     """The run's config for ``partition``: the defaults (5 000 held-out examples, seed 42)."""
-    from decentralml.config import parse_config
+    from decentralml.runtime.config import parse_config
 
     data = {"partition": partition, "shared_slice": shared_slice}
     return parse_config({"contributors": CONTRIBUTORS, "data": data})
@@ -213,7 +213,7 @@ def initial_tensors() -> dict[str, np.ndarray]:
     """The seed model's starting weights, the same for every configuration."""
     import keras
 
-    from decentralml.models import build_model, model_tensors
+    from decentralml.ml.models import build_model, model_tensors
 
     keras.utils.set_random_seed(SEED)
     return model_tensors(build_model("mnist_mlp"))
@@ -222,10 +222,10 @@ def initial_tensors() -> dict[str, np.ndarray]:
 def federated(lab: Lab, setup: Setup, rounds: int, log: Callable[[str], None] = print) -> Curve:
     """``rounds`` rounds of ``setup`` with every contributor taking part; test accuracy after
     each aggregation."""
+    from decentralml.ml.task_settings import RoundSettings
+    from decentralml.ml.training import ReusableTrainer, optimizer_state
     from decentralml.strategies import Contribution, registry
     from decentralml.strategies.scaffold import DriftStep, contributor_control_variate, local_steps
-    from decentralml.task_settings import RoundSettings
-    from decentralml.training import ReusableTrainer, optimizer_state
 
     shards = lab.shards(setup.partition)
     if setup.shared_slice:
@@ -281,7 +281,7 @@ def centralised(lab: Lab, epochs: int, log: Callable[[str], None] = print) -> Cu
     each epoch: what federation is compared with."""
     import keras
 
-    from decentralml.models import build_model, model_tensors, set_model_tensors
+    from decentralml.ml.models import build_model, model_tensors, set_model_tensors
 
     x = np.concatenate([s[0] for s in lab.shards("iid")])
     y = np.concatenate([s[1] for s in lab.shards("iid")])

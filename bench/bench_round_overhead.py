@@ -152,11 +152,11 @@ def run_demo(config_path: Path, summary_path: Path) -> dict:
 def baseline_fits(config_path: Path) -> tuple[float, int]:
     """The demo's fits (every round, every contributor, same seeds) on one reused model:
     (seconds of fitting, number of fits)."""
-    from decentralml.config import load_config
     from decentralml.creator import task_settings
-    from decentralml.data.federated import contributor_shard
-    from decentralml.models import build_model, model_tensors
-    from decentralml.training import ReusableTrainer
+    from decentralml.ml.data.federated import contributor_shard
+    from decentralml.ml.models import build_model, model_tensors
+    from decentralml.ml.training import ReusableTrainer
+    from decentralml.runtime.config import load_config
 
     config = load_config(config_path)
     settings = task_settings(config)
@@ -197,13 +197,13 @@ def components(config_path: Path, workdir: Path) -> dict[str, float]:
     freshly built and compiled model is this run's reference for ``train_contribution``."""
     import keras
 
-    from decentralml.config import load_config
     from decentralml.creator import task_settings
-    from decentralml.data import load_mnist
-    from decentralml.data.federated import contributor_shard
     from decentralml.marketplace.embedded import EmbeddedMarketplace
-    from decentralml.models import build_model, model_tensors
-    from decentralml.training import local_model, train_contribution
+    from decentralml.ml.data import load_mnist
+    from decentralml.ml.data.federated import contributor_shard
+    from decentralml.ml.models import build_model, model_tensors
+    from decentralml.ml.training import local_model, train_contribution
+    from decentralml.runtime.config import load_config
 
     config = load_config(config_path)
     settings = task_settings(config)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from decentralml.api.seed import as_keypair, as_marketplace
 from decentralml.contributor import Contributor, assign, checked_inputs
-from decentralml.seed_api import as_keypair, as_marketplace
-from decentralml.storage import ArtifactStore
+from decentralml.io.storage import ArtifactStore
 
 
 def assign_task(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from decentralml.domain import TaskSpec, TaskType, ValidationStrategy
-from decentralml.seed_api import as_keypair, as_marketplace, drop_credentials
-from decentralml.storage import ArtifactStore, sha256_hex
+from decentralml.api.seed import as_keypair, as_marketplace, drop_credentials
+from decentralml.io.storage import ArtifactStore, sha256_hex
+from decentralml.protocol.records import TaskSpec, TaskType, ValidationStrategy
 
 
 def create_task_model_contributor(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from decentralml.domain import Submission
-from decentralml.seed_api import as_marketplace
+from decentralml.api.seed import as_marketplace
+from decentralml.protocol.records import Submission
 
 
 def list_task_results(substrate: Any, task_id: int) -> list[Submission]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from decentralml.domain import Task
-from decentralml.seed_api import as_marketplace
+from decentralml.api.seed import as_marketplace
+from decentralml.protocol.records import Task
 
 
 def list_tasks(substrate: Any, open_only: bool = True) -> list[Task]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from decentralml.domain import Verdict
-from decentralml.seed_api import as_keypair, as_marketplace
+from decentralml.api.seed import as_keypair, as_marketplace
+from decentralml.protocol.records import Verdict
 
 
 def reject_task_results(

@@ -2,7 +2,7 @@
 (decentralml/send_task_result.py).
 
 ``result_path`` is a local safetensors weights file (the contributor's ``save_model`` output).
-Its commitment (decentralml.commitment) is recorded on the marketplace first, then it is
+Its commitment (decentralml.protocol.commitment) is recorded on the marketplace first, then it is
 uploaded next to the task's global weights, then its record (path, sha256) is sent.
 """
 
@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from decentralml.api.seed import as_keypair, as_marketplace, drop_credentials
 from decentralml.contributor import commit, result_url
-from decentralml.domain import TaskResult
-from decentralml.seed_api import as_keypair, as_marketplace, drop_credentials
-from decentralml.storage import ArtifactStore, sha256_hex
-from decentralml.weights import decode, read_metadata
+from decentralml.io.storage import ArtifactStore, sha256_hex
+from decentralml.io.weights import decode, read_metadata
+from decentralml.protocol.records import TaskResult
 
 
 def send_task_result(

@@ -11,13 +11,13 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from decentralml.config import StorageConfig
-from decentralml.domain import ResultSubmissionStatus, Verdict
-from decentralml.seed_api import as_marketplace
-from decentralml.storage import ArtifactStore
+from decentralml.api.seed import as_marketplace
+from decentralml.io.storage import ArtifactStore
+from decentralml.io.weights import decode
+from decentralml.protocol.records import ResultSubmissionStatus, Verdict
+from decentralml.runtime.config import StorageConfig
 from decentralml.validation import AutoAccept, Policy, ScreeningRules, task_judge
 from decentralml.validation.base import Evaluator
-from decentralml.weights import decode
 
 
 def validate_task_results(

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import get_args
 
-from decentralml import checks
-from decentralml.config import MARKETPLACE_ENV, AttackKind, LocalOptimizer, StrategyName
-from decentralml.errors import DecentralMLError
+from decentralml.protocol.errors import DecentralMLError
+from decentralml.runtime import checks
+from decentralml.runtime.config import MARKETPLACE_ENV, AttackKind, LocalOptimizer, StrategyName
 from decentralml_cli.config import DEFAULT_CONFIG
 
 ATTACKS = get_args(AttackKind)
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler, help_text: str, uses: tuple) -> argparse.ArgumentParser:
-        """``uses``: the checks (decentralml.checks) for the config parts the command uses."""
+        """``uses``: the checks (decentralml.runtime.checks) for the config parts it uses."""
         command = sub.add_parser(name, help=help_text)
         command.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
         command.set_defaults(handler=handler, checks=uses)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from decentralml import checks
-from decentralml.config import RunConfig, load_config, load_contributor_config
+from decentralml.runtime import checks
+from decentralml.runtime.config import RunConfig, load_config, load_contributor_config
 
 DEFAULT_CONFIG = Path("configs/mnist.yaml")
 SUBSTRATE_CONFIG = Path("configs/mnist-substrate.yaml")
@@ -48,10 +48,10 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _workload_overrides(name: str | None) -> dict[str, object]:
     """``--workload NAME``: that workload, its data (``data.source`` follows it) and the
-    settings a built-in workload needs to fit the shipped configs (decentralml/workloads/)."""
+    settings a built-in workload needs to fit the shipped configs (decentralml/ml/workloads/)."""
     if name is None:
         return {}
-    from decentralml import workloads
+    from decentralml.ml import workloads
 
     return {"data.source": None, **workloads.get(name).config}
 

@@ -21,8 +21,6 @@ from prefect import State, flow, get_run_logger, tags
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Cancelled
 
-from decentralml.checks import CONTRIBUTE, check_config
-from decentralml.config import RunConfig, load_contributor_config
 from decentralml.contributor import (
     ContributionReceipt,
     Contributor,
@@ -32,12 +30,14 @@ from decentralml.contributor import (
     find_open_task,
     unwanted,
 )
-from decentralml.domain import Task
-from decentralml.errors import TaskFull, TaskNotOpen
 from decentralml.marketplace.base import Marketplace
-from decentralml.polling import Backoff
-from decentralml.runtime import contributor_keypair, open_marketplace, open_store
-from decentralml.shutdown import STOP
+from decentralml.protocol.errors import TaskFull, TaskNotOpen
+from decentralml.protocol.records import Task
+from decentralml.runtime.backends import contributor_keypair, open_marketplace, open_store
+from decentralml.runtime.checks import CONTRIBUTE, check_config
+from decentralml.runtime.config import RunConfig, load_contributor_config
+from decentralml.runtime.polling import Backoff
+from decentralml.runtime.shutdown import STOP
 from tasks.contributor import STEPS
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def run_agent(
     Every skipped task is remembered and never retried: tasks are published by anyone, so
     none may stop the agent. With no task to take it looks again after a delay that grows
     from min(0.2 s, ``poll_seconds``) to 4 × ``poll_seconds`` and starts over once it finds
-    one (decentralml.polling).
+    one (decentralml.runtime.polling).
     """
     stop = stop or threading.Event()
     terms = contributor.terms
@@ -273,7 +273,7 @@ def agent(
     each task's data spec, instead of the creator-provided shard. Its key comes from the
     environment variable the config names.
 
-    SIGTERM or SIGINT stops it cleanly (decentralml.shutdown): the run ends Cancelled."""
+    SIGTERM or SIGINT stops it cleanly (decentralml.runtime.shutdown): the run ends Cancelled."""
     config = load_contributor_config(config_path or None, marketplace)
     config = check_config(config, CONTRIBUTE, source=config_path or "no config file")
     contributor = open_contributor(config, shard_index, local_data=data_path)

@@ -30,13 +30,13 @@ from prefect import flow, get_run_logger, tags
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Failed, State
 
-from decentralml.checks import CREATE, check_config
-from decentralml.config import RunConfig, load_config, run_overrides
-from decentralml.crashpoints import crashpoint
 from decentralml.creator import close_open_tasks
+from decentralml.creator.report import RoundReport, submission_rows, underfilled_rounds
 from decentralml.creator.round import publish_round, round_report, settle_round, start_training
-from decentralml.reporting import RoundReport, submission_rows, underfilled_rounds
-from decentralml.session import CreatorSession, open_creator
+from decentralml.creator.session import CreatorSession, open_creator
+from decentralml.runtime.checks import CREATE, check_config
+from decentralml.runtime.config import RunConfig, load_config, run_overrides
+from decentralml.runtime.crashpoints import crashpoint
 from decentralml.validation import make_policy
 from flows.manual_review import FormReview
 from tasks import creator as steps
@@ -182,7 +182,7 @@ def train_from_config(
 ) -> list[dict]:
     """Deployment entry point (see prefect.yaml): every round of the configured training.
     ``config_path`` is read on the worker (relative to its working directory); the other
-    parameters override the config for this run (``decentralml.config.run_overrides``). The
+    parameters override the config for this run (``decentralml.runtime.config.run_overrides``). The
     creator's key comes from the environment variable the config names."""
     config = load_run_config(config_path, rounds, epochs, contributors, strategy, run_name)
     with creator_tags(config.name):
@@ -198,7 +198,7 @@ def load_run_config(
     run_name: str | None = None,
 ) -> RunConfig:
     """A deployment's config: the file as the worker sees it, the run's parameters on top
-    (``decentralml.config.run_overrides``), checked before anything is published."""
+    (``decentralml.runtime.config.run_overrides``), checked before anything is published."""
     overrides = run_overrides(rounds, epochs, contributors, strategy, run_name)
     config = load_config(config_path, overrides)
     return check_config(config, CREATE, source=config_path)

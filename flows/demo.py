@@ -14,12 +14,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict
 
-from decentralml.accounts import same_account
-from decentralml.config import RunConfig
+from decentralml.creator.report import RoundReport, round_row
+from decentralml.creator.session import open_session
 from decentralml.marketplace import AuditsChain, ChargesFees
-from decentralml.reporting import RoundReport, round_row
-from decentralml.runtime import contributor_keypair, fund_dev_accounts
-from decentralml.session import open_session
+from decentralml.protocol.accounts import same_account
+from decentralml.runtime.backends import contributor_keypair, fund_dev_accounts
+from decentralml.runtime.config import RunConfig
 from flows.creator import run_training
 from flows.simulation import attacker_indices, simulated_contributors, start_prefect_api
 

@@ -28,8 +28,8 @@ from prefect.input import RunInput
 from prefect.states import Running
 from pydantic import BaseModel, Field
 
-from decentralml.config import TaskConfig
-from decentralml.domain import Verdict
+from decentralml.protocol.records import Verdict
+from decentralml.runtime.config import TaskConfig
 from decentralml.validation.base import Candidate
 from decentralml.validation.manual import (
     ManualDefault,

@@ -26,16 +26,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from decentralml.attacks import Attack, attacked, attacker_outcome
-from decentralml.config import RunConfig, SimulationConfig
 from decentralml.contributor import Contributor
-from decentralml.errors import ConfigError
-from decentralml.runtime import (
+from decentralml.protocol.errors import ConfigError
+from decentralml.runtime.backends import (
     contributor_keypair,
     contributor_marketplace,
     open_marketplace,
     open_store,
 )
+from decentralml.runtime.config import RunConfig, SimulationConfig
+from decentralml.simulation.attacks import Attack, attacked, attacker_outcome
 from flows.contributor import ContributionReceipt, run_agent
 from tasks.contributor import STEPS
 

@@ -1,12 +1,12 @@
 """The creator's steps as Prefect tasks (core logic in decentralml.creator and
-decentralml.session); the order they run in is decentralml.creator.round's."""
+decentralml.creator.session); the order they run in is decentralml.creator.round's."""
 
 from __future__ import annotations
 
 from prefect import task
 
 from decentralml import creator as core
-from decentralml import session
+from decentralml.creator import session
 from decentralml.creator.round import CreatorSteps
 from tasks.policy import IO_TASK, LOCAL_TASK, POLL_TASK
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect.cache_policies import NO_CACHE
 
-from decentralml.errors import (
+from decentralml.protocol.errors import (
     ArtifactMissing,
     ArtifactTooLarge,
     ChainOutcomeUnknown,

@@ -1,5 +1,5 @@
 """Publishing the creator's reports as keyed Prefect artifacts (builders in
-decentralml.reporting). A key is reused by every rerun of the same run and round, and the
+decentralml.creator.report). A key is reused by every rerun of the same run and round, and the
 training's chart and summary keep one key per run: the UI's artifact history shows them change.
 
 Reports are best effort: they are written after a round is settled and paid, so an artifact
@@ -21,7 +21,7 @@ from prefect.artifacts import (
 )
 
 from decentralml.creator import WaitStatus
-from decentralml.reporting import (
+from decentralml.creator.report import (
     RoundReport,
     artifact_key,
     chart_markdown,

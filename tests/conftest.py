@@ -27,7 +27,7 @@ _WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...; unset in a ser
 os.environ["PREFECT_HOME"] = str(ROOT / ".prefect-test" / (_WORKER or ""))
 os.environ["KERAS_HOME"] = str(ROOT / ".keras")
 os.environ.setdefault("DECENTRALML_DATA_DIR", str(ROOT / ".cache" / "data"))
-# SCAFFOLD's per-contributor state (decentralml.local_state): fresh per session, never $HOME
+# SCAFFOLD's per-contributor state (decentralml.io.local_state): fresh per session, never $HOME
 if "DECENTRALML_STATE_DIR" not in os.environ:
     os.environ["DECENTRALML_STATE_DIR"] = tempfile.mkdtemp(prefix="dml-state-")
     atexit.register(shutil.rmtree, os.environ["DECENTRALML_STATE_DIR"], ignore_errors=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from decentralml.domain import Verdict
+from decentralml.protocol.records import Verdict
 from decentralml.validation import Candidate
 
 MIN_EXAMPLES = 100

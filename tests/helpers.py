@@ -7,10 +7,10 @@ from pathlib import Path
 import yaml
 from substrateinterface import Keypair
 
-from decentralml.commitment import result_commitment
-from decentralml.config import RunConfig, parse_config
-from decentralml.domain import TaskResult
 from decentralml.marketplace.base import Marketplace
+from decentralml.protocol.commitment import result_commitment
+from decentralml.protocol.records import TaskResult
+from decentralml.runtime.config import RunConfig, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

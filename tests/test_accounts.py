@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from substrateinterface import Keypair
 
-from decentralml.accounts import (
+from decentralml.protocol.accounts import (
     InvalidAddress,
     canonical_address,
     contributor_dev_keypair,
@@ -17,7 +17,7 @@ from decentralml.accounts import (
     public_key_of,
     same_account,
 )
-from decentralml.errors import ConfigError
+from decentralml.protocol.errors import ConfigError
 
 ALICE = dev_keypair("Alice")
 BOB, CHARLIE = contributor_dev_keypair(0), contributor_dev_keypair(1)

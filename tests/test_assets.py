@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from decentralml.errors import IntegrityError
-from decentralml.models import model_tensors
-from decentralml.weights import encode
+from decentralml.io.weights import encode
+from decentralml.ml.models import model_tensors
+from decentralml.protocol.errors import IntegrityError
 from tests.helpers import ROOT
 
 CREATOR_DIR = ROOT / "assets" / "mnist" / "model_creator"

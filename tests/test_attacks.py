@@ -1,14 +1,15 @@
-"""Simulated attackers (decentralml.attacks) and the demo that runs them against the defences."""
+"""Simulated attackers (decentralml.simulation.attacks) and the demo that runs them against the
+defences."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from decentralml.attacks import INFLATED_CLAIM, Attack, tamper
-from decentralml.config import parse_config
-from decentralml.errors import ConfigError
-from decentralml.training import TrainingOutcome
+from decentralml.ml.training import TrainingOutcome
+from decentralml.protocol.errors import ConfigError
+from decentralml.runtime.config import parse_config
+from decentralml.simulation.attacks import INFLATED_CLAIM, Attack, tamper
 from decentralml_cli import main
 from tests.helpers import small_config
 

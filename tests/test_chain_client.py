@@ -28,8 +28,8 @@ from decentralml.chain.client import (
     compact_encode,
     public_key_hex,
 )
-from decentralml.domain import TaskResult, TaskSpec, TaskType, ValidationStrategy
-from decentralml.errors import ChainError, InsufficientBalance
+from decentralml.protocol.errors import ChainError, InsufficientBalance
+from decentralml.protocol.records import TaskResult, TaskSpec, TaskType, ValidationStrategy
 from tests.chain_fixture import in_one_block
 
 SPEC = TaskSpec(

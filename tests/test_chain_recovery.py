@@ -23,11 +23,11 @@ import pytest
 from prefect.states import Completed, Failed
 from substrateinterface import Keypair
 
-from decentralml import errors
 from decentralml.chain.client import ChainClient, ChainOutcomeUnknown, Receipt
-from decentralml.domain import ResultSubmissionStatus, Verdict
-from decentralml.errors import ChainError, InsufficientBalance, TaskFull
 from decentralml.marketplace.substrate import SubstrateMarketplace
+from decentralml.protocol import errors
+from decentralml.protocol.errors import ChainError, InsufficientBalance, TaskFull
+from decentralml.protocol.records import ResultSubmissionStatus, Verdict
 from tasks.policy import _retry_unless_permanent
 from tests.chain_fixture import manual_blocks
 from tests.test_marketplace_substrate import REWARD_POOL, open_round
@@ -39,7 +39,7 @@ SETTLE_SNIPPET = textwrap.dedent(
     """
     import json, sys
     from substrateinterface import Keypair
-    from decentralml.domain import Verdict
+    from decentralml.protocol.records import Verdict
     from decentralml.marketplace.substrate import SubstrateMarketplace
 
     args = json.loads(sys.argv[1])

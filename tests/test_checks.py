@@ -1,4 +1,4 @@
-"""decentralml.checks: a loaded config checked against this machine, one line per problem.
+"""decentralml.runtime.checks: a loaded config checked against this machine, one line per problem.
 
 The CLI's view of these (exit status 2, nothing published) is in tests/test_cli.py; here each
 check on its own, and the runtime's own refusal when a check was skipped.
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from decentralml import checks
-from decentralml.checks import check_config
-from decentralml.config import MarketplaceConfig, parse_config
-from decentralml.errors import ConfigError
-from decentralml.runtime import open_marketplace
+from decentralml.protocol.errors import ConfigError
+from decentralml.runtime import checks
+from decentralml.runtime.backends import open_marketplace
+from decentralml.runtime.checks import check_config
+from decentralml.runtime.config import MarketplaceConfig, parse_config
 from tests.helpers import small_config
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from decentralml.accounts import contributor_dev_keypair
+from decentralml.protocol.accounts import contributor_dev_keypair
 from decentralml_cli import _config, build_parser, main
 from decentralml_cli.commands import inspect as inspect_commands
 from tests.helpers import ROOT, small_config, write_config
@@ -165,7 +165,7 @@ BAD_VALUES = {  # name: (command, overrides of the small config, the field the e
     ),
     "custom validator not callable": (
         "publish",
-        {"task.custom_validator": "decentralml.config:DEFAULT_VALIDATORS"},
+        {"task.custom_validator": "decentralml.runtime.config:DEFAULT_VALIDATORS"},
         "task.custom_validator",
     ),
     "more contributors than slots": (

@@ -1,4 +1,4 @@
-"""decentralml.commitment: the digest that binds a result to the committing account."""
+"""decentralml.protocol.commitment: the digest that binds a result to the committing account."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import hashlib
 import pytest
 from substrateinterface import Keypair
 
-from decentralml.accounts import InvalidAddress, contributor_dev_keypair
-from decentralml.commitment import COMMITMENT_DOMAIN, is_commitment, result_commitment
-from decentralml.errors import InvalidResult
+from decentralml.protocol.accounts import InvalidAddress, contributor_dev_keypair
+from decentralml.protocol.commitment import COMMITMENT_DOMAIN, is_commitment, result_commitment
+from decentralml.protocol.errors import InvalidResult
 
 BOB, CHARLIE = contributor_dev_keypair(0), contributor_dev_keypair(1)
 DIGEST = hashlib.sha256(b"weights").hexdigest()

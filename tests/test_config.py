@@ -1,4 +1,4 @@
-"""decentralml.config: the YAML run description, its validation and its refusals.
+"""decentralml.runtime.config: the YAML run description, its validation and its refusals.
 
 Every refusal is a ConfigError whose message names the dotted field path, so a user can find
 the line to fix; secrets are refused wherever they appear.
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from decentralml.config import RunConfig, load_config, parse_config
-from decentralml.domain import ValidationStrategy
-from decentralml.errors import ConfigError
+from decentralml.protocol.errors import ConfigError
+from decentralml.protocol.records import ValidationStrategy
+from decentralml.runtime.config import RunConfig, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_YAML = ROOT / "configs" / "mnist.yaml"
@@ -296,8 +296,8 @@ def test_storage_url_without_credentials_is_fine(url: str) -> None:
 
 
 def test_storage_retry_budget_reaches_the_store() -> None:
-    from decentralml.runtime import open_store
-    from decentralml.storage import Retries
+    from decentralml.io.storage import Retries
+    from decentralml.runtime.backends import open_store
 
     data = _with("storage.retry_attempts", 7)
     data["storage"]["retry_delays"] = [1, 4]

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decentralml.accounts import contributor_dev_keypair, dev_keypair
-from decentralml.commitment import result_commitment
 from decentralml.contributor import commit, encode_result, result_url, submit, upload_result
-from decentralml.domain import ResultSubmissionStatus, Task, TaskSpec
-from decentralml.errors import AlreadyCommitted, NotCommitted
+from decentralml.io.storage import ArtifactStore, StoredArtifact, sha256_hex
+from decentralml.io.weights import decode, read_metadata
 from decentralml.marketplace.embedded import EmbeddedMarketplace
-from decentralml.storage import ArtifactStore, StoredArtifact, sha256_hex
-from decentralml.training import TrainingOutcome
-from decentralml.weights import decode, read_metadata
+from decentralml.ml.training import TrainingOutcome
+from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.protocol.commitment import result_commitment
+from decentralml.protocol.errors import AlreadyCommitted, NotCommitted
+from decentralml.protocol.records import ResultSubmissionStatus, Task, TaskSpec
 
 ALICE, BOB = dev_keypair("Alice"), contributor_dev_keypair(0)
 OUTCOME = TrainingOutcome(

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from decentralml.accounts import contributor_dev_keypair, dev_keypair
-from decentralml.config import ContributorConfig, RunConfig, TrainingConfig
 from decentralml.contributor import Contributor, unwanted
 from decentralml.creator import task_settings
+from decentralml.io.storage import ArtifactStore
+from decentralml.io.weights import encode
 from decentralml.marketplace.embedded import EmbeddedMarketplace
-from decentralml.models import build_model, model_tensors
-from decentralml.storage import ArtifactStore
-from decentralml.weights import encode
+from decentralml.ml.models import build_model, model_tensors
+from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.runtime.config import ContributorConfig, RunConfig, TrainingConfig
 from flows.contributor import run_agent
 from tests.helpers import ROOT, write_config
 from tests.prefect_server import wait_for_runs

@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decentralml.accounts import contributor_dev_keypair, dev_keypair
-from decentralml.config import ContributorConfig, RunConfig
 from decentralml.contributor import Contributor
 from decentralml.creator import task_settings
-from decentralml.domain import TaskSpec
+from decentralml.io.packaging import build_package
+from decentralml.io.storage import ArtifactStore, sha256_hex
+from decentralml.io.weights import encode
 from decentralml.marketplace.embedded import EmbeddedMarketplace
-from decentralml.packaging import build_package
-from decentralml.runtime import DEFAULT_ASSETS
-from decentralml.storage import ArtifactStore, sha256_hex
-from decentralml.weights import encode
+from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.protocol.records import TaskSpec
+from decentralml.runtime.backends import DEFAULT_ASSETS
+from decentralml.runtime.config import ContributorConfig, RunConfig
 from flows.contributor import run_agent
 
 AGENT_LOG = "flows.contributor"
@@ -212,8 +212,8 @@ def test_a_replayed_task_costs_no_slot_and_the_agent_contributes_to_the_next_one
 ) -> None:
     """A third account replays the creator's task record, pointing at assets that do not exist
     on its side. The agent skips it without taking a slot, then trains for the next valid task."""
-    from decentralml.runtime import contributor_keypair
-    from decentralml.session import open_session
+    from decentralml.creator.session import open_session
+    from decentralml.runtime.backends import contributor_keypair
     from flows.creator import publish
     from tests.helpers import write_config
 

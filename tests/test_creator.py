@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decentralml.accounts import contributor_dev_keypair, dev_keypair
-from decentralml.config import parse_config
 from decentralml.contributor import result_url
 from decentralml.creator import Creator, review, wait_for_results
-from decentralml.domain import TaskResult, TaskSpec, Verdict
-from decentralml.errors import StorageError
+from decentralml.io.storage import ArtifactStore
+from decentralml.io.weights import encode
 from decentralml.marketplace.embedded import EmbeddedMarketplace
-from decentralml.storage import ArtifactStore
+from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.protocol.errors import StorageError
+from decentralml.protocol.records import TaskResult, TaskSpec, Verdict
+from decentralml.runtime.config import parse_config
 from decentralml.validation.base import PerCandidatePolicy
-from decentralml.weights import encode
 from tests.helpers import commit_and_send
 
 GLOBAL = {"000.kernel": np.zeros((3, 2), np.float32), "001.bias": np.zeros(2, np.float32)}

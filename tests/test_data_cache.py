@@ -1,4 +1,4 @@
-"""MNIST is read and checked once per process and file version (decentralml.data.mnist).
+"""MNIST is read and checked once per process and file version (decentralml.ml.data.mnist).
 
 A synthetic file with MNIST's exact shapes and label counts passes the loader's checks, so
 these tests need neither the real data nor the network. Reads are counted by wrapping the
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decentralml.data import load_mnist
-from decentralml.data import mnist as mnist_mod
+from decentralml.ml.data import load_mnist
+from decentralml.ml.data import mnist as mnist_mod
 
 
 def _write_mnist_like(path: Path, pixel: int) -> None:

@@ -13,18 +13,18 @@ import uuid
 import numpy as np
 import pytest
 
-from decentralml.attacks import Attack
-from decentralml.config import TaskConfig, parse_config
 from decentralml.creator import task_settings
-from decentralml.data.federated import contributor_shard, creator_holdout
-from decentralml.data.federated import test_split as mnist_test_split
-from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult
-from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
-from decentralml.storage import ArtifactStore
+from decentralml.io.storage import ArtifactStore
+from decentralml.io.weights import encode, layout_of
+from decentralml.ml.data.federated import contributor_shard, creator_holdout
+from decentralml.ml.data.federated import test_split as mnist_test_split
+from decentralml.ml.models import build_model, evaluate, model_tensors, set_model_tensors
+from decentralml.ml.training import ReusableTrainer
+from decentralml.protocol.records import ResultSubmissionStatus, Submission, TaskResult
+from decentralml.runtime.config import TaskConfig, parse_config
+from decentralml.simulation.attacks import Attack
 from decentralml.strategies import Contribution, FedAvg
-from decentralml.training import ReusableTrainer
 from decentralml.validation import Judge, make_policy, screening_rules
-from decentralml.weights import encode, layout_of
 
 pytestmark = [pytest.mark.slow]
 

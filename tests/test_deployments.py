@@ -15,11 +15,11 @@ import httpx
 import pytest
 import yaml
 
-from decentralml.config import RunConfig, parse_config
-from decentralml.domain import ResultSubmissionStatus, TaskStatus
+from decentralml.io.packaging import SETTINGS_FILE
 from decentralml.marketplace.base import Marketplace
-from decentralml.packaging import SETTINGS_FILE
-from decentralml.runtime import open_marketplace
+from decentralml.protocol.records import ResultSubmissionStatus, TaskStatus
+from decentralml.runtime.backends import open_marketplace
+from decentralml.runtime.config import RunConfig, parse_config
 from tests.helpers import ROOT, small_config
 from tests.prefect_server import AUTH, PREFECT
 from tests.prefect_server import stop as _stop

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from decentralml.accounts import contributor_dev_keypair
+from decentralml.protocol.accounts import contributor_dev_keypair
 from tests.helpers import ROOT, write_config
 
 CONTRIBUTORS = 4

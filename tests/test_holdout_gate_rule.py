@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult
+from decentralml.protocol.records import ResultSubmissionStatus, Submission, TaskResult
 from decentralml.strategies import Contribution, FedAvg, Median
 from decentralml.validation import HoldoutGate, RoundView
 from decentralml.validation.base import Candidate

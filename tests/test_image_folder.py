@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from decentralml import workloads
-from decentralml.errors import DataError
-from decentralml.task_settings import DataSettings
-from decentralml.workloads import DataSpec
-from decentralml.workloads.local_data import load_local_data, read_local_data
+from decentralml.ml import workloads
+from decentralml.ml.task_settings import DataSettings
+from decentralml.ml.workloads import DataSpec
+from decentralml.ml.workloads.local_data import load_local_data, read_local_data
+from decentralml.protocol.errors import DataError
 from decentralml_cli import main
 from tests.helpers import write_config
 

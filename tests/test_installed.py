@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from decentralml.config import load_config
-from decentralml.errors import ConfigError
-from decentralml.packaging import project_wheel
-from decentralml.resources import config_path, contributor_assets, shipped
+from decentralml.io.packaging import project_wheel
+from decentralml.protocol.errors import ConfigError
+from decentralml.runtime.config import load_config
+from decentralml.runtime.resources import config_path, contributor_assets, shipped
 from tests.helpers import ROOT
 
 
@@ -139,7 +139,7 @@ def test_the_installed_package_runs_a_demo_from_an_empty_directory(installed, tm
 
 _WHERE = """
 import json, decentralml, decentralml_cli, flows, tasks
-from decentralml.resources import contributor_assets, config_path
+from decentralml.runtime.resources import contributor_assets, config_path
 print(json.dumps([decentralml.__file__, decentralml_cli.__file__, flows.__file__, tasks.__file__,
                   str(contributor_assets().resolve()),
                   str(config_path("configs/mnist.yaml").resolve())]))

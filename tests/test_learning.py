@@ -38,9 +38,9 @@ def test_a_reused_trainer_fits_like_a_fresh_contribution(optimizer: str, mu: flo
     re-anchored at each fit's starting weights (a stale anchor would pull towards the first)."""
     import keras
 
-    from decentralml.models import build_model, model_tensors
+    from decentralml.ml.models import build_model, model_tensors
+    from decentralml.ml.training import ReusableTrainer, train_contribution
     from decentralml.strategies.base import update_norm
-    from decentralml.training import ReusableTrainer, train_contribution
 
     rng = np.random.default_rng(0)
     x = rng.random((256, 28, 28), dtype=np.float32)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from substrateinterface import Keypair
 
-from decentralml.errors import MarketplaceError
 from decentralml.marketplace import ledger as ledger_mod
 from decentralml.marketplace.embedded import EmbeddedMarketplace
 from decentralml.marketplace.ledger import read_transaction, write_transaction
+from decentralml.protocol.errors import MarketplaceError
 
 ALICE = Keypair.create_from_uri("//Alice")
 

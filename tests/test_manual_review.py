@@ -18,8 +18,8 @@ import time
 import pytest
 import yaml
 
-from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult, Verdict
-from decentralml.errors import ConfigError
+from decentralml.protocol.errors import ConfigError
+from decentralml.protocol.records import ResultSubmissionStatus, Submission, TaskResult, Verdict
 from decentralml.validation.manual import (
     NO_REVIEWER,
     ManualAccept,
@@ -129,8 +129,8 @@ def test_cli_round_without_decisions_or_terminal_exits_2_with_one_line(tmp_path)
 def rounds(tmp_path_factory, prefect_harness):
     """Three published tasks, each with two real results (shards 0 and 1), none judged."""
     from decentralml.contributor import Contributor
-    from decentralml.runtime import contributor_keypair, open_store
-    from decentralml.session import open_session
+    from decentralml.creator.session import open_session
+    from decentralml.runtime.backends import contributor_keypair, open_store
     from flows.contributor import contribute
     from flows.creator import publish
 
@@ -266,7 +266,7 @@ def test_the_round_pauses_for_the_form_and_pays_exactly_the_approved(rounds) -> 
 @pytest.mark.slow
 @pytest.mark.integration
 def test_without_an_answer_the_timeout_applies_the_default(rounds) -> None:
-    from decentralml.session import open_session
+    from decentralml.creator.session import open_session
     from flows.creator import outcome, run_round
 
     config = rounds["config"]

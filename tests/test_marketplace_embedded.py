@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 from substrateinterface import Keypair
 
-from decentralml.accounts import contributor_dev_keypair, dev_keypair
-from decentralml.commitment import result_commitment
-from decentralml.domain import ResultSubmissionStatus, TaskResult, TaskSpec, TaskStatus, Verdict
-from decentralml.errors import (
+from decentralml.marketplace import embedded
+from decentralml.marketplace.embedded import EmbeddedMarketplace
+from decentralml.marketplace.ledger import Ledger
+from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.protocol.commitment import result_commitment
+from decentralml.protocol.errors import (
     AlreadyAssigned,
     AlreadyCommitted,
     ConfigError,
@@ -41,9 +43,13 @@ from decentralml.errors import (
     UnknownTask,
     VerdictAlreadyGiven,
 )
-from decentralml.marketplace import embedded
-from decentralml.marketplace.embedded import EmbeddedMarketplace
-from decentralml.marketplace.ledger import Ledger
+from decentralml.protocol.records import (
+    ResultSubmissionStatus,
+    TaskResult,
+    TaskSpec,
+    TaskStatus,
+    Verdict,
+)
 from tests.helpers import commit_and_send
 
 FROZEN = 1e9  # seconds per block: the wall clock never reaches block 1 during a test

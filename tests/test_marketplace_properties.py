@@ -40,9 +40,16 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from decentralml.accounts import canonical_address, contributor_dev_keypair, dev_keypair
-from decentralml.commitment import result_commitment
-from decentralml.domain import (
+from decentralml.marketplace.ledger import (
+    Ledger,
+    _submission_from_row,
+    _task_from_row,
+    read_transaction,
+)
+from decentralml.protocol.accounts import canonical_address, contributor_dev_keypair, dev_keypair
+from decentralml.protocol.commitment import result_commitment
+from decentralml.protocol.errors import MarketplaceError
+from decentralml.protocol.records import (
     ResultSubmissionStatus,
     Submission,
     Task,
@@ -50,13 +57,6 @@ from decentralml.domain import (
     TaskSpec,
     TaskStatus,
     Verdict,
-)
-from decentralml.errors import MarketplaceError
-from decentralml.marketplace.ledger import (
-    Ledger,
-    _submission_from_row,
-    _task_from_row,
-    read_transaction,
 )
 
 EVERYONE = tuple(

@@ -1,4 +1,4 @@
-"""The rulebook (decentralml/marketplace/rules.py) as pure functions over domain records, and
+"""The rulebook (decentralml/protocol/rules.py) as pure functions over domain records, and
 the proof that the Substrate backend's pre-flight check and the SQLite ledger are one rule:
 same refusal, same message, and no scratch ledger written to decide it."""
 
@@ -10,18 +10,13 @@ from pathlib import Path
 import pytest
 from substrateinterface import Keypair
 
-from decentralml.accounts import contributor_dev_keypair, dev_keypair
-from decentralml.commitment import result_commitment
-from decentralml.domain import (
-    ResultSubmissionStatus,
-    Submission,
-    Task,
-    TaskResult,
-    TaskSpec,
-    TaskStatus,
-    Verdict,
-)
-from decentralml.errors import (
+from decentralml.marketplace.embedded import EmbeddedMarketplace
+from decentralml.marketplace.ledger import Ledger
+from decentralml.marketplace.substrate import _check_spec
+from decentralml.protocol import rules
+from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.protocol.commitment import result_commitment
+from decentralml.protocol.errors import (
     AlreadyAssigned,
     AlreadyCommitted,
     InvalidResult,
@@ -36,11 +31,16 @@ from decentralml.errors import (
     TaskNotOpen,
     VerdictAlreadyGiven,
 )
-from decentralml.marketplace import rules
-from decentralml.marketplace.embedded import EmbeddedMarketplace
-from decentralml.marketplace.ledger import Ledger
-from decentralml.marketplace.rules import ALREADY_DONE
-from decentralml.marketplace.substrate import _check_spec
+from decentralml.protocol.records import (
+    ResultSubmissionStatus,
+    Submission,
+    Task,
+    TaskResult,
+    TaskSpec,
+    TaskStatus,
+    Verdict,
+)
+from decentralml.protocol.rules import ALREADY_DONE
 
 CREATOR = dev_keypair("Alice").ss58_address
 BOB, CHARLIE = (contributor_dev_keypair(i).ss58_address for i in range(2))

@@ -23,8 +23,18 @@ from substrateinterface import Keypair
 
 from decentralml.chain import codec
 from decentralml.chain.client import ChainClient, ChainOutcomeUnknown, Receipt, public_key_hex
-from decentralml.commitment import result_commitment
-from decentralml.domain import (
+from decentralml.marketplace.indexer import ChainIndexer
+from decentralml.marketplace.ledger import Ledger
+from decentralml.marketplace.substrate import SubstrateMarketplace
+from decentralml.protocol.commitment import result_commitment
+from decentralml.protocol.errors import (
+    AlreadyCommitted,
+    ChainError,
+    ConfigError,
+    InsufficientBalance,
+    TaskFull,
+)
+from decentralml.protocol.records import (
     ResultSubmissionStatus,
     TaskResult,
     TaskSpec,
@@ -32,16 +42,6 @@ from decentralml.domain import (
     ValidationStrategy,
     Verdict,
 )
-from decentralml.errors import (
-    AlreadyCommitted,
-    ChainError,
-    ConfigError,
-    InsufficientBalance,
-    TaskFull,
-)
-from decentralml.marketplace.indexer import ChainIndexer
-from decentralml.marketplace.ledger import Ledger
-from decentralml.marketplace.substrate import SubstrateMarketplace
 from tests.chain_fixture import fund, in_one_block
 from tests.helpers import commit_and_send
 

@@ -31,8 +31,8 @@ import httpx
 import pytest
 import yaml
 
-from decentralml.domain import ResultSubmissionStatus, TaskStatus
 from decentralml.marketplace.embedded import EmbeddedMarketplace
+from decentralml.protocol.records import ResultSubmissionStatus, TaskStatus
 from tests.helpers import ROOT, small_config
 from tests.prefect_server import PREFECT, start_server, stop
 from tests.test_s3_round import BUCKET, KEY, SECRET, WeedServer, _create_bucket, weed_binary

@@ -1,4 +1,4 @@
-"""decentralml.packaging: the contributor package is reproducible, and unpacking it is safe.
+"""decentralml.io.packaging: the contributor package is reproducible, and unpacking it is safe.
 
 Hostile archives are built with tarfile by hand; each one is unpacked into ``sandbox/dest`` and
 the whole sandbox is listed afterwards, so a write outside the destination cannot go unseen.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from decentralml.errors import StorageError
-from decentralml.packaging import REQUIRED_FILES, SETTINGS_FILE, build_package, unpack_package
+from decentralml.io.packaging import REQUIRED_FILES, SETTINGS_FILE, build_package, unpack_package
+from decentralml.protocol.errors import StorageError
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets" / "mnist" / "model_contributor"

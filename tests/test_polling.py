@@ -1,5 +1,5 @@
 """Pollers back off while the marketplace is quiet and start over when it changes
-(decentralml.polling, creator.wait_for_results)."""
+(decentralml.runtime.polling, creator.wait_for_results)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from decentralml.accounts import contributor_dev_keypair, dev_keypair
 from decentralml.creator import wait_for_results
-from decentralml.domain import TaskSpec
 from decentralml.marketplace.embedded import EmbeddedMarketplace
-from decentralml.polling import Backoff
+from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.protocol.records import TaskSpec
+from decentralml.runtime.polling import Backoff
 from tests.helpers import FakeClock
 
 

@@ -1,7 +1,7 @@
 """Reports speak the workload's primary metric: a workload measured by AUC (defined here, as a
 creator would in its own module) gets tables, chart, CLI rows, summaries and the ManualAccept
 reviewer's views labelled "auc", and no "accuracy" in them. Pure builders
-(decentralml.reporting, decentralml.validation.manual): no Prefect, no training."""
+(decentralml.creator.report, decentralml.validation.manual): no Prefect, no training."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import re
 
 import pytest
 
-from decentralml import workloads
 from decentralml.creator import RoundReview
-from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult, Verdict
-from decentralml.reporting import (
+from decentralml.creator.report import (
     RoundReport,
     chart_markdown,
     metrics_chart,
@@ -21,6 +19,10 @@ from decentralml.reporting import (
     submission_rows,
     training_summary,
 )
+from decentralml.ml import workloads
+from decentralml.ml.workloads.base import Workload
+from decentralml.ml.workloads.breast_cancer import BREAST_CANCER
+from decentralml.protocol.records import ResultSubmissionStatus, Submission, TaskResult, Verdict
 from decentralml.validation.base import Candidate
 from decentralml.validation.manual import (
     decisions_template,
@@ -29,8 +31,6 @@ from decentralml.validation.manual import (
     review_text,
     summarize,
 )
-from decentralml.workloads.base import Workload
-from decentralml.workloads.breast_cancer import BREAST_CANCER
 from decentralml_cli import print_round_table
 
 

@@ -3,8 +3,8 @@ the open round is resumed (not published and escrowed again), nobody is paid twi
 weights that were paid for are never lost (they are checkpointed before the settlement).
 
 The creator runs as ``decentralml train`` in a subprocess; ``DECENTRALML_CRASH_AT`` makes it
-kill itself at a named step (decentralml/crashpoints.py). Contributor agents run in threads of
-the test process throughout, as they would on their own machines.
+kill itself at a named step (decentralml/runtime/crashpoints.py). Contributor agents run in
+threads of the test process throughout, as they would on their own machines.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import pytest
 
 from decentralml.contributor import Contributor
 from decentralml.creator import FINISHED
-from decentralml.domain import ResultSubmissionStatus, TaskStatus
 from decentralml.marketplace.embedded import EmbeddedMarketplace
-from decentralml.runtime import contributor_keypair, open_store
+from decentralml.protocol.records import ResultSubmissionStatus, TaskStatus
+from decentralml.runtime.backends import contributor_keypair, open_store
 from flows.contributor import run_agent
 from tests.helpers import ROOT, write_config
 
@@ -94,9 +94,9 @@ def test_a_result_landing_after_the_wait_is_judged_in_the_same_settlement(
     import numpy as np
 
     from decentralml.contributor import assign, result_url
-    from decentralml.domain import TaskResult, Verdict
-    from decentralml.session import open_session
-    from decentralml.weights import encode
+    from decentralml.creator.session import open_session
+    from decentralml.io.weights import encode
+    from decentralml.protocol.records import TaskResult, Verdict
     from flows.creator import publish, run_round
     from tests.helpers import commit_and_send
 

@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from decentralml.creator import RoundReview, WaitStatus, shortfall
-from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult, Verdict
-from decentralml.reporting import (
+from decentralml.creator.report import (
     RoundReport,
     artifact_key,
     chart_markdown,
@@ -21,6 +20,7 @@ from decentralml.reporting import (
     submission_rows,
     training_summary,
 )
+from decentralml.protocol.records import ResultSubmissionStatus, Submission, TaskResult, Verdict
 from decentralml.validation import Deferred
 
 ADDRESS = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from decentralml.contributor import Contributor, assign, result_url
-from decentralml.domain import ResultSubmissionStatus, TaskResult
-from decentralml.runtime import contributor_keypair
-from decentralml.session import open_session
-from decentralml.storage import sha256_hex
-from decentralml.weights import decode, encode
+from decentralml.creator.session import open_session
+from decentralml.io.storage import sha256_hex
+from decentralml.io.weights import decode, encode
+from decentralml.protocol.records import ResultSubmissionStatus, TaskResult
+from decentralml.runtime.backends import contributor_keypair
 from flows.contributor import contribute
 from flows.creator import publish, run_round
 from tests.helpers import commit_and_send, write_config

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decentralml.accounts import contributor_dev_keypair, dev_keypair
 from decentralml.contributor import assign, commit, find_open_task, held_submission, submit
 from decentralml.creator import results_complete
-from decentralml.domain import ResultSubmissionStatus, TaskSpec
-from decentralml.errors import TaskFull
+from decentralml.io.storage import StoredArtifact
 from decentralml.marketplace.embedded import EmbeddedMarketplace
-from decentralml.storage import StoredArtifact
-from decentralml.training import TrainingOutcome
+from decentralml.ml.training import TrainingOutcome
+from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.protocol.errors import TaskFull
+from decentralml.protocol.records import ResultSubmissionStatus, TaskSpec
 
 ALICE = dev_keypair("Alice")
 BOB, CHARLIE, DAVE = (contributor_dev_keypair(i) for i in range(3))

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from decentralml.contributor import Contributor, assign, result_url
-from decentralml.domain import ResultSubmissionStatus, Task, TaskResult
-from decentralml.reporting import short_address, underfilled_rounds
-from decentralml.runtime import contributor_keypair
-from decentralml.session import open_session
-from decentralml.weights import decode, encode
+from decentralml.creator.report import short_address, underfilled_rounds
+from decentralml.creator.session import open_session
+from decentralml.io.weights import decode, encode
+from decentralml.protocol.records import ResultSubmissionStatus, Task, TaskResult
+from decentralml.runtime.backends import contributor_keypair
 from flows.contributor import run_agent
 from flows.creator import run_training
 from tests.helpers import commit_and_send, write_config

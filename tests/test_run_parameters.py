@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from decentralml.config import load_config, run_overrides
-from decentralml.errors import ConfigError
+from decentralml.protocol.errors import ConfigError
+from decentralml.runtime.config import load_config, run_overrides
 from flows.creator import load_run_config
 from flows.pull_steps import WORKDIR_VARIABLE, enter_workdir
 from tests.helpers import write_config

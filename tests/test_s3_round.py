@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 
 from decentralml.contributor import Contributor, result_url
-from decentralml.domain import ResultSubmissionStatus, TaskStatus
-from decentralml.runtime import contributor_keypair, open_store
-from decentralml.session import open_session
-from decentralml.weights import decode
+from decentralml.creator.session import open_session
+from decentralml.io.weights import decode
+from decentralml.protocol.records import ResultSubmissionStatus, TaskStatus
+from decentralml.runtime.backends import contributor_keypair, open_store
 from flows.contributor import contribute
 from flows.creator import publish, run_round
 from tests.chain_fixture import free_port
@@ -195,7 +195,7 @@ def test_round_survives_an_s3_restart_while_the_creator_reads(
 
     s3_server.stop()  # results uploaded, not yet read by the creator
     watch = _RetryWatch()
-    logging.getLogger("decentralml.storage").addHandler(watch)
+    logging.getLogger("decentralml.io.storage").addHandler(watch)
 
     def restart_when_the_creator_retries() -> None:
         watch.retrying.wait(timeout=180)
@@ -206,7 +206,7 @@ def test_round_survives_an_s3_restart_while_the_creator_reads(
     try:
         report = run_round(session, 1, task_id)
     finally:
-        logging.getLogger("decentralml.storage").removeHandler(watch)
+        logging.getLogger("decentralml.io.storage").removeHandler(watch)
         restarter.join(timeout=200)
 
     assert watch.retrying.is_set() and s3_server.starts == 2, "the outage was never seen"

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import s3fs
 
-from decentralml.config import parse_config
 from decentralml.contributor import result_url
-from decentralml.domain import ResultSubmissionStatus
-from decentralml.errors import StorageCredentialsError
-from decentralml.session import open_session
+from decentralml.creator.session import open_session
+from decentralml.protocol.errors import StorageCredentialsError
+from decentralml.protocol.records import ResultSubmissionStatus
+from decentralml.runtime.config import parse_config
 from flows.contributor import contribute, open_contributor
 from flows.creator import publish, run_round
 from tests.helpers import ROOT, small_config, write_config

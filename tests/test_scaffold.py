@@ -21,10 +21,12 @@ import numpy as np
 import pytest
 from substrateinterface import Keypair
 
-from decentralml.config import parse_config
 from decentralml.contributor import TaskInputs, check_inputs, prepare_local
-from decentralml.errors import TaskRefused
-from decentralml.local_state import ControlVariates
+from decentralml.io.local_state import ControlVariates
+from decentralml.io.weights import decode, encode, layout_of
+from decentralml.ml.task_settings import RoundSettings, TaskSettings
+from decentralml.protocol.errors import TaskRefused
+from decentralml.runtime.config import parse_config
 from decentralml.strategies import Contribution
 from decentralml.strategies.scaffold import (
     CONTROL_VARIATE_FILE,
@@ -33,8 +35,6 @@ from decentralml.strategies.scaffold import (
     contributor_control_variate,
     local_steps,
 )
-from decentralml.task_settings import RoundSettings, TaskSettings
-from decentralml.weights import decode, encode, layout_of
 from tests.helpers import small_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +136,7 @@ def test_the_creator_strategy_knows_the_local_training() -> None:
 
 
 def test_scaffold_with_adam_is_refused_in_one_line(tmp_path) -> None:
-    from decentralml.errors import ConfigError
+    from decentralml.protocol.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"training\.optimizer: sgd"):
         parse_config({"strategy": "scaffold"})
@@ -169,8 +169,8 @@ def test_the_contributor_update_is_option_two() -> None:
 def test_a_corrected_sgd_step_moves_by_the_correction() -> None:
     """One local step on one batch: y = x - η·(g + c - c_i), so the corrected fit ends
     exactly η·(c - c_i) from the uncorrected one on every trainable variable."""
-    from decentralml.models import build_model, model_tensors
-    from decentralml.training import train_contribution
+    from decentralml.ml.models import build_model, model_tensors
+    from decentralml.ml.training import train_contribution
 
     rng = np.random.default_rng(4)
     x = model_tensors(build_model("mnist_mlp"))
@@ -226,7 +226,7 @@ def _inputs(
 
 @pytest.fixture(scope="module")
 def seed_weights() -> dict[str, np.ndarray]:
-    from decentralml.models import build_model, model_tensors
+    from decentralml.ml.models import build_model, model_tensors
 
     return model_tensors(build_model("mnist_mlp"))
 
@@ -285,8 +285,8 @@ def test_a_bad_control_variate_is_refused_before_a_slot(seed_weights, damage, wh
     ],
 )
 def test_bad_round_settings_are_refused(seed_weights, round_settings, why) -> None:
-    from decentralml.config import RunConfig
     from decentralml.creator import task_settings
+    from decentralml.runtime.config import RunConfig
 
     raw = {**task_settings(RunConfig()).dump(), "round": round_settings}
     with pytest.raises(TaskRefused, match=why):

@@ -11,25 +11,25 @@ import pytest
 from substrateinterface import SubstrateInterface
 
 from decentralml.accept_task_results import accept_task_results
-from decentralml.accounts import dev_keypair, keypair_from_uri
+from decentralml.api.seed import as_marketplace
 from decentralml.assign_task import assign_task
-from decentralml.commitment import result_commitment
-from decentralml.config import parse_config
 from decentralml.create_task import create_task_model_contributor
 from decentralml.creator import task_settings
-from decentralml.domain import ResultSubmissionStatus, TaskResult, Verdict
-from decentralml.errors import TaskRefused
+from decentralml.io.packaging import build_package
+from decentralml.io.storage import ArtifactStore, sha256_hex
+from decentralml.io.weights import encode
 from decentralml.list_task_results import list_task_results
 from decentralml.list_tasks import list_tasks
 from decentralml.marketplace.embedded import EmbeddedMarketplace
-from decentralml.packaging import build_package
+from decentralml.protocol.accounts import dev_keypair, keypair_from_uri
+from decentralml.protocol.commitment import result_commitment
+from decentralml.protocol.errors import TaskRefused
+from decentralml.protocol.records import ResultSubmissionStatus, TaskResult, Verdict
 from decentralml.reject_task_results import reject_task_results
-from decentralml.runtime import DEFAULT_ASSETS
-from decentralml.seed_api import as_marketplace
+from decentralml.runtime.backends import DEFAULT_ASSETS
+from decentralml.runtime.config import parse_config
 from decentralml.send_task_result import send_task_result
-from decentralml.storage import ArtifactStore, sha256_hex
 from decentralml.validate_task_results import validate_task_results
-from decentralml.weights import encode
 
 SECRET = "AKIA-not-to-be-stored"
 CONFIG = parse_config({})
@@ -38,7 +38,7 @@ CONFIG = parse_config({})
 @functools.cache
 def global_tensors() -> dict[str, np.ndarray]:
     """The seed model's weights: what a real task ships."""
-    from decentralml.models import build_model, model_tensors
+    from decentralml.ml.models import build_model, model_tensors
 
     return model_tensors(build_model("mnist_mlp", CONFIG.training.learning_rate))
 

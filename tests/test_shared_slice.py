@@ -1,4 +1,4 @@
-"""The shared IID slice shipped with the task (decentralml/data/shared_slice.py): the creator
+"""The shared IID slice shipped with the task (decentralml/ml/data/shared_slice.py): the creator
 takes it out of its held-out split and packages it, a contributor checks it as untrusted input
 and trains on it beside its shard; one slow demo round with the slice on a non-IID split."""
 
@@ -11,23 +11,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decentralml.config import RunConfig, parse_config
 from decentralml.contributor import TaskInputs, check_inputs, training_data
 from decentralml.creator import shared_slice_files, task_settings
-from decentralml.data.federated import (
+from decentralml.io.packaging import build_package, unpack_package
+from decentralml.ml.data.federated import (
     contributor_shard,
     creator_holdout,
     holdout_and_pool,
     shared_slice_examples,
     slice_and_validation,
 )
-from decentralml.data.shared_slice import SLICE_FILE, decode_slice, encode_slice
-from decentralml.errors import ConfigError, TaskRefused
-from decentralml.models import build_model, model_tensors
-from decentralml.packaging import build_package, unpack_package
-from decentralml.runtime import DEFAULT_ASSETS
-from decentralml.task_settings import TaskSettings
-from decentralml.workloads.base import DataSpec
+from decentralml.ml.data.shared_slice import SLICE_FILE, decode_slice, encode_slice
+from decentralml.ml.models import build_model, model_tensors
+from decentralml.ml.task_settings import TaskSettings
+from decentralml.ml.workloads.base import DataSpec
+from decentralml.protocol.errors import ConfigError, TaskRefused
+from decentralml.runtime.backends import DEFAULT_ASSETS
+from decentralml.runtime.config import RunConfig, parse_config
 
 SPEC = DataSpec((28, 28), "uint8", tuple(range(10)))
 SLICE = 500
@@ -199,7 +199,7 @@ def test_a_demo_round_on_shards_trains_every_contributor_on_the_slice(
     """A real round (Prefect, embedded marketplace, file storage, real TF on MNIST): every
     contributor reports its shard plus the slice as examples, and every result is accepted
     (the screening's cap on claimed examples counts the slice too)."""
-    from decentralml.runtime import open_marketplace
+    from decentralml.runtime.backends import open_marketplace
     from flows.demo import run_demo
     from tests.helpers import small_config
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from decentralml.config import RunConfig, parse_config
+from decentralml.runtime.config import RunConfig, parse_config
 from decentralml_cli import main
 from tests.chain_fixture import free_port
 from tests.helpers import ROOT, small_config, write_config
@@ -204,7 +204,7 @@ def test_an_external_cluster_short_of_threads_is_refused(tmp_path):
     would leave one queued behind agents that never finish."""
     from distributed import LocalCluster
 
-    from decentralml.errors import ConfigError
+    from decentralml.protocol.errors import ConfigError
     from flows.simulation import contributor_runner
 
     config = _simulation_config(tmp_path, 3)

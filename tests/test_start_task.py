@@ -14,19 +14,19 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from decentralml.accounts import contributor_dev_keypair
-from decentralml.config import RunConfig
 from decentralml.contributor import result_url
 from decentralml.creator import create_round_task, task_settings, upload_assets, upload_global
-from decentralml.domain import ResultSubmissionStatus
-from decentralml.packaging import (
+from decentralml.creator.session import open_session
+from decentralml.io.packaging import (
     MAX_PACKAGE_BYTES,
     build_package,
     project_wheel,
     unpack_package,
 )
-from decentralml.session import open_session
-from decentralml.storage import sha256_hex
+from decentralml.io.storage import sha256_hex
+from decentralml.protocol.accounts import contributor_dev_keypair
+from decentralml.protocol.records import ResultSubmissionStatus
+from decentralml.runtime.config import RunConfig
 from decentralml.validation import screen
 from tests.helpers import ROOT, write_config
 

@@ -17,12 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decentralml.config import RunConfig, parse_config
 from decentralml.contributor import TaskInputs, check_inputs
 from decentralml.creator import Creator, checkpoint, strategy_state, task_settings
-from decentralml.errors import ConfigError, TaskRefused
-from decentralml.packaging import build_package, unpack_package
-from decentralml.runtime import DEFAULT_ASSETS, open_store
+from decentralml.io.packaging import build_package, unpack_package
+from decentralml.io.weights import decode, encode
+from decentralml.ml.task_settings import TaskSettings
+from decentralml.ml.training import training_options
+from decentralml.protocol.errors import ConfigError, TaskRefused
+from decentralml.runtime.backends import DEFAULT_ASSETS, open_store
+from decentralml.runtime.config import RunConfig, parse_config
 from decentralml.strategies import (
     Contribution,
     FedAdagrad,
@@ -36,9 +39,6 @@ from decentralml.strategies import (
     get_strategy,
 )
 from decentralml.strategies.fedprox import ProximalStep
-from decentralml.task_settings import TaskSettings
-from decentralml.training import training_options
-from decentralml.weights import decode, encode
 
 G0 = {"w": np.array([1.0, 2.0])}
 ROUND_1 = [
@@ -320,8 +320,8 @@ def _contributor_training(
 ) -> tuple[float, float]:
     """A task packaged for ``strategy``'s round 1, unpacked and checked as a contributor does,
     then trained as its settings say; returns the update norm ‖w - g‖ and the μ it trained with."""
+    from decentralml.ml.training import train_contribution
     from decentralml.strategies.base import update_norm
-    from decentralml.training import train_contribution
 
     config = parse_config({"strategy": strategy, "contributors": 30, "training": {"epochs": 1}})
     round_settings = get_strategy(config.strategy).configure_round(1)
@@ -345,8 +345,8 @@ def test_a_fedprox_contributor_receives_mu_and_its_update_is_shorter(tmp_path: P
     (measured: ‖u‖ 0.88 vs 3.98 on 1834 MNIST examples, one epoch of Adam)."""
     import keras
 
-    from decentralml.data.federated import contributor_shard
-    from decentralml.models import build_model, model_tensors
+    from decentralml.ml.data.federated import contributor_shard
+    from decentralml.ml.models import build_model, model_tensors
 
     keras.utils.set_random_seed(1)
     g = model_tensors(build_model("mnist_mlp"))
@@ -361,8 +361,8 @@ def test_a_fedprox_contributor_receives_mu_and_its_update_is_shorter(tmp_path: P
 def test_the_local_optimizer_comes_from_the_task() -> None:
     import keras
 
-    from decentralml.models import build_model, model_tensors
-    from decentralml.training import local_model
+    from decentralml.ml.models import build_model, model_tensors
+    from decentralml.ml.training import local_model
 
     g = model_tensors(build_model("mnist_mlp"))
     sgd = local_model("mnist_mlp", g, learning_rate=0.05, optimizer="sgd")

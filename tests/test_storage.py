@@ -1,4 +1,4 @@
-"""decentralml.storage: one ArtifactStore over fsspec URLs, digests verified on every read.
+"""decentralml.io.storage: one ArtifactStore over fsspec URLs, digests verified on every read.
 
 memory:// and file:// (in tmp_path) are real fsspec backends; S3 runs in the integration
 suite. A failed read never changes what is stored.
@@ -15,15 +15,7 @@ import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from decentralml.errors import (
-    ArtifactMissing,
-    ArtifactTooLarge,
-    ConfigError,
-    DigestMismatch,
-    StorageError,
-    StorageUnavailable,
-)
-from decentralml.storage import (
+from decentralml.io.storage import (
     NO_RETRIES,
     ArtifactStore,
     Retries,
@@ -32,6 +24,14 @@ from decentralml.storage import (
     normalize_url,
     sha256_hex,
     with_retries,
+)
+from decentralml.protocol.errors import (
+    ArtifactMissing,
+    ArtifactTooLarge,
+    ConfigError,
+    DigestMismatch,
+    StorageError,
+    StorageUnavailable,
 )
 from tests.faulty_fs import inject
 
@@ -467,7 +467,7 @@ def test_an_unknown_protocol_is_not_retried_by_the_flows() -> None:
 def test_s3_credential_failures_name_the_variables_and_nothing_else_does() -> None:
     from botocore.exceptions import NoCredentialsError, PartialCredentialsError
 
-    from decentralml.storage import credentials_problem
+    from decentralml.io.storage import credentials_problem
 
     url, endpoint = "s3://bucket/runs/r/round-1/global.safetensors", "http://10.0.0.5:8333"
     fix = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
@@ -486,7 +486,7 @@ def test_s3_credential_failures_name_the_variables_and_nothing_else_does() -> No
 def test_refused_credentials_are_not_retried_by_the_store_or_by_prefect(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from decentralml.errors import StorageCredentialsError
+    from decentralml.protocol.errors import StorageCredentialsError
     from tasks.policy import _retry_unless_permanent
 
     store = ArtifactStore("s3://bucket/x", endpoint_url="http://127.0.0.1:9", retries=Retries())
@@ -529,7 +529,7 @@ def test_a_local_file_larger_than_its_size_says_stops_at_the_limit(
 ) -> None:
     """A file growing after its size was taken (injected: fstat reports 10 bytes) is still
     refused by the bounded read, which stops one byte past the limit."""
-    import decentralml.storage as storage
+    import decentralml.io.storage as storage
 
     store = ArtifactStore(tmp_path.as_uri(), retries=NO_RETRIES)
     url = store.url_for("big.bin")

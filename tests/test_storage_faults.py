@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decentralml.accounts import contributor_dev_keypair, dev_keypair
-from decentralml.config import parse_config
 from decentralml.contributor import Contributor, result_url
 from decentralml.creator import Creator, review, settle_and_close
-from decentralml.domain import (
+from decentralml.creator.session import open_session
+from decentralml.io.storage import ArtifactStore, Retries, sha256_hex
+from decentralml.io.weights import encode, layout_of
+from decentralml.marketplace.embedded import EmbeddedMarketplace
+from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.protocol.records import (
     ResultSubmissionStatus,
     Submission,
     TaskResult,
@@ -26,12 +29,9 @@ from decentralml.domain import (
     TaskStatus,
     Verdict,
 )
-from decentralml.marketplace.embedded import EmbeddedMarketplace
-from decentralml.runtime import contributor_keypair
-from decentralml.session import open_session
-from decentralml.storage import ArtifactStore, Retries, sha256_hex
+from decentralml.runtime.backends import contributor_keypair
+from decentralml.runtime.config import parse_config
 from decentralml.validation import AutoAccept, Decision, Deferred, Judge, ScreeningRules
-from decentralml.weights import encode, layout_of
 from flows.contributor import contribute
 from flows.creator import publish, run_round
 from tests.faulty_fs import inject

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from decentralml.config import parse_config
+from decentralml.runtime.config import parse_config
 from decentralml.strategies import (
     Average,
     Contribution,

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from decentralml.contributor import Contributor, find_open_task
-from decentralml.runtime import contributor_keypair, open_marketplace, open_store
-from decentralml.weights import decode
+from decentralml.io.weights import decode
+from decentralml.runtime.backends import contributor_keypair, open_marketplace, open_store
 from tests.helpers import write_config
 
 pytestmark = [pytest.mark.slow]
@@ -73,7 +73,7 @@ def _contributors(config, stop: threading.Event) -> threading.Thread:
 
 
 def _train(config, start: dict[str, np.ndarray], crash_at: str | None, monkeypatch) -> None:
-    from decentralml.session import open_session
+    from decentralml.creator.session import open_session
     from flows.creator import run_training
 
     session = open_session(config, run="adam")
@@ -97,8 +97,8 @@ def test_a_killed_fedadam_training_resumes_with_its_moments(
 ) -> None:
     import keras
 
-    from decentralml.models import build_model, model_tensors
-    from decentralml.session import open_session
+    from decentralml.creator.session import open_session
+    from decentralml.ml.models import build_model, model_tensors
     from flows.creator import run_training
 
     keras.utils.set_random_seed(7)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from decentralml.accounts import canonical_address
-from decentralml.config import parse_config
-from decentralml.domain import TaskSpec
-from decentralml.errors import CreatorCannotPay
 from decentralml.marketplace.substrate import SubstrateMarketplace
+from decentralml.protocol.accounts import canonical_address
+from decentralml.protocol.errors import CreatorCannotPay
+from decentralml.protocol.records import TaskSpec
+from decentralml.runtime.config import parse_config
 from flows.demo import run_demo
 from tests.helpers import small_config
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from substrateinterface import Keypair
 
-from decentralml.accounts import dev_keypair
 from decentralml.chain import codec
 from decentralml.chain.client import ChainClient
-from decentralml.domain import TaskSpec
-from decentralml.errors import InvalidTaskSpec
 from decentralml.marketplace.embedded import EmbeddedMarketplace
 from decentralml.marketplace.substrate import SubstrateMarketplace
+from decentralml.protocol.accounts import dev_keypair
+from decentralml.protocol.errors import InvalidTaskSpec
+from decentralml.protocol.records import TaskSpec
 
 ALICE = dev_keypair("Alice")
 SPEC = TaskSpec(

@@ -1,4 +1,4 @@
-"""Task settings as one typed model (decentralml.task_settings): what the creator writes into
+"""Task settings as one typed model (decentralml.ml.task_settings): what the creator writes into
 the package is what the contributor reads back, and a hostile or broken task.json is refused
 with one line naming each wrong field, before any slot is paid."""
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from decentralml.config import parse_config
 from decentralml.creator import task_settings
-from decentralml.errors import ConfigError, TaskRefused
-from decentralml.packaging import build_package, unpack_package
-from decentralml.runtime import DEFAULT_ASSETS
+from decentralml.io.packaging import build_package, unpack_package
+from decentralml.ml.task_settings import TaskSettings
+from decentralml.ml.workloads import DataSpec
+from decentralml.protocol.errors import ConfigError, TaskRefused
+from decentralml.runtime.backends import DEFAULT_ASSETS
+from decentralml.runtime.config import parse_config
 from decentralml.strategies import get_strategy
-from decentralml.task_settings import TaskSettings
-from decentralml.workloads import DataSpec
 
 FEDPROX = parse_config(
     {
@@ -59,7 +59,7 @@ def test_an_older_package_is_still_readable_and_unknown_keys_are_only_logged(
         raw["data"].pop(key, None)
     raw["legacy_hint"] = "x"
     raw["data"]["shuffle"] = True
-    with caplog.at_level(logging.INFO, logger="decentralml.task_settings"):
+    with caplog.at_level(logging.INFO, logger="decentralml.ml.task_settings"):
         settings = TaskSettings.parse(raw)
     assert (settings.optimizer, settings.round.proximal_mu, settings.metric) == (
         "adam",

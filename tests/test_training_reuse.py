@@ -1,5 +1,5 @@
 """A compiled model reused across contributions trains exactly as a fresh one would
-(decentralml.training: the model pool and ``restart``), on real MNIST with real Keras."""
+(decentralml.ml.training: the model pool and ``restart``), on real MNIST with real Keras."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ SEED = 11
 
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
-    from decentralml.data import load_mnist, normalize
+    from decentralml.ml.data import load_mnist, normalize
 
     (x, y), _ = load_mnist()
     return normalize(x[:1500]), y[:1500]
@@ -28,7 +28,7 @@ def starts() -> tuple[dict, dict]:
     """Two different global weights: a round's, then the next round's."""
     import keras
 
-    from decentralml.models import build_model, model_tensors
+    from decentralml.ml.models import build_model, model_tensors
 
     keras.utils.set_random_seed(1)
     first = model_tensors(build_model("mnist_mlp"))
@@ -39,7 +39,7 @@ def starts() -> tuple[dict, dict]:
 @pytest.fixture
 def pool(monkeypatch: pytest.MonkeyPatch):
     """An empty pool for this test, so models from other tests do not count."""
-    from decentralml import training
+    from decentralml.ml import training
 
     fresh = training._ModelPool()
     monkeypatch.setattr(training, "_models", fresh)
@@ -50,8 +50,8 @@ def _fresh_fit(start: dict, x: np.ndarray, y: np.ndarray, **options: object) -> 
     """What a contribution trained before models were reused: build, compile, load, fit."""
     import keras
 
-    from decentralml.models import model_tensors
-    from decentralml.training import local_model
+    from decentralml.ml.models import model_tensors
+    from decentralml.ml.training import local_model
 
     keras.utils.set_random_seed(SEED)
     model = local_model(
@@ -85,7 +85,7 @@ def _idle(pool) -> list:
     ids=["adam", "sgd", "fedprox"],
 )
 def test_a_reused_model_trains_as_a_fresh_one(pool, data, starts, options: dict) -> None:
-    from decentralml.training import train_contribution
+    from decentralml.ml.training import train_contribution
 
     x, y = data
     first, second = starts
@@ -104,7 +104,7 @@ def test_a_reused_model_trains_as_a_fresh_one(pool, data, starts, options: dict)
 
 
 def test_what_the_trace_depends_on_keys_the_pool(pool, data, starts) -> None:
-    from decentralml.training import train_contribution
+    from decentralml.ml.training import train_contribution
 
     x, y = data[0][:200], data[1][:200]
     for options in (
@@ -120,7 +120,7 @@ def test_what_the_trace_depends_on_keys_the_pool(pool, data, starts) -> None:
 
 
 def test_concurrent_fits_never_share_a_model(pool, data, starts) -> None:
-    from decentralml import training
+    from decentralml.ml import training
 
     x, y = data[0][:300], data[1][:300]
     inside: set[int] = set()
@@ -157,8 +157,8 @@ def test_a_carried_optimizer_state_continues_adam_where_it_stopped(data, starts)
     without a restart; restarted instead, the same fit ends elsewhere."""
     import keras
 
-    from decentralml.models import model_tensors
-    from decentralml.training import ReusableTrainer, local_model, optimizer_state
+    from decentralml.ml.models import model_tensors
+    from decentralml.ml.training import ReusableTrainer, local_model, optimizer_state
 
     x, y = data
     first, second = starts

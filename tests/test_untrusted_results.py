@@ -19,8 +19,9 @@ import fsspec
 import numpy as np
 import pytest
 
-from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult, Verdict
-from decentralml.storage import ArtifactStore, sha256_hex
+from decentralml.io.storage import ArtifactStore, sha256_hex
+from decentralml.io.weights import encode, layout_of
+from decentralml.protocol.records import ResultSubmissionStatus, Submission, TaskResult, Verdict
 from decentralml.strategies import Contribution, FedAvg
 from decentralml.validation import (
     AutoAccept,
@@ -32,7 +33,6 @@ from decentralml.validation import (
     UpdateNormBound,
     allowed_weights,
 )
-from decentralml.weights import encode, layout_of
 
 RNG = np.random.default_rng(0)
 GLOBAL = {

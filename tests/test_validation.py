@@ -16,16 +16,17 @@ import numpy as np
 import pytest
 import yaml
 
-from decentralml.config import TaskConfig
-from decentralml.domain import (
+from decentralml.io.storage import ArtifactStore, sha256_hex
+from decentralml.io.weights import Layout, encode, layout_of
+from decentralml.protocol.errors import ConfigError
+from decentralml.protocol.records import (
     ResultSubmissionStatus,
     Submission,
     TaskResult,
     ValidationStrategy,
     Verdict,
 )
-from decentralml.errors import ConfigError
-from decentralml.storage import ArtifactStore, sha256_hex
+from decentralml.runtime.config import TaskConfig
 from decentralml.validation import (
     AutoAccept,
     Candidate,
@@ -40,7 +41,6 @@ from decentralml.validation import (
     screen,
 )
 from decentralml.validation.custom import load_function
-from decentralml.weights import Layout, encode, layout_of
 
 BUILTIN = "decentralml.validation.builtin:min_accuracy"
 MAX_BYTES = 1_000_000  # the seed model is 407 kB
@@ -49,14 +49,14 @@ MAX_BYTES = 1_000_000  # the seed model is 407 kB
 @pytest.fixture(scope="module")
 def seed_model():
     """One compiled seed model (TensorFlow import ~5 s), reused for evaluation."""
-    from decentralml.models import build_model
+    from decentralml.ml.models import build_model
 
     return build_model("mnist_mlp")
 
 
 @pytest.fixture(scope="module")
 def global_tensors(seed_model) -> dict[str, np.ndarray]:
-    from decentralml.models import model_tensors
+    from decentralml.ml.models import model_tensors
 
     return model_tensors(seed_model)
 
@@ -554,7 +554,7 @@ HOLDOUT = 2000
 
 @pytest.fixture(scope="module")
 def mnist():
-    from decentralml.data import load_mnist, normalize
+    from decentralml.ml.data import load_mnist, normalize
 
     (x_train, y_train), (x_test, y_test) = load_mnist()
     return (
@@ -568,7 +568,7 @@ def trained_tensors(mnist, global_tensors) -> dict[str, np.ndarray]:
     """The seed model trained one epoch on 5 000 real MNIST images, from the global weights."""
     import keras
 
-    from decentralml.models import build_model, model_tensors, set_model_tensors
+    from decentralml.ml.models import build_model, model_tensors, set_model_tensors
 
     keras.utils.set_random_seed(11)
     model = build_model("mnist_mlp")
@@ -581,7 +581,7 @@ def trained_tensors(mnist, global_tensors) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def evaluate_holdout(seed_model, mnist) -> Callable[[dict], dict]:
     """The creator's evaluator: load the tensors into a compiled model, evaluate the holdout."""
-    from decentralml.models import evaluate, model_tensors, set_model_tensors
+    from decentralml.ml.models import evaluate, model_tensors, set_model_tensors
 
     original = model_tensors(seed_model)
     _, (x, y) = mnist

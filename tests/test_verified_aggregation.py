@@ -1,4 +1,4 @@
-"""Verified aggregation as one stream (decentralml.validation.streaming) and the zero-copy
+"""Verified aggregation as one stream (decentralml.simulation.streaming) and the zero-copy
 decoding it rests on (weights.decode_views).
 
 Results are real safetensors files in a file:// store, described by marketplace records; the
@@ -19,14 +19,14 @@ import pytest
 from safetensors import SafetensorError
 from safetensors.numpy import load as safetensors_load
 
-from decentralml.domain import ResultSubmissionStatus, Submission, TaskResult, Verdict
-from decentralml.errors import IntegrityError
-from decentralml.storage import ArtifactStore, sha256_hex
+from decentralml.io.storage import ArtifactStore, sha256_hex
+from decentralml.io.weights import decode, decode_views, encode, layout_of
+from decentralml.protocol.errors import IntegrityError
+from decentralml.protocol.records import ResultSubmissionStatus, Submission, TaskResult, Verdict
+from decentralml.simulation.streaming import aggregate_verified
 from decentralml.strategies import Average, FedAvg
 from decentralml.validation import screen
 from decentralml.validation.base import ScreeningRules
-from decentralml.validation.streaming import aggregate_verified
-from decentralml.weights import decode, decode_views, encode, layout_of
 
 SHAPES = {"000.kernel": (784, 160), "001.bias": (160,), "002.kernel": (160, 10), "003.bias": (10,)}
 MODEL_BYTES = sum(int(np.prod(s)) * 4 for s in SHAPES.values())  # ~508 kB

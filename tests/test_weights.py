@@ -1,4 +1,4 @@
-"""decentralml.weights: the safetensors exchange format and the checks against the model.
+"""decentralml.io.weights: the safetensors exchange format and the checks against the model.
 
 The seed model's real weights (``build_model("mnist_mlp")``) are the main fixture; small
 hand-made tensors cover dtypes and edge cases. Every refusal is an IntegrityError whose message
@@ -13,8 +13,7 @@ import struct
 import numpy as np
 import pytest
 
-from decentralml.errors import IntegrityError
-from decentralml.weights import (
+from decentralml.io.weights import (
     TensorSpec,
     all_finite,
     check_against,
@@ -24,6 +23,7 @@ from decentralml.weights import (
     layout_of,
     read_metadata,
 )
+from decentralml.protocol.errors import IntegrityError
 
 SEED_LAYOUT = (
     TensorSpec("000.kernel", (784, 128), "float32"),
@@ -36,7 +36,7 @@ SEED_LAYOUT = (
 @pytest.fixture(scope="module")
 def seed_tensors() -> dict[str, np.ndarray]:
     """The seed model's freshly initialised weights, by their stable names."""
-    from decentralml.models import build_model, model_tensors
+    from decentralml.ml.models import build_model, model_tensors
 
     tensors = model_tensors(build_model("mnist_mlp"))
     # Glorot-initialised kernels are random, zero biases are not: make every tensor distinctive

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from decentralml import workloads
-from decentralml.errors import ConfigError
+from decentralml.ml import workloads
+from decentralml.protocol.errors import ConfigError
 from tests.helpers import ROOT, write_config
 from tests.test_workloads import OWN_WORKLOAD
 

@@ -1,4 +1,4 @@
-"""Workloads (decentralml/workloads/): the registry and its CLI listing, the built-ins'
+"""Workloads (decentralml/ml/workloads/): the registry and its CLI listing, the built-ins'
 models, a creator's own workload from a module outside the package shipped as an architecture
 description, contributors' own data files checked against the task's data spec."""
 
@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decentralml import workloads
-from decentralml.config import parse_config
-from decentralml.errors import ConfigError, DataError, TaskRefused
-from decentralml.workloads import DataSpec
-from decentralml.workloads.architecture import describe, rebuild
-from decentralml.workloads.local_data import load_local_data
+from decentralml.ml import workloads
+from decentralml.ml.workloads import DataSpec
+from decentralml.ml.workloads.architecture import describe, rebuild
+from decentralml.ml.workloads.local_data import load_local_data
+from decentralml.protocol.errors import ConfigError, DataError, TaskRefused
+from decentralml.runtime.config import parse_config
 from decentralml_cli import main
 from tests.helpers import small_config, write_config
 
@@ -73,7 +73,7 @@ def test_breast_cancer_data_is_standardized_with_the_creators_own_numbers() -> N
     data = task_settings(config).data
     assert data.source == "breast_cancer"
     assert data.spec == DataSpec((30,), "float64", (0, 1))
-    from decentralml.data.federated import contributor_shard, creator_holdout
+    from decentralml.ml.data.federated import contributor_shard, creator_holdout
 
     x_held, _ = creator_holdout(100, config.data.seed, None, "breast_cancer", data.preprocessing)
     np.testing.assert_allclose(x_held.mean(axis=0), 0, atol=1e-5)  # fitted on this split
@@ -153,8 +153,8 @@ def _small_model(*extra_layers):
 
 
 def test_an_architecture_rebuilds_with_the_same_layout_and_from_logits() -> None:
-    from decentralml.models import model_tensors
-    from decentralml.weights import layout_of
+    from decentralml.io.weights import layout_of
+    from decentralml.ml.models import model_tensors
 
     model = workloads.get("mnist_cnn").build_model(0.001)
     settings = describe(model)
@@ -180,7 +180,7 @@ def test_custom_objects_and_a_renamed_architecture_are_refused() -> None:
     evil = json.dumps(tree)
     with pytest.raises(TaskRefused, match="does not match its architecture's digest"):
         rebuild(**{**settings, "architecture": evil}, learning_rate=0.001)
-    from decentralml.workloads.architecture import architecture_name
+    from decentralml.ml.workloads.architecture import architecture_name
 
     renamed = {**settings, "architecture": evil, "model": architecture_name(evil)}
     with pytest.raises(TaskRefused, match=r"unknown custom object 'Dense' from module 'evil\.l"):
@@ -235,7 +235,7 @@ OWN_WORKLOAD = '''
 import keras
 import numpy as np
 
-from decentralml.workloads.base import Dataset, DataSpec, Workload, standardize_on
+from decentralml.ml.workloads.base import Dataset, DataSpec, Workload, standardize_on
 
 
 def sample(seed, n):
@@ -272,8 +272,8 @@ def test_a_creators_own_workload_and_contributors_own_data_files(tmp_path, prefe
     an architecture description and train on their own .npz files; one with labels outside
     the task's label set is refused before it takes a slot."""
     from decentralml.contributor import Contributor
-    from decentralml.runtime import contributor_keypair
-    from decentralml.session import open_session
+    from decentralml.creator.session import open_session
+    from decentralml.runtime.backends import contributor_keypair
     from flows.contributor import contribute
     from flows.creator import outcome, publish, run_round
 
@@ -339,7 +339,7 @@ def _own_samples(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _task_json(store, task) -> str:
     import tempfile
 
-    from decentralml.packaging import unpack_package
+    from decentralml.io.packaging import unpack_package
 
     with tempfile.TemporaryDirectory() as folder:
         unpack_package(store.get(task.spec.assets_path), folder)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from decentralml.accounts import canonical_address
 from decentralml.chain.client import ChainClient
+from decentralml.protocol.accounts import canonical_address
 
 
 @dataclass

@@ -13,7 +13,6 @@ from typing import Any
 from scalecodec.base import ScaleBytes
 from substrateinterface import Keypair
 
-from decentralml.accounts import InvalidAddress
 from decentralml.chain.connection import Connection
 from decentralml.chain.scale import compact_decode, extrinsic_hash
 from decentralml.chain.types import (
@@ -25,7 +24,8 @@ from decentralml.chain.types import (
     Transfer,
     public_key_hex,
 )
-from decentralml.errors import ChainError
+from decentralml.protocol.accounts import InvalidAddress
+from decentralml.protocol.errors import ChainError
 
 REMARK_CALLS = frozenset({("System", "remark"), ("System", "remark_with_event")})
 TRANSFER_CALLS = frozenset({("Balances", "transfer_keep_alive"), ("Balances", "transfer")})

@@ -15,7 +15,7 @@ from decentralml.chain.blocks import TRANSFER_CALLS
 from decentralml.chain.connection import Connection
 from decentralml.chain.state import ChainState
 from decentralml.chain.types import account_param
-from decentralml.errors import InsufficientBalance
+from decentralml.protocol.errors import InsufficientBalance
 
 FEE_CACHE_SECONDS = 60.0
 

@@ -56,7 +56,7 @@ from decentralml.chain.types import (
     Transfer,
     public_key_hex,
 )
-from decentralml.errors import ChainOutcomeUnknown
+from decentralml.protocol.errors import ChainOutcomeUnknown
 
 __all__ = [
     "CONNECTION_ERRORS",
@@ -68,7 +68,7 @@ __all__ = [
     "ChainDispatchError",
     "ChainExtrinsic",
     "ChainInsufficientBalance",
-    "ChainOutcomeUnknown",  # defined in decentralml.errors, re-exported here
+    "ChainOutcomeUnknown",  # defined in decentralml.protocol.errors, re-exported here
     "ChainRecord",
     "Item",
     "PendingExtrinsic",

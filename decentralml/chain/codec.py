@@ -31,7 +31,7 @@ foreign, truncated or hostile remark decodes to ``None`` and is never evaluated 
 pickle; duplicate keys, unknown keys, bools posing as ints and out-of-range numbers are all
 refused). An incompatible change gets a new prefix: version 2 (``b"dml2"``) added the Commit
 record, and a Result now counts only after its submission's commitment (commit-reveal,
-decentralml.commitment), so version 1 records are not read.
+decentralml.protocol.commitment), so version 1 records are not read.
 
 The optional TaskCreated keys came after version 2 was live: a writer leaves out a field at
 its default ("" or 0), so records written before them (or without them) decode as they did,
@@ -51,8 +51,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from decentralml.commitment import is_commitment
-from decentralml.domain import TaskResult, TaskSpec, TaskType, ValidationStrategy
+from decentralml.protocol.commitment import is_commitment
+from decentralml.protocol.records import TaskResult, TaskSpec, TaskType, ValidationStrategy
 
 PREFIX = b"dml2"
 """Magic and version of every payload; remarks without it are not ours and are ignored."""

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from substrateinterface import SubstrateInterface
 from websocket import WebSocketException
 
-from decentralml.errors import ChainError
+from decentralml.protocol.errors import ChainError
 
 SS58_FORMAT = 42
 _T = TypeVar("_T")

@@ -13,7 +13,7 @@ from typing import Any
 from substrateinterface import Keypair, SubstrateInterface
 from substrateinterface.exceptions import SubstrateRequestException
 
-from decentralml.errors import ChainError, ChainOutcomeUnknown, InsufficientBalance
+from decentralml.protocol.errors import ChainError, ChainOutcomeUnknown, InsufficientBalance
 
 _POOL_REFUSALS_UNKNOWN = frozenset({1012, 1013, 1014})
 """Pool refusals meaning another extrinsic with this nonce is pending or was just seen

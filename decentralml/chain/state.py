@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from scalecodec.utils.ss58 import ss58_encode
 
-from decentralml.accounts import public_key_of
 from decentralml.chain.connection import SS58_FORMAT, Connection
 from decentralml.chain.types import account_param
-from decentralml.errors import ChainError
+from decentralml.protocol.accounts import public_key_of
+from decentralml.protocol.errors import ChainError
 
 
 class ChainState:

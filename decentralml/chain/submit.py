@@ -22,7 +22,7 @@ from decentralml.chain.connection import CONNECTION_ERRORS, Connection
 from decentralml.chain.dispatch import failed, refused
 from decentralml.chain.state import ChainState
 from decentralml.chain.types import Receipt
-from decentralml.errors import ChainError, ChainOutcomeUnknown
+from decentralml.protocol.errors import ChainError, ChainOutcomeUnknown
 
 INCLUSION_TIMEOUT = 60.0
 """Default seconds a submission may wait for its block (ten 6 s relay-chain slots) before its

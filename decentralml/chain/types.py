@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from substrateinterface import Keypair
 
-from decentralml.accounts import public_key_of
+from decentralml.protocol.accounts import public_key_of
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ upload → send the result (the reveal) → let the local steps keep their state
 Every caller runs this order: the Prefect flow (each step a task), the packaged
 ``model_contributor.py``, the seed API and the simulations. They differ only in the
 ``ContributorSteps`` they pass: the plain functions, the same functions as Prefect tasks, or
-a simulated attacker's wrapper around ``train`` (decentralml.attacks). Nothing a stranger
+a simulated attacker's wrapper around ``train`` (decentralml.simulation.attacks). Nothing a stranger
 publishes is trusted before the checks; nothing is paid before them either.
 """
 
@@ -24,9 +24,9 @@ from typing import Any
 
 from decentralml.contributor import steps as core
 from decentralml.contributor.steps import Contributor, TaskInputs, task_store
-from decentralml.domain import Task, TaskResult
-from decentralml.storage import sha256_hex
-from decentralml.training import TrainingOutcome
+from decentralml.io.storage import sha256_hex
+from decentralml.ml.training import TrainingOutcome
+from decentralml.protocol.records import Task, TaskResult
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ checks what it can before it pays anything (on a chain, taking a slot costs a fe
 task record itself (reward, digests, the creator's standing), then the downloads (bounded in
 size, verified against the record's digests, unpacked within limits), the training settings
 and the global weights. Only then does it take a slot. It sends back weights only, and commits
-to them (decentralml.commitment) on the marketplace BEFORE uploading the bytes, so nobody can
-read its weights and claim them first.
+to them (decentralml.protocol.commitment) on the marketplace BEFORE uploading the bytes, so
+nobody can read its weights and claim them first.
 """
 
 from __future__ import annotations
@@ -22,24 +22,23 @@ from pathlib import Path
 import numpy as np
 from substrateinterface import Keypair
 
-from decentralml import workloads
-from decentralml.accounts import same_account
-from decentralml.commitment import result_commitment
-from decentralml.config import ContributorConfig
-from decentralml.data.federated import Split, contributor_shard
-from decentralml.data.shared_slice import read_slice, with_slice
-from decentralml.domain import Task, TaskResult, TaskType
-from decentralml.errors import TaskRefused
-from decentralml.marketplace import rules
+from decentralml.io.packaging import unpack_package
+from decentralml.io.storage import ArtifactStore, StoredArtifact
+from decentralml.io.weights import check_against, decode, encode, layout_of
 from decentralml.marketplace.base import Marketplace, ReportsCreatorStanding
-from decentralml.models import available_models, build_model, model_tensors
-from decentralml.packaging import unpack_package
-from decentralml.protocol import layout
-from decentralml.storage import ArtifactStore, StoredArtifact
+from decentralml.ml import workloads
+from decentralml.ml.data.federated import Split, contributor_shard
+from decentralml.ml.data.shared_slice import read_slice, with_slice
+from decentralml.ml.models import available_models, build_model, model_tensors
+from decentralml.ml.task_settings import DataSettings, TaskSettings
+from decentralml.ml.training import TrainingOutcome, train_contribution, training_options
+from decentralml.protocol import layout, rules
+from decentralml.protocol.accounts import same_account
+from decentralml.protocol.commitment import result_commitment
+from decentralml.protocol.errors import TaskRefused
+from decentralml.protocol.records import Task, TaskResult, TaskType
+from decentralml.runtime.config import ContributorConfig
 from decentralml.strategies import LocalContext, LocalStep
-from decentralml.task_settings import DataSettings, TaskSettings
-from decentralml.training import TrainingOutcome, train_contribution, training_options
-from decentralml.weights import check_against, decode, encode, layout_of
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 DATA_FILE_PATTERNS = ("*.npz", "*.safetensors")

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from decentralml import workloads
-from decentralml.crashpoints import crashpoint
 from decentralml.creator import steps as core
+from decentralml.creator.report import RoundReport
 from decentralml.creator.steps import Progress, RoundReview, shortfall
-from decentralml.domain import Submission
-from decentralml.errors import PendingResults
-from decentralml.reporting import RoundReport
+from decentralml.ml import workloads
+from decentralml.protocol.errors import PendingResults
+from decentralml.protocol.records import Submission
+from decentralml.runtime.crashpoints import crashpoint
 from decentralml.validation import Policy
 
 log = logging.getLogger(__name__)

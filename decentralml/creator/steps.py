@@ -15,25 +15,27 @@ from pathlib import Path
 import numpy as np
 from substrateinterface import Keypair
 
-from decentralml import workloads
-from decentralml.accounts import same_account
-from decentralml.config import RunConfig
-from decentralml.data.federated import shared_slice_examples
-from decentralml.data.shared_slice import SLICE_FILE, encode_slice
-from decentralml.domain import (
+from decentralml.io.packaging import build_package, project_wheel
+from decentralml.io.storage import ArtifactStore, StoredArtifact
+from decentralml.io.weights import decode, encode, read_metadata
+from decentralml.marketplace.base import Marketplace
+from decentralml.ml import workloads
+from decentralml.ml.data.federated import shared_slice_examples
+from decentralml.ml.data.shared_slice import SLICE_FILE, encode_slice
+from decentralml.ml.task_settings import TaskSettings
+from decentralml.protocol import rules
+from decentralml.protocol.accounts import same_account
+from decentralml.protocol.errors import ConfigError, PendingResults, StorageError
+from decentralml.protocol.records import (
     ResultSubmissionStatus,
     Submission,
     Task,
     TaskSpec,
     Verdict,
 )
-from decentralml.errors import ConfigError, PendingResults, StorageError
-from decentralml.marketplace import rules
-from decentralml.marketplace.base import Marketplace
-from decentralml.packaging import build_package, project_wheel
-from decentralml.polling import Backoff
-from decentralml.runtime import PROJECT_ROOT
-from decentralml.storage import ArtifactStore, StoredArtifact
+from decentralml.runtime.backends import PROJECT_ROOT
+from decentralml.runtime.config import RunConfig
+from decentralml.runtime.polling import Backoff
 from decentralml.strategies import (
     Contribution,
     NothingToAggregate,
@@ -41,11 +43,9 @@ from decentralml.strategies import (
     Tensors,
     get_strategy,
 )
-from decentralml.task_settings import TaskSettings
 from decentralml.validation import Deferred, Judge, Policy, screening_rules, task_judge
 from decentralml.validation.base import Candidate, Evaluator, RoundView
 from decentralml.validation.manual import Summary, summarize
-from decentralml.weights import decode, encode, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def task_settings(
 ) -> TaskSettings:
     """What contributors must know to train: travels inside the package as task.json. The
     workload adds its model (a name, or an architecture description) and its data's source,
-    spec and preprocessing (decentralml.workloads); ``round`` is what the round's strategy
+    spec and preprocessing (decentralml.ml.workloads); ``round`` is what the round's strategy
     asks of them (``Strategy.configure_round``). Checked here with the contributors' own
     bounds: settings every contributor would refuse are a ConfigError before publishing."""
     workload = workloads.get(config.workload_name)
@@ -278,7 +278,7 @@ def wait_for_results(
 ) -> list[Submission]:
     """Poll until every slot has a result, the task expires, or ``timeout_s`` passes, backing
     off from 0.2 s to 4 × ``poll_s`` while no slot is taken and no result comes in
-    (decentralml.polling).
+    (decentralml.runtime.polling).
 
     ``on_poll`` sees the round's status after every poll (the flow shows it as progress).
     ``clock`` and ``sleep`` are where the waiting happens, so a test can drive time itself."""

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from substrateinterface import Keypair
 
-from decentralml.domain import Submission, Task, TaskResult, TaskSpec, Verdict
-from decentralml.errors import CreatorCannotPay
-from decentralml.marketplace import rules
+from decentralml.protocol import rules
+from decentralml.protocol.errors import CreatorCannotPay
+from decentralml.protocol.records import Submission, Task, TaskResult, TaskSpec, Verdict
 
 if TYPE_CHECKING:
     from decentralml.chain.audit import ChainAudit

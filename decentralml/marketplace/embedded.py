@@ -16,9 +16,9 @@ from pathlib import Path
 
 from substrateinterface import Keypair
 
-from decentralml.domain import Submission, Task, TaskResult, TaskSpec, Verdict
-from decentralml.errors import ConfigError
 from decentralml.marketplace.ledger import Ledger, read_transaction, write_transaction
+from decentralml.protocol.errors import ConfigError
+from decentralml.protocol.records import Submission, Task, TaskResult, TaskSpec, Verdict
 
 _CLOCK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS embedded_clock (

@@ -34,13 +34,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from decentralml import errors
-from decentralml.accounts import canonical_address
 from decentralml.chain import codec
 from decentralml.chain.client import ChainClient, ChainExtrinsic, Remark, Transfer, public_key_hex
-from decentralml.domain import Verdict
-from decentralml.errors import ConfigError, MarketplaceError
 from decentralml.marketplace.ledger import Ledger, read_transaction, write_transaction
+from decentralml.protocol import errors
+from decentralml.protocol.accounts import canonical_address
+from decentralml.protocol.errors import ConfigError, MarketplaceError
+from decentralml.protocol.records import Verdict
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chain_index (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -28,8 +28,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from decentralml.accounts import canonical_address
-from decentralml.domain import (
+from decentralml.protocol import rules
+from decentralml.protocol.accounts import canonical_address
+from decentralml.protocol.errors import (
+    InsufficientBalance,
+    UnknownSubmission,
+    UnknownTask,
+)
+from decentralml.protocol.records import (
     ResultSubmissionStatus,
     Submission,
     Task,
@@ -40,13 +46,7 @@ from decentralml.domain import (
     ValidationStrategy,
     Verdict,
 )
-from decentralml.errors import (
-    InsufficientBalance,
-    UnknownSubmission,
-    UnknownTask,
-)
-from decentralml.marketplace import rules
-from decentralml.marketplace.rules import MAX_ID
+from decentralml.protocol.rules import MAX_ID
 
 BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -571,7 +571,7 @@ class Ledger:
             return submission_id
 
     def commit_result(self, worker: str, submission_id: int, commitment: str, block: int) -> None:
-        """Record the assignee's commitment to its result (decentralml.commitment), before
+        """Record the assignee's commitment to its result (decentralml.protocol.commitment), before
         expiry and before any result, once. Repeating the same commitment changes nothing (a
         retried step); another one is refused with AlreadyCommitted. Each commitment takes the
         next marketplace-wide commit number (``Submission.commit_order``)."""

@@ -36,7 +36,6 @@ from typing import Literal
 
 from substrateinterface import Keypair
 
-from decentralml.accounts import same_account
 from decentralml.chain import codec
 from decentralml.chain.audit import ChainAudit, audit
 from decentralml.chain.client import (
@@ -47,7 +46,17 @@ from decentralml.chain.client import (
     Transfer,
     public_key_hex,
 )
-from decentralml.domain import (
+from decentralml.marketplace.base import CreatorStanding
+from decentralml.marketplace.indexer import ChainIndexer, RecordOutcome
+from decentralml.marketplace.ledger import Ledger
+from decentralml.protocol import rules
+from decentralml.protocol.accounts import same_account
+from decentralml.protocol.errors import (
+    ChainError,
+    InsufficientBalance,
+    InvalidTaskSpec,
+)
+from decentralml.protocol.records import (
     ResultSubmissionStatus,
     Submission,
     Task,
@@ -55,15 +64,6 @@ from decentralml.domain import (
     TaskSpec,
     Verdict,
 )
-from decentralml.errors import (
-    ChainError,
-    InsufficientBalance,
-    InvalidTaskSpec,
-)
-from decentralml.marketplace import rules
-from decentralml.marketplace.base import CreatorStanding
-from decentralml.marketplace.indexer import ChainIndexer, RecordOutcome
-from decentralml.marketplace.ledger import Ledger
 
 Planned = tuple[codec.Record, Transfer | None]
 """One record to write and the payment that must go with it (accept verdicts)."""

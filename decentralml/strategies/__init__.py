@@ -1,7 +1,7 @@
 """Federated strategies, one module each; ``get_strategy`` builds one from its config.
 
 ``registry`` maps each config name (``strategy.name``) to the class that implements it; each
-class's ``Params`` is its config section, and decentralml.config builds the ``strategy``
+class's ``Params`` is its config section, and decentralml.runtime.config builds the ``strategy``
 section from them (a union discriminated by name). Adding a strategy is one module plus its
 line here, also for a rule with a contributor side: its module holds its server class, its
 ``Round`` settings and its ``LocalStep`` (docs/architecture.md, "How to add a strategy").

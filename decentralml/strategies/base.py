@@ -75,7 +75,7 @@ class RoundParams(BaseModel):
     """A strategy's part of what a round tells contributors (task.json's ``round`` object):
     its own typed fields, strict and bounded, since a contributor reads them from a stranger's
     package. The wire's ``RoundSettings`` is assembled from every registered strategy's
-    ``Round`` (decentralml.task_settings), so a strategy owns its keys. Every field needs a
+    ``Round`` (decentralml.ml.task_settings), so a strategy owns its keys. Every field needs a
     default meaning "not asked": a package of another strategy leaves them unset."""
 
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")

@@ -15,7 +15,7 @@ How this platform differs, so that contributors still send weights only:
 * Δc_i = (x - y_i) / (K_i·η) - c depends only on what the creator already has (x, c, the
   submitted y_i, and K_i = epochs·⌈n_i / B⌉ from the task's settings and the example count it
   allows), so the creator computes it; contributors never send control variates. A
-  contributor keeps c_i on its own machine (decentralml.local_state) under the training's
+  contributor keeps c_i on its own machine (decentralml.io.local_state) under the training's
   random ``lineage``, and c travels in the round's package (``round_tensors``; the settings
   say ``round: {control_variate: {file: FILE, lineage: HEX}}``).
 * Every invited contributor is taken to answer (the paper's |S| = N): c becomes the mean of
@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from decentralml.errors import IntegrityError, TaskRefused
-from decentralml.local_state import ControlVariates
+from decentralml.io.local_state import ControlVariates
+from decentralml.io.weights import check_against, decode, layout_of, weight_name
+from decentralml.protocol.errors import IntegrityError, TaskRefused
 from decentralml.strategies.base import (
     Contribution,
     LocalContext,
@@ -51,7 +52,6 @@ from decentralml.strategies.base import (
     StrategyParams,
     Tensors,
 )
-from decentralml.weights import check_against, decode, layout_of, weight_name
 
 if TYPE_CHECKING:
     import keras

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from decentralml.domain import ValidationStrategy
-from decentralml.marketplace import rules
+from decentralml.protocol import rules
+from decentralml.protocol.records import ValidationStrategy
 from decentralml.validation import builtin
 from decentralml.validation.auto import AutoAccept
 from decentralml.validation.base import (
@@ -38,7 +38,7 @@ from decentralml.validation.validators import (
 )
 
 if TYPE_CHECKING:
-    from decentralml.config import TaskConfig
+    from decentralml.runtime.config import TaskConfig
 
 
 def make_policy(

@@ -7,7 +7,7 @@ docs/benchmarks.md). Use CustomAccept with the held-out gate when contributors a
 
 from __future__ import annotations
 
-from decentralml.domain import Verdict
+from decentralml.protocol.records import Verdict
 from decentralml.validation.base import Candidate, PerCandidatePolicy
 
 

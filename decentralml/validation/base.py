@@ -30,8 +30,9 @@ from typing import Protocol
 
 import numpy as np
 
-from decentralml.domain import Submission, Verdict
-from decentralml.errors import (
+from decentralml.io.weights import Layout, check_against, decode_views, layout_bytes
+from decentralml.protocol import layout
+from decentralml.protocol.errors import (
     ArtifactMissing,
     ArtifactTooLarge,
     DigestMismatch,
@@ -39,8 +40,7 @@ from decentralml.errors import (
     StorageError,
     StorageUnavailable,
 )
-from decentralml.protocol import layout
-from decentralml.weights import Layout, check_against, decode_views, layout_bytes
+from decentralml.protocol.records import Submission, Verdict
 
 Evaluator = Callable[[Mapping[str, np.ndarray]], dict]
 Aggregator = Callable[[Sequence["Candidate"]], Mapping[str, np.ndarray]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decentralml.domain import Verdict
+from decentralml.protocol.records import Verdict
 from decentralml.validation.base import Candidate
 
 

@@ -12,8 +12,8 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from decentralml.domain import Verdict
-from decentralml.errors import ConfigError
+from decentralml.protocol.errors import ConfigError
+from decentralml.protocol.records import Verdict
 from decentralml.validation.base import Candidate, RoundView
 from decentralml.validation.validators import Finding, FunctionValidator, RoundValidator
 

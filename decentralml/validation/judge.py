@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from decentralml.domain import Submission, Task, Verdict
-from decentralml.errors import StorageError
+from decentralml.io.storage import ArtifactStore
+from decentralml.io.weights import Layout, layout_of
 from decentralml.protocol import layout as run_layout
-from decentralml.storage import ArtifactStore
+from decentralml.protocol.errors import StorageError
+from decentralml.protocol.records import Submission, Task, Verdict
 from decentralml.validation.base import (
     Aggregator,
     Candidate,
@@ -32,7 +33,6 @@ from decentralml.validation.base import (
     screen,
 )
 from decentralml.validation.originality import find_copies
-from decentralml.weights import Layout, layout_of
 
 
 @dataclass(frozen=True)

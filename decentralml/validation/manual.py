@@ -29,8 +29,8 @@ from typing import Literal
 
 import yaml
 
-from decentralml.domain import Verdict
-from decentralml.errors import ConfigError, DecentralMLError
+from decentralml.protocol.errors import ConfigError, DecentralMLError
+from decentralml.protocol.records import Verdict
 from decentralml.validation.base import Candidate, PerCandidatePolicy, RoundView
 
 Decider = Callable[[Candidate], Verdict]

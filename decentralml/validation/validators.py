@@ -27,8 +27,8 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from decentralml.domain import Verdict
-from decentralml.errors import ConfigError
+from decentralml.protocol.errors import ConfigError
+from decentralml.protocol.records import Verdict
 from decentralml.validation import builtin
 from decentralml.validation.base import Candidate, RoundView
 

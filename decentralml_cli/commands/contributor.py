@@ -14,7 +14,7 @@ def _local_data(args: argparse.Namespace) -> str | None:
     agent starts (each task then checks it against its own data spec)."""
     if args.data is None:
         return None
-    from decentralml.workloads.local_data import read_local_data
+    from decentralml.ml.workloads.local_data import read_local_data
 
     read_local_data(args.data)
     return str(args.data)
@@ -23,7 +23,7 @@ def _local_data(args: argparse.Namespace) -> str | None:
 def cmd_contribute(args: argparse.Namespace) -> int:
     _contributor_config(args)  # refused here, before the agent flow starts (it loads its own)
     data_path = _local_data(args)
-    from decentralml.shutdown import STOP
+    from decentralml.runtime.shutdown import STOP
 
     with STOP.on_signals():  # from here on a signal stops the agent cleanly (see the module)
         from flows.contributor import agent

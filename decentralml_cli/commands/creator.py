@@ -13,8 +13,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from decentralml.config import RunConfig
-from decentralml.errors import ConfigError
+from decentralml.protocol.errors import ConfigError
+from decentralml.runtime.config import RunConfig
 from decentralml_cli.config import _config
 
 
@@ -22,7 +22,7 @@ def _reviewer(config: RunConfig):
     """Who answers ManualAccept without a decisions file: the terminal prompt if there is one,
     else the Prefect UI form when a Prefect server is configured (the round pauses for it);
     with neither, the command is refused now rather than blocking in ``input()``."""
-    from decentralml.domain import ValidationStrategy
+    from decentralml.protocol.records import ValidationStrategy
     from decentralml.validation.manual import NO_REVIEWER, prompt_decider
 
     task = config.task
@@ -91,7 +91,7 @@ def round_progress(rounds: int):
 
 
 def print_round_table(rounds: list[dict]) -> None:
-    """Rows from ``decentralml.reporting.round_row``, headed by the primary metric's name."""
+    """Rows from ``decentralml.creator.report.round_row``, headed by the primary metric's name."""
     name = rounds[0]["metric_name"] if rounds else "metric"
     print(f"{'round':>5} {'task':>5} {name:>9} {'accepted':>9} {'rejected':>9} deferred")
     for row in rounds:
@@ -107,7 +107,7 @@ def print_round_table(rounds: list[dict]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     config = _config(args)
     decider = _reviewer(config)
-    from decentralml.session import open_session
+    from decentralml.creator.session import open_session
     from flows.creator import run_training
 
     session = open_session(config, run=args.run or config.name)
@@ -119,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "raise --rounds to continue it, or give --run NAME to start another training"
         )
         return 0
-    from decentralml.reporting import round_row
+    from decentralml.creator.report import round_row
 
     print_round_table([round_row(r) for r in reports])
     return 1 if any(r.shortfall for r in reports) else 0
@@ -127,8 +127,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     config = _config(args)
-    from decentralml.session import open_session
-    from decentralml.weights import decode
+    from decentralml.creator.session import open_session
+    from decentralml.io.weights import decode
     from flows.creator import publish
 
     session = open_session(config, run=args.run or config.name)
@@ -142,7 +142,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_round(args: argparse.Namespace) -> int:
     config = _config(args)
     decider = _reviewer(config)
-    from decentralml.reporting import round_row
+    from decentralml.creator.report import round_row
     from flows.creator import creator_tags, outcome, run_round
 
     session, task = _session_at_task(config, args)
@@ -157,7 +157,7 @@ def _session_at_task(config: RunConfig, args: argparse.Namespace):
     """The creator's session holding the global weights task ``args.task_id`` was published
     with (verified against its record): what its round starts from."""
     from decentralml.creator import published_global
-    from decentralml.session import open_session
+    from decentralml.creator.session import open_session
 
     session = open_session(config, run=args.run or config.name)
     task = session.creator.market.get_task(args.task_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from decentralml.errors import ConfigError
+from decentralml.protocol.errors import ConfigError
 from decentralml_cli.config import _config, _contributor_config
 
 
@@ -16,7 +16,7 @@ def cmd_workloads(args: argparse.Namespace) -> int:
     """The built-in workloads, then those installed distributions publish (entry points):
     what ``workload:`` (or ``--workload``) accepts. A published one that cannot be loaded is
     listed as broken, with why, and the others are still listed."""
-    from decentralml import workloads
+    from decentralml.ml import workloads
 
     print(f"{'name':<14} {'data':<14} {'metric':<9} {'input':<9} model")
     for name in [*workloads.names(), *workloads.published()]:
@@ -36,7 +36,7 @@ def cmd_workloads(args: argparse.Namespace) -> int:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     config = _contributor_config(args)
-    from decentralml.runtime import open_marketplace
+    from decentralml.runtime.backends import open_marketplace
 
     market = open_marketplace(config.marketplace)
     block = market.current_block()
@@ -63,7 +63,7 @@ def _short(address: str) -> str:
 
 def cmd_results(args: argparse.Namespace) -> int:
     config = _config(args)
-    from decentralml.runtime import open_marketplace
+    from decentralml.runtime.backends import open_marketplace
 
     market = open_marketplace(config.marketplace)
     print(f"{'id':>4} {'status':<17} {'examples':>8} {'paid':>10} contributor reason")
@@ -78,8 +78,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def cmd_balance(args: argparse.Namespace) -> int:
     config = _config(args)
-    from decentralml.accounts import keypair_from_uri
-    from decentralml.runtime import open_marketplace
+    from decentralml.protocol.accounts import keypair_from_uri
+    from decentralml.runtime.backends import open_marketplace
 
     market = open_marketplace(config.marketplace)
     address = (

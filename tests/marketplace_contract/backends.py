@@ -33,12 +33,12 @@ from typing import Any
 import pytest
 from substrateinterface import Keypair
 
-from decentralml.accounts import canonical_address
-from decentralml.commitment import result_commitment
-from decentralml.domain import TaskResult, TaskSpec, ValidationStrategy
-from decentralml.errors import MarketplaceError
 from decentralml.marketplace import ChargesFees, Marketplace
 from decentralml.marketplace.embedded import EmbeddedMarketplace
+from decentralml.protocol.accounts import canonical_address
+from decentralml.protocol.commitment import result_commitment
+from decentralml.protocol.errors import MarketplaceError
+from decentralml.protocol.records import TaskResult, TaskSpec, ValidationStrategy
 from tests.helpers import commit_and_send
 
 FROZEN = 1e9

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from decentralml.domain import TaskStatus
-from decentralml.errors import AlreadyAssigned, TaskFull, TaskNotOpen
+from decentralml.protocol.errors import AlreadyAssigned, TaskFull, TaskNotOpen
+from decentralml.protocol.records import TaskStatus
 from tests.helpers import commit_and_send
 from tests.marketplace_contract.backends import Backend, People, result
 

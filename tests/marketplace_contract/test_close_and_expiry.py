@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from decentralml.domain import ResultSubmissionStatus, TaskStatus
-from decentralml.errors import PendingResults, TaskNotOpen, VerdictAlreadyGiven
+from decentralml.protocol.errors import PendingResults, TaskNotOpen, VerdictAlreadyGiven
+from decentralml.protocol.records import ResultSubmissionStatus, TaskStatus
 from tests.marketplace_contract.backends import Backend, People, with_results
 
 

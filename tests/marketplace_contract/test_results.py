@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from decentralml.domain import ResultSubmissionStatus, TaskResult
-from decentralml.errors import (
+from decentralml.protocol.errors import (
     AlreadyCommitted,
     InvalidResult,
     NotAssignee,
@@ -13,6 +12,7 @@ from decentralml.errors import (
     ResultAlreadySent,
     TaskNotOpen,
 )
+from decentralml.protocol.records import ResultSubmissionStatus, TaskResult
 from tests.helpers import commit_and_send
 from tests.marketplace_contract.backends import Backend, People, commitment_of, result, state
 

@@ -6,8 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from decentralml.domain import ResultSubmissionStatus, TaskStatus, Verdict
-from decentralml.errors import (
+from decentralml.protocol.errors import (
     AlreadyAssigned,
     InsufficientBalance,
     InvalidResult,
@@ -22,6 +21,7 @@ from decentralml.errors import (
     UnknownTask,
     VerdictAlreadyGiven,
 )
+from decentralml.protocol.records import ResultSubmissionStatus, TaskStatus, Verdict
 from tests.marketplace_contract.backends import (
     Backend,
     People,

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from decentralml.domain import TaskSpec, TaskStatus
-from decentralml.errors import InsufficientBalance, InvalidTaskSpec, UnknownSubmission, UnknownTask
 from decentralml.marketplace import DevFaucet, Marketplace
+from decentralml.protocol.errors import (
+    InsufficientBalance,
+    InvalidTaskSpec,
+    UnknownSubmission,
+    UnknownTask,
+)
+from decentralml.protocol.records import TaskSpec, TaskStatus
 from tests.marketplace_contract.backends import (
     START,
     Backend,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from decentralml.domain import ResultSubmissionStatus, TaskStatus, Verdict
-from decentralml.errors import NoResultYet, NotCreator, PendingResults, VerdictAlreadyGiven
+from decentralml.protocol.errors import NoResultYet, NotCreator, PendingResults, VerdictAlreadyGiven
+from decentralml.protocol.records import ResultSubmissionStatus, TaskStatus, Verdict
 from tests.marketplace_contract.backends import Backend, People, state, with_results
 
 

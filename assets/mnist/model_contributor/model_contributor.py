@@ -18,16 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import settings
 
-from decentralml.config import load_config
 from decentralml.contributor import Contributor, contribute_once
-from decentralml.data.federated import contributor_shard, test_split
-from decentralml.data.shared_slice import read_slice, with_slice
-from decentralml.errors import DecentralMLError, TaskRefused
-from decentralml.models import build_model, model_tensors, set_model_tensors
-from decentralml.runtime import contributor_keypair, open_marketplace, open_store
-from decentralml.task_settings import TaskSettings
-from decentralml.weights import decode, encode
-from decentralml.workloads import register_architecture
+from decentralml.io.weights import decode, encode
+from decentralml.ml.data.federated import contributor_shard, test_split
+from decentralml.ml.data.shared_slice import read_slice, with_slice
+from decentralml.ml.models import build_model, model_tensors, set_model_tensors
+from decentralml.ml.task_settings import TaskSettings
+from decentralml.ml.workloads import register_architecture
+from decentralml.protocol.errors import DecentralMLError, TaskRefused
+from decentralml.runtime.backends import contributor_keypair, open_marketplace, open_store
+from decentralml.runtime.config import load_config
 
 
 @cache

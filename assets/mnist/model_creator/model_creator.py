@@ -18,9 +18,9 @@ from pathlib import Path
 
 import settings
 
-from decentralml.models import build_model, evaluate, model_tensors, set_model_tensors
+from decentralml.io.weights import check_against, decode, encode, layout_of, read_metadata
+from decentralml.ml.models import build_model, evaluate, model_tensors, set_model_tensors
 from decentralml.strategies import Contribution, get_strategy
-from decentralml.weights import check_against, decode, encode, layout_of, read_metadata
 
 
 def create_model():

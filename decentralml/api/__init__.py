@@ -1,0 +1,1 @@
+"""The seed's API behind the eight top-level seed modules."""

@@ -1,0 +1,1 @@
+"""Storage, weights files, contributor packages and local state: bytes in and out, bounded."""

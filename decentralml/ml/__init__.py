@@ -1,0 +1,1 @@
+"""Models, local training, the task settings contributors train by, workloads and data."""

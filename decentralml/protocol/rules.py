@@ -1,0 +1,381 @@
+"""The marketplace's rulebook: pure functions over domain records, one home for every rule.
+
+Two callers apply these rules and must never disagree: the SQLite ``Ledger`` (the embedded
+marketplace, and the chain indexer replaying records) and the Substrate backend's pre-flight
+checks, which refuse for free what the indexer would refuse after the fee was spent.
+
+Each ``can_*`` function returns what should happen, without raising or touching storage:
+``None`` (go ahead and record it), ``ALREADY_DONE`` (the very same action was already recorded:
+a retried step, nothing to write) or the refusal, a ``MarketplaceError`` to raise. ``enforce``
+turns that into control flow. The caller looks the records up (an unknown id is the caller's
+refusal) and supplies the block at which the action would take effect.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Final
+from urllib.parse import urlsplit
+
+from decentralml.protocol.accounts import same_account
+from decentralml.protocol.commitment import is_commitment, result_commitment
+from decentralml.protocol.errors import (
+    AlreadyAssigned,
+    AlreadyCommitted,
+    InvalidResult,
+    InvalidTaskSpec,
+    MarketplaceError,
+    NoResultYet,
+    NotAssignee,
+    NotCommitted,
+    NotCreator,
+    PendingResults,
+    ResultAlreadySent,
+    TaskFull,
+    TaskNotOpen,
+    VerdictAlreadyGiven,
+)
+from decentralml.protocol.records import (
+    ResultSubmissionStatus,
+    Submission,
+    Task,
+    TaskResult,
+    TaskSpec,
+    TaskStatus,
+    TaskType,
+    ValidationStrategy,
+    Verdict,
+)
+
+MAX_AMOUNT = 2**128 - 1
+"""The pallet's Balance type is u128; larger amounts could never exist on chain."""
+
+MAX_ID = 2**63 - 1
+"""Ids on chain are u64; larger than SQLite's integers, they can only name nothing."""
+
+UNFINISHED = (TaskStatus.Created, TaskStatus.InProgress)
+FINISHED = (TaskStatus.Completed, TaskStatus.Withdrawn)
+
+AUTO_ACCEPTED = "not judged within {grace} blocks after the task expired: accepted and paid"
+"""The reason recorded for a result paid because its creator did not judge it in time."""
+
+
+class AlreadyDone:
+    """The action was already recorded exactly so: a retried step, nothing to write."""
+
+    def __repr__(self) -> str:
+        return "ALREADY_DONE"
+
+
+ALREADY_DONE: Final = AlreadyDone()
+
+Decision = MarketplaceError | AlreadyDone | None
+"""None: record it; ALREADY_DONE: nothing to do; a MarketplaceError: refused."""
+
+
+def enforce(decision: Decision) -> bool:
+    """Raise a refusal; True when there is something to record, False for a repeat."""
+    if isinstance(decision, MarketplaceError):
+        raise decision
+    return decision is None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_endpoint(value: str) -> bool:
+    """An http(s) URL naming a host and no user or password: a task record is public."""
+    parsed = urlsplit(value)
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname) and "@" not in parsed.netloc
+
+
+# --- tasks ----------------------------------------------------------------------------------
+
+
+def unpaid_slots(pays_amount: int, max_assignments: int) -> str | None:
+    """Why a task would pay its accepted results nothing (a reward below one per slot), or
+    None: the config refuses it before publishing, the marketplace when it is created."""
+    if pays_amount < max_assignments:
+        return (
+            f"pays_amount {pays_amount} < max_assignments {max_assignments}: each accepted "
+            "result would be paid 0; raise pays_amount or lower max_assignments"
+        )
+    return None
+
+
+def validate_spec(spec: TaskSpec, block: int) -> InvalidTaskSpec | None:
+    """The pallet's checks on create_task, plus the one it forgot (a payment per slot >= 1)."""
+    if not _is_int(spec.pays_amount) or not 0 < spec.pays_amount <= MAX_AMOUNT:
+        return InvalidTaskSpec(f"pays_amount must be a positive integer, got {spec.pays_amount!r}")
+    if not _is_int(spec.max_assignments) or spec.max_assignments <= 0:
+        return InvalidTaskSpec(f"max_assignments must be >= 1, got {spec.max_assignments!r}")
+    unpaid = unpaid_slots(spec.pays_amount, spec.max_assignments)
+    if unpaid:
+        return InvalidTaskSpec(unpaid)
+    if not _is_int(spec.expiration_block) or spec.expiration_block <= block:
+        return InvalidTaskSpec(
+            f"expiration_block {spec.expiration_block!r} is not after the current block {block}"
+        )
+    if not spec.question.strip():
+        return InvalidTaskSpec("question is empty; describe what contributors should do")
+    if not _is_int(spec.epochs) or spec.epochs < 0:
+        return InvalidTaskSpec(f"epochs must be >= 0 (0: not recorded), got {spec.epochs!r}")
+    if spec.storage_endpoint and not _is_endpoint(spec.storage_endpoint):
+        return InvalidTaskSpec(
+            f"storage_endpoint {spec.storage_endpoint!r} is not an http(s) URL without "
+            "credentials; each party reads its storage credentials from its own environment"
+        )
+    try:
+        ValidationStrategy(spec.validation_strategy)
+        TaskType(spec.task_type)
+    except ValueError as exc:
+        return InvalidTaskSpec(f"{exc}; use a name from decentralml.protocol.records")
+    return None
+
+
+def unfinished(task: Task) -> bool:
+    """Neither completed nor withdrawn: its escrow (or promise) still stands."""
+    return task.status in UNFINISHED
+
+
+def expired(task: Task, block: int) -> bool:
+    """A task takes no assignment, commitment or result from its expiration block on."""
+    return block >= task.spec.expiration_block
+
+
+def has_free_slot(task: Task) -> bool:
+    return task.assigned < task.spec.max_assignments
+
+
+def listed_open(task: Task, block: int | None = None) -> bool:
+    """What ``list_tasks(open_only=True)`` shows: unfinished, with a free slot and, when the
+    block is known, not expired."""
+    return unfinished(task) and has_free_slot(task) and (block is None or not expired(task, block))
+
+
+def results_complete(task: Task, submissions: Iterable[Submission], block: int) -> bool:
+    """No more results can come: every slot holds one, or the task expired or finished."""
+    sent = [s for s in submissions if s.status is not ResultSubmissionStatus.Assigned]
+    return len(sent) >= task.spec.max_assignments or expired(task, block) or not unfinished(task)
+
+
+def overdue(task: Task, block: int, grace: int | None) -> bool:
+    """The creator missed the review: ``grace`` blocks past expiry the unfinished task's
+    pending results are accepted and paid (None: this marketplace has no such promise)."""
+    return grace is not None and unfinished(task) and block >= task.spec.expiration_block + grace
+
+
+def auto_accepted(
+    task: Task, submissions: Iterable[Submission], block: int, grace: int | None
+) -> list[Verdict]:
+    """The verdicts an overdue task's pending results get (none for a task not overdue):
+    both backends and the creator's own catch-up pay exactly these."""
+    if not overdue(task, block, grace):
+        return []
+    reason = AUTO_ACCEPTED.format(grace=grace)
+    pending = ResultSubmissionStatus.PendingValidation
+    return [Verdict(s.submission_id, True, reason) for s in submissions if s.status is pending]
+
+
+def promise(spec: TaskSpec) -> int:
+    """The most a task can ever pay: one reward per slot (the remainder of an uneven
+    ``pays_amount`` can never be paid and is refunded at close)."""
+    return spec.reward_per_result * spec.max_assignments
+
+
+def outstanding(task: Task) -> int:
+    """What the task can still pay: its promise less what it paid; 0 once finished."""
+    return promise(task.spec) - task.paid if unfinished(task) else 0
+
+
+def owed(tasks: Iterable[Task], creator: str) -> int:
+    """Everything ``creator``'s unfinished tasks can still pay."""
+    return sum(outstanding(t) for t in tasks if same_account(t.creator, creator))
+
+
+def covers(free_balance: int, owed_amount: int) -> bool:
+    """A creator without escrow can pay when its free balance covers every promise."""
+    return free_balance >= owed_amount
+
+
+def resubmitted_task(tasks: Iterable[Task], creator: str, spec: TaskSpec) -> Task | None:
+    """An unfinished task of ``creator`` with the very same spec: a create retried after an
+    unknown outcome, so it is this one and nothing is written again."""
+    for task in tasks:
+        if same_account(task.creator, creator) and task.spec == spec and unfinished(task):
+            return task
+    return None
+
+
+def held_submission(submissions: Iterable[Submission], worker: str) -> Submission | None:
+    """The worker's submission on a task, if it holds a slot there (one per worker)."""
+    return next((s for s in submissions if same_account(s.worker, worker)), None)
+
+
+def distinct_verdicts(verdicts: Iterable[Verdict]) -> list[Verdict]:
+    """One verdict per submission, in order: a repeat of the same verdict is dropped, two
+    opposite ones in one settlement are refused (VerdictAlreadyGiven)."""
+    decided: dict[int, Verdict] = {}
+    for verdict in verdicts:
+        earlier = decided.setdefault(verdict.submission_id, verdict)
+        if earlier.accept != verdict.accept:
+            raise VerdictAlreadyGiven(
+                f"submission {verdict.submission_id} has two opposite verdicts"
+            )
+    return list(decided.values())
+
+
+def examples_limit(task_limit: int | None, shard_limit: int | None) -> int | None:
+    """The most examples any result of a task may claim: the task's own ``max_examples``
+    wins over what the creator knows of its shards."""
+    return task_limit or shard_limit
+
+
+def task_open(task: Task, block: int) -> TaskNotOpen | None:
+    """Assignments, commitments and results count only on an unfinished task before expiry."""
+    if not unfinished(task):
+        return TaskNotOpen(f"task {task.task_id} is {task.status.value}; pick an open task")
+    if expired(task, block):
+        return TaskNotOpen(
+            f"task {task.task_id} expired at block {task.spec.expiration_block} "
+            f"(now {block}); pick an open task"
+        )
+    return None
+
+
+def can_assign(task: Task, held: Submission | None, worker: str, block: int) -> Decision:
+    """One slot per worker, first come first served. ``held``: the worker's submission on
+    this task, if any (a second assignment is refused, not repeated: it would be a new slot)."""
+    refusal = task_open(task, block)
+    if refusal is not None:
+        return refusal
+    if held is not None:
+        return AlreadyAssigned(
+            f"{worker} already holds submission {held.submission_id} of task {task.task_id}"
+        )
+    if not has_free_slot(task):
+        return TaskFull(
+            f"all {task.spec.max_assignments} slots of task {task.task_id} are taken; "
+            "pick another task"
+        )
+    return None
+
+
+# --- a contributor's commitment and result ---------------------------------------------------
+
+
+def _awaiting_result(submission: Submission, worker: str) -> MarketplaceError | None:
+    """The preconditions shared by a commitment and a result: the assignee, no result yet."""
+    if not same_account(submission.worker, worker):
+        return NotAssignee(f"submission {submission.submission_id} is assigned to someone else")
+    if submission.status is not ResultSubmissionStatus.Assigned:
+        return ResultAlreadySent(f"submission {submission.submission_id} already has a result")
+    return None
+
+
+def check_commitment(commitment: str) -> InvalidResult | None:
+    """The commitment's form, checkable before any record is read."""
+    if is_commitment(commitment):
+        return None
+    return InvalidResult(
+        f"commitment must be 64 lowercase hex characters, got {commitment!r}; "
+        "compute it with decentralml.protocol.commitment.result_commitment"
+    )
+
+
+def can_commit(
+    task: Task, submission: Submission, worker: str, commitment: str, block: int
+) -> Decision:
+    """Once, by the assignee, before its result and before expiry; the same commitment again
+    is a retried step, another one is refused (a commitment cannot be changed)."""
+    refusal = check_commitment(commitment) or _awaiting_result(submission, worker)
+    if refusal is not None:
+        return refusal
+    if submission.commitment:
+        if submission.commitment == commitment:
+            return ALREADY_DONE
+        return AlreadyCommitted(
+            f"submission {submission.submission_id} is already committed to another result "
+            f"({submission.commitment}); a commitment cannot be changed"
+        )
+    return task_open(task, block)
+
+
+def check_result(result: TaskResult) -> InvalidResult | None:
+    """A result's numbers must be storable and meaningful; anyone can post one on chain."""
+    if not _is_int(result.num_examples) or not 0 < result.num_examples <= MAX_ID:
+        return InvalidResult(
+            f"num_examples must be a positive integer up to {MAX_ID}, got {result.num_examples!r}"
+        )
+    bad = [name for name, value in result.metrics.items() if not math.isfinite(value)]
+    if bad:
+        return InvalidResult(f"metrics {bad} are not finite numbers")
+    return None
+
+
+def can_send_result(
+    task: Task, submission: Submission, worker: str, result: TaskResult, block: int
+) -> Decision:
+    """The reveal: by the assignee, once, before expiry, matching its commitment. The very
+    same result again is a retried step; any other is refused."""
+    refusal = check_result(result)
+    if refusal is not None:
+        return refusal
+    if submission.result == result and same_account(submission.worker, worker):
+        return ALREADY_DONE
+    refusal = _awaiting_result(submission, worker)
+    if refusal is not None:
+        return refusal
+    if not submission.commitment:
+        return NotCommitted(
+            f"submission {submission.submission_id} has no commitment; call commit_result with "
+            "result_commitment(worker, sha256) first, then upload, then send the result"
+        )
+    if result_commitment(worker, result.sha256) != submission.commitment:
+        return InvalidResult("result does not match the submission's commitment")
+    return task_open(task, block)
+
+
+# --- the creator's verdicts and close --------------------------------------------------------
+
+
+def can_judge(task: Task, submission: Submission, creator: str, accept: bool) -> Decision:
+    """Only the creator judges, only a result, and once: the same verdict again is a retried
+    step (it pays nothing twice), the opposite one is refused."""
+    if not same_account(task.creator, creator):
+        return NotCreator(f"only the creator of task {task.task_id} may do this")
+    status = submission.status
+    if status is ResultSubmissionStatus.Assigned:
+        return NoResultYet(f"submission {submission.submission_id} has no result yet; wait for it")
+    if status in (ResultSubmissionStatus.Accepted, ResultSubmissionStatus.Rejected):
+        if (status is ResultSubmissionStatus.Accepted) == accept:
+            return ALREADY_DONE
+        return VerdictAlreadyGiven(
+            f"submission {submission.submission_id} was already {status.value.lower()}"
+        )
+    return None
+
+
+def can_close(
+    task: Task, submissions: Iterable[Submission], creator: str, decided: Iterable[int] = ()
+) -> Decision:
+    """The creator ends its task once no result awaits a verdict (``decided``: submissions
+    judged in the same settlement); closing a finished task is a repeat."""
+    if not same_account(task.creator, creator):
+        return NotCreator(f"only the creator of task {task.task_id} may do this")
+    if not unfinished(task):
+        return ALREADY_DONE
+    judged = set(decided)
+    pending = [
+        s.submission_id
+        for s in submissions
+        if s.status is ResultSubmissionStatus.PendingValidation and s.submission_id not in judged
+    ]
+    if pending:
+        return PendingResults(
+            f"task {task.task_id} has results awaiting a verdict: submissions {pending}; "
+            "accept or reject them, then close"
+        )
+    return None

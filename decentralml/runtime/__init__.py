@@ -1,0 +1,1 @@
+"""Turning configuration into live parts: config, backends, checks, keys, waiting."""

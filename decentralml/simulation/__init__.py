@@ -1,0 +1,1 @@
+"""Simulated contributors for demos, tests and benchmarks: never imported by the roles."""

@@ -1,0 +1,160 @@
+"""Simulated attackers: what a dishonest contributor sends instead of its honest work.
+
+For demos, tests and benchmarks only (``decentralml demo --attack KIND --attackers K``): the
+creator's defences are measured against these (docs/benchmarks.md, docs/security.md).
+
+* ``sign_flip``: the update reversed and scaled, ``g - scale·(w - g)`` (scale 10) — the
+  classic model-poisoning attack of Blanchard et al. 2017 / Fang et al. 2020.
+* ``scaled``: the update boosted, ``g + scale·(w - g)``: "model replacement" (Bagdasaryan et
+  al., "How To Backdoor Federated Learning", AISTATS 2020).
+* ``gaussian_noise``: the trained weights plus N(0, ``noise_std``) on every parameter.
+* ``label_flip``: honest training on poisoned labels (``9 - y``): a normal-sized, harmful update.
+* ``free_rider``: trains nothing; sends a copy of another contributor's result once one is
+  readable, or the global weights back if none appears in time.
+* ``inflated_examples``: honest weights, but claims ``10**15`` examples to buy influence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import get_args
+
+import numpy as np
+from substrateinterface import Keypair
+
+from decentralml.contributor import Contributor, ContributorSteps, TaskInputs, result_url
+from decentralml.io.storage import ArtifactStore
+from decentralml.io.weights import decode
+from decentralml.marketplace.base import Marketplace
+from decentralml.ml.training import TrainingOutcome
+from decentralml.protocol.accounts import same_account
+from decentralml.protocol.records import Task
+from decentralml.runtime.config import AttackConfig, AttackKind
+
+ATTACKS: tuple[str, ...] = get_args(AttackKind)
+INFLATED_CLAIM = 10**15
+FREE_RIDER_WAIT_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attacker's behaviour; ``scale`` and ``noise_std`` as described in the module."""
+
+    kind: AttackKind
+    scale: float = 10.0
+    noise_std: float = 0.5
+
+    @classmethod
+    def from_config(cls, config: AttackConfig) -> Attack | None:
+        if config.kind is None:
+            return None
+        return cls(config.kind, config.scale, config.noise_std)
+
+    def labels(self, y: np.ndarray) -> np.ndarray:
+        """The labels this attacker trains on (flipped for ``label_flip``)."""
+        return (9 - y).astype(y.dtype) if self.kind == "label_flip" else y
+
+    def claim(self, num_examples: int) -> int:
+        return INFLATED_CLAIM if self.kind == "inflated_examples" else num_examples
+
+    def weights(
+        self,
+        global_tensors: Mapping[str, np.ndarray],
+        trained: Mapping[str, np.ndarray],
+        seed: int = 0,
+    ) -> dict[str, np.ndarray]:
+        """What this attacker sends, given what honest training produced."""
+        if self.kind == "sign_flip":
+            return _along_update(global_tensors, trained, -self.scale)
+        if self.kind == "scaled":
+            return _along_update(global_tensors, trained, self.scale)
+        if self.kind == "gaussian_noise":
+            rng = np.random.default_rng(seed)
+            return {
+                n: (t + rng.normal(0.0, self.noise_std, t.shape)).astype(t.dtype)
+                for n, t in trained.items()
+            }
+        return dict(trained)
+
+
+def _along_update(
+    global_tensors: Mapping[str, np.ndarray], trained: Mapping[str, np.ndarray], factor: float
+) -> dict[str, np.ndarray]:
+    return {n: (g + factor * (trained[n] - g)).astype(g.dtype) for n, g in global_tensors.items()}
+
+
+def tamper(
+    attack: Attack,
+    outcome: TrainingOutcome,
+    global_tensors: Mapping[str, np.ndarray],
+    copy_source: Mapping[str, np.ndarray] | None = None,
+    seed: int = 0,
+) -> TrainingOutcome:
+    """The outcome this attacker sends instead of ``outcome``; a free-rider sends
+    ``copy_source`` (another contributor's weights), or the global weights back."""
+    if attack.kind == "free_rider":
+        tensors = dict(copy_source if copy_source is not None else global_tensors)
+        return TrainingOutcome(tensors, outcome.num_examples, outcome.metrics)
+    tensors = attack.weights(global_tensors, outcome.tensors, seed)
+    return TrainingOutcome(tensors, attack.claim(outcome.num_examples), outcome.metrics)
+
+
+def someone_elses_result(
+    market: Marketplace,
+    store: ArtifactStore,
+    task: Task,
+    worker: Keypair,
+    wait_seconds: float = FREE_RIDER_WAIT_SECONDS,
+    poll_seconds: float = 0.5,
+) -> dict[str, np.ndarray] | None:
+    """What a free-rider copies: the first other result of the task readable in storage."""
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        for submission in market.list_task_results(task.task_id):
+            if submission.result is None or same_account(submission.worker, worker.ss58_address):
+                continue
+            location = result_url(task, submission.submission_id)
+            if store.exists(location):
+                return decode(store.get(location, submission.result.sha256))
+        time.sleep(poll_seconds)
+    return None
+
+
+def attacker_outcome(
+    attack: Attack,
+    contributor: Contributor,
+    task: Task,
+    global_tensors: Mapping[str, np.ndarray],
+    outcome: TrainingOutcome,
+) -> TrainingOutcome:
+    """What ``contributor``, attacking with ``attack``, sends for ``task`` after its own
+    training."""
+    source = None
+    if attack.kind == "free_rider":
+        market, store, worker = contributor.market, contributor.store, contributor.keypair
+        source = someone_elses_result(market, store, task, worker)
+    return tamper(attack, outcome, global_tensors, source, seed=contributor.shard_index)
+
+
+def attacked(
+    steps: ContributorSteps,
+    attack: Attack | None,
+    contributor: Contributor,
+    tamper_step: Callable[..., TrainingOutcome] = attacker_outcome,
+) -> ContributorSteps:
+    """The contributor procedure's steps with ``train`` wrapped from outside: the attacker
+    trains on its poisoned labels, then sends what ``tamper_step`` (``attacker_outcome``, or
+    an orchestrator's wrapped copy of it) makes of the honest outcome. Production code knows
+    nothing of attacks; None leaves the steps as they are."""
+    if attack is None:
+        return steps
+    honest = steps.train
+
+    def train(task: Task, inputs: TaskInputs, x, y, local, seed: int) -> TrainingOutcome:
+        outcome = honest(task, inputs, x, attack.labels(y), local, seed)
+        return tamper_step(attack, contributor, task, inputs.global_tensors, outcome)
+
+    return dataclasses.replace(steps, train=train)
