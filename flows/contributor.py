@@ -27,8 +27,8 @@ from decentralml.contributor import (
     ContributorSteps,
     check_offer,
     contribute_once,
+    filter_reason,
     find_open_task,
-    unwanted,
 )
 from decentralml.marketplace.base import Marketplace
 from decentralml.protocol.errors import TaskFull, TaskNotOpen
@@ -100,7 +100,7 @@ def run_agent(
     Ends after handling ``max_tasks`` tasks (worked on or skipped; None: no limit), after
     ``terms.idle_timeout_seconds`` with nothing to do, or once ``stop`` is set; it then waits
     for the tasks in progress (those not yet holding a slot drop out). A task the
-    contributor's filters pass over (decentralml.contributor.unwanted) is skipped with one
+    contributor's filters pass over (decentralml.contributor.filter_reason) is skipped with one
     info line; a task whose slots went to faster contributors is skipped silently; any other
     failure of one task (a stranger's bad task, a refused check, a bug) is one warning line.
     Every skipped task is remembered and never retried: tasks are published by anyone, so
@@ -131,7 +131,7 @@ def run_agent(
             continue
         backoff.reset()  # a task now: the next one may follow soon
         seen.add(task.task_id)  # remembered: a skipped task is not tried again
-        reason = unwanted(task, terms)
+        reason = filter_reason(task, terms)
         if reason:  # the contributor's own filters: a quiet skip, not a warning
             log.info("skipping task %d: filtered: %s", task.task_id, reason)
             continue

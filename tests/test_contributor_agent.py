@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from decentralml.contributor import Contributor, unwanted
+from decentralml.contributor import Contributor, filter_reason
 from decentralml.creator import task_settings
 from decentralml.io.storage import ArtifactStore
 from decentralml.io.weights import encode
@@ -99,8 +99,8 @@ def test_a_task_passing_every_filter_is_wanted(
     terms = ContributorConfig(
         min_reward_per_result=500, models=["mnist_mlp"], creators=[kusama_alice]
     )
-    assert unwanted(task, terms) is None
-    assert unwanted(task, ContributorConfig()) is None  # empty lists: any model, anyone
+    assert filter_reason(task, terms) is None
+    assert filter_reason(task, ContributorConfig()) is None  # empty lists: any model, anyone
 
 
 # --- concurrency and idle timeout (real training under a Prefect test server) --------------

@@ -60,3 +60,20 @@ def test_capabilities_are_declared_by_the_backends(tmp_path: Path) -> None:
     chain = object.__new__(SubstrateMarketplace)  # no connection: capabilities only
     for capability in (Marketplace, DevFaucet, ChargesFees, AuditsChain):
         assert isinstance(chain, capability), capability.__name__
+
+
+def test_the_curated_api_loads_lazily_and_completely() -> None:
+    """``import decentralml`` stays light (a contributor's CLI and the seed functions import
+    it), and every curated name resolves to its module's object."""
+    code = (
+        "import sys, decentralml\n"
+        "assert 'tensorflow' not in sys.modules and 'prefect' not in sys.modules\n"
+        "from decentralml.contributor import contribute_once\n"
+        "assert decentralml.contribute_once is contribute_once\n"
+        "print(len([getattr(decentralml, n) for n in decentralml.__all__]))\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(done.stdout) == len(__import__("decentralml").__all__) > 10

@@ -19,6 +19,7 @@ from decentralml.contributor.steps import (
     commit,
     encode_result,
     fetch_inputs,
+    filter_reason,
     find_open_task,
     finish_local,
     held_submission,
@@ -29,7 +30,6 @@ from decentralml.contributor.steps import (
     task_store,
     train,
     training_data,
-    unwanted,
     upload_result,
 )
 
@@ -49,6 +49,7 @@ __all__ = [
     "contribute_once",
     "encode_result",
     "fetch_inputs",
+    "filter_reason",
     "find_open_task",
     "finish_local",
     "held_submission",
@@ -60,6 +61,5 @@ __all__ = [
     "task_store",
     "train",
     "training_data",
-    "unwanted",
     "upload_result",
 ]

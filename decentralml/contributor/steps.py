@@ -126,7 +126,7 @@ def find_open_task(market: Marketplace, worker: Keypair, done: set[int]) -> Task
     return None
 
 
-def unwanted(task: Task, terms: ContributorConfig) -> str | None:
+def filter_reason(task: Task, terms: ContributorConfig) -> str | None:
     """Why the contributor's own filters pass over ``task`` (reward, model, creator), or None.
 
     Read from the task record alone, so a filtered task costs no download. Unlike the trust
@@ -151,7 +151,7 @@ def check_offer(market: Marketplace, task: Task, terms: ContributorConfig) -> No
     spec = task.spec
     if spec.task_type is not TaskType.ModelContributor:
         raise TaskRefused(f"task {task.task_id} is a {spec.task_type} task, not ModelContributor")
-    reason = unwanted(task, terms)
+    reason = filter_reason(task, terms)
     if reason:
         raise TaskRefused(f"task {task.task_id} {reason}")
     for name in ("assets_sha256", "global_weights_sha256"):

@@ -530,7 +530,7 @@ class Progress:
     strategy_state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def run_tasks(creator: Creator) -> dict[int, Task]:
+def tasks_of_run(creator: Creator) -> dict[int, Task]:
     """The latest task this creator published for each round of its run."""
     prefix = creator.store.run_url(creator.run) + "/"
     latest: dict[int, Task] = {}
@@ -546,7 +546,7 @@ def find_progress(creator: Creator) -> Progress:
     is paid (write-ahead), so a finished task without its checkpoint means the round ended
     without a settlement of ours (expired): it is run again. A round whose task stays open
     only for deferred results, but whose successor was published, is done."""
-    tasks = run_tasks(creator)
+    tasks = tasks_of_run(creator)
     done = 0
     while (task := tasks.get(done + 1)) is not None:
         moved_on = task.status in FINISHED or (done + 2) in tasks  # deferred results keep it open
@@ -590,7 +590,7 @@ def close_open_tasks(creator: Creator) -> dict[int, str]:
     training does. A task with results awaiting a verdict stays open for them (a rerun judges
     them; past the review grace they are paid). Returns what happened to each task."""
     outcomes: dict[int, str] = {}
-    for task in run_tasks(creator).values():
+    for task in tasks_of_run(creator).values():
         if task.status in FINISHED:
             continue
         try:
