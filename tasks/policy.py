@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect.cache_policies import NO_CACHE
 
+from decentralml.io.storage import RETRY_DELAYS_SECONDS
 from decentralml.protocol.errors import (
     ArtifactMissing,
     ArtifactTooLarge,
@@ -54,7 +55,7 @@ def _retry_unless_permanent(task, task_run, state) -> bool:
 
 IO_TASK = {
     "retries": 3,
-    "retry_delay_seconds": [0.5, 1, 2],
+    "retry_delay_seconds": list(RETRY_DELAYS_SECONDS),
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": _retry_unless_permanent,
     "cache_policy": NO_CACHE,

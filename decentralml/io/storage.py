@@ -103,6 +103,11 @@ def credentials_problem(url: str, endpoint_url: str | None, error: BaseException
     return None
 
 
+RETRY_DELAYS_SECONDS: tuple[float, ...] = (0.5, 1.0, 2.0)
+"""The back-off between tries of an I/O step, wherever it is retried (storage here, the
+marketplace steps in tasks.policy, the config's ``storage.retry_delays`` default)."""
+
+
 @dataclass(frozen=True)
 class Retries:
     """How a storage operation is retried while the storage is unavailable: ``attempts``
@@ -110,7 +115,7 @@ class Retries:
     last delay repeats). Default: 4 tries over 3.5 s of waiting."""
 
     attempts: int = 4
-    delays: tuple[float, ...] = (0.5, 1.0, 2.0)
+    delays: tuple[float, ...] = RETRY_DELAYS_SECONDS
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or any(delay < 0 for delay in self.delays):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from decentralml.io.packaging import MAX_PACKAGE_BYTES
+from decentralml.io.storage import RETRY_DELAYS_SECONDS
 from decentralml.ml.task_settings import OPTIMIZERS
 from decentralml.protocol import rules
 from decentralml.protocol.accounts import canonical_address
@@ -220,7 +221,7 @@ class StorageConfig(_Section):
     max_result_bytes: PositiveInt = 50_000_000
     retry_attempts: PositiveInt = 4
     retry_delays: list[Annotated[float, Field(ge=0, le=600)]] = Field(
-        default_factory=lambda: [0.5, 1.0, 2.0]
+        default_factory=lambda: list(RETRY_DELAYS_SECONDS)
     )
 
     @field_validator("url", "endpoint_url")
