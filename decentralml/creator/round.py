@@ -64,9 +64,8 @@ def publish_round(session: Any, round_number: int, steps: CreatorSteps = PLAIN_S
     global_weights = steps.upload_global(creator, round_number, session.global_tensors)
     round_settings = session.strategy.configure_round(round_number)  # e.g. FedProx's mu
     round_tensors = session.strategy.round_tensors(round_number, session.global_tensors)
-    assets = steps.upload_assets(
-        creator, round_number, session.max_examples, round_settings, round_tensors
-    )
+    files = core.round_files(session.strategy, round_tensors)  # e.g. SCAFFOLD's c
+    assets = steps.upload_assets(creator, round_number, session.max_examples, round_settings, files)
     return steps.create_round_task(creator, round_number, assets, global_weights)
 
 

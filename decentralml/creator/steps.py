@@ -132,17 +132,14 @@ def training_strategy(config: RunConfig) -> Strategy:
     return strategy
 
 
-def round_files(
-    round_settings: Mapping[str, object] | None, round_tensors: Mapping[str, np.ndarray]
-) -> dict[str, bytes]:
-    """The package's file of the round's strategy tensors (SCAFFOLD's control variate), under
-    the name its round settings give (``round.control_variate.file``); none when it ships none."""
+def round_files(strategy: Strategy, round_tensors: Mapping[str, np.ndarray]) -> dict[str, bytes]:
+    """The package's file of the round's strategy tensors, under the name the strategy gives
+    it (``Strategy.round_file``); none when it ships none."""
     if not round_tensors:
         return {}
-    announced = (round_settings or {}).get("control_variate")
-    name = announced.get("file") if isinstance(announced, Mapping) else None
-    if not isinstance(name, str):
-        raise ConfigError("the strategy ships round tensors but its round settings name no file")
+    name = strategy.round_file()
+    if name is None:
+        raise ConfigError(f"strategy {strategy.name} ships round tensors but names no file")
     return {name: encode(dict(round_tensors))}
 
 
@@ -189,10 +186,10 @@ def upload_assets(
     round_number: int,
     max_examples: int | None = None,
     round_settings: Mapping[str, object] | None = None,
-    round_tensors: Mapping[str, np.ndarray] | None = None,
+    strategy_files: Mapping[str, bytes] | None = None,
 ) -> StoredArtifact:
     """The round's contributor package: the assets, task.json, the shared slice (if any) and
-    the strategy's round tensors (if any)."""
+    the strategy's round files (``round_files``; if any)."""
     settings = task_settings(creator.config, max_examples, round_settings)
     package = build_package(
         creator.assets_dir,
@@ -200,7 +197,7 @@ def upload_assets(
         wheels=contributor_wheels(),
         data_files={
             **shared_slice_files(creator.config),
-            **round_files(round_settings, round_tensors or {}),
+            **(strategy_files or {}),
         },
     )
     return creator.store.put(

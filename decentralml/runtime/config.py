@@ -354,16 +354,12 @@ class RunConfig(_Section):
     simulation: SimulationConfig = SimulationConfig()
 
     @model_validator(mode="after")
-    def _scaffold_corrects_sgd(self) -> RunConfig:
-        """SCAFFOLD's control variates are (x - y_i) / (K·η): the mean gradient only when
-        every local step is plain SGD's η·g. With Adam they are off by Adam's rescaling, and
-        the correction wrecks training (a 3-contributor demo fell from 0.93 to 0.64)."""
-        if self.strategy.name == "scaffold" and self.training.optimizer != "sgd":
-            raise ValueError(
-                "strategy scaffold corrects plain SGD steps (Karimireddy et al. 2020): set "
-                f"training.optimizer: sgd (it is {self.training.optimizer}) and a learning "
-                "rate such as 0.05 (demo: --optimizer sgd --learning-rate 0.05)"
-            )
+    def _strategy_fits_the_local_training(self) -> RunConfig:
+        """A rule with a contributor side may need a kind of local training (SCAFFOLD:
+        plain SGD); the rule says so itself (``StrategyParams.local_training_problem``)."""
+        problem = self.strategy.local_training_problem(self.training.optimizer)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

@@ -70,6 +70,11 @@ class StrategyParams(BaseModel):
         """The rule's constructor arguments: every field but the shared ones."""
         return self.model_dump(exclude={"name", "clip_norm_multiple"})
 
+    def local_training_problem(self, optimizer: str) -> str | None:
+        """Why this rule cannot work with contributors training with ``optimizer`` (checked
+        with the config, before anything is published); None when it can."""
+        return None
+
 
 class RoundParams(BaseModel):
     """A strategy's part of what a round tells contributors (task.json's ``round`` object):
@@ -166,6 +171,11 @@ class Strategy(ABC):
         server control variate), named like the global weights; the package carries them as
         one safetensors file that ``configure_round`` names. Default: none."""
         return {}
+
+    def round_file(self) -> str | None:
+        """The package file name the round's tensors travel in (one safetensors file that
+        ``configure_round`` also names for contributors); None for a rule that ships none."""
+        return None
 
     def use_local_training(self, epochs: int, batch_size: int, learning_rate: float) -> None:
         """The local training the tasks ask for, told once per training by whoever builds the

@@ -98,6 +98,9 @@ class NormClipped(Strategy):
     def round_tensors(self, round_number: int, global_tensors: Mapping[str, np.ndarray]) -> Tensors:
         return self.rule.round_tensors(round_number, global_tensors)
 
+    def round_file(self) -> str | None:
+        return self.rule.round_file()
+
     def use_local_training(self, epochs: int, batch_size: int, learning_rate: float) -> None:
         self.rule.use_local_training(epochs, batch_size, learning_rate)
 
