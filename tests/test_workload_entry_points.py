@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from decentralml.ml import workloads
+from decentralml.ml.data import datasets
 from decentralml.protocol.errors import ConfigError
 from tests.helpers import ROOT, write_config
 from tests.test_workloads import OWN_WORKLOAD
@@ -50,6 +51,7 @@ def distribution(tmp_path: Path) -> Iterator[Path]:
             sys.modules.pop(name, None)
         for name in ENTRY_NAMES:
             workloads._IMPORTED.pop(name, None)
+            datasets._DATASETS.pop(name, None)  # the next test's import registers its own
 
 
 def test_a_published_workload_is_found_by_its_name(distribution: Path) -> None:
