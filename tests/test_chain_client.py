@@ -389,7 +389,7 @@ def test_unreachable_chain_is_a_clear_error() -> None:
 
 @pytest.mark.integration
 def test_clients_in_many_threads_decode_the_chain_without_racing(chain_url: str) -> None:
-    """Regression (CI, issue 10's simulated contributors as task runs): several contributors
+    """Regression (simulated contributors as task runs in CI): several contributors
     in one process each opened a ChainClient, and one of them failed its first read with
     'Decoder class for "Compact<u32>" not found'. scalecodec attaches the looking-up
     RuntimeConfigurationObject to its shared decoder *classes*, so two interfaces decoding

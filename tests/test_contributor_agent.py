@@ -219,7 +219,7 @@ def test_tasks_lists_reward_per_result_free_slots_blocks_left_model_epochs_creat
 def test_the_cli_gives_prefects_ephemeral_server_time_to_start_on_a_cold_machine(
     tmp_path: Path,
 ) -> None:
-    """Issue 8: `contribute` failed on a cold machine with Prefect's default 20 s start
+    """Regression: `contribute` failed on a cold machine with Prefect's default 20 s start
     timeout; only the Makefile raised it. The CLI now raises it itself, before Prefect reads
     its settings, and keeps a value the user set."""
     show = (

@@ -1,4 +1,4 @@
-"""A slow or flaky orchestrator loses no submission (issue 10, target 2).
+"""A slow or flaky orchestrator loses no submission.
 
 The demo runs as a user runs it (the CLI in a subprocess) against a real `prefect server
 start`, with faults injected on purpose between the two (tests/flaky_api.py): 503s on every

@@ -1,4 +1,4 @@
-"""The whole multi-machine path, as its users run it (issue 8's acceptance test).
+"""The whole multi-machine path, as its users run it (the acceptance test of deployments).
 
 - The creator's team: one Prefect server with basic auth, the deployments of prefect.yaml, a
   process worker on the creator pool started in a folder of its own and pointed at the

@@ -76,8 +76,8 @@ def _runs_since(started: datetime) -> tuple[list, list, list[str]]:
 @pytest.mark.parametrize("runner", ["dask", "threads"])
 def test_a_local_cluster_runs_every_contributor_as_a_task(tmp_path, prefect_harness, runner):
     """dask: a real LocalCluster of 2 workers; threads: Prefect's thread pool. Each
-    contribution is a task run nested in its agent's task run, and no flow run (issue 10:
-    a flow run's start per contribution was most of a round's overhead)."""
+    contribution is a task run nested in its agent's task run, and no flow run (a
+    flow run's start per contribution was most of a round's overhead)."""
     from flows.demo import run_demo
 
     started = datetime.now(UTC)

@@ -1,4 +1,4 @@
-"""The creator's own storage faults are not the contributors' fault (issue 7).
+"""The creator's own storage faults are not the contributors' fault.
 
 An outside tester made 20 % of storage reads fail: every honest result of the round was
 rejected ("cannot read ...: injected fault"), the task withdrawn, nobody paid; with 10 % of

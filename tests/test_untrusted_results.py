@@ -1,4 +1,4 @@
-"""The creator trusts nothing a stranger sends (issue 6, creator side).
+"""The creator trusts nothing a stranger sends (the creator's side).
 
 Regression tests for what an outside tester found, each through the real ``Judge`` over real
 storage: the creator read any recorded location (``file:///etc/hostname``, a listener on
