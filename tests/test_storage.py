@@ -557,3 +557,47 @@ def test_a_local_path_that_cannot_be_read_is_unavailable_not_missing(tmp_path: P
         store.get(store.url_for("a-directory"), max_bytes=1000)
     with pytest.raises(ArtifactMissing):
         store.get(store.url_for("nothing-here"), max_bytes=1000)
+
+
+class _DiesMidWrite:
+    """A file handle that writes half of what it is given, then the process 'dies'."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+    def write(self, data: bytes) -> int:
+        self.handle.write(data[: len(data) // 2])
+        raise KeyboardInterrupt("killed mid-write")
+
+
+def test_a_write_killed_midway_leaves_the_old_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outside crash test killed the creator while it wrote round-1.safetensors in place:
+    the torn checkpoint made every rerun exit 'weights file is truncated'. A write is now whole
+    or not at all: the checkpoint found afterwards is the previous one, and no partial file
+    is left beside it."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    store = ArtifactStore(tmp_path.as_uri())
+    url = store.checkpoint_url("run", 1)
+    store.put(url, b"old checkpoint")
+    real_open = LocalFileSystem.open
+
+    def dying_open(self, path, mode="rb", **kwargs):
+        handle = real_open(self, path, mode, **kwargs)
+        return _DiesMidWrite(handle) if "w" in mode else handle
+
+    monkeypatch.setattr(LocalFileSystem, "open", dying_open)  # the fault, injected on purpose
+    with pytest.raises(KeyboardInterrupt):
+        store.put(url, b"new checkpoint, much longer than the old one" * 100)
+    monkeypatch.undo()
+    assert store.get(url) == b"old checkpoint"
+    folder = tmp_path / "runs" / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["round-1.safetensors"]

@@ -20,9 +20,9 @@ from decentralml.creator.report import RoundReport
 from decentralml.creator.steps import Progress, RoundReview, shortfall
 from decentralml.ml import workloads
 from decentralml.protocol.errors import PendingResults
-from decentralml.protocol.records import Submission
+from decentralml.protocol.records import Submission, Task
 from decentralml.runtime.crashpoints import crashpoint
-from decentralml.validation import Policy
+from decentralml.validation import AutoAccept, Policy
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,45 @@ def publish_round(session: Any, round_number: int, steps: CreatorSteps = PLAIN_S
 
 def start_training(session: Any, steps: CreatorSteps = PLAIN_STEPS) -> Progress:
     """Pay what nobody judged in time, read the training's progress back from the
-    marketplace and storage, and resume the session from it."""
+    marketplace and storage, and resume the session from it. A round the marketplace settled
+    by itself while the creator was away is adopted, never published and paid again."""
     steps.settle_overdue(session.creator)
     progress = steps.find_progress(session.creator)
     steps.resume(session, progress)
+    if progress.settled_without_us is not None:
+        adopt_settled_round(session, progress.settled_without_us, steps)
+        progress = steps.find_progress(session.creator)
+        steps.resume(session, progress)
     return progress
+
+
+def adopt_settled_round(session: Any, task: Task, steps: CreatorSteps = PLAIN_STEPS) -> None:
+    """A round whose results the marketplace paid without a verdict of ours: they were bought,
+    so they are screened as any result is (integrity, originality: a bad file still counts
+    for nothing) and federated, and the new weights and strategy state are checkpointed as
+    the round's. Nothing is settled: the verdicts are already on the marketplace."""
+    creator = session.creator
+    round_number = task.spec.round_number
+    round_start = core.published_global(creator, task)
+    paid = core.paid_results(creator.market, task.task_id)
+    review = steps.review(
+        creator,
+        task,
+        paid,
+        round_start,
+        AutoAccept(),  # already accepted and paid; screening still decides what counts
+        session.evaluate_tensors,
+        session.max_examples,
+        session.strategy,
+    )
+    kept = review.new_global if review.new_global is not None else round_start
+    steps.evaluate_global(session, kept)
+    steps.checkpoint(creator, round_number, session.global_tensors, session.strategy.state())
+    log.warning(
+        "round %d (task %d) was settled by the marketplace while the creator was away: its "
+        "%d paid results were aggregated, not bought again",
+        round_number, task.task_id, len(review.accepted),
+    )  # fmt: skip
 
 
 @dataclass

@@ -525,6 +525,11 @@ class Progress:
     checkpoint: dict[str, np.ndarray] | None
     open_task: Task | None
     strategy_state: dict[str, np.ndarray] = field(default_factory=dict)
+    settled_without_us: Task | None = None
+    """The next round's task when it finished, paying results, with no checkpoint of ours:
+    the marketplace paid its unjudged results while the creator was away (review grace).
+    Those results were bought; resuming aggregates them (``paid_results``) rather than
+    publishing, and paying for, the round again."""
 
 
 def tasks_of_run(creator: Creator) -> dict[int, Task]:
@@ -541,8 +546,9 @@ def tasks_of_run(creator: Creator) -> dict[int, Task]:
 def find_progress(creator: Creator) -> Progress:
     """Read back a training's state; see ``Progress``. Checkpoints are written before anyone
     is paid (write-ahead), so a finished task without its checkpoint means the round ended
-    without a settlement of ours (expired): it is run again. A round whose task stays open
-    only for deferred results, but whose successor was published, is done."""
+    without a settlement of ours: run again if it paid nothing (expired), adopted if the
+    marketplace paid its results (``Progress.settled_without_us``). A round whose task stays
+    open only for deferred results, but whose successor was published, is done."""
     tasks = tasks_of_run(creator)
     done = 0
     while (task := tasks.get(done + 1)) is not None:
@@ -558,7 +564,20 @@ def find_progress(creator: Creator) -> Progress:
         checkpoint = decode(creator.store.get(url))
     following = tasks.get(done + 1)
     open_task = following if following is not None and following.status not in FINISHED else None
-    return Progress(done, checkpoint, open_task, strategy_state(creator, done))
+    paid_away = following is not None and following.status in FINISHED and following.paid > 0
+    return Progress(
+        done,
+        checkpoint,
+        open_task,
+        strategy_state(creator, done),
+        settled_without_us=following if paid_away else None,
+    )
+
+
+def paid_results(market: Marketplace, task_id: int) -> list[Submission]:
+    """The task's results the marketplace accepted and paid."""
+    accepted = ResultSubmissionStatus.Accepted
+    return [s for s in market.list_task_results(task_id) if s.status is accepted]
 
 
 def published_global(creator: Creator, task: Task) -> dict[str, np.ndarray]:

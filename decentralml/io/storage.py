@@ -32,6 +32,7 @@ import logging
 import os
 import posixpath
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,12 +300,26 @@ class ArtifactStore:
         return with_retries(fn, self.retries.attempts, self.retries.delays, what=what)
 
     def _write(self, url: str, data: bytes) -> None:
+        """Whole or not at all: a crash mid-write never leaves a torn file where a reader (a
+        resuming creator reading its checkpoint) would take it for the real one. A local file
+        is written under a temporary name and renamed over the target (atomic on POSIX); an
+        object store gets one PUT, which its readers see complete or not at all."""
+
         def write(fs: fsspec.AbstractFileSystem, path: str) -> None:
             parent = posixpath.dirname(path)
             if parent:
                 fs.makedirs(parent, exist_ok=True)
-            with fs.open(path, "wb") as handle:
-                handle.write(data)
+            if not isinstance(fs, LocalFileSystem):
+                fs.pipe_file(path, data)
+                return
+            partial = f"{path}.{uuid.uuid4().hex}.partial"
+            try:
+                with fs.open(partial, "wb") as handle:
+                    handle.write(data)
+                os.replace(partial, path)
+            finally:
+                if os.path.exists(partial):
+                    os.unlink(partial)
 
         self._guard(url, write, "write")
 
