@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import uuid
 from pathlib import Path
 
@@ -542,7 +543,7 @@ def test_a_local_file_larger_than_its_size_says_stops_at_the_limit(
         asked.append(len(data))
         return data
 
-    shrunk = os.stat_result((0, 0, 0, 0, 0, 0, 10, 0, 0, 0))
+    shrunk = os.stat_result((stat.S_IFREG | 0o644, 0, 0, 0, 0, 0, 10, 0, 0, 0))
     monkeypatch.setattr(storage.os, "fstat", lambda fd: shrunk)
     monkeypatch.setattr(storage, "_read_at_most", spy)
     with pytest.raises(ArtifactTooLarge, match="the read stopped there"):
@@ -601,3 +602,35 @@ def test_a_write_killed_midway_leaves_the_old_file_whole(
     assert store.get(url) == b"old checkpoint"
     folder = tmp_path / "runs" / "run" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["round-1.safetensors"]
+
+
+def test_a_link_a_fifo_or_a_device_is_refused_unread_and_never_blocks(tmp_path: Path) -> None:
+    """The outside tester put a symlink to /etc/passwd where its result belonged, and the
+    creator's published reason leaked its first 8 bytes as a "header size"; a FIFO there
+    blocked the review for good. Reads are of regular files only, and the refusal names no
+    byte or size of anything else."""
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    store = ArtifactStore((tmp_path / "storage").as_uri(), retries=NO_RETRIES)
+    folder = tmp_path / "storage" / "runs" / "r" / "round-1" / "results"
+    folder.mkdir(parents=True)
+    (folder / "submission-0.safetensors").symlink_to(secret)
+    os.mkfifo(folder / "submission-1.safetensors")
+    (folder / "submission-2.safetensors").symlink_to("/dev/zero")
+    for sid in range(3):
+        url = store.round_url("r", 1, f"results/submission-{sid}.safetensors")
+        with pytest.raises(ArtifactMissing) as refused:
+            store.get(url, max_bytes=1000)
+        assert "root:x" not in str(refused.value) and "bytes" not in str(refused.value)
+
+
+def test_a_folder_replaced_by_a_link_does_not_lead_a_read_out_of_the_store(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "submission-0.safetensors").write_bytes(b"someone else's file")
+    store = ArtifactStore((tmp_path / "storage").as_uri(), retries=NO_RETRIES)
+    round_dir = tmp_path / "storage" / "runs" / "r" / "round-1"
+    round_dir.mkdir(parents=True)
+    (round_dir / "results").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ArtifactMissing, match="not a regular file of this storage"):
+        store.get(store.round_url("r", 1, "results/submission-0.safetensors"))

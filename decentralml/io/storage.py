@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import hashlib
 import logging
 import os
 import posixpath
+import stat
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -381,15 +383,38 @@ class ArtifactStore:
         for the same URL; the size comes from the open file (fstat), so it is the file the read
         then bounds."""
         path = LocalFileSystem._strip_protocol(url)
+        self._refuse_outside_root(url, path)
         try:
-            with open(path, "rb", buffering=0) as handle:
-                size = os.fstat(handle.fileno()).st_size
-                _refuse_over(url, size, max_bytes)
-                return _bounded_read(url, handle, max_bytes, size)
+            # No link is followed and nothing blocks: a link, FIFO or device that a writer put
+            # where a result belongs is refused before a byte of what it names is read.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             raise ArtifactMissing(f"{url} does not exist") from None
         except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # a link, a socket
+                raise ArtifactMissing(f"{url} is not a regular file") from None
             raise StorageUnavailable(f"cannot read {url}: {error}") from error
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            os.close(fd)
+            if stat.S_ISDIR(status.st_mode):  # our own storage in a state we cannot read
+                raise StorageUnavailable(f"cannot read {url}: it is a folder")
+            raise ArtifactMissing(f"{url} is not a regular file")
+        with open(fd, "rb", buffering=0) as handle:
+            _refuse_over(url, status.st_size, max_bytes)
+            try:
+                return _bounded_read(url, handle, max_bytes, status.st_size)
+            except OSError as error:
+                raise StorageUnavailable(f"cannot read {url}: {error}") from error
+
+    def _refuse_outside_root(self, url: str, path: str) -> None:
+        """A folder on the way replaced by a link must not lead a read out of the store."""
+        if not self.root_url.startswith("file://"):
+            return
+        root = os.path.realpath(LocalFileSystem._strip_protocol(self.root_url))
+        folder = os.path.realpath(os.path.dirname(path))
+        if folder != root and not folder.startswith(root.rstrip(os.sep) + os.sep):
+            raise ArtifactMissing(f"{url} is not a regular file of this storage")
 
     def holds(self, url: str) -> bool:
         """Whether ``url`` lies under this store's root: the only places its owner reads."""
