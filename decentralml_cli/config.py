@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from decentralml.protocol.errors import ConfigError
 from decentralml.runtime import checks
 from decentralml.runtime.config import RunConfig, load_config, load_contributor_config
 
@@ -69,6 +70,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
 def _contributor_config(args: argparse.Namespace) -> RunConfig:
     """A contributor's config: ``--config`` if given or present, else the defaults (a machine
     without the creator's file), pointed at ``--marketplace`` or $DECENTRALML_MARKETPLACE_URL."""
+    if getattr(args, "index", 0) < 0:
+        raise ConfigError(f"--index must be 0 or more (the contributor's shard), got {args.index}")
     path = args.config if args.config != DEFAULT_CONFIG or args.config.exists() else None
     location = getattr(args, "marketplace_at", None)
     config = load_contributor_config(path, location, _overrides(args))

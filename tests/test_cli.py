@@ -282,3 +282,32 @@ def test_ctrl_c_is_one_line_and_status_130(
     path, _ = write_config(tmp_path)
     assert main(["tasks", "--config", str(path)]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_an_empty_config_file_publishes_nothing(tmp_path: Path, capsys) -> None:
+    """An empty YAML given to publish used to publish a real task with every default
+    (escrowing 1 000 000): it is now one line, exit 2, and the marketplace stays empty."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    assert main(["publish", "--round", "1", "--config", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is empty" in err and "Traceback" not in err
+
+
+def test_a_negative_shard_index_is_refused_at_once(tmp_path: Path, capsys) -> None:
+    """``contribute --index -1`` idled forever."""
+    path, _ = write_config(tmp_path)
+    assert main(["contribute", "--index", "-1", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--index must be 0 or more" in err
+
+
+def test_a_contributor_pointed_at_a_missing_folder_creates_nothing(tmp_path: Path, capsys) -> None:
+    """``contribute --marketplace /nonexistent/dir/m.sqlite`` created that folder and an empty
+    ledger, then waited forever."""
+    missing = tmp_path / "nonexistent" / "dir" / "m.sqlite"
+    path, _ = write_config(tmp_path)
+    assert main(["contribute", "--marketplace", str(missing), "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
+    assert not (tmp_path / "nonexistent").exists()

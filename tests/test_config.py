@@ -159,9 +159,14 @@ def test_config_is_frozen() -> None:
         config.task.pays_amount = 1  # type: ignore[misc]
 
 
-def test_an_empty_file_is_all_defaults(tmp_path: Path) -> None:
+def test_an_empty_file_is_refused_but_no_config_is_all_defaults(tmp_path: Path) -> None:
+    """An empty file is a mistake (it published a task with every default); asking for the
+    defaults is explicit: no config (a contributor without the creator's file) or ``{}``."""
     path = tmp_path / "empty.yaml"
     path.write_text("# nothing here\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(path)
+    path.write_text("{}\n")
     assert load_config(path) == RunConfig()
     assert parse_config(None) == RunConfig()
 

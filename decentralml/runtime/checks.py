@@ -192,13 +192,28 @@ def _sqlite_file_problem(path: Path) -> str | None:
     return _folder_problem(path.parent)
 
 
+def marketplace_folder_exists(config: RunConfig) -> Iterator[Problem]:
+    """A contributor joins a marketplace someone runs: a folder that does not exist holds
+    none (a mistyped path would otherwise become an empty marketplace, watched forever), and
+    nothing is created for it. Otherwise as ``marketplace_writable``."""
+    from decentralml.runtime.backends import marketplace_file
+
+    field, path = marketplace_file(config.marketplace)
+    folder = Path(path).parent
+    if field == "marketplace.path" and not folder.is_dir():
+        why = f"folder {folder} does not exist, so no marketplace is there"
+        yield field, f"{why}; name the marketplace file its creator runs (--marketplace PATH)"
+        return
+    yield from marketplace_writable(config)
+
+
 READ: tuple[Check, ...] = (marketplace_writable,)
 """tasks, results, balance: only the marketplace is opened."""
 
 CONTRIBUTE: tuple[Check, ...] = (
     storage_protocol_known,
     storage_credentials_accepted,
-    marketplace_writable,
+    marketplace_folder_exists,
 )
 """contribute: a contributor writes its results next to the task's files, not to its root, and
 reaches them at the endpoint the task names; a storage it configured itself is checked too."""

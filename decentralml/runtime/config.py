@@ -454,7 +454,11 @@ def load_config(path: str | Path, overrides: dict | None = None) -> RunConfig:
         raise ConfigError(f"configuration file {source} cannot be read: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"configuration file {source} is not valid YAML: {error}") from None
-    data = data or {}
+    if data is None:  # an empty file (or only comments) is a mistake, not "all defaults"
+        raise ConfigError(
+            f"configuration file {source} is empty; start from configs/mnist.yaml "
+            "(an empty file would publish a task with every default)"
+        )
     if not isinstance(data, dict):
         return parse_config(data, str(source))  # refused there, before overrides
     for dotted, value in (overrides or {}).items():
