@@ -634,3 +634,10 @@ def test_a_folder_replaced_by_a_link_does_not_lead_a_read_out_of_the_store(tmp_p
     (round_dir / "results").symlink_to(elsewhere, target_is_directory=True)
     with pytest.raises(ArtifactMissing, match="not a regular file of this storage"):
         store.get(store.round_url("r", 1, "results/submission-0.safetensors"))
+
+
+def test_a_store_rooted_at_one_file_reads_that_file(tmp_path: Path) -> None:
+    """The seed API reads a task's package through a store rooted at the package itself."""
+    store = ArtifactStore((tmp_path / "storage").as_uri())
+    url = store.put(store.url_for("assets.tar.gz"), b"package").url
+    assert ArtifactStore(url).get(url) == b"package"

@@ -408,10 +408,15 @@ class ArtifactStore:
                 raise StorageUnavailable(f"cannot read {url}: {error}") from error
 
     def _refuse_outside_root(self, url: str, path: str) -> None:
-        """A folder on the way replaced by a link must not lead a read out of the store."""
-        if not self.root_url.startswith("file://"):
+        """A folder on the way replaced by a link must not lead a read of a place in this
+        store (where the creator reads results) out of it. A URL outside the store (a task's
+        files named by its record, digest-checked) is read where it is."""
+        if not self.root_url.startswith("file://") or not self.holds(url):
             return
-        root = os.path.realpath(LocalFileSystem._strip_protocol(self.root_url))
+        root = LocalFileSystem._strip_protocol(self.root_url)
+        if not os.path.isdir(root):  # a store rooted at one file (the seed API's downloads)
+            root = os.path.dirname(root)
+        root = os.path.realpath(root)
         folder = os.path.realpath(os.path.dirname(path))
         if folder != root and not folder.startswith(root.rstrip(os.sep) + os.sep):
             raise ArtifactMissing(f"{url} is not a regular file of this storage")
