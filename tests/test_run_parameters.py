@@ -61,3 +61,19 @@ def test_a_missing_workdir_is_named(tmp_path, monkeypatch):
     with pytest.raises(NotADirectoryError, match=WORKDIR_VARIABLE):
         enter_workdir()
     assert Path(os.getcwd()) == tmp_path
+
+
+@pytest.mark.slow
+def test_an_underfilled_deployment_run_fails_with_its_message(tmp_path, prefect_harness):
+    """A deployment's training whose round got no result ended in Prefect's own TypeError
+    ("Unexpected result for failed state: [...] list cannot be resolved into an exception"),
+    not in the training's message: a team alerting on the run saw the wrong failure."""
+    from flows.creator import train_from_config
+
+    path, _ = write_config(
+        tmp_path, rounds=1, contributors=1, round_timeout_seconds=0.5, poll_seconds=0.1
+    )
+    state = train_from_config(str(path), return_state=True)
+    assert state.is_failed() and state.message.startswith("underfilled rounds 1 (round 1: no")
+    [report] = state.result(raise_on_failure=False)
+    assert report["accepted"] == [] and report["refund"] > 0

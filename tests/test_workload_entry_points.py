@@ -43,6 +43,8 @@ def distribution(tmp_path: Path) -> Iterator[Path]:
     (site / f"{MODULE}.py").write_text(textwrap.dedent(OWN_WORKLOAD))
     (site / "dml_exploding.py").write_text('raise RuntimeError("needs a GPU\\nsecond line")\n')
     sys.path.insert(0, str(site))
+    for name in ENTRY_NAMES:  # an earlier test in this process may have registered its own
+        datasets._DATASETS.pop(name, None)
     try:
         yield site
     finally:

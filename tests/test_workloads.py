@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from decentralml.ml import workloads
+from decentralml.ml.data import datasets
 from decentralml.ml.workloads import DataSpec
 from decentralml.ml.workloads.architecture import describe, rebuild
 from decentralml.ml.workloads.local_data import load_local_data
@@ -325,6 +326,7 @@ def test_a_creators_own_workload_and_contributors_own_data_files(tmp_path, prefe
         ]
     finally:
         sys.modules["my_workload"] = module
+        datasets._DATASETS.pop("half_planes", None)  # a later test registers its own
     assert [c.num_examples for c in done] == [300, 300]
     report = outcome(run_round(session, 1, task_id, return_state=True))
     assert sorted(report.accepted) == sorted(c.submission_id for c in done)
