@@ -179,14 +179,19 @@ def train_from_config(
     contributors: int | None = None,
     strategy: str | None = None,
     run_name: str | None = None,
-) -> list[dict]:
+) -> list[dict] | State:
     """Deployment entry point (see prefect.yaml): every round of the configured training.
     ``config_path`` is read on the worker (relative to its working directory); the other
     parameters override the config for this run (``decentralml.runtime.config.run_overrides``). The
-    creator's key comes from the environment variable the config names."""
+    creator's key comes from the environment variable the config names. An underfilled round
+    ends the run Failed with the training's message, its reports kept as the result."""
     config = load_run_config(config_path, rounds, epochs, contributors, strategy, run_name)
     with creator_tags(config.name):
-        return [asdict(report) for report in train(config)]  # raises if a round underfilled
+        state = train(config, return_state=True)
+    reports = [asdict(report) for report in outcome(state)]  # a raised error re-raises here
+    if state.is_failed():  # Prefect cannot raise a list of reports as the run's error
+        return Failed(message=state.message, data=reports)
+    return reports
 
 
 def load_run_config(

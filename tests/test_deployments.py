@@ -108,6 +108,17 @@ def _wait_final(env: dict, deployment: str, count: int, timeout: float) -> list[
     raise AssertionError(f"{deployment}: {count} final runs not reached in {timeout}s: {runs}")
 
 
+def _logs(env: dict, *runs: dict) -> str:
+    """The last log lines of each run that did not complete: what a failed assertion shows."""
+    lines = []
+    for run in runs:
+        if run["state_type"] != "COMPLETED":
+            body = {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "sort": "TIMESTAMP_DESC"}
+            found = _api(env, "/logs/filter", {**body, "limit": 15})
+            lines += [f"{run['name']}: {log['message'][:500]}" for log in reversed(found)]
+    return "\n".join(lines)
+
+
 def _events(env: dict, name: str, resource: str | None = None, related: str | None = None) -> list:
     """The server's events called ``name``, oldest first, about ``resource`` and/or related
     to ``related`` (resource ids)."""
@@ -201,7 +212,8 @@ def test_a_worker_elsewhere_runs_a_round_with_the_run_overrides(deployed, elsewh
     [creator] = _wait_final(deployed, "creator-train", 1, timeout=420)
     seconds = time.monotonic() - started
     [agent] = _wait_final(deployed, "contributor-agent", 1, timeout=120)
-    assert (creator["state_type"], agent["state_type"]) == ("COMPLETED", "COMPLETED")
+    states = (creator["state_type"], agent["state_type"])
+    assert states == ("COMPLETED", "COMPLETED"), _logs(deployed, creator, agent)
     print(f"\nprefect deployment run -> settled round: {seconds:.1f} s")
 
     # The state is in the worker's DECENTRALML_WORKDIR, under the overridden run name.
