@@ -142,10 +142,18 @@ PREFECT_DEFAULTS = {
 }
 
 
+FLOW_COMMANDS = frozenset({"demo", "train", "publish", "round", "contribute"})
+"""The commands that run Prefect flows (so may start Prefect's temporary server)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     for name, value in PREFECT_DEFAULTS.items():  # before Prefect is imported; the user's win
         os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
+    if argv is None and args.command in FLOW_COMMANDS:  # a process of its own, not a caller's
+        from decentralml.runtime.reaper import watch_parent
+
+        watch_parent()  # Prefect's temporary server ends with us, even after kill -9
     try:
         return args.handler(args)
     except DecentralMLError as error:
