@@ -246,10 +246,11 @@ def open_contributor(
 ) -> Contributor:
     """A contributor from config: key from the environment (dev key by shard in dev mode);
     ``local_data``: its own data file instead of the creator-provided shard."""
+    market = market or open_marketplace(config.marketplace)
     return Contributor(
-        market or open_marketplace(config.marketplace),
+        market,
         open_store(config.storage),
-        contributor_keypair(config.marketplace, _dev_index(config, shard_index)),
+        contributor_keypair(config.marketplace, _dev_index(config, shard_index), market),
         shard_index,
         config.data.cache_dir,
         config.contributor,

@@ -33,7 +33,9 @@ def run_demo(
     prefect_api_started = start_prefect_api()  # boots while the creator's session opens
     session = open_session(config, run=f"{config.name}-demo-{time.strftime('%Y%m%d-%H%M%S')}")
     market = session.creator.market
-    workers = [contributor_keypair(config.marketplace, i) for i in range(config.contributors)]
+    workers = [
+        contributor_keypair(config.marketplace, i, market) for i in range(config.contributors)
+    ]
     if isinstance(market, ChargesFees):  # contributors' writes cost fees too
         fund_dev_accounts(market, config, workers)
     before = {w.ss58_address: market.balance(w.ss58_address) for w in workers}

@@ -63,10 +63,11 @@ def attacker_indices(config: RunConfig) -> set[int]:
 def simulated_contributor(config: RunConfig, shard_index: int) -> Contributor:
     """The contributor with this shard, built where its agent runs: dev key by shard, its own
     marketplace connection and store."""
+    market = open_marketplace(contributor_marketplace(config.marketplace, shard_index))
     return Contributor(
-        open_marketplace(contributor_marketplace(config.marketplace, shard_index)),
+        market,
         open_store(config.storage),
-        contributor_keypair(config.marketplace, shard_index),
+        contributor_keypair(config.marketplace, shard_index, market),
         shard_index,
         config.data.cache_dir,
         config.contributor,

@@ -216,8 +216,10 @@ def _published_nothing(tmp_path: Path) -> bool:
 
 @pytest.mark.parametrize("case", list(BAD_VALUES))
 def test_a_bad_value_is_one_line_and_status_2_before_anything_is_published(
-    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
+    for variable, key in (("CREATOR", "//Alice"), ("CONTRIBUTOR", "//Bob")):  # as on a chain
+        monkeypatch.setenv(f"DECENTRALML_{variable}_URI", key)
     command, overrides, field = BAD_VALUES[case]
     values = {k: v(tmp_path) if callable(v) else v for k, v in overrides.items()}
     path = tmp_path / "config.yaml"

@@ -108,6 +108,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "creator_key_env": "DECENTRALML_CREATOR_URI",
             "contributor_key_env": "DECENTRALML_CONTRIBUTOR_URI",
             "dev_accounts": True,
+            "dev_genesis_hash": None,
             "dev_funds": 10_000_000_000,
         },
         "storage": {
@@ -116,6 +117,10 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "max_result_bytes": 50_000_000,
             "retry_attempts": 4,
             "retry_delays": [0.5, 1.0, 2.0],
+            "accept_uploads": True,
+            "pull_schemes": ["https"],
+            "pull_trusted_hosts": [],
+            "pull_timeout_seconds": 60.0,
         },
         "contributor": {
             "min_reward_per_result": 1,
@@ -125,6 +130,9 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "creators": [],
             "max_concurrent_tasks": 1,
             "idle_timeout_seconds": None,
+            "results_url": None,
+            "results_endpoint_url": None,
+            "results_link_seconds": 604_800,
         },
         "strategy": {"name": "fedavg", "clip_norm_multiple": None},
         "rounds": 3,

@@ -71,8 +71,8 @@ class WeedServer:
     """``weed mini`` on free ports with its data in ``data_dir``; our child, stopped by PID.
     Credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)."""
 
-    def __init__(self, binary: str, data_dir: Path) -> None:
-        self.binary, self.data_dir = binary, data_dir
+    def __init__(self, binary: str, data_dir: Path, options: tuple[str, ...] = ()) -> None:
+        self.binary, self.data_dir, self.options = binary, data_dir, options
         self.ports = {name: free_port() for name in PORTS}
         self.process: subprocess.Popen | None = None
         self.starts = 0
@@ -89,7 +89,7 @@ class WeedServer:
             self.binary, "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1", "-admin.ui=false", "-webdav=false",
             "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            *(f"-{name}={port}" for name, port in self.ports.items()),
+            *(f"-{name}={port}" for name, port in self.ports.items()), *self.options,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()

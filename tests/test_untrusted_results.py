@@ -148,8 +148,9 @@ def listener() -> Iterator[str]:
 
 
 NOT_READ = (
-    "result_path is not the location this task assigns to the submission "
-    "(results/submission-{sid}.safetensors beside the task's global weights); it was not read"
+    "result_path is neither the location this task assigns to the submission "
+    "(results/submission-{sid}.safetensors beside the task's global weights) nor a link this "
+    "creator pulls results from; it was not read"
 )
 
 

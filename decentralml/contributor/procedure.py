@@ -86,7 +86,8 @@ def send_result(
     market, worker = contributor.market, contributor.keypair
     data = steps.encode_result(task, outcome)
     steps.commit(market, worker, submission_id, sha256_hex(data))
-    artifact = steps.upload_result(task_store(contributor.store, task), task, submission_id, data)
+    destination = core.result_destination(contributor, task)
+    artifact = steps.upload_result(destination, task, submission_id, data)
     return steps.submit(market, worker, task, submission_id, artifact, outcome)
 
 

@@ -331,11 +331,40 @@ def commit(market: Marketplace, worker: Keypair, submission_id: int, sha256: str
     return commitment
 
 
+@dataclass(frozen=True)
+class HostedResults:
+    """A contributor's own place for its results (``contributor.results_url``): written with
+    its own credentials only, so no other party can replace or delete what it committed; the
+    creator gets a time-limited link to each result and pulls it from there."""
+
+    store: ArtifactStore
+    link_seconds: int
+
+
+def result_destination(contributor: Contributor, task: Task) -> ArtifactStore | HostedResults:
+    """Where ``contributor`` puts its result of ``task``: its own place when it hosts its
+    results, else the task's results folder in the creator's storage (at the endpoint the
+    record names), which takes the creator's write credentials."""
+    terms = contributor.terms
+    if terms.results_url is None:
+        return task_store(contributor.store, task)
+    store = contributor.store
+    endpoint = terms.results_endpoint_url or store.endpoint_url
+    own = ArtifactStore(terms.results_url, endpoint, store.retries)
+    return HostedResults(own, terms.results_link_seconds)
+
+
 def upload_result(
-    store: ArtifactStore, task: Task, submission_id: int, data: bytes
+    destination: ArtifactStore | HostedResults, task: Task, submission_id: int, data: bytes
 ) -> StoredArtifact:
-    """Upload the committed result bytes next to the round's global weights."""
-    return store.put(result_url(task, submission_id), data)
+    """Put the committed result bytes where the contributor sends them: next to the round's
+    global weights, or in its own place (the artifact's URL is then the link it commits)."""
+    if isinstance(destination, HostedResults):
+        own = destination.store
+        url = own.url_for(*layout.hosted_result_parts(task.task_id, submission_id))
+        stored = own.put(url, data)
+        return StoredArtifact(own.link(url, destination.link_seconds), stored.sha256, stored.size)
+    return destination.put(result_url(task, submission_id), data)
 
 
 def submit(

@@ -103,11 +103,12 @@ class CreatorSession:
 def open_creator(config: RunConfig, run: str | None = None) -> Creator:
     """The creator's marketplace, storage and key for a run (default: the config's name),
     without the model or data: enough to inspect or close its tasks."""
+    market = open_marketplace(config.marketplace)
     return Creator(
         config=config,
-        market=open_marketplace(config.marketplace),
+        market=market,
         store=open_store(config.storage),
-        keypair=creator_keypair(config.marketplace),
+        keypair=creator_keypair(config.marketplace, market),
         run=run or config.name,
         assets_dir=DEFAULT_ASSETS,
     )

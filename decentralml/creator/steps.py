@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from substrateinterface import Keypair
 
+from decentralml.io.fetcher import PullPolicy
 from decentralml.io.packaging import build_package, project_wheel
-from decentralml.io.storage import ArtifactStore, StoredArtifact
+from decentralml.io.storage import ArtifactStore, Retries, StoredArtifact
 from decentralml.io.weights import decode, encode, read_metadata
 from decentralml.marketplace.base import Marketplace
 from decentralml.ml import workloads
@@ -34,7 +35,7 @@ from decentralml.protocol.records import (
     Verdict,
 )
 from decentralml.runtime.backends import PROJECT_ROOT
-from decentralml.runtime.config import RunConfig
+from decentralml.runtime.config import RunConfig, StorageConfig
 from decentralml.runtime.polling import Backoff
 from decentralml.strategies import (
     Contribution,
@@ -315,6 +316,18 @@ def rule_aggregator(
     return aggregate
 
 
+def pull_policy(storage: StorageConfig) -> PullPolicy | None:
+    """What the creator's config allows a pull of a hosted result to reach (None: none)."""
+    if not storage.pull_schemes:
+        return None
+    return PullPolicy(
+        schemes=tuple(storage.pull_schemes),
+        private_hosts=tuple(storage.pull_trusted_hosts),
+        timeout_seconds=storage.pull_timeout_seconds,
+        retries=Retries(storage.retry_attempts, tuple(storage.retry_delays)),
+    )
+
+
 def make_judge(
     creator: Creator,
     task: Task,
@@ -341,6 +354,8 @@ def make_judge(
             "metric": workloads.get(creator.config.workload_name).primary_metric,
         },
         aggregate=rule_aggregator(strategy, task.spec.round_number, global_tensors),
+        pull_policy=pull_policy(creator.config.storage),
+        accept_uploads=creator.config.storage.accept_uploads,
     )
 
 

@@ -421,6 +421,14 @@ class ArtifactStore:
         if folder != root and not folder.startswith(root.rstrip(os.sep) + os.sep):
             raise ArtifactMissing(f"{url} is not a regular file of this storage")
 
+    def link(self, url: str, seconds: int) -> str:
+        """A time-limited link that lets anyone holding it read ``url`` (an S3 presigned GET,
+        signed with this party's own credentials): how a contributor hands the creator its
+        hosted result without giving it any credential."""
+        if not url.startswith("s3://"):
+            raise StorageError(f"only s3:// objects can be linked, not {url}")
+        return str(self._guard(url, lambda fs, path: fs.url(path, expires=seconds), "sign"))
+
     def holds(self, url: str) -> bool:
         """Whether ``url`` lies under this store's root: the only places its owner reads."""
         root = self.root_url.rstrip("/") + "/"

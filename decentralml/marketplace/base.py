@@ -81,6 +81,14 @@ class DevFaucet(Protocol):
 
 
 @runtime_checkable
+class HasGenesis(Protocol):
+    """A marketplace that is a chain, known by the hash of its genesis block."""
+
+    def genesis_hash(self) -> str:
+        """The chain's block 0 hash, 0x-prefixed hex."""
+
+
+@runtime_checkable
 class ChargesFees(Protocol):
     """Every write costs its signer a transaction fee (a chain), so contributors need tokens
     too, not only the creator whose rewards are paid from its balance."""

@@ -109,6 +109,9 @@ class SubstrateMarketplace:
     def current_block(self) -> int:
         return self.client.finalized_head_number()
 
+    def genesis_hash(self) -> str:
+        return self.client.genesis_hash()
+
     def get_task(self, task_id: int) -> Task:
         return self.ledger.get_task(task_id, block=self._synced())
 

@@ -155,3 +155,13 @@ class IntegrityError(DecentralMLError):
 
 class DataError(DecentralMLError):
     """The dataset cannot be found or does not have the expected content."""
+
+
+class FetchRefused(StorageError):
+    """A result link the creator does not follow (its scheme, a user name in it, a host that
+    resolves to a non-public address, a redirect): nothing more was requested."""
+
+
+class SourceUnreachable(StorageError):
+    """A contributor-hosted result's place did not answer (refused, timed out, an HTTP 5xx)
+    through the pull's retries: the contributor's hosting, not the creator's storage."""

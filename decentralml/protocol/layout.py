@@ -5,11 +5,19 @@ A creator keeps everything of a run under ``runs/<run>/`` of its storage root::
     runs/<run>/round-<n>/global.safetensors          the weights round n starts from
     runs/<run>/round-<n>/assets.tar.gz               the contributor package of round n
     runs/<run>/round-<n>/results/submission-<id>.safetensors   a contributor's result
+    runs/<run>/round-<n>/results/pulled/<sha256>.safetensors   the creator's copy of a result
+                                                 its contributor hosts (pulled, verified)
     runs/<run>/checkpoints/round-<n>.safetensors     the global weights after round n
     runs/<run>/checkpoints/round-<n>.strategy.safetensors      the strategy's state after n
 
 A result's place is derived from the task record (beside the round's global weights) and the
-submission id, never read from what a contributor claims: the creator reads only there.
+submission id, never read from what a contributor claims: the creator reads only there. A
+contributor that hosts its result itself commits a link instead; the creator pulls it once
+(decentralml.io.fetcher) into ``results/pulled/``, named by the committed digest, so a copy is
+only ever the bytes it was committed as, and reads its own copy from then on.
+
+A contributor hosting its results keeps them under its own prefix as
+``task-<task id>/submission-<id>.safetensors`` (``hosted_result_parts``).
 """
 
 from __future__ import annotations
@@ -53,3 +61,15 @@ def result_url(global_weights_url: str, submission_id: int) -> str:
 
 RESULT_PLACE = f"{RESULTS}/submission-<id>.safetensors beside the task's global weights"
 """The layout's rule for results, in words (a refusal names it)."""
+
+
+def pulled_result_url(global_weights_url: str, sha256: str) -> str:
+    """Where the creator keeps its copy of a result it pulled from the contributor's place:
+    content-addressed, so nothing but the committed bytes can be there for long."""
+    round_dir = posixpath.dirname(global_weights_url)
+    return posixpath.join(round_dir, RESULTS, "pulled", f"{sha256}.safetensors")
+
+
+def hosted_result_parts(task_id: int, submission_id: int) -> tuple[str, ...]:
+    """Where a contributor hosting its results keeps one, under its own prefix."""
+    return (f"task-{task_id}", result_name(submission_id))

@@ -12,7 +12,7 @@ from pathlib import Path
 from substrateinterface import Keypair
 
 from decentralml.io.storage import ArtifactStore, Retries
-from decentralml.marketplace.base import DevFaucet, Marketplace
+from decentralml.marketplace.base import DevFaucet, HasGenesis, Marketplace
 from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair, keypair_from_env
 from decentralml.protocol.errors import ConfigError
 from decentralml.runtime.config import MarketplaceConfig, RunConfig, StorageConfig
@@ -69,23 +69,55 @@ def open_store(config: StorageConfig) -> ArtifactStore:
     return ArtifactStore(config.url, endpoint_url=config.endpoint_url, retries=retries)
 
 
-def creator_keypair(config: MarketplaceConfig) -> Keypair:
-    """The creator's key from the environment; //Alice only in dev mode."""
+def dev_problem(config: MarketplaceConfig, market: Marketplace | None = None) -> str | None:
+    """Why a public dev key must not sign on this marketplace, or None: it may.
+
+    A dev key's secret is public (//Alice, //Bob...): whatever it earns anyone can take. It is
+    used only where tokens are worthless: the embedded marketplace (a local ledger whose dev
+    faucet mints them) or a chain whose genesis hash the config declares as its dev chain
+    (``marketplace.dev_genesis_hash``); ``market`` is that chain, asked for its genesis."""
+    if not config.dev_accounts:
+        return "marketplace.dev_accounts is false"
+    if config.backend == "embedded":
+        return None
+    if not config.dev_genesis_hash:
+        return (
+            f"dev accounts sign only on a chain the config declares a dev chain "
+            f"(marketplace.dev_genesis_hash), and {config.url} is not declared"
+        )
+    genesis = market.genesis_hash() if isinstance(market, HasGenesis) else None
+    if genesis != config.dev_genesis_hash:
+        return (
+            f"the chain at {config.url} (genesis {genesis or 'unknown'}) is not the dev chain "
+            f"the config declares (marketplace.dev_genesis_hash {config.dev_genesis_hash})"
+        )
+    return None
+
+
+def creator_keypair(config: MarketplaceConfig, market: Marketplace | None = None) -> Keypair:
+    """The creator's key from the environment; //Alice only on a dev marketplace."""
     if os.environ.get(config.creator_key_env):
         return keypair_from_env(config.creator_key_env)
-    if config.dev_accounts:
+    problem = dev_problem(config, market)
+    if problem is None:
         return dev_keypair("Alice")
-    raise ConfigError(f"set {config.creator_key_env} to the creator's secret URI or mnemonic")
+    raise ConfigError(
+        f"set {config.creator_key_env} to the creator's secret URI or mnemonic ({problem})"
+    )
 
 
-def contributor_keypair(config: MarketplaceConfig, index: int | None = None) -> Keypair:
-    """A contributor's key: from the environment, or a dev key by simulation index."""
+def contributor_keypair(
+    config: MarketplaceConfig, index: int | None = None, market: Marketplace | None = None
+) -> Keypair:
+    """A contributor's key: from the environment, or a dev key by simulation index on a dev
+    marketplace (``dev_problem``)."""
     if index is None and os.environ.get(config.contributor_key_env):
         return keypair_from_env(config.contributor_key_env)
-    if config.dev_accounts:
+    problem = dev_problem(config, market)
+    if problem is None:
         return contributor_dev_keypair(index or 0)
     raise ConfigError(
-        f"set {config.contributor_key_env} to the contributor's secret URI or mnemonic"
+        f"set {config.contributor_key_env} to the contributor's secret URI or mnemonic ({problem})"
     )
 
 

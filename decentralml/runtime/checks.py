@@ -11,6 +11,7 @@ traceback, and never a task found broken after a round's wait.
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -152,6 +153,62 @@ def storage_credentials_accepted(config: RunConfig) -> Iterator[Problem]:
         yield "storage.url", str(error)
 
 
+def results_store_accepts(config: RunConfig) -> Iterator[Problem]:
+    """A contributor hosting its results (``contributor.results_url``) at a configured S3
+    endpoint: its own credentials are tried once now, so a refusal is one line before any
+    slot is paid for, not an upload failing after the training."""
+    url = config.contributor.results_url
+    endpoint = config.contributor.results_endpoint_url or config.storage.endpoint_url
+    if not (url and endpoint):
+        return
+    from decentralml.io.storage import ArtifactStore
+
+    try:
+        ArtifactStore(url, endpoint).check_access()
+    except StorageCredentialsError as error:
+        yield "contributor.results_url", str(error)
+
+
+def _key_problem(config: RunConfig, role: str) -> Iterator[Problem]:
+    """The party's key is in the environment, or a dev key may sign here (a dev marketplace:
+    runtime.backends.dev_problem; a chain is asked for its genesis only when the config
+    declares a dev chain)."""
+    from decentralml.runtime.backends import dev_problem
+
+    marketplace = config.marketplace
+    variable = getattr(marketplace, f"{role}_key_env")
+    if os.environ.get(variable):
+        return
+    chain = None
+    if (
+        marketplace.backend == "substrate"
+        and marketplace.dev_accounts
+        and marketplace.dev_genesis_hash
+    ):
+        from decentralml.chain.client import ChainClient
+
+        try:
+            chain = ChainClient(marketplace.url)
+        except Exception as error:  # the chain's own refusal, named; no traceback
+            yield "marketplace.url", f"{marketplace.url} cannot be reached: {error}"
+            return
+    try:
+        problem = dev_problem(marketplace, chain)
+    finally:
+        if chain is not None:
+            chain.close()
+    if problem:
+        yield variable, f"set it to the {role}'s secret URI or mnemonic ({problem})"
+
+
+def contributor_key_known(config: RunConfig) -> Iterator[Problem]:
+    yield from _key_problem(config, "contributor")
+
+
+def creator_key_known(config: RunConfig) -> Iterator[Problem]:
+    yield from _key_problem(config, "creator")
+
+
 def marketplace_writable(config: RunConfig) -> Iterator[Problem]:
     """The backend's own SQLite file (the embedded marketplace, or the chain's index) can be
     created in a writable folder, or is already a SQLite file."""
@@ -192,28 +249,15 @@ def _sqlite_file_problem(path: Path) -> str | None:
     return _folder_problem(path.parent)
 
 
-def marketplace_folder_exists(config: RunConfig) -> Iterator[Problem]:
-    """A contributor joins a marketplace someone runs: a folder that does not exist holds
-    none (a mistyped path would otherwise become an empty marketplace, watched forever), and
-    nothing is created for it. Otherwise as ``marketplace_writable``."""
-    from decentralml.runtime.backends import marketplace_file
-
-    field, path = marketplace_file(config.marketplace)
-    folder = Path(path).parent
-    if field == "marketplace.path" and not folder.is_dir():
-        why = f"folder {folder} does not exist, so no marketplace is there"
-        yield field, f"{why}; name the marketplace file its creator runs (--marketplace PATH)"
-        return
-    yield from marketplace_writable(config)
-
-
 READ: tuple[Check, ...] = (marketplace_writable,)
 """tasks, results, balance: only the marketplace is opened."""
 
 CONTRIBUTE: tuple[Check, ...] = (
     storage_protocol_known,
     storage_credentials_accepted,
-    marketplace_folder_exists,
+    results_store_accepts,
+    marketplace_writable,
+    contributor_key_known,
 )
 """contribute: a contributor writes its results next to the task's files, not to its root, and
 reaches them at the endpoint the task names; a storage it configured itself is checked too."""
@@ -225,6 +269,7 @@ PUBLISH: tuple[Check, ...] = (
     storage_root_writable,
     storage_credentials_accepted,
     marketplace_writable,
+    creator_key_known,
 )
 """publish: everything its later round needs except the decisions file."""
 

@@ -187,6 +187,12 @@ class MarketplaceConfig(_Section):
     creator_key_env: str = "DECENTRALML_CREATOR_URI"
     contributor_key_env: str = "DECENTRALML_CONTRIBUTOR_URI"
     dev_accounts: bool = True
+    """Whether a missing key may fall back to a public dev account (//Alice creates, //Bob,
+    //Charlie, ... contribute): only ever on a dev marketplace (runtime.backends.dev_problem)."""
+    dev_genesis_hash: Annotated[str, Field(pattern=r"^0x[0-9a-f]{64}$")] | None = None
+    """The genesis hash of the chain this config calls a dev chain (the project's chopsticks
+    chain: 0x4545...45). On any other chain dev accounts are never used: a missing key is an
+    error naming its variable."""
     dev_funds: Annotated[int, Field(ge=0)] = 10_000_000_000
 
     @field_validator("url")
@@ -214,6 +220,15 @@ class StorageConfig(_Section):
         (default [0.5, 1, 2]). Their sum bounds the outage a round rides out: a result the
         creator still cannot read after them gets no verdict this round (it is not rejected).
         Raise them for storage that may restart mid-round (docs/security.md, "Faults").
+    accept_uploads: whether results uploaded into this storage (the task's ``results/``
+        folder) are read. Whoever can write there can overwrite or delete anyone's result, so
+        keep it only where every writer is trusted (one machine, a team); a creator that hands
+        strangers no credentials sets it false and takes hosted results only.
+    pull_schemes: the link schemes a contributor-hosted result is pulled over (default
+        https; http only on a network the creator trusts). Empty: hosted results are refused.
+    pull_trusted_hosts: hosts pulled from although they resolve to loopback, private or
+        link-local addresses (refused otherwise: decentralml.io.fetcher).
+    pull_timeout_seconds: the most one pull may take in all.
     """
 
     url: str = "file://.decentralml/storage"
@@ -223,6 +238,10 @@ class StorageConfig(_Section):
     retry_delays: list[Annotated[float, Field(ge=0, le=600)]] = Field(
         default_factory=lambda: list(RETRY_DELAYS_SECONDS)
     )
+    accept_uploads: bool = True
+    pull_schemes: list[Literal["https", "http"]] = Field(default_factory=lambda: ["https"])
+    pull_trusted_hosts: list[str] = Field(default_factory=list)
+    pull_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
 
     @field_validator("url", "endpoint_url")
     @classmethod
@@ -248,6 +267,14 @@ class ContributorConfig(_Section):
     max_concurrent_tasks: tasks worked on at once (default 1), each in its own thread.
     idle_timeout_seconds: the agent ends (Completed) after this long with no task to work on;
         None (default): it waits for tasks forever.
+    results_url: where this contributor hosts its results (an s3:// prefix in its own
+        storage, written with its own credentials at ``storage.endpoint_url``); each result's
+        record then carries a time-limited link to it, from which the creator pulls it. None
+        (default): results are uploaded into the task's folder of the creator's storage, which
+        needs the creator's write credentials. Also $DECENTRALML_RESULTS_URL.
+    results_endpoint_url: the S3 endpoint of that storage when it is not AWS (default:
+        ``storage.endpoint_url``). Also $DECENTRALML_RESULTS_ENDPOINT_URL.
+    results_link_seconds: how long that link stays valid (default 7 days, S3's longest).
     """
 
     min_reward_per_result: Annotated[int, Field(ge=0)] = 1
@@ -257,6 +284,23 @@ class ContributorConfig(_Section):
     creators: list[str] = Field(default_factory=list)
     max_concurrent_tasks: PositiveInt = 1
     idle_timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    results_url: str | None = None
+    results_endpoint_url: str | None = None
+    results_link_seconds: Annotated[int, Field(gt=0, le=604_800)] = 604_800
+
+    @field_validator("results_endpoint_url")
+    @classmethod
+    def _no_inline_endpoint_credentials(cls, value: str | None) -> str | None:
+        return _refuse_inline_credentials(value)
+
+    @field_validator("results_url")
+    @classmethod
+    def _own_bucket(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("s3://"):
+            raise ValueError(
+                f"must be an s3:// prefix in this contributor's own storage, got {value!r}"
+            )
+        return _refuse_inline_credentials(value)
 
     @field_validator("creators")
     @classmethod
@@ -480,6 +524,12 @@ def _set_dotted(data: dict, dotted: str, value: object) -> None:
 MARKETPLACE_ENV = "DECENTRALML_MARKETPLACE_URL"
 """Where a contributor configured by environment only finds the marketplace."""
 
+RESULTS_ENV = {
+    "contributor.results_url": "DECENTRALML_RESULTS_URL",
+    "contributor.results_endpoint_url": "DECENTRALML_RESULTS_ENDPOINT_URL",
+}
+"""Where a contributor configured by environment hosts its results, by config field."""
+
 
 def marketplace_at(location: str) -> dict[str, str]:
     """Overrides pointing a config at a marketplace: a ``ws://``/``wss://`` URL is a Substrate
@@ -487,6 +537,22 @@ def marketplace_at(location: str) -> dict[str, str]:
     if re.match(r"^wss?://", location):
         return {"marketplace.backend": "substrate", "marketplace.url": location}
     return {"marketplace.backend": "embedded", "marketplace.path": location}
+
+
+def _refuse_missing_folder(location: str) -> None:
+    """A marketplace a contributor is pointed at is one its creator runs: a file in a folder
+    that does not exist is a mistyped path (it would become an empty marketplace, watched
+    forever), refused before anything is created. A config file's own path is not checked:
+    an agent started before its creator, in the same folder, waits for the marketplace."""
+    if re.match(r"^wss?://", location):
+        return
+    folder = Path(location).expanduser().parent
+    if not folder.is_dir():
+        raise ConfigError(
+            f"marketplace {location}: folder {folder} does not exist, so no marketplace is "
+            f"there; name the marketplace file its creator runs (--marketplace PATH or "
+            f"${MARKETPLACE_ENV})"
+        )
 
 
 def load_contributor_config(
@@ -498,7 +564,12 @@ def load_contributor_config(
     from the environment later (marketplace.contributor_key_env) and the storage endpoint
     from each task's record."""
     location = marketplace or os.environ.get(MARKETPLACE_ENV, "")
+    if location:
+        _refuse_missing_folder(location)
     merged = {**(marketplace_at(location) if location else {}), **(overrides or {})}
+    for dotted, variable in RESULTS_ENV.items():
+        if os.environ.get(variable):
+            merged.setdefault(dotted, os.environ[variable])
     if path:
         return load_config(path, merged)
     data: dict = {}

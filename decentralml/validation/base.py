@@ -36,7 +36,9 @@ from decentralml.protocol.errors import (
     ArtifactMissing,
     ArtifactTooLarge,
     DigestMismatch,
+    FetchRefused,
     IntegrityError,
+    SourceUnreachable,
     StorageError,
     StorageUnavailable,
 )
@@ -222,6 +224,8 @@ def screen(
         return reject(submission, f"result file is over the {max_bytes}-byte limit")
     except DigestMismatch:
         return reject(submission, "stored result does not match its recorded sha256")
+    except (FetchRefused, SourceUnreachable) as error:  # its own link: named, nothing of ours
+        return reject(submission, f"result could not be pulled: {error}")
     except StorageUnavailable:
         # The creator's own storage failed, not the contributor: no verdict, no path named.
         return Deferred(submission.submission_id, "the creator's storage could not be read")
@@ -251,9 +255,9 @@ def refusal_before_reading(
     if result.result_path != expected_location:
         return reject(
             submission,
-            "result_path is not the location this task assigns to the submission "
-            f"({layout.RESULT_PLACE.replace('<id>', str(submission.submission_id))}); "
-            "it was not read",
+            "result_path is neither the location this task assigns to the submission "
+            f"({layout.RESULT_PLACE.replace('<id>', str(submission.submission_id))}) nor a "
+            "link this creator pulls results from; it was not read",
         )
     return None
 

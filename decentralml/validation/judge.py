@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from decentralml.io.fetcher import PullPolicy
 from decentralml.io.storage import ArtifactStore
 from decentralml.io.weights import Layout, layout_of
-from decentralml.protocol import layout as run_layout
 from decentralml.protocol.errors import StorageError
 from decentralml.protocol.records import Submission, Task, Verdict
 from decentralml.validation.base import (
@@ -32,6 +32,7 @@ from decentralml.validation.base import (
     result_size_limit,
     screen,
 )
+from decentralml.validation.intake import ResultIntake
 from decentralml.validation.originality import find_copies
 
 
@@ -123,10 +124,13 @@ def task_judge(
     rules: ScreeningRules | None = None,
     params: Mapping[str, object] | None = None,
     aggregate: Aggregator | None = None,
+    pull_policy: PullPolicy | None = None,
+    accept_uploads: bool = True,
 ) -> Judge:
-    """The judge of ``task``'s results: each read only where the task's layout puts it, from
-    ``store`` (which must hold the task's files: a record naming somewhere else is refused
-    before anything is read), bounded by the model's size and ``max_result_bytes``."""
+    """The judge of ``task``'s results: each read only where ``ResultIntake`` says (the
+    task's layout in ``store``, which must hold the task's files, or a hosted result's link
+    when ``pull_policy`` allows pulling; a record naming anywhere else is refused before
+    anything is read), bounded by the model's size and ``max_result_bytes``."""
     if not store.holds(task.spec.global_weights_path):
         raise StorageError(
             f"task {task.task_id} keeps its weights outside this creator's storage "
@@ -134,11 +138,12 @@ def task_judge(
         )
     layout = layout_of(global_tensors)
     max_bytes = result_size_limit(layout, max_result_bytes)
+    intake = ResultIntake(
+        store, task.spec.global_weights_path, max_bytes, pull_policy, accept_uploads
+    )
     return Judge(
-        fetch=lambda url, digest: store.get(url, digest, max_bytes),
-        result_location=lambda s: run_layout.result_url(
-            task.spec.global_weights_path, s.submission_id
-        ),
+        fetch=intake.read,
+        result_location=intake.location,
         layout=layout,
         global_tensors=global_tensors,
         max_bytes=max_bytes,
