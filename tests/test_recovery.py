@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -41,7 +42,9 @@ def creator_process(path, crash_at: str | None) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.parametrize("crash_at", ["published", "reviewed", "checkpointed", "settled"])
+@pytest.mark.parametrize(
+    "crash_at", ["publishing", "published", "reviewed", "checkpointed", "settled"]
+)
 def test_a_killed_creator_resumes_and_pays_each_result_once(tmp_path, prefect_harness, crash_at):
     path, config = write_config(
         tmp_path,
@@ -68,6 +71,66 @@ def test_a_killed_creator_resumes_and_pays_each_result_once(tmp_path, prefect_ha
         for agent in running:
             agent.result(timeout=600)
 
+    _assert_paid_once_and_checkpointed(market, store, config, agents)
+
+
+OUTAGE_BLOCKS = 200 + 600 + 1
+"""Past the default expiry (200 blocks) and review grace (600): the ledger pays by itself."""
+
+
+def _wait_sent(market: EmbeddedMarketplace, task_id: int, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len([s for s in market.list_task_results(task_id) if s.result]) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{count} results of task {task_id} not sent within {timeout} s")
+
+
+@pytest.mark.parametrize(
+    "crash_at", ["publishing", "published", "reviewed", "checkpointing", "checkpointed"]
+)
+def test_a_creator_back_after_expiry_and_grace_pays_nothing_twice(
+    tmp_path, prefect_harness, crash_at
+):
+    """The outside crash test at every kill point: the creator is killed, stays away past
+    expiry + grace (the marketplace pays the round's unjudged results by itself), and comes
+    back. Each round is published once, each result paid once, every paid result's weights
+    federated into a checkpoint, and the training finishes. ``checkpointing`` uses FedAvgM,
+    whose momentum is checkpointed before the weights: the kill leaves half a checkpoint."""
+    strategy = "fedavgm" if crash_at == "checkpointing" else "fedavg"
+    path, config = write_config(
+        tmp_path,
+        rounds=ROUNDS,
+        contributors=CONTRIBUTORS,
+        strategy=strategy,
+        **{"task.max_assignments": CONTRIBUTORS, "task.pays_amount": PAYS},
+    )
+    market = EmbeddedMarketplace(config.marketplace.path)
+    store = open_store(config.storage)
+    stop = threading.Event()
+    agents = [
+        Contributor(market, store, contributor_keypair(config.marketplace, i), i)
+        for i in range(CONTRIBUTORS)
+    ]
+    with ThreadPoolExecutor(CONTRIBUTORS) as pool:
+        running = [pool.submit(run_agent, a, 0.2, 0, stop, ROUNDS) for a in agents]
+        try:
+            killed = creator_process(path, crash_at)
+            assert killed.returncode == -9, killed.stderr[-2000:]
+            if crash_at != "publishing":  # the contributors deliver while the creator is away
+                _wait_sent(market, 0, CONTRIBUTORS, timeout=600)
+            market.advance_blocks(OUTAGE_BLOCKS)
+            resumed = creator_process(path, None)
+            assert resumed.returncode == 0, resumed.stderr[-3000:]
+        finally:
+            stop.set()
+        for agent in running:
+            agent.result(timeout=600)
+    _assert_paid_once_and_checkpointed(market, store, config, agents)
+
+
+def _assert_paid_once_and_checkpointed(market, store, config, agents) -> None:
     tasks = market.list_tasks(open_only=False)
     assert [t.spec.round_number for t in tasks] == list(range(1, ROUNDS + 1))  # none twice
     assert all(t.status in FINISHED for t in tasks)

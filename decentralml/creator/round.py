@@ -66,6 +66,7 @@ def publish_round(session: Any, round_number: int, steps: CreatorSteps = PLAIN_S
     round_tensors = session.strategy.round_tensors(round_number, session.global_tensors)
     files = core.round_files(session.strategy, round_tensors)  # e.g. SCAFFOLD's c
     assets = steps.upload_assets(creator, round_number, session.max_examples, round_settings, files)
+    crashpoint("publishing")  # files stored, no task yet: a rerun publishes the round afresh
     return steps.create_round_task(creator, round_number, assets, global_weights)
 
 

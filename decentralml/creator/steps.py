@@ -36,6 +36,7 @@ from decentralml.protocol.records import (
 )
 from decentralml.runtime.backends import PROJECT_ROOT
 from decentralml.runtime.config import RunConfig, StorageConfig
+from decentralml.runtime.crashpoints import crashpoint
 from decentralml.runtime.polling import Backoff
 from decentralml.strategies import (
     Contribution,
@@ -489,6 +490,7 @@ def checkpoint(
         url = creator.store.strategy_checkpoint_url(creator.run, round_number)
         metadata = {"round": round_number, "strategy": creator.config.strategy.name}
         creator.store.put(url, encode(strategy_state, metadata))
+        crashpoint("checkpointing")  # half a checkpoint: the state without its weights
     url = creator.store.checkpoint_url(creator.run, round_number)
     return creator.store.put(url, encode(tensors, {"round": round_number}))
 

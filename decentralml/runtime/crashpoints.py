@@ -3,8 +3,11 @@
 ``DECENTRALML_CRASH_AT=<name>`` kills the process with SIGKILL when it reaches ``<name>``, as
 a power cut would: no ``finally``, no Prefect state hook, no flush. Unset — always, outside the
 recovery tests — a crash point does nothing. The creator's points, in a round's order:
-``published`` (the task is open, results arrive while the creator is gone), ``reviewed``,
-``checkpointed`` (new weights stored, nobody paid yet), ``settled`` (paid, round closed).
+``publishing`` (the round's files stored, no task created), ``published`` (the task is open,
+results arrive while the creator is gone), ``reviewed``, ``checkpointing`` (the strategy's
+state stored, not yet the weights beside it), ``checkpointed`` (new weights stored, nobody paid
+yet), ``settled`` (paid, round closed). The settlement itself is one marketplace write (one
+transaction, one extrinsic): there is no point inside it.
 """
 
 from __future__ import annotations
