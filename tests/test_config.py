@@ -86,6 +86,9 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "max_examples": None,
             "examples_cap_multiple": 2.0,
             "min_accepted_results": 1,
+            "payment_rule": "per_result",
+            "value_floor_share": 0.0,
+            "value_budget": 40,
         },
         "data": {
             "source": "mnist",

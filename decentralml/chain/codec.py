@@ -101,6 +101,10 @@ class VerdictRecord:
     submission_id: int
     accept: bool
     reason: str
+    amount: int | None = None
+    """What the accept pays (a ``value`` task); absent: the task's fixed share."""
+    value: float | None = None
+    """The result's measured value, when the creator measured it."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,12 @@ _SPEC_TEXT_FIELDS = (
     "global_weights_sha256",
 )
 _SPEC_KEYS = frozenset({*_SPEC_INT_BOUNDS, *_SPEC_TEXT_FIELDS, "validation_strategy", "task_type"})
-_SPEC_OPTIONAL: dict[str, int | None] = {"model": None, "epochs": U32_MAX, "storage_endpoint": None}
+_SPEC_OPTIONAL: dict[str, int | None] = {
+    "model": None,
+    "epochs": U32_MAX,
+    "storage_endpoint": None,
+    "payment_rule": None,
+}
 """Added later, written only when not at their default: name -> u32 bound, None for a text."""
 _RESULT_KEYS = frozenset({"result_path", "sha256", "num_examples", "metrics", "base_fingerprint"})
 
@@ -170,11 +179,18 @@ def _body_of(record: Record) -> dict[str, Any]:
     if isinstance(record, Result):
         return {"submission_id": record.submission_id, "result": _result_body(record.result)}
     if isinstance(record, VerdictRecord):
-        return {
+        body = {
             "submission_id": record.submission_id,
             "accept": record.accept,
             "reason": record.reason,
         }
+        if record.amount is not None:
+            body["amount"] = record.amount
+        if record.value is not None:
+            if not math.isfinite(record.value):
+                raise ValueError(f"a value must be finite, got {record.value}")
+            body["value"] = float(record.value)
+        return body
     return {"task_id": record.task_id}
 
 
@@ -183,8 +199,18 @@ def _spec_body(spec: TaskSpec) -> dict[str, Any]:
     body.update({name: getattr(spec, name) for name in _SPEC_TEXT_FIELDS})
     body["validation_strategy"] = ValidationStrategy(spec.validation_strategy).value
     body["task_type"] = TaskType(spec.task_type).value
-    body.update({name: getattr(spec, name) for name in _SPEC_OPTIONAL if getattr(spec, name)})
+    body.update(
+        {
+            name: getattr(spec, name)
+            for name in _SPEC_OPTIONAL
+            if getattr(spec, name) and getattr(spec, name) != _SPEC_DEFAULTS.get(name)
+        }
+    )
     return body
+
+
+_SPEC_DEFAULTS = {"payment_rule": TaskSpec.payment_rule}
+"""Optional keys whose default is not empty: left out at that default too."""
 
 
 def _result_body(result: TaskResult) -> dict[str, Any]:
@@ -336,14 +362,24 @@ def _metrics(value: Any) -> dict[str, float]:
     return metrics
 
 
+_VERDICT_KEYS = frozenset({"submission_id", "accept", "reason"})
+_VERDICT_OPTIONAL = frozenset({"amount", "value"})
+
+
 def _parse_verdict(body: dict[str, Any]) -> VerdictRecord:
-    _keys(body, frozenset({"submission_id", "accept", "reason"}))
+    if not _VERDICT_KEYS <= body.keys() <= _VERDICT_KEYS | _VERDICT_OPTIONAL:
+        raise _Refused
     if type(body["accept"]) is not bool:
+        raise _Refused
+    value = body.get("value")
+    if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
         raise _Refused
     return VerdictRecord(
         submission_id=_uint(body["submission_id"], U64_MAX),
         accept=body["accept"],
         reason=_text(body["reason"]),
+        amount=_uint(body["amount"], U128_MAX) if "amount" in body else None,
+        value=float(value) if value is not None else None,
     )
 
 

@@ -48,6 +48,7 @@ from decentralml.strategies import (
 from decentralml.validation import Deferred, Judge, Policy, screening_rules, task_judge
 from decentralml.validation.base import Candidate, Evaluator, RoundView
 from decentralml.validation.manual import Summary, summarize
+from decentralml.validation.value import ValuePricing
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,7 @@ def create_round_task(
         model=task_model(creator.config),
         epochs=creator.config.training.epochs,
         storage_endpoint=creator.config.storage.endpoint_url or "",
+        payment_rule=task.payment_rule,
     )
     return creator.market.create_task(creator.keypair, spec)
 
@@ -329,6 +331,19 @@ def pull_policy(storage: StorageConfig) -> PullPolicy | None:
     )
 
 
+def value_pricing(config: RunConfig, task: Task) -> ValuePricing | None:
+    """How a task whose record says it pays by value prices its accepted results (None: the
+    fixed share). Seeded by the task id: anyone holding the held-out split recomputes it."""
+    if task.spec.payment_rule != rules.BY_VALUE:
+        return None
+    return ValuePricing(
+        task.spec.reward_per_result,
+        floor_share=config.task.value_floor_share,
+        budget=config.task.value_budget,
+        seed=task.task_id,
+    )
+
+
 def make_judge(
     creator: Creator,
     task: Task,
@@ -357,6 +372,7 @@ def make_judge(
         aggregate=rule_aggregator(strategy, task.spec.round_number, global_tensors),
         pull_policy=pull_policy(creator.config.storage),
         accept_uploads=creator.config.storage.accept_uploads,
+        pricing=value_pricing(creator.config, task),
     )
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from decentralml.chain import codec
 from decentralml.chain.client import ChainClient, ChainExtrinsic, Remark, Transfer, public_key_hex
 from decentralml.marketplace.ledger import Ledger, read_transaction, write_transaction
-from decentralml.protocol import errors
+from decentralml.protocol import errors, rules
 from decentralml.protocol.accounts import canonical_address
 from decentralml.protocol.errors import ConfigError, MarketplaceError
 from decentralml.protocol.records import Verdict
@@ -316,9 +316,9 @@ class ChainIndexer:
         self, record: codec.VerdictRecord, signer: str, block: int, payments: list[Transfer]
     ) -> _Applied:
         sid = record.submission_id
+        verdict = Verdict(sid, record.accept, record.reason, record.amount, record.value)
         if record.accept:
-            _take_payment(self.ledger, sid, payments)
-        verdict = Verdict(sid, record.accept, record.reason)
+            _take_payment(self.ledger, verdict, payments)
         paid = self.ledger.settle(signer, [verdict], block)[sid]
         return _Applied(sid, paid)
 
@@ -374,11 +374,13 @@ def _target_id(record: codec.Record) -> int | None:
     return target if target <= _SQLITE_MAX_INT else None
 
 
-def _take_payment(ledger: Ledger, submission_id: int, payments: list[Transfer]) -> None:
-    """Consume the transfer that pays this accept; refuse the verdict if there is none."""
+def _take_payment(ledger: Ledger, verdict: Verdict, payments: list[Transfer]) -> None:
+    """Consume the transfer that pays this accept (the amount the task's payment rule gives
+    it: rules.accept_amount); refuse the verdict if there is none."""
+    submission_id = verdict.submission_id
     submission = ledger.get_submission(submission_id)
     task = ledger.get_task(submission.task_id)
-    reward = task.spec.reward_per_result
+    reward = rules.enforce_amount(rules.accept_amount(task, verdict))
     worker = public_key_hex(submission.worker)
     for index, payment in enumerate(payments):
         if payment.dest == worker and payment.amount == reward:

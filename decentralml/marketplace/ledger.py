@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     model TEXT NOT NULL DEFAULT '',
     epochs INTEGER NOT NULL DEFAULT 0,
     storage_endpoint TEXT NOT NULL DEFAULT '',
+    payment_rule TEXT NOT NULL DEFAULT 'per_result',
     status TEXT NOT NULL,
     created_block INTEGER NOT NULL,
     assigned INTEGER NOT NULL DEFAULT 0,
@@ -101,19 +102,26 @@ CREATE TABLE IF NOT EXISTS submissions (
     commitment TEXT,
     commit_block INTEGER,
     commit_seq INTEGER,
+    value REAL,
     UNIQUE (task_id, worker)
 );
 CREATE INDEX IF NOT EXISTS submissions_pending ON submissions (task_id)
     WHERE status = '{_PENDING}';
 """
 
-_COMMIT_COLUMNS = (("commitment", "TEXT"), ("commit_block", "INTEGER"), ("commit_seq", "INTEGER"))
+_COMMIT_COLUMNS = (
+    ("commitment", "TEXT"),
+    ("commit_block", "INTEGER"),
+    ("commit_seq", "INTEGER"),
+    ("value", "REAL"),
+)
 """Added with commit-reveal; files created before it get them by ALTER TABLE on open."""
 
 _TASK_RECORD_COLUMNS = (
     ("model", "TEXT NOT NULL DEFAULT ''"),
     ("epochs", "INTEGER NOT NULL DEFAULT 0"),
     ("storage_endpoint", "TEXT NOT NULL DEFAULT ''"),
+    ("payment_rule", "TEXT NOT NULL DEFAULT 'per_result'"),
 )
 """Added for contributors' filters and storage access; old files get them (at their defaults,
 as TaskSpec has them) by ALTER TABLE on open."""
@@ -266,6 +274,7 @@ def _task_from_row(row: sqlite3.Row) -> Task:
         model=row["model"],
         epochs=row["epochs"],
         storage_endpoint=row["storage_endpoint"],
+        payment_rule=row["payment_rule"],
     )
     return Task(
         task_id=row["task_id"],
@@ -298,6 +307,7 @@ def _submission_from_row(row: sqlite3.Row) -> Submission:
         result=result,
         reason=row["reason"],
         paid=int(row["paid"]),
+        value=row["value"],
         commitment=row["commitment"] or "",
         commit_order=row["commit_seq"],
     )
@@ -458,7 +468,7 @@ class Ledger:
                 for verdict in rules.auto_accepted(
                     task, _submissions(conn, task.task_id), block, grace
                 ):
-                    self._accept(conn, task.creator, verdict.submission_id, verdict.reason, block)
+                    self._accept(conn, task.creator, verdict, block)
         rows = conn.execute(_SETTLEABLE, (block,)).fetchall()
         return [
             (row["task_id"], self._finish(conn, row, block))
@@ -525,8 +535,8 @@ class Ledger:
                 "INSERT INTO tasks (task_id, creator, question, pays_amount, max_assignments, "
                 "expiration_block, validation_strategy, task_type, assets_path, assets_sha256, "
                 "global_weights_path, global_weights_sha256, round_number, model, epochs, "
-                "storage_endpoint, status, created_block) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "storage_endpoint, payment_rule, status, created_block) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task_id,
                     account,
@@ -544,6 +554,7 @@ class Ledger:
                     spec.model,
                     spec.epochs,
                     spec.storage_endpoint,
+                    spec.payment_rule,
                     TaskStatus.Created.value,
                     block,
                 ),
@@ -628,18 +639,23 @@ class Ledger:
             return submission, task
         return None
 
-    def _accept(
-        self, conn: sqlite3.Connection, creator: str, submission_id: int, reason: str, block: int
-    ) -> int:
-        judged = self._judge(conn, creator, Verdict(submission_id, True, reason))
+    def _accept(self, conn: sqlite3.Connection, creator: str, verdict: Verdict, block: int) -> int:
+        judged = self._judge(conn, creator, verdict)
         if judged is None:
             return 0
         submission, task = judged
-        reward = task.spec.reward_per_result
+        reward = rules.enforce_amount(rules.accept_amount(task, verdict))
         conn.execute(
-            "UPDATE submissions SET status = ?, paid = ?, reason = ?, verdict_block = ? "
-            "WHERE submission_id = ?",
-            (ResultSubmissionStatus.Accepted.value, str(reward), reason, block, submission_id),
+            "UPDATE submissions SET status = ?, paid = ?, reason = ?, verdict_block = ?, "
+            "value = ? WHERE submission_id = ?",
+            (
+                ResultSubmissionStatus.Accepted.value,
+                str(reward),
+                verdict.reason,
+                block,
+                verdict.value,
+                verdict.submission_id,
+            ),
         )
         conn.execute(
             "UPDATE tasks SET paid = ? WHERE task_id = ?", (str(task.paid + reward), task.task_id)
@@ -647,15 +663,19 @@ class Ledger:
         self._credit(conn, submission.worker, reward)
         return reward
 
-    def _reject(
-        self, conn: sqlite3.Connection, creator: str, submission_id: int, reason: str, block: int
-    ) -> None:
-        if self._judge(conn, creator, Verdict(submission_id, False, reason)) is None:
+    def _reject(self, conn: sqlite3.Connection, creator: str, verdict: Verdict, block: int) -> None:
+        if self._judge(conn, creator, verdict) is None:
             return
         conn.execute(
-            "UPDATE submissions SET status = ?, reason = ?, verdict_block = ? "
+            "UPDATE submissions SET status = ?, reason = ?, verdict_block = ?, value = ? "
             "WHERE submission_id = ?",
-            (ResultSubmissionStatus.Rejected.value, reason, block, submission_id),
+            (
+                ResultSubmissionStatus.Rejected.value,
+                verdict.reason,
+                block,
+                verdict.value,
+                verdict.submission_id,
+            ),
         )
 
     def accept(self, creator: str, submission_id: int, block: int, reason: str = "") -> int:
@@ -683,11 +703,9 @@ class Ledger:
             for verdict in rules.distinct_verdicts(verdicts):
                 sid = verdict.submission_id
                 if verdict.accept:
-                    paid[sid] = paid.get(sid, 0) + self._accept(
-                        conn, account, sid, verdict.reason, block
-                    )
+                    paid[sid] = paid.get(sid, 0) + self._accept(conn, account, verdict, block)
                 else:
-                    self._reject(conn, account, sid, verdict.reason, block)
+                    self._reject(conn, account, verdict, block)
                     paid.setdefault(sid, 0)
             self._settle_expired(conn, block)
             if close_task_id is not None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -238,10 +239,11 @@ class SubstrateMarketplace:
         paid: dict[int, int] = {}
         plan: list[Planned] = []
         decided: dict[int, bool] = {}
+        planned_pay: dict[int, int] = {}  # per task: what this settlement already pays
         for verdict in rules.distinct_verdicts(verdicts):
             sid = verdict.submission_id
             decided[sid] = verdict.accept
-            planned = self._plan_verdict(creator, verdict)
+            planned = self._plan_verdict(creator, verdict, planned_pay)
             paid[sid] = 0
             if planned is not None:
                 plan.append(planned)
@@ -262,16 +264,25 @@ class SubstrateMarketplace:
         submissions = self.ledger.list_task_results(task_id)
         return rules.enforce(rules.can_close(task, submissions, creator.ss58_address, decided))
 
-    def _plan_verdict(self, creator: Keypair, verdict: Verdict) -> Planned | None:
-        """The record (and payment) for a verdict, None if the chain already has it."""
+    def _plan_verdict(
+        self, creator: Keypair, verdict: Verdict, planned_pay: dict[int, int]
+    ) -> Planned | None:
+        """The record (and payment: rules.accept_amount, counting what this settlement
+        already pays the task) for a verdict, None if the chain already has it."""
         submission = self.ledger.get_submission(verdict.submission_id)
         task = self.ledger.get_task(submission.task_id)
         decision = rules.can_judge(task, submission, creator.ss58_address, verdict.accept)
         if not rules.enforce(decision):
             return None  # already decided the same way: nothing to write or pay
-        record = codec.VerdictRecord(submission.submission_id, verdict.accept, verdict.reason)
-        payment = Transfer(public_key_hex(submission.worker), task.spec.reward_per_result)
-        return record, payment if verdict.accept else None
+        record = codec.VerdictRecord(
+            submission.submission_id, verdict.accept, verdict.reason, verdict.amount, verdict.value
+        )
+        if not verdict.accept:
+            return record, None
+        so_far = replace(task, paid=task.paid + planned_pay.get(task.task_id, 0))
+        amount = rules.enforce_amount(rules.accept_amount(so_far, verdict))
+        planned_pay[task.task_id] = planned_pay.get(task.task_id, 0) + amount
+        return record, Transfer(public_key_hex(submission.worker), amount)
 
     def close_task(self, creator: Keypair, task_id: int) -> int:
         """End the task now; returns the (bookkept) refund, 0 if it had already ended."""

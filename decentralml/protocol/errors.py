@@ -69,6 +69,11 @@ class VerdictAlreadyGiven(MarketplaceError):
     pass
 
 
+class InvalidAmount(MarketplaceError):
+    """An accept's amount is not one the task's payment rule allows (another amount on a
+    ``per_result`` task; a negative one, or amounts adding up to more than the reward)."""
+
+
 class NoResultYet(MarketplaceError):
     """A verdict needs a result: the submission is still Assigned."""
 

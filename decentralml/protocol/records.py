@@ -70,6 +70,11 @@ class TaskSpec:
     storage_endpoint: str = ""
     """Where the task's storage URLs resolve: an S3 endpoint URL, "" for AWS or local files.
     Never credentials: each party reads its own from its environment."""
+    payment_rule: str = "per_result"
+    """How an accepted result is paid (protocol.rules.PAYMENT_RULES): ``per_result``, the
+    seed's fixed share ``pays_amount // max_assignments``; ``value``, the amount its verdict
+    names (the creator splits the round's reward by measured value), all of them together at
+    most ``pays_amount``."""
 
     @property
     def reward_per_result(self) -> int:
@@ -141,6 +146,7 @@ class Submission:
     paid: int = 0
     commitment: str = ""
     commit_order: int | None = None
+    value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -150,3 +156,8 @@ class Verdict:
     submission_id: int
     accept: bool
     reason: str
+    amount: int | None = None
+    """What an accept pays; None: the task's fixed share (``per_result``, or an automatic
+    accept). Only a ``value`` task takes another amount."""
+    value: float | None = None
+    """The result's measured value to the round (held-out loss reduction), when measured."""

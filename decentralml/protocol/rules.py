@@ -23,6 +23,7 @@ from decentralml.protocol.commitment import is_commitment, result_commitment
 from decentralml.protocol.errors import (
     AlreadyAssigned,
     AlreadyCommitted,
+    InvalidAmount,
     InvalidResult,
     InvalidTaskSpec,
     MarketplaceError,
@@ -81,6 +82,13 @@ def enforce(decision: Decision) -> bool:
     return decision is None
 
 
+def enforce_amount(amount: int | InvalidAmount) -> int:
+    """``accept_amount``'s answer as an amount to pay, or its refusal raised."""
+    if isinstance(amount, InvalidAmount):
+        raise amount
+    return amount
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -92,6 +100,11 @@ def _is_endpoint(value: str) -> bool:
 
 
 # --- tasks ----------------------------------------------------------------------------------
+
+
+PER_RESULT, BY_VALUE = "per_result", "value"
+PAYMENT_RULES = (PER_RESULT, BY_VALUE)
+"""How a task pays its accepted results (TaskSpec.payment_rule)."""
 
 
 def unpaid_slots(pays_amount: int, max_assignments: int) -> str | None:
@@ -126,6 +139,10 @@ def validate_spec(spec: TaskSpec, block: int) -> InvalidTaskSpec | None:
         return InvalidTaskSpec(
             f"storage_endpoint {spec.storage_endpoint!r} is not an http(s) URL without "
             "credentials; each party reads its storage credentials from its own environment"
+        )
+    if spec.payment_rule not in PAYMENT_RULES:
+        return InvalidTaskSpec(
+            f"payment_rule {spec.payment_rule!r} is not one of {', '.join(PAYMENT_RULES)}"
         )
     try:
         ValidationStrategy(spec.validation_strategy)
@@ -181,8 +198,40 @@ def auto_accepted(
 
 def promise(spec: TaskSpec) -> int:
     """The most a task can ever pay: one reward per slot (the remainder of an uneven
-    ``pays_amount`` can never be paid and is refunded at close)."""
+    ``pays_amount`` can never be paid and is refunded at close); all of ``pays_amount`` for a
+    task paying by value."""
+    if spec.payment_rule == BY_VALUE:
+        return spec.pays_amount
     return spec.reward_per_result * spec.max_assignments
+
+
+def accept_amount(task: Task, verdict: Verdict) -> int | InvalidAmount:
+    """What accepting ``verdict``'s submission pays, ``task.paid`` being what the task paid
+    so far: both backends and the indexer pay and check exactly this.
+
+    ``per_result``: the fixed share ``pays_amount // max_assignments``, and no other amount.
+    ``value``: the amount the verdict names (0 allowed), as long as the task's payments stay
+    within ``pays_amount``; a verdict naming none (an automatic accept at expiry + grace)
+    gets the fixed share, or what is left of the reward if that is less."""
+    fixed = task.spec.reward_per_result
+    if task.spec.payment_rule != BY_VALUE:
+        if verdict.amount is not None and verdict.amount != fixed:
+            return InvalidAmount(
+                f"task {task.task_id} pays {fixed} per accepted result ({PER_RESULT}), "
+                f"not {verdict.amount!r}"
+            )
+        return fixed
+    left = task.spec.pays_amount - task.paid
+    if verdict.amount is None:
+        return max(0, min(fixed, left))
+    if not _is_int(verdict.amount) or verdict.amount < 0:
+        return InvalidAmount(f"an accept pays a non-negative integer, not {verdict.amount!r}")
+    if verdict.amount > left:
+        return InvalidAmount(
+            f"task {task.task_id}'s payments would add up to more than its reward: "
+            f"{verdict.amount} asked, {left} left of {task.spec.pays_amount}"
+        )
+    return verdict.amount
 
 
 def outstanding(task: Task) -> int:

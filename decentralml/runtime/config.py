@@ -104,6 +104,15 @@ class TaskConfig(_Section):
     min_accepted_results: Annotated[int, Field(ge=0)] = 1
     """A round settling with fewer accepted results ends Failed (after it is settled and
     checkpointed); 0 never flags a round."""
+    payment_rule: Literal["per_result", "value"] = "per_result"
+    """``per_result``: each accepted result is paid ``pays_amount // max_assignments`` (the
+    seed's rule). ``value``: accepted results are valued (GTG-Shapley on the held-out split,
+    decentralml.validation.value); one worth 0 or less is rejected with its value, the others
+    share the fixed shares of those paid in proportion to their value. Recorded on the task."""
+    value_floor_share: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """``value``: the part of a fixed share every paid result gets before the split."""
+    value_budget: Annotated[int, Field(ge=1, le=100_000)] = 40
+    """``value``: the most held-out evaluations one round's valuation may use."""
 
     @field_validator("question")
     @classmethod

@@ -34,6 +34,7 @@ from decentralml.validation.base import (
 )
 from decentralml.validation.intake import ResultIntake
 from decentralml.validation.originality import find_copies
+from decentralml.validation.value import ValuePricing
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class Judge:
     params: Mapping[str, object] = field(default_factory=dict)
     rules: ScreeningRules = field(default_factory=ScreeningRules)
     aggregate: Aggregator | None = None
+    pricing: ValuePricing | None = None
+    """A task paying by value: the accepted results' amounts (and refusals of those worth
+    nothing) come from their measured value (validation.value)."""
 
     def review(self, submissions: Iterable[Submission]) -> list[Decision]:
         """A decision for every submission, in commitment order (earliest first)."""
@@ -105,6 +109,8 @@ class Judge:
             candidate.weight = weight
         if originals:
             verdicts = self.policy.decide_round(originals, view)
+            if self.pricing is not None:
+                verdicts = self.pricing.price(originals, verdicts, view)
             for candidate, verdict in zip(originals, verdicts, strict=True):
                 kept = candidate if verdict.accept else None
                 decisions[candidate.submission_id] = Decision(
@@ -126,6 +132,7 @@ def task_judge(
     aggregate: Aggregator | None = None,
     pull_policy: PullPolicy | None = None,
     accept_uploads: bool = True,
+    pricing: ValuePricing | None = None,
 ) -> Judge:
     """The judge of ``task``'s results: each read only where ``ResultIntake`` says (the
     task's layout in ``store``, which must hold the task's files, or a hosted result's link
@@ -152,4 +159,5 @@ def task_judge(
         params=params or {},
         rules=rules or ScreeningRules(),
         aggregate=aggregate,
+        pricing=pricing,
     )

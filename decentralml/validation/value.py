@@ -1,0 +1,362 @@
+"""What each result is worth to the round: its Shapley value, measured by the creator.
+
+The round's *utility* of a set S of results is how much the round's aggregate of S (the
+configured rule's: FedAvg's weighted mean, a median, FedAdam's step...) lowers the held-out
+loss below the round's starting weights: ``v(S) = loss(start) - loss(aggregate(S))``, with
+``v(∅) = 0``. Sub-aggregates are rebuilt from the submitted updates, never by retraining
+(Song et al. 2019, "Profit allocation for federated learning"; Wang et al. 2020).
+
+A result's Shapley value is its marginal contribution ``v(S ∪ {i}) - v(S)`` averaged over
+every order in which the results could arrive (Shapley 1953). Computing it exactly costs
+``2^n`` evaluations (``exact_shapley``: 64 for 6 results); ``gtg_shapley`` estimates it with
+GTG-Shapley (Liu, Chen, Zhang, Zhang, Yang, "GTG-Shapley: Efficient and Accurate Participant
+Contribution Evaluation in Federated Learning", ACM TIST 2022):
+
+- permutations are sampled with each result taking the first place in turn (guided sampling);
+- *within-round truncation*: once a prefix's utility is within ``truncation`` (relative) of
+  the whole round's, the remaining marginals in that permutation are taken as 0;
+- *between-round truncation*: a round whose whole aggregate moves the utility by less than
+  ``truncation`` of the start's loss gives everyone 0;
+- utilities are cached by subset, so a subset is evaluated once, and the number of
+  evaluations is bounded by ``budget``; only complete permutations count.
+
+Everything is seeded: anyone holding the same held-out split, results and seed gets the same
+values. ``leave_one_out`` is the cheap variant (n + 1 evaluations): ``v(N) - v(N \\ {i})``.
+Duplicates share value: two identical results are symmetric players, so each gets half of
+what one of them alone would (the Shapley symmetry axiom), which is why several accounts
+submitting one training earn, together, what one would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+
+from decentralml.protocol.records import Verdict
+from decentralml.validation.base import Candidate, RoundView
+
+Subset = frozenset[int]
+Utility = Callable[[Subset], float]
+
+
+class BudgetSpent(Exception):
+    """The round's evaluation budget is used up (internal: ends the sampling)."""
+
+
+@dataclass
+class RoundUtility:
+    """``v(S)`` for subsets of the round's candidates (by submission id), cached; counts its
+    evaluations and refuses to start one past ``budget`` (None: unbounded)."""
+
+    candidates: Sequence[Candidate]
+    view: RoundView
+    budget: int | None = None
+    evaluations: int = 0
+    _cache: dict[Subset, float] = field(default_factory=dict)
+    _start_loss: float | None = None
+
+    def __post_init__(self) -> None:
+        self._by_id = {c.submission_id: c for c in self.candidates}
+
+    @property
+    def start_loss(self) -> float:
+        if self._start_loss is None:
+            self._start_loss = self._loss(self.view.global_tensors)
+        return self._start_loss
+
+    def __call__(self, members: Subset) -> float:
+        if not members:
+            return 0.0
+        if members not in self._cache:
+            if self.budget is not None and self.evaluations >= self.budget:
+                raise BudgetSpent
+            self._cache[members] = self.start_loss - self._loss(self._aggregate(members))
+        return self._cache[members]
+
+    def _aggregate(self, members: Subset) -> Mapping[str, np.ndarray]:
+        chosen = [self._by_id[sid] for sid in sorted(members)]
+        if self.view.aggregate is not None:
+            return self.view.aggregate(chosen)
+        weights = np.array([max(c.weight, 1) for c in chosen], dtype=np.float64)
+        total = np.zeros_like(self.view.update(chosen[0]), dtype=np.float64)
+        for weight, candidate in zip(weights, chosen, strict=True):
+            total += weight * self.view.update(candidate)
+        return self.view.weights_from_update((total / weights.sum()).astype(np.float32))
+
+    def _loss(self, tensors: Mapping[str, np.ndarray]) -> float:
+        self.evaluations += 1
+        return float(self.view.evaluate(tensors)["loss"])
+
+
+@dataclass(frozen=True)
+class Valuation:
+    """Each result's value (held-out loss reduction it brings, in loss units), how it was
+    estimated, and what it cost."""
+
+    values: dict[int, float]
+    method: str
+    evaluations: int
+    permutations: int = 0
+
+
+def exact_shapley(players: Sequence[int], utility: Utility) -> Valuation:
+    """Every subset evaluated: the reference the estimates are checked against."""
+    n = len(players)
+    values = dict.fromkeys(players, 0.0)
+    for i in players:
+        others = [p for p in players if p != i]
+        for size in range(n):
+            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for subset in combinations(others, size):
+                base = frozenset(subset)
+                values[i] += weight * (utility(base | {i}) - utility(base))
+    return Valuation(values, "exact", _evaluations(utility))
+
+
+def leave_one_out(players: Sequence[int], utility: Utility) -> Valuation:
+    everyone = frozenset(players)
+    values = {i: utility(everyone) - utility(everyone - {i}) for i in players}
+    return Valuation(values, "leave_one_out", _evaluations(utility))
+
+
+def gtg_shapley(
+    players: Sequence[int],
+    utility: Utility,
+    *,
+    seed: int,
+    truncation: float = 0.01,
+    scale: float = 1.0,
+    max_permutations: int = 50,
+    tolerance: float = 0.02,
+) -> Valuation:
+    """GTG-Shapley (see the module docstring). ``scale``: the size of a utility that counts
+    (the start's loss), so the truncations are relative to it. Sampling stops after
+    ``max_permutations``, when the values moved by less than ``tolerance`` (relative, mean
+    over the last n permutations), or when the utility's budget is spent; an estimate made
+    of no complete permutation falls back to leave-one-out."""
+    order = list(players)
+    n = len(order)
+    if n == 0:
+        return Valuation({}, "gtg_shapley", _evaluations(utility))
+    everyone = frozenset(order)
+    try:
+        whole = utility(everyone)
+    except BudgetSpent:
+        return Valuation(dict.fromkeys(order, 0.0), "gtg_shapley", _evaluations(utility))
+    if abs(whole) < truncation * scale:  # between-round truncation: nothing moved
+        return Valuation(dict.fromkeys(order, 0.0), "gtg_shapley", _evaluations(utility))
+    rng = np.random.default_rng(seed)
+    totals = dict.fromkeys(order, 0.0)
+    history: list[dict[int, float]] = []
+    done = 0
+    while done < max_permutations:
+        first = order[done % n]  # guided: each result leads in turn
+        rest = [p for p in order if p != first]
+        permutation = [first, *(rest[k] for k in rng.permutation(len(rest)))]
+        try:
+            marginals = _walk(permutation, utility, whole, truncation * scale)
+        except BudgetSpent:
+            break
+        done += 1
+        for player, marginal in marginals.items():
+            totals[player] += marginal
+        history.append({p: totals[p] / done for p in order})
+        if done >= 2 * n and _settled(history[-n - 1], history[-1], tolerance):
+            break
+    if done == 0:
+        try:
+            return leave_one_out(order, utility)
+        except BudgetSpent:
+            return Valuation(dict.fromkeys(order, 0.0), "gtg_shapley", _evaluations(utility))
+    values = {p: totals[p] / done for p in order}
+    return Valuation(values, "gtg_shapley", _evaluations(utility), done)
+
+
+def _walk(
+    permutation: Sequence[int], utility: Utility, whole: float, threshold: float
+) -> dict[int, float]:
+    """Marginal contributions along one permutation, truncated once the prefix is within
+    ``threshold`` of the whole round's utility."""
+    marginals: dict[int, float] = {}
+    prefix: Subset = frozenset()
+    previous = 0.0
+    for player in permutation:
+        prefix = prefix | {player}
+        if abs(whole - previous) < threshold:
+            marginals[player] = 0.0
+            continue
+        current = utility(prefix)
+        marginals[player] = current - previous
+        previous = current
+    return marginals
+
+
+def _settled(before: Mapping[int, float], after: Mapping[int, float], tolerance: float) -> bool:
+    scale = max(sum(abs(v) for v in after.values()), 1e-12)
+    moved = sum(abs(after[p] - before[p]) for p in after)
+    return moved / scale < tolerance
+
+
+def _evaluations(utility: Utility) -> int:
+    return int(getattr(utility, "evaluations", 0))
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties): how the estimate orders the
+    results against the exact values."""
+    ranks_a, ranks_b = _ranks(a), _ranks(b)
+    if np.std(ranks_a) == 0 or np.std(ranks_b) == 0:
+        return 1.0 if np.allclose(ranks_a, ranks_b) else 0.0
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+
+
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    order = array.argsort(kind="stable")
+    ranks = np.empty(len(array), dtype=np.float64)
+    ranks[order] = np.arange(len(array), dtype=np.float64)
+    for value in np.unique(array):  # ties share their mean rank
+        tied = array == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+@dataclass(frozen=True)
+class ValuePricing:
+    """Pay by value (a task whose ``payment_rule`` is ``value``): after the policy, the
+    accepted results are valued with GTG-Shapley on the held-out split; a result worth 0 or
+    less is rejected with its value as the reason, and the round's pool — the fixed share
+    ``reward_per_result`` times the number of results worth more than 0, so the creator pays
+    no more than under ``per_result`` — is split among those in proportion to their value,
+    each first getting ``floor_share`` of a fixed share. Several accounts sending one training
+    share its value (Shapley symmetry), so together they earn about what one would.
+
+    ``budget``: the most held-out evaluations the valuation may use (each is one evaluation
+    of the rule's aggregate of a subset); ``seed``: the sampling seed, recorded by the caller
+    (the task id) so anyone with the held-out split can recompute the values."""
+
+    reward_per_result: int
+    floor_share: float = 0.0
+    budget: int = 40
+    seed: int = 0
+    same_training: float = 0.25
+    """Updates closer than this (relative L2 distance) come from one training: honest
+    independent updates differ by ~0.5-1.2, noisy copies of one by the noise they carry."""
+
+    def price(
+        self, candidates: Sequence[Candidate], verdicts: Sequence[Verdict], view: RoundView
+    ) -> list[Verdict]:
+        """The policy's ``verdicts`` (one per candidate, same order) with amounts and values.
+
+        Results from one training (``groups``: several accounts, one update plus noise) are
+        one player: the group's value is split among its members, it earns one pool share,
+        and each member counts 1/k of its weight in the aggregate (FoolsGold's point, Fung
+        et al. 2020: similar updates get less say). Independent IID updates are substitutes
+        too, so the Shapley value alone would pay k accounts of one training k times."""
+        accepted = [c for c, v in zip(candidates, verdicts, strict=True) if v.accept]
+        if not accepted:
+            return list(verdicts)
+        groups = same_training_groups(accepted, view, self.same_training)
+        for group in groups:
+            for candidate in group:
+                candidate.weight = max(1, candidate.weight // len(group))
+        leaders = {group[0].submission_id: group for group in groups}
+        members = {c.submission_id: group[0].submission_id for group in groups for c in group}
+        utility = GroupUtility(RoundUtility(accepted, view, budget=self.budget), leaders)
+        players = sorted(leaders)
+        valuation = gtg_shapley(players, utility, seed=self.seed, scale=utility.start_loss)
+        group_amounts = self.amounts(valuation.values)
+        how = f"GTG-Shapley over {len(players)} trainings, {valuation.evaluations} evaluations"
+        values, amounts = {}, {}
+        for sid, leader in members.items():
+            share = len(leaders[leader])
+            values[sid] = valuation.values[leader] / share
+            if leader in group_amounts:
+                amounts[sid] = max(1, group_amounts[leader] // share)
+        priced = []
+        for verdict in verdicts:
+            value = values.get(verdict.submission_id)
+            if not verdict.accept or value is None:
+                priced.append(verdict)
+            elif verdict.submission_id not in amounts:
+                reason = (
+                    f"value {value:+.4f} <= 0: the round's aggregate does no better on the "
+                    f"held-out split with it ({how})"
+                )
+                priced.append(Verdict(verdict.submission_id, False, reason, value=value))
+            else:
+                amount = amounts[verdict.submission_id]
+                group = leaders[members[verdict.submission_id]]
+                shared = (
+                    f", shared with {len(group) - 1} other result(s) of the same training"
+                    if len(group) > 1
+                    else ""
+                )
+                reason = f"{verdict.reason}; value {value:+.4f} ({how}{shared}): paid {amount}"
+                priced.append(Verdict(verdict.submission_id, True, reason, amount, value))
+        return priced
+
+    def amounts(self, values: Mapping[int, float]) -> dict[int, int]:
+        """The amounts of the results worth more than 0 (rounded down, at least 1 each)."""
+        positive = {sid: v for sid, v in values.items() if v > 0}
+        if not positive:
+            return {}
+        pool = self.reward_per_result * len(positive)
+        floor = int(self.floor_share * self.reward_per_result)
+        rest, total = pool - floor * len(positive), sum(positive.values())
+        amounts = {sid: max(1, floor + int(rest * v / total)) for sid, v in positive.items()}
+        while sum(amounts.values()) > pool:  # the minimum of 1 cannot take the pool over
+            largest = max(amounts, key=amounts.__getitem__)
+            amounts[largest] -= 1
+        return amounts
+
+
+def same_training_groups(
+    candidates: Sequence[Candidate], view: RoundView, threshold: float
+) -> list[list[Candidate]]:
+    """The candidates grouped by training: two whose updates lie within ``threshold``
+    (relative L2 distance, to the longer) are one training, and so are their groups (single
+    linkage). Each group is in commitment order; groups by their first member."""
+    parent = list(range(len(candidates)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    updates = [view.update(c) for c in candidates]
+    norms = [float(np.linalg.norm(u)) for u in updates]
+    for i in range(len(candidates)):
+        for j in range(i + 1, len(candidates)):
+            longer = max(norms[i], norms[j])
+            if longer > 0 and np.linalg.norm(updates[i] - updates[j]) / longer < threshold:
+                parent[root(j)] = root(i)
+    groups: dict[int, list[Candidate]] = {}
+    for i, candidate in enumerate(candidates):
+        groups.setdefault(root(i), []).append(candidate)
+    return sorted(groups.values(), key=lambda g: g[0].submission_id)
+
+
+@dataclass
+class GroupUtility:
+    """``v`` over groups (named by their first member): a set of groups is the set of all
+    their members."""
+
+    inner: RoundUtility
+    groups: Mapping[int, Sequence[Candidate]]
+
+    @property
+    def evaluations(self) -> int:
+        return self.inner.evaluations
+
+    @property
+    def start_loss(self) -> float:
+        return self.inner.start_loss
+
+    def __call__(self, members: Subset) -> float:
+        return self.inner(frozenset(c.submission_id for g in members for c in self.groups[g]))

@@ -1,0 +1,119 @@
+"""Payment by value on real MNIST training, through the creator's own judge (issue findings).
+
+The outside tester's Sybil: one party trains once and submits the update from 3 accounts, each
+with Gaussian noise just above the copy threshold (relative distance ~0.06 > 0.05). With the
+fixed share all 3 were paid: 3 rewards for one training. With ``payment_rule: value`` the three
+share the value of one training. A label flipper among IID contributors is worth nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+from decentralml.io.storage import ArtifactStore
+from decentralml.io.weights import encode, layout_of
+from decentralml.protocol.records import ResultSubmissionStatus, Submission, TaskResult
+from decentralml.runtime.config import TaskConfig
+from decentralml.simulation.attacks import Attack
+from decentralml.validation import Judge, make_policy, screening_rules
+from decentralml.validation.value import ValuePricing
+
+pytestmark = [pytest.mark.slow]
+
+REWARD = 1000
+HONEST = 6
+
+
+@pytest.fixture(scope="module")
+def results():
+    """(tensors, claim, who) for 6 honest IID contributors, 3 Sybil accounts of one training
+    and 1 label flipper: one epoch each on its own MNIST shard of 10."""
+    import keras
+
+    from decentralml.creator import task_settings
+    from decentralml.ml.data.federated import contributor_shard, creator_holdout
+    from decentralml.ml.models import build_model, evaluate, model_tensors, set_model_tensors
+    from decentralml.ml.training import ReusableTrainer
+    from decentralml.runtime.config import parse_config
+
+    keras.utils.set_random_seed(5)
+    trainer, scorer = ReusableTrainer("mnist_mlp"), build_model("mnist_mlp")
+    start = model_tensors(trainer.model)
+    holdout = creator_holdout(5000, 42)
+    data = task_settings(parse_config({"contributors": 10})).data
+    shards = [contributor_shard(data, i) for i in range(10)]
+    out = []
+    for i in range(HONEST):
+        out.append((trainer.fit(start, *shards[i], seed=i), len(shards[i][1]), "honest"))
+    sybil = trainer.fit(start, *shards[6], seed=6)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        out.append((_noisy_copy(start, sybil, 0.06, rng), len(shards[6][1]), "sybil"))
+    x, y = shards[7]
+    out.append((trainer.fit(start, x, Attack("label_flip").labels(y), seed=7), len(y), "flip"))
+
+    def score(tensors) -> dict:
+        set_model_tensors(scorer, dict(tensors))
+        return evaluate(scorer, *holdout)
+
+    return start, out, score
+
+
+def _noisy_copy(start, trained, relative: float, rng) -> dict:
+    """``trained`` with Gaussian noise making its update ``relative`` away from the original."""
+    names = sorted(start)
+    update = np.concatenate([(trained[n] - start[n]).ravel() for n in names])
+    sigma = relative * np.linalg.norm(update) / np.sqrt(update.size)
+    return {n: (trained[n] + rng.normal(0, sigma, trained[n].shape)).astype(trained[n].dtype)
+            for n in names}  # fmt: skip
+
+
+def _judge(start, results, score, pricing):
+    store = ArtifactStore(f"memory://value-{uuid.uuid4().hex}")
+    submissions = []
+    for sid, (tensors, claim, _) in enumerate(results):
+        url = store.url_for(f"submission-{sid}.safetensors")
+        artifact = store.put(url, encode(tensors))
+        status = ResultSubmissionStatus.PendingValidation
+        result = TaskResult(url, artifact.sha256, claim)
+        submissions.append(Submission(sid, 1, f"c{sid}", status, 0, result, commit_order=sid))
+    task = TaskConfig()  # the default policy: CustomAccept (update_norm, holdout_gate)
+    judge = Judge(
+        fetch=lambda url, digest: store.get(url, digest),
+        result_location=lambda s: store.url_for(f"submission-{s.submission_id}.safetensors"),
+        layout=layout_of(start),
+        global_tensors=start,
+        max_bytes=10_000_000,
+        policy=make_policy(task),
+        evaluate=score,
+        rules=screening_rules(task),
+        pricing=pricing,
+    )
+    return [d.verdict for d in judge.review(submissions)]
+
+
+def _paid(verdicts, results, who: str) -> list[int]:
+    return [
+        (v.amount if v.amount is not None else REWARD) if v.accept else 0
+        for v, (_, _, kind) in zip(verdicts, results, strict=True)
+        if kind == who
+    ]
+
+
+def test_sybil_accounts_are_paid_one_training_and_a_flipper_nothing(results) -> None:
+    start, out, score = results
+    fixed = _judge(start, out, score, None)
+    assert sum(_paid(fixed, out, "sybil")) == 3 * REWARD  # the finding: 3 rewards, 1 training
+
+    valued = _judge(start, out, score, ValuePricing(REWARD, budget=60, seed=1))
+    honest = _paid(valued, out, "honest")
+    assert all(v.accept for v, (_, _, k) in zip(valued, out, strict=True) if k == "honest")
+    mean = sum(honest) / len(honest)
+    assert sum(_paid(valued, out, "sybil")) <= 1.25 * mean, (honest, _paid(valued, out, "sybil"))
+    assert sum(_paid(valued, out, "flip")) <= 0.1 * mean
+    paid = [v for v in valued if v.accept]
+    assert all(v.value is not None and v.value > 0 and v.amount >= 1 for v in paid)
+    assert sum(v.amount for v in paid) <= REWARD * len(paid)  # never more than per_result
