@@ -74,6 +74,7 @@ bench: venv chain-deps
 	$(BIN)/python bench/bench_learning.py $(LEARNING_ARGS)
 	$(BIN)/python bench/bench_attacked_learning.py
 	$(BIN)/python bench/bench_attacks.py
+	$(BIN)/python bench/bench_value.py
 
 # Learning quality alone (hours for the whole sweep on 2 cores; docs/benchmarks.md says what
 # was run): e.g. make bench-learning LEARNING_ARGS="--only iid/".

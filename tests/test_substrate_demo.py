@@ -28,6 +28,7 @@ def chain_demo(chain_url, tmp_path_factory, prefect_harness):
         **{
             "marketplace.backend": "substrate",
             "marketplace.url": chain_url,
+            "marketplace.dev_genesis_hash": "0x" + "45" * 32,  # chopsticks: dev keys sign
             "marketplace.index_path": str(tmp_path / "index.sqlite"),
             "marketplace.dev_funds": 10**15,
             "task.max_assignments": CONTRIBUTORS,
