@@ -51,7 +51,10 @@ def test_submission_rows_show_each_result_with_its_metrics_verdict_and_payment()
         _submission(4, 900),  # judged in no way this round: not in the table
     ]
     review = RoundReview(
-        verdicts=[Verdict(1, True, "ok"), Verdict(3, False, "update norm 9.1 > 3 x median")],
+        verdicts=[
+            Verdict(1, True, "ok", amount=200, value=0.123456),  # a task paying by value
+            Verdict(3, False, "update norm 9.1 > 3 x median"),
+        ],
         deferred=[Deferred(2, "the creator's storage could not be read")],
         holdout={1: {"accuracy": 0.876543, "loss": 0.41}, 3: {"accuracy": 0.1, "loss": 2.3}},
         counted={1: 2400, 3: 1200},
@@ -68,12 +71,13 @@ def test_submission_rows_show_each_result_with_its_metrics_verdict_and_payment()
         "local_metrics": "loss 0.25",
         "holdout_accuracy": 0.8765,
         "holdout_loss": 0.41,
+        "value": 0.1235,
         "verdict": "accepted",
         "reason": "ok",
         "paid": 200,
     }
     assert rejected["verdict"] == "rejected" and rejected["reason"].startswith("update norm")
-    assert rejected["local_metrics"] == "accuracy 0.9123, loss 0.3"
+    assert rejected["local_metrics"] == "accuracy 0.9123, loss 0.3" and rejected["value"] is None
     assert deferred["verdict"] == "deferred" and deferred["holdout_accuracy"] is None
     assert deferred["examples_counted"] is None and deferred["paid"] == 0
 

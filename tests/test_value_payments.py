@@ -117,3 +117,48 @@ def test_sybil_accounts_are_paid_one_training_and_a_flipper_nothing(results) -> 
     paid = [v for v in valued if v.accept]
     assert all(v.value is not None and v.value > 0 and v.amount >= 1 for v in paid)
     assert sum(v.amount for v in paid) <= REWARD * len(paid)  # never more than per_result
+
+
+def test_a_value_round_pays_measured_value_end_to_end(tmp_path, prefect_harness) -> None:
+    """A whole round through the creator's flows on the embedded marketplace, the task
+    recording ``payment_rule: value``: three contributors' real results are valued, paid the
+    amounts their verdicts name (in proportion to value, together no more than three fixed
+    shares), each value is recorded, and the rest of the escrow is refunded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from decentralml.contributor import Contributor
+    from decentralml.creator.session import open_session
+    from decentralml.runtime.backends import contributor_keypair
+    from flows.contributor import run_agent
+    from flows.creator import outcome, publish, run_round
+    from tests.helpers import write_config
+
+    _, config = write_config(
+        tmp_path,
+        contributors=10,
+        **{
+            "task.max_assignments": 3,
+            "task.pays_amount": 3 * REWARD,
+            "task.payment_rule": "value",
+            "task.validation_strategy": "AutoAccept",
+        },
+    )
+    session = open_session(config, run="value")
+    market, store = session.creator.market, session.creator.store
+    task_id = publish(session, 1)
+    assert market.get_task(task_id).spec.payment_rule == "value"
+    agents = [
+        Contributor(market, store, contributor_keypair(config.marketplace, i), i) for i in range(3)
+    ]
+    with ThreadPoolExecutor(3) as pool:
+        for done in [pool.submit(run_agent, a, 0.2, 0, None, 1) for a in agents]:
+            done.result(timeout=600)
+    report = outcome(run_round(session, 1, task_id, return_state=True))
+    results = market.list_task_results(task_id)
+    assert [s.status for s in results] == [ResultSubmissionStatus.Accepted] * 3
+    assert all(s.value is not None and s.value > 0 and s.paid >= 1 for s in results)
+    task = market.get_task(task_id)
+    assert task.paid == sum(s.paid for s in results) == report.paid <= 3 * REWARD
+    assert task.paid + task.refunded == 3 * REWARD and market.escrow_total() == 0
+    by_value = sorted(results, key=lambda s: s.value)
+    assert [s.paid for s in by_value] == sorted(s.paid for s in results)  # more value, more pay

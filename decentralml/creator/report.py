@@ -132,11 +132,13 @@ def submission_rows(
 ) -> list[dict[str, object]]:
     """One row per judged submission, in id order: who sent what, what the creator measured
     (``holdout_<metric_name>``: the workload's primary metric, and ``holdout_loss``) and
-    decided, and what it paid. A result that never passed integrity has no held-out metrics
-    and counts no examples."""
+    decided, its measured value (a task paying by value; else None), and what it paid. A
+    result that never passed integrity has no held-out metrics and counts no examples.
+    Verdict, reason and paid come right after the value: the columns a reviewer reads."""
     decided = {v.submission_id: ("accepted" if v.accept else "rejected", v.reason)
                for v in review.verdicts}  # fmt: skip
     decided.update({d.submission_id: ("deferred", d.reason) for d in review.deferred})
+    values = {v.submission_id: v.value for v in review.verdicts if v.value is not None}
     rows = []
     for submission in sorted(submissions, key=lambda s: s.submission_id):
         sid = submission.submission_id
@@ -154,6 +156,7 @@ def submission_rows(
                 "local_metrics": _local_metrics(submission),
                 f"holdout_{metric_name}": _rounded(holdout.get(metric_name)),
                 "holdout_loss": _rounded(holdout.get("loss")),
+                "value": _rounded(values.get(sid)),
                 "verdict": verdict,
                 "reason": reason,
                 "paid": payments.get(sid, 0),
