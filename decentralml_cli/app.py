@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--partition", choices=["iid", "shards", "shards-disjoint", "dirichlet"])
     demo.add_argument("--marketplace", choices=["embedded", "substrate"])
     demo.add_argument("--validation", choices=["AutoAccept", "ManualAccept", "CustomAccept"])
+    demo.add_argument(
+        "--payment-rule",
+        choices=["per_result", "value"],
+        help="pay each accepted result a fixed share, or by its measured value",
+    )
     demo.add_argument("--epochs", type=int)
     demo.add_argument("--optimizer", choices=OPTIMIZERS, help="the contributors' local optimizer")
     demo.add_argument("--learning-rate", type=float, help="the contributors' learning rate")

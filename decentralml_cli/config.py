@@ -29,6 +29,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         ("marketplace.backend", "marketplace"),
         ("storage.url", "storage"),
         ("task.validation_strategy", "validation"),
+        ("task.payment_rule", "payment_rule"),
         ("task.manual_decisions", "decisions"),
         ("training.epochs", "epochs"),
         ("training.optimizer", "optimizer"),

@@ -61,7 +61,7 @@ def test_a_free_rider_copies_a_result_or_sends_the_global_weights_back() -> None
         ({"kind": "sign_flip"}, "set both attack.kind and attack.attackers"),
         ({"attackers": 2}, "set both attack.kind and attack.attackers"),
         ({"kind": "sign_flip", "attackers": 9}, "attack.attackers 9 is more than the 5"),
-        ({"kind": "backdoor", "attackers": 1}, "attack.kind: Input should be 'sign_flip'"),
+        ({"kind": "trojan", "attackers": 1}, "attack.kind: Input should be 'sign_flip'"),
     ],
 )
 def test_attack_config_errors_name_the_field(attack: dict, message: str) -> None:
@@ -100,3 +100,35 @@ def test_demo_marks_attackers_and_pays_them_nothing(tmp_path, prefect_harness, k
         "paid_to_attackers": 0,
         "honest_rejected": 0,
     }
+
+
+def test_a_backdoor_stamps_half_its_shard_and_labels_it_the_target() -> None:
+    from decentralml.simulation.attacks import BACKDOOR_TARGET, stamp
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 200, size=(10, 28, 28)).astype(np.uint8)
+    y = np.arange(10) % 10
+    poisoned_x, poisoned_y = Attack("backdoor").data(x, y)
+    assert (poisoned_y[:5] == BACKDOOR_TARGET).all() and (poisoned_y[5:] == y[5:]).all()
+    assert (poisoned_x[:5, -3:, -3:] == 199).all()  # the brightest value of x
+    np.testing.assert_array_equal(poisoned_x[5:], x[5:])
+    np.testing.assert_array_equal(poisoned_x[:5, :25], x[:5, :25])
+    flat = stamp(x.reshape(10, 784)).reshape(10, 28, 28)  # flat images get the same patch
+    np.testing.assert_array_equal(flat, stamp(x))
+    assert Attack("sign_flip").data(x, y)[1] is y  # other attackers keep their data
+
+
+def test_sybil_accounts_send_one_training_each_just_above_the_copy_threshold() -> None:
+    """Two accounts' results lie apart by ~2 x 0.06 of the update: not copies (0.05), but one
+    training to the value rule's grouping (0.25)."""
+    rng = np.random.default_rng(1)
+    start = {"w": rng.normal(0, 0.05, (200, 50)).astype(np.float32)}
+    shared = {"w": start["w"] + rng.normal(0, 0.01, (200, 50)).astype(np.float32)}
+    honest = TrainingOutcome(shared, 500, {})
+    sent = [tamper(Attack("sybil"), honest, start, shared, seed=s).tensors for s in (7, 8)]
+    update = shared["w"] - start["w"]
+    apart = np.linalg.norm(sent[0]["w"] - sent[1]["w"]) / np.linalg.norm(update)
+    assert 0.05 < apart < 0.25
+    for tensors in sent:
+        own = np.linalg.norm(tensors["w"] - shared["w"]) / np.linalg.norm(update)
+        assert own == pytest.approx(0.06, rel=0.1)

@@ -333,7 +333,14 @@ string (``strategy: fedavg``) means ``{name: fedavg}``, and so does a section wi
 
 
 AttackKind = Literal[
-    "sign_flip", "scaled", "gaussian_noise", "label_flip", "free_rider", "inflated_examples"
+    "sign_flip",
+    "scaled",
+    "gaussian_noise",
+    "label_flip",
+    "free_rider",
+    "inflated_examples",
+    "backdoor",
+    "sybil",
 ]
 
 

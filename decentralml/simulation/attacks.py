@@ -12,11 +12,17 @@ creator's defences are measured against these (docs/benchmarks.md, docs/security
 * ``free_rider``: trains nothing; sends a copy of another contributor's result once one is
   readable, or the global weights back if none appears in time.
 * ``inflated_examples``: honest weights, but claims ``10**15`` examples to buy influence.
+* ``backdoor``: half of its shard stamped with a 3×3 white patch in the bottom-right corner and
+  relabelled 0 (BadNets, Gu et al. 2017): clean accuracy barely moves, stamped digits turn 0.
+* ``sybil``: one party behind all the attacking accounts trains once (the first account's
+  training) and sends it from every account with Gaussian noise just above the copy threshold
+  (relative distance ``SYBIL_NOISE``), so no account is a copy of another.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +43,37 @@ from decentralml.runtime.config import AttackConfig, AttackKind
 ATTACKS: tuple[str, ...] = get_args(AttackKind)
 INFLATED_CLAIM = 10**15
 FREE_RIDER_WAIT_SECONDS = 120.0
+BACKDOOR_TARGET = 0
+BACKDOOR_PATCH = 3
+SYBIL_NOISE = 0.06
+"""Relative distance of each Sybil account's update from the shared training's (the copy
+threshold is 0.05)."""
+
+
+def stamp(x: np.ndarray) -> np.ndarray:
+    """``x`` with the backdoor trigger: the bottom-right ``BACKDOOR_PATCH`` square of each
+    28×28 image (or flat 784-vector) set to the brightest value in ``x``."""
+    stamped = np.array(x, copy=True)
+    images = stamped.reshape(len(stamped), 28, 28) if stamped[0].size == 784 else stamped
+    images[:, -BACKDOOR_PATCH:, -BACKDOOR_PATCH:] = stamped.max() if stamped.size else 0
+    return stamped
+
+
+class _SharedTrainings:
+    """The one training behind every Sybil account, per task: the first account to finish
+    training leaves it here; the others send it (with their own noise) instead of theirs.
+    The demo's simulated contributors are threads of one process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_task: dict[int, TrainingOutcome] = {}
+
+    def first(self, task_id: int, outcome: TrainingOutcome) -> TrainingOutcome:
+        with self._lock:
+            return self._by_task.setdefault(task_id, outcome)
+
+
+SYBIL_TRAININGS = _SharedTrainings()
 
 
 @dataclass(frozen=True)
@@ -56,6 +93,18 @@ class Attack:
     def labels(self, y: np.ndarray) -> np.ndarray:
         """The labels this attacker trains on (flipped for ``label_flip``)."""
         return (9 - y).astype(y.dtype) if self.kind == "label_flip" else y
+
+    def data(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The examples this attacker trains on: its own, labels flipped for ``label_flip``,
+        half of them stamped with the trigger and labelled ``BACKDOOR_TARGET`` for
+        ``backdoor``."""
+        if self.kind != "backdoor":
+            return x, self.labels(y)
+        half = len(y) // 2
+        poisoned_x, poisoned_y = np.array(x, copy=True), np.array(y, copy=True)
+        poisoned_x[:half] = stamp(x[:half])
+        poisoned_y[:half] = BACKDOOR_TARGET
+        return poisoned_x, poisoned_y
 
     def claim(self, num_examples: int) -> int:
         return INFLATED_CLAIM if self.kind == "inflated_examples" else num_examples
@@ -98,8 +147,30 @@ def tamper(
     if attack.kind == "free_rider":
         tensors = dict(copy_source if copy_source is not None else global_tensors)
         return TrainingOutcome(tensors, outcome.num_examples, outcome.metrics)
+    if attack.kind == "sybil":
+        shared = copy_source if copy_source is not None else outcome.tensors
+        tensors = noisy_copy(global_tensors, shared, SYBIL_NOISE, seed)
+        return TrainingOutcome(tensors, outcome.num_examples, outcome.metrics)
     tensors = attack.weights(global_tensors, outcome.tensors, seed)
     return TrainingOutcome(tensors, attack.claim(outcome.num_examples), outcome.metrics)
+
+
+def noisy_copy(
+    global_tensors: Mapping[str, np.ndarray],
+    trained: Mapping[str, np.ndarray],
+    relative: float,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """``trained`` plus Gaussian noise that moves its update ``relative`` (L2, in expectation)
+    away from the original: a copy the copy detector does not call one."""
+    names = sorted(global_tensors)
+    update = np.concatenate([(trained[n] - global_tensors[n]).ravel() for n in names])
+    sigma = relative * float(np.linalg.norm(update)) / np.sqrt(max(update.size, 1))
+    rng = np.random.default_rng(seed)
+    return {
+        n: (trained[n] + rng.normal(0.0, sigma, trained[n].shape)).astype(trained[n].dtype)
+        for n in names
+    }
 
 
 def someone_elses_result(
@@ -136,6 +207,8 @@ def attacker_outcome(
     if attack.kind == "free_rider":
         market, store, worker = contributor.market, contributor.store, contributor.keypair
         source = someone_elses_result(market, store, task, worker)
+    if attack.kind == "sybil":
+        source = SYBIL_TRAININGS.first(task.task_id, outcome).tensors
     return tamper(attack, outcome, global_tensors, source, seed=contributor.shard_index)
 
 
@@ -154,7 +227,8 @@ def attacked(
     honest = steps.train
 
     def train(task: Task, inputs: TaskInputs, x, y, local, seed: int) -> TrainingOutcome:
-        outcome = honest(task, inputs, x, attack.labels(y), local, seed)
+        poisoned_x, poisoned_y = attack.data(x, y)
+        outcome = honest(task, inputs, poisoned_x, poisoned_y, local, seed)
         return tamper_step(attack, contributor, task, inputs.global_tensors, outcome)
 
     return dataclasses.replace(steps, train=train)
