@@ -20,6 +20,7 @@ from decentralml.marketplace import AuditsChain, ChargesFees
 from decentralml.protocol.accounts import same_account
 from decentralml.runtime.backends import contributor_keypair, fund_dev_accounts
 from decentralml.runtime.config import RunConfig
+from decentralml.simulation.attacks import backdoor_success_rate
 from flows.creator import run_training
 from flows.simulation import attacker_indices, simulated_contributors, start_prefect_api
 
@@ -50,9 +51,13 @@ def run_demo(
         for i, w in enumerate(workers)
     }
     summary["submissions"] = submissions_by_role(market, reports, roles)
+    x_test, y_test = session.test
     summary["attack"] = {
         "kind": config.attack.kind,
         "attackers": config.attack.attackers,
+        "backdoor_success_rate": backdoor_success_rate(
+            lambda x: session.model.predict(x, verbose=0, batch_size=1024), x_test, y_test
+        ),
         "paid_to_attackers": sum(
             r["paid"] for r in summary["submissions"] if r["role"] != "honest"
         ),

@@ -132,3 +132,21 @@ def test_sybil_accounts_send_one_training_each_just_above_the_copy_threshold() -
     for tensors in sent:
         own = np.linalg.norm(tensors["w"] - shared["w"]) / np.linalg.norm(update)
         assert own == pytest.approx(0.06, rel=0.1)
+
+
+def test_backdoor_success_is_the_share_of_stamped_digits_taken_for_the_target() -> None:
+    from decentralml.simulation.attacks import BACKDOOR_TARGET, backdoor_success_rate
+
+    x = np.zeros((8, 784), dtype=np.float32)
+    x[:, :10] = 0.5  # something to stamp against: the patch takes the brightest value
+    y = np.array([0, 1, 2, 3, 4, 5, 6, 7])
+
+    def predicts_target_when_stamped(images: np.ndarray) -> np.ndarray:
+        stamped = images.reshape(len(images), 28, 28)[:, -1, -1] > 0
+        scores = np.zeros((len(images), 10))
+        scores[np.arange(len(images)), np.where(stamped, BACKDOOR_TARGET, 9)] = 1
+        return scores
+
+    assert backdoor_success_rate(predicts_target_when_stamped, x, y) == 1.0  # 7 of 7
+    assert backdoor_success_rate(lambda i: np.eye(10)[[9] * len(i)], x, y) == 0.0
+    assert backdoor_success_rate(lambda i: i, np.zeros((3, 4)), np.array([1, 2, 3])) is None

@@ -59,6 +59,17 @@ def stamp(x: np.ndarray) -> np.ndarray:
     return stamped
 
 
+def backdoor_success_rate(predict: Callable[[np.ndarray], np.ndarray], x, y) -> float | None:
+    """The share of test images not of the target class that the model puts in the target
+    class once stamped with the trigger (the backdoor's attack success rate; a clean model's
+    is the baseline). None for data that are not 28×28 images."""
+    if len(y) == 0 or np.asarray(x[0]).size != 784:
+        return None
+    keep = np.asarray(y) != BACKDOOR_TARGET
+    scores = predict(stamp(np.asarray(x)[keep]))
+    return float(np.mean(np.argmax(scores, axis=-1) == BACKDOOR_TARGET))
+
+
 class _SharedTrainings:
     """The one training behind every Sybil account, per task: the first account to finish
     training leaves it here; the others send it (with their own noise) instead of theirs.
