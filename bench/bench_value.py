@@ -104,7 +104,7 @@ def main() -> None:
 
     accepted = [Verdict(c.submission_id, True, "passed") for c in round_b]
     began = time.perf_counter()
-    priced = ValuePricing(1000, budget=60, seed=1).price(round_b, accepted, RoundView(start, score))
+    priced = ValuePricing(1000, seed=1).price(round_b, accepted, RoundView(start, score))
     value_seconds = time.perf_counter() - began
     paid = {kind: 0 for kind in ("honest", "sybil", "flip")}
     for verdict, kind in zip(priced, kinds, strict=True):

@@ -71,8 +71,12 @@ def test_the_estimate_is_seeded_and_bounded() -> None:
     assert spearman([first.values[k] for k in keys], [exact[k] for k in keys]) >= 0.9
 
     budgeted = Counting(utility)
-    capped = gtg_shapley(list(range(10)), _Budgeted(budgeted, 40), seed=7, truncation=0.0)
-    assert budgeted.evaluations <= 40 and capped.permutations >= 1
+    capped = gtg_shapley(list(range(10)), _Budgeted(budgeted, 200), seed=7, truncation=0.0)
+    assert budgeted.evaluations <= 200 and capped.permutations % 10 == 0  # whole cycles only
+    assert capped.permutations >= 10
+    too_small = Counting(utility)  # not one cycle: nobody may lead more often than another
+    fallback = gtg_shapley(list(range(10)), _Budgeted(too_small, 40), seed=7, truncation=0.0)
+    assert too_small.evaluations <= 40 and fallback.permutations == 0
 
 
 class _Budgeted:

@@ -108,7 +108,7 @@ def test_sybil_accounts_are_paid_one_training_and_a_flipper_nothing(results) -> 
     fixed = _judge(start, out, score, None)
     assert sum(_paid(fixed, out, "sybil")) == 3 * REWARD  # the finding: 3 rewards, 1 training
 
-    valued = _judge(start, out, score, ValuePricing(REWARD, budget=60, seed=1))
+    valued = _judge(start, out, score, ValuePricing(REWARD, seed=1))
     honest = _paid(valued, out, "honest")
     assert all(v.accept for v, (_, _, k) in zip(valued, out, strict=True) if k == "honest")
     mean = sum(honest) / len(honest)

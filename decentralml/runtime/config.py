@@ -111,8 +111,9 @@ class TaskConfig(_Section):
     share the fixed shares of those paid in proportion to their value. Recorded on the task."""
     value_floor_share: Annotated[float, Field(ge=0, le=1)] = 0.0
     """``value``: the part of a fixed share every paid result gets before the split."""
-    value_budget: Annotated[int, Field(ge=1, le=100_000)] = 40
-    """``value``: the most held-out evaluations one round's valuation may use."""
+    value_budget: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    """``value``: the most held-out evaluations one round's valuation may use (None: 8 per
+    result valued, about two cycles of GTG-Shapley's guided permutations)."""
 
     @field_validator("question")
     @classmethod

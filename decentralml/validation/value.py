@@ -12,7 +12,9 @@ every order in which the results could arrive (Shapley 1953). Computing it exact
 GTG-Shapley (Liu, Chen, Zhang, Zhang, Yang, "GTG-Shapley: Efficient and Accurate Participant
 Contribution Evaluation in Federated Learning", ACM TIST 2022):
 
-- permutations are sampled with each result taking the first place in turn (guided sampling);
+- permutations are sampled with each result taking the first place in turn (guided sampling),
+  in whole cycles: a cycle the budget cuts short is dropped, since the first place carries most
+  of a result's marginal and every result must have led as often as every other;
 - *within-round truncation*: once a prefix's utility is within ``truncation`` (relative) of
   the whole round's, the remaining marginals in that permutation are taken as 0;
 - *between-round truncation*: a round whose whole aggregate moves the utility by less than
@@ -137,7 +139,7 @@ def gtg_shapley(
     (the start's loss), so the truncations are relative to it. Sampling stops after
     ``max_permutations``, when the values moved by less than ``tolerance`` (relative, mean
     over the last n permutations), or when the utility's budget is spent; an estimate made
-    of no complete permutation falls back to leave-one-out."""
+    of no complete cycle (each result leading once) falls back to leave-one-out."""
     order = list(players)
     n = len(order)
     if n == 0:
@@ -151,27 +153,36 @@ def gtg_shapley(
         return Valuation(dict.fromkeys(order, 0.0), "gtg_shapley", _evaluations(utility))
     rng = np.random.default_rng(seed)
     totals = dict.fromkeys(order, 0.0)
+    cycle = dict.fromkeys(order, 0.0)
     history: list[dict[int, float]] = []
-    done = 0
-    while done < max_permutations:
-        first = order[done % n]  # guided: each result leads in turn
+    cycles, led = 0, 0
+    most = max(1, max_permutations // n)
+    while cycles < most:
+        first = order[led]  # guided: each result leads once per cycle
         rest = [p for p in order if p != first]
         permutation = [first, *(rest[k] for k in rng.permutation(len(rest)))]
         try:
             marginals = _walk(permutation, utility, whole, truncation * scale)
         except BudgetSpent:
-            break
-        done += 1
+            break  # an unfinished cycle is dropped: some results would not have led
         for player, marginal in marginals.items():
-            totals[player] += marginal
-        history.append({p: totals[p] / done for p in order})
-        if done >= 2 * n and _settled(history[-n - 1], history[-1], tolerance):
+            cycle[player] += marginal
+        led += 1
+        if led < n:
+            continue
+        cycles, led = cycles + 1, 0
+        for player in order:
+            totals[player] += cycle[player]
+        cycle = dict.fromkeys(order, 0.0)
+        history.append({p: totals[p] / (cycles * n) for p in order})
+        if cycles >= 2 and _settled(history[-2], history[-1], tolerance):
             break
-    if done == 0:
+    if cycles == 0:
         try:
             return leave_one_out(order, utility)
         except BudgetSpent:
             return Valuation(dict.fromkeys(order, 0.0), "gtg_shapley", _evaluations(utility))
+    done = cycles * n
     values = {p: totals[p] / done for p in order}
     return Valuation(values, "gtg_shapley", _evaluations(utility), done)
 
@@ -225,6 +236,10 @@ def _ranks(values: Sequence[float]) -> np.ndarray:
     return ranks
 
 
+AUTO_BUDGET_PER_RESULT = 8
+"""Held-out evaluations per result (training) valued when no budget is configured."""
+
+
 @dataclass(frozen=True)
 class ValuePricing:
     """Pay by value (a task whose ``payment_rule`` is ``value``): after the policy, the
@@ -241,7 +256,9 @@ class ValuePricing:
 
     reward_per_result: int
     floor_share: float = 0.0
-    budget: int = 40
+    budget: int | None = None
+    """None: ``AUTO_BUDGET_PER_RESULT`` evaluations per result valued, enough for about two
+    cycles of guided permutations (each result leading twice)."""
     seed: int = 0
     same_training: float = 0.25
     """Updates closer than this (relative L2 distance) come from one training: honest
@@ -266,7 +283,8 @@ class ValuePricing:
                 candidate.weight = max(1, candidate.weight // len(group))
         leaders = {group[0].submission_id: group for group in groups}
         members = {c.submission_id: group[0].submission_id for group in groups for c in group}
-        utility = GroupUtility(RoundUtility(accepted, view, budget=self.budget), leaders)
+        budget = self.budget or AUTO_BUDGET_PER_RESULT * len(leaders) + 1
+        utility = GroupUtility(RoundUtility(accepted, view, budget=budget), leaders)
         players = sorted(leaders)
         valuation = gtg_shapley(players, utility, seed=self.seed, scale=utility.start_loss)
         group_amounts = self.amounts(valuation.values)
