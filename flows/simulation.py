@@ -190,6 +190,7 @@ def contributor_runner(
 def _dask_cluster(config: SimulationConfig, contributors: int) -> Iterator[tuple]:
     """(LocalCluster or None for an external scheduler, a client of it). An external
     scheduler is checked first: it must answer and have a worker thread per contributor."""
+    import dask
     from distributed import Client, LocalCluster
 
     if config.address is None:
@@ -197,6 +198,12 @@ def _dask_cluster(config: SimulationConfig, contributors: int) -> Iterator[tuple
         logging.getLogger("distributed").setLevel(logging.WARNING)
         threads = config.threads_per_worker or -(-contributors // config.n_workers)
         with (
+            # No worker profiler in a process that runs TensorFlow: its 10 ms sampler in the
+            # event-loop thread set off garbage collection there, which freed a TensorFlow
+            # graph (taking TF's graph lock while holding the GIL) while the creator's thread
+            # held that lock building an op and waited for the GIL: a demo deadlocked at 0 %
+            # CPU (py-spy --native; the outside tester saw it in 1 demo of 13).
+            dask.config.set({"distributed.worker.profile.enabled": False}),
             LocalCluster(
                 n_workers=config.n_workers,
                 threads_per_worker=threads,

@@ -55,6 +55,23 @@ SCORES = ("accuracy",)
 metric (validators, reports and the UI read it from evaluate's output)."""
 
 
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """The model's outputs on ``x``, by eager calls on batches. ``model.predict`` builds a
+    tf.data pipeline (graph ops) on every call: the creator evaluates many aggregates a round
+    (the held-out gate, the value of each result), and each build cost time and left
+    TensorFlow graphs for the garbage collector to free in whatever thread it ran, which could
+    deadlock against a thread building ops (see flows/simulation.py)."""
+    import keras
+
+    if len(x) == 0:
+        return np.zeros((0, *model.output_shape[1:]), dtype=np.float32)
+    parts = [
+        keras.ops.convert_to_numpy(model(x[start : start + batch_size], training=False))
+        for start in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(parts)
+
+
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict:
     """Loss, accuracy and ``class_loss`` (the mean loss of each class's examples: the held-out
     gate asks whether a result helps any class at all) from ONE forward pass over (x, y).
@@ -63,7 +80,7 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int =
     computed as they compile it (from logits or from probabilities)."""
     import keras
 
-    outputs = model.predict(x, batch_size=batch_size, verbose=0)
+    outputs = predict(model, x, batch_size)
     from_logits = bool(getattr(model.loss, "from_logits", False))
     per_example = np.asarray(
         keras.losses.sparse_categorical_crossentropy(y, outputs, from_logits=from_logits)
