@@ -94,6 +94,8 @@ def test_demo_marks_attackers_and_pays_them_nothing(tmp_path, prefect_harness, k
     assert expected in attacker["reason"]
     honest = [r for r in rows if r["role"] == "honest"]
     assert all(r["verdict"] == "accepted" and r["paid"] > 0 for r in honest), honest
+    backdoor = summary["attack"].pop("backdoor_success_rate")
+    assert 0 <= backdoor < 0.05  # no backdoor here: stamped digits are rarely taken for 0
     assert summary["attack"] == {
         "kind": kind,
         "attackers": 1,
