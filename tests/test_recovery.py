@@ -46,10 +46,18 @@ def creator_process(path, crash_at: str | None) -> subprocess.CompletedProcess:
     "crash_at", ["publishing", "published", "reviewed", "checkpointed", "settled"]
 )
 def test_a_killed_creator_resumes_and_pays_each_result_once(tmp_path, prefect_harness, crash_at):
+    _kill_and_resume(tmp_path, crash_at, outage=False)
+
+
+def _kill_and_resume(tmp_path, crash_at: str, outage: bool, strategy: str = "fedavg") -> None:
+    """``decentralml train`` killed at ``crash_at`` while contributor agents keep working, then
+    run again (with ``outage``, only once the marketplace is past expiry + grace): each round
+    published once, each result paid once, every round checkpointed."""
     path, config = write_config(
         tmp_path,
         rounds=ROUNDS,
         contributors=CONTRIBUTORS,
+        strategy=strategy,
         **{"task.max_assignments": CONTRIBUTORS, "task.pays_amount": PAYS},
     )
     market = EmbeddedMarketplace(config.marketplace.path)
@@ -64,13 +72,16 @@ def test_a_killed_creator_resumes_and_pays_each_result_once(tmp_path, prefect_ha
         try:
             killed = creator_process(path, crash_at)
             assert killed.returncode == -9, killed.stderr[-2000:]
+            if outage:
+                if crash_at != "publishing":  # the contributors deliver while it is away
+                    _wait_sent(market, 0, CONTRIBUTORS, timeout=600)
+                market.advance_blocks(OUTAGE_BLOCKS)
             resumed = creator_process(path, None)
             assert resumed.returncode == 0, resumed.stderr[-3000:]
         finally:
             stop.set()
         for agent in running:
             agent.result(timeout=600)
-
     _assert_paid_once_and_checkpointed(market, store, config, agents)
 
 
@@ -99,35 +110,7 @@ def test_a_creator_back_after_expiry_and_grace_pays_nothing_twice(
     federated into a checkpoint, and the training finishes. ``checkpointing`` uses FedAvgM,
     whose momentum is checkpointed before the weights: the kill leaves half a checkpoint."""
     strategy = "fedavgm" if crash_at == "checkpointing" else "fedavg"
-    path, config = write_config(
-        tmp_path,
-        rounds=ROUNDS,
-        contributors=CONTRIBUTORS,
-        strategy=strategy,
-        **{"task.max_assignments": CONTRIBUTORS, "task.pays_amount": PAYS},
-    )
-    market = EmbeddedMarketplace(config.marketplace.path)
-    store = open_store(config.storage)
-    stop = threading.Event()
-    agents = [
-        Contributor(market, store, contributor_keypair(config.marketplace, i), i)
-        for i in range(CONTRIBUTORS)
-    ]
-    with ThreadPoolExecutor(CONTRIBUTORS) as pool:
-        running = [pool.submit(run_agent, a, 0.2, 0, stop, ROUNDS) for a in agents]
-        try:
-            killed = creator_process(path, crash_at)
-            assert killed.returncode == -9, killed.stderr[-2000:]
-            if crash_at != "publishing":  # the contributors deliver while the creator is away
-                _wait_sent(market, 0, CONTRIBUTORS, timeout=600)
-            market.advance_blocks(OUTAGE_BLOCKS)
-            resumed = creator_process(path, None)
-            assert resumed.returncode == 0, resumed.stderr[-3000:]
-        finally:
-            stop.set()
-        for agent in running:
-            agent.result(timeout=600)
-    _assert_paid_once_and_checkpointed(market, store, config, agents)
+    _kill_and_resume(tmp_path, crash_at, outage=True, strategy=strategy)
 
 
 def _assert_paid_once_and_checkpointed(market, store, config, agents) -> None:
