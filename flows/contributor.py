@@ -160,7 +160,11 @@ class _Workers:
     per thread.
 
     Each thread runs it in a copy of the agent's context, so Prefect links a task's run
-    to the agent's run (best effort: two runs started at the same instant may race for it).
+    to the agent's run. Flow runs are created one at a time (``_one_creation``): Prefect
+    numbers a subflow's tracking task run with a per-run counter it reads and bumps without a
+    lock, and two threads that got the same number would share one tracking task run; the
+    second then reattaches to the first's flow run or ends up unlinked. Once a run is
+    running, the next may be created: the tasks still run at once.
     Threads are daemons: after a second signal the process exits
     without waiting for them. A KeyboardInterrupt or SystemExit in a task is re-raised in
     the agent's thread; anything else fails that task only."""
@@ -174,7 +178,12 @@ class _Workers:
         steps: ContributorSteps | None,
     ) -> None:
         self.contributor, self.stop, self.limit = contributor, stop, limit
-        self.run_one = run_one  # contribute (a flow) or simulated_contribution (a task)
+        # contribute (a flow) or simulated_contribution (a task, created without that race)
+        self.run_one = run_one
+        self._one_creation = threading.Lock()
+        self._holding = threading.local()  # whether this thread holds _one_creation
+        if isinstance(run_one, prefect.Flow):
+            self.run_one = run_one.with_options(on_running=[self._created])
         self.steps = steps
         self.threads: list[threading.Thread] = []
         self.contributions: list[ContributionReceipt] = []
@@ -199,12 +208,24 @@ class _Workers:
         self.threads.append(thread)
         thread.start()
 
+    def _created(self, *_: object) -> None:
+        """Let the next flow run be created (the on_running hook, and after any end)."""
+        if getattr(self._holding, "lock", False):
+            self._holding.lock = False
+            self._one_creation.release()
+
     def _work(self, task: Task) -> None:
         try:
             with tags("decentralml", "role:contributor"):
-                state = self.run_one(
-                    self.contributor, task, self.stop, self.steps, return_state=True
-                )
+                if isinstance(self.run_one, prefect.Flow):
+                    self._one_creation.acquire()
+                    self._holding.lock = True
+                try:
+                    state = self.run_one(
+                        self.contributor, task, self.stop, self.steps, return_state=True
+                    )
+                finally:
+                    self._created()
             if state.is_completed():
                 self.contributions.append(state.result())
             elif state.is_cancelled():
