@@ -473,16 +473,24 @@ def settle_and_close(
     verdicts: list[Verdict],
     deferred: list[Deferred] | None = None,
 ) -> tuple[dict[int, int], int]:
-    """Record every verdict, pay the accepted results (once: a repeat pays 0) and close the
-    task, refunding what was not paid — one unit, so one extrinsic on chain. Returns the
-    payments and the task's refund.
+    """Record every verdict, pay the accepted results (once: a repeat pays nothing more)
+    and close the task, refunding what was not paid — one unit, so one extrinsic on chain.
+    Returns what each judged result was paid and the task's refund, both as the marketplace
+    recorded them: ``settle`` returns what this call paid, and a settlement retried after
+    an unknown outcome (its first attempt landed) pays 0, which a report must not show.
 
     With ``deferred`` results the task is NOT closed (a close refuses results still awaiting
     a verdict): the decided ones are settled, the task stays open with its escrow, and the
     refund is 0 until the creator judges the rest and closes it."""
     close = None if deferred else task_id
-    payments = market.settle(keypair, verdicts, close_task_id=close)
-    return payments, market.get_task(task_id).refunded
+    market.settle(keypair, verdicts, close_task_id=close)
+    return paid_as_recorded(market, task_id, verdicts), market.get_task(task_id).refunded
+
+
+def paid_as_recorded(market: Marketplace, task_id: int, verdicts: list[Verdict]) -> dict[int, int]:
+    """What the marketplace records as paid to each judged result (0 for a rejected one)."""
+    recorded = {s.submission_id: s.paid for s in market.list_task_results(task_id)}
+    return {v.submission_id: recorded.get(v.submission_id, 0) for v in verdicts}
 
 
 def shortfall(accepted: int, rejected: int, deferred: int, minimum: int) -> str | None:
@@ -630,7 +638,8 @@ def settle_overdue(creator: Creator) -> dict[int, int]:
         if not mine or not rules.overdue(task, block, grace):
             continue
         verdicts = rules.auto_accepted(task, market.list_task_results(task.task_id), block, grace)
-        payments.update(market.settle(creator.keypair, verdicts, close_task_id=task.task_id))
+        market.settle(creator.keypair, verdicts, close_task_id=task.task_id)
+        payments.update(paid_as_recorded(market, task.task_id, verdicts))
     return payments
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from decentralml.creator import settle_and_close
 from decentralml.protocol.errors import NoResultYet, NotCreator, PendingResults, VerdictAlreadyGiven
 from decentralml.protocol.records import ResultSubmissionStatus, TaskStatus, Verdict
 from tests.marketplace_contract.backends import Backend, People, state, with_results
@@ -54,6 +55,25 @@ def test_a_repeated_accept_pays_once(backend: Backend, people: People) -> None:
     submission = market.get_submission(sid)
     assert (submission.status, submission.paid) == (ResultSubmissionStatus.Accepted, 100 * U)
     assert market.get_task(task_id).paid == 100 * U
+
+
+def test_a_retried_settlement_reports_the_payments_that_landed(
+    backend: Backend, people: People
+) -> None:
+    """Regression (a chain demo's summary showed 0 paid to each of three contributors that
+    had received 10^12): a round's settlement retried after its first attempt landed pays
+    nothing more, and reports what the marketplace recorded, not the retry's return."""
+    market, U, alice = backend.market, backend.unit, people.alice
+    task_id, (bob, charlie) = with_results(
+        backend, alice, people.bob, people.charlie, pays=300 * U, slots=3
+    )
+    verdicts = [Verdict(bob, True, "ok"), Verdict(charlie, False, "too far")]
+    market.settle(alice, verdicts, close_task_id=task_id)  # the attempt that landed
+    before = state(backend, alice, people.bob)
+    payments, refund = settle_and_close(market, alice, task_id, verdicts)  # the retry
+    assert state(backend, alice, people.bob) == before  # nothing written, nothing paid
+    assert payments == {bob: 100 * U, charlie: 0}
+    assert refund == 200 * U
 
 
 def test_an_accepted_result_cannot_be_rejected_nor_a_rejected_one_accepted(
