@@ -67,6 +67,7 @@ def run_demo(
     }
     if isinstance(market, AuditsChain):
         add_chain_evidence(summary, market.audit(first_block), session.creator.keypair.ss58_address)
+        summary["payments_check"] = payments_check_row(market.check_payments(first_block))
     return summary
 
 
@@ -104,6 +105,16 @@ def add_chain_evidence(summary: dict, evidence, creator: str) -> None:
         payment["fees_paid"] = evidence.fees.get(payment["contributor"], 0)
     summary["creator_extrinsics"] = evidence.extrinsics.get(creator, 0)
     summary["chain_blocks"] = evidence.blocks
+
+
+def payments_check_row(check) -> dict:
+    """The chain's money against the marketplace's verdicts, both ways: all lists empty when
+    every creator transfer is explained by a verdict and every task's books balance."""
+    return {
+        "unexplained_transfers": [asdict(d) for d in check.unexplained],
+        "missing_payments": [asdict(d) for d in check.missing],
+        "unbalanced_tasks": [asdict(b) for b in check.unbalanced],
+    }
 
 
 def summarize(session, reports: list[RoundReport], before: dict[str, int], seconds: float) -> dict:

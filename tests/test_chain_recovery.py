@@ -236,6 +236,106 @@ def test_a_duplicate_nonce_surfaces_quickly_as_unknown(
     assert float(outcome["done"]) - built < 5  # type: ignore[arg-type]
 
 
+# --- inclusion decided by the chain, not a clock (issue 19) -----------------------------------
+
+
+class _Clock:
+    """The submitter's clock and sleep: time passes only when the waiter sleeps, so a test
+    can let "minutes" pass between two blocks without waiting for them."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _on_pool_reads(client: ChainClient, monkeypatch: pytest.MonkeyPatch, react) -> None:
+    """Call ``react(n, pool)`` on the submitter's n-th read of the pool (with what the node
+    said); what it returns is what the submitter sees."""
+    import decentralml.chain.submit as submit_module
+
+    monkeypatch.setattr(submit_module, "time", _Clock())
+    submitter = client._submitter  # the fault is injected where the pool is read
+    real = submitter._pool_hashes
+    reads = iter(range(1, 10**6))
+    monkeypatch.setattr(submitter, "_pool_hashes", lambda: react(next(reads), real()))
+
+
+@pytest.mark.integration
+def test_a_block_that_takes_long_to_build_is_waited_for_not_called_dropped(
+    chain_url: str,
+    chain_client: ChainClient,
+    funded_keypair: Callable[..., Keypair],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: on a loaded machine chopsticks took more than 4 s to build the block an
+    extrinsic had left the pool for, and the wait declared it dropped (16+ writes raised for
+    records that were on chain). Here the block is built 30 s (of the submitter's clock) after
+    the extrinsic left the pool: the wait follows the chain and returns its receipt."""
+    signer, client = funded_keypair(), ChainClient(chain_url)
+    try:
+        with manual_blocks(chain_client) as build_block:
+
+            def building_for_30_seconds(read: int, pool: set[str]) -> set[str]:
+                if read == 120:  # 120 reads x 0.25 s: the block is built now
+                    build_block()
+                return set()  # taken out of the pool while the block is built
+
+            _on_pool_reads(client, monkeypatch, building_for_30_seconds)
+            receipt = client.submit(signer, [client.remark_call(b"slow block")])
+        assert receipt.block_number == chain_client.best_head_number()
+        assert chain_client.account_nonce(signer.ss58_address) == 1
+    finally:
+        client.close()
+
+
+@pytest.mark.integration
+def test_an_extrinsic_the_node_dropped_is_sent_again_once_a_block_is_built_without_it(
+    chain_url: str,
+    chain_client: ChainClient,
+    funded_keypair: Callable[..., Keypair],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An extrinsic that never reached the pool (a node that drops it without a word) is sent
+    again, the same bytes, once a block was built without it, and lands exactly once; before,
+    the wait raised "dropped" 4 s after it was missed, and the write path had to plan again."""
+    signer, client = funded_keypair(), ChainClient(chain_url)
+    real_request = client.substrate.rpc_request
+    dropped: list[str] = []
+
+    def drop_the_first_submission(method: str, params: list, *args: Any, **kwargs: Any) -> Any:
+        if method == "author_submitExtrinsic" and not dropped:
+            dropped.append(params[0])
+            return {"jsonrpc": "2.0", "result": "0x", "id": 0}  # accepted, then lost
+        return real_request(method, params, *args, **kwargs)
+
+    monkeypatch.setattr(client.substrate, "rpc_request", drop_the_first_submission)
+    try:
+        with manual_blocks(chain_client) as build_block:
+            seen_in_pool: list[int] = []
+
+            def blocks_without_it(read: int, pool: set[str]) -> set[str]:
+                if read == 40:
+                    build_block()  # a block without it: the submitter sends it again
+                if pool:
+                    seen_in_pool.append(read)
+                if read == 200:
+                    build_block()
+                return pool
+
+            _on_pool_reads(client, monkeypatch, blocks_without_it)
+            receipt = client.submit(signer, [client.remark_call(b"dropped once")])
+        assert dropped and seen_in_pool and seen_in_pool[0] > 40
+        assert receipt.block_number == chain_client.best_head_number()
+        assert chain_client.account_nonce(signer.ss58_address) == 1  # it landed once
+    finally:
+        client.close()
+
+
 # --- the retry policy (unit level) ---------------------------------------------------------
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from decentralml.contributor import Contributor
+from decentralml.contributor import Contributor, assign
 from decentralml.creator import task_settings
 from decentralml.io.packaging import build_package
 from decentralml.io.storage import ArtifactStore, sha256_hex
 from decentralml.io.weights import encode
 from decentralml.marketplace.embedded import EmbeddedMarketplace
 from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.protocol.errors import AlreadyAssigned
 from decentralml.protocol.records import TaskSpec
 from decentralml.runtime.backends import DEFAULT_ASSETS
 from decentralml.runtime.config import ContributorConfig, RunConfig
@@ -242,3 +243,39 @@ def test_a_replayed_task_costs_no_slot_and_the_agent_contributes_to_the_next_one
     assert [c.task_id for c in contributions] == [valid]
     [submission] = market.list_task_results(valid)
     assert submission.worker == worker.ss58_address and submission.result is not None
+
+
+# --- a retried assignment --------------------------------------------------------------------
+
+
+class _LandedThenRefused:
+    """A marketplace where the assignment of an earlier attempt (its outcome unknown) lands
+    just before this one's, which is refused: AlreadyAssigned for a slot the caller holds."""
+
+    def __init__(self, market: EmbeddedMarketplace) -> None:
+        self.market = market
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.market, name)
+
+    landed = True
+
+    def assign_task(self, worker, task_id: int) -> int:
+        if self.landed:
+            self.market.assign_task(worker, task_id)
+        raise AlreadyAssigned(f"{worker.ss58_address} already holds a slot of {task_id}")
+
+
+def test_a_retried_assignment_returns_the_slot_an_earlier_attempt_took(
+    market: EmbeddedMarketplace, store: ArtifactStore
+) -> None:
+    """Regression: a retried assign whose earlier attempt landed unseen raised AlreadyAssigned
+    for the slot the caller held; the procedure's assign takes that as its answer."""
+    task_id = _publish(market, store, "retried")
+    worker = contributor_dev_keypair(0)
+    sid = assign(_LandedThenRefused(market), worker, task_id)
+    assert [s.submission_id for s in market.list_task_results(task_id)] == [sid]
+    unfounded = _LandedThenRefused(market)
+    unfounded.landed = False
+    with pytest.raises(AlreadyAssigned):  # a refusal the marketplace does not bear out
+        assign(unfounded, contributor_dev_keypair(1), task_id)

@@ -23,9 +23,11 @@ from substrateinterface import Keypair
 
 from decentralml.chain import codec
 from decentralml.chain.client import ChainClient, ChainOutcomeUnknown, Receipt, public_key_hex
+from decentralml.marketplace.books import Discrepancy
 from decentralml.marketplace.indexer import ChainIndexer
 from decentralml.marketplace.ledger import Ledger
 from decentralml.marketplace.substrate import SubstrateMarketplace
+from decentralml.protocol.accounts import canonical_address
 from decentralml.protocol.commitment import result_commitment
 from decentralml.protocol.errors import (
     AlreadyCommitted,
@@ -321,6 +323,36 @@ def test_verdicts_count_only_from_the_creator_and_only_paid(
     assert refusals == ["NotCreator", "UnpaidAccept", "UnpaidAccept"]
     assert market.accept(people["creator"], s0) == reward
     assert market.get_submission(s0).status == ResultSubmissionStatus.Accepted
+
+
+def test_the_audit_reports_every_creator_transfer_no_verdict_explains(
+    market_at: MarketFactory, people: dict[str, Keypair], chain_client: ChainClient, start: int
+) -> None:
+    """Regression: only "accepted => paid once" was checked. A repeated accept (its record a
+    no-op, its transfer not), an accept of the wrong amount (refused, but the money moved) and
+    a stray payment are now each reported, and a clean round reports nothing."""
+    market = market_at()
+    task_id, (s0, s1) = open_round(market, people)
+    creator, reward = people["creator"], REWARD_POOL // 3
+    w0, w1 = people["w0"].ss58_address, people["w1"].ss58_address
+    verdicts = [Verdict(s0, True, "ok"), Verdict(s1, True, "ok")]
+    market.settle(creator, verdicts, close_task_id=task_id)
+    clean = market.check_payments(start)
+    assert clean.clean and len(clean.tasks) == 1 and clean.tasks[0].balanced
+    raw(chain_client, creator, codec.VerdictRecord(s0, True, ""), pay=reward, to=w0)  # again
+    raw(chain_client, creator, codec.VerdictRecord(s1, True, ""), pay=reward - 1, to=w1)
+    chain_client.submit(creator, [chain_client.transfer_call(w1, 7)])  # a stray payment
+    check = market.check_payments(start)
+    me = canonical_address(creator.ss58_address)
+    assert sorted(check.unexplained, key=lambda d: d.amount) == sorted(
+        [
+            Discrepancy(me, canonical_address(w0), reward),
+            Discrepancy(me, canonical_address(w1), reward - 1 + 7),
+        ],
+        key=lambda d: d.amount,
+    )
+    assert check.missing == [] and check.unbalanced == []  # the index itself stayed right
+    assert market.get_task(task_id).paid == 2 * reward
 
 
 def test_a_late_assignment_written_anyway_is_ignored(

@@ -57,6 +57,12 @@ def test_payments_are_balances_transfer_events_of_exactly_the_reward(chain_demo)
         assert payment["balance_change"] == ROUNDS * REWARD - payment["fees_paid"]
 
 
+def test_every_creator_transfer_is_explained_by_a_verdict_and_the_books_balance(chain_demo):
+    assert chain_demo["payments_check"] == {
+        "unexplained_transfers": [], "missing_payments": [], "unbalanced_tasks": [],
+    }  # fmt: skip
+
+
 def test_creator_sends_two_extrinsics_per_round(chain_demo):
     assert chain_demo["creator_extrinsics"] == 2 * ROUNDS  # create_task + one settlement
 

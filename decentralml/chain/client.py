@@ -10,10 +10,11 @@ Three things substrate-interface leaves to the caller are done here once:
 * Reads survive a chain restart: connection errors are retried with back-off for a while.
   Submissions are NOT retried: a lost connection leaves their outcome unknown, so the caller
   must read back before resubmitting (``ChainOutcomeUnknown``).
-* Waiting for inclusion has a deadline. A submission is followed by polling the pool and the
-  new blocks (not by a subscription, whose socket read has no timeout and which never reports
-  an extrinsic the node silently drops), so it ends included, refused, dropped (seconds after
-  leaving the pool) or unknown at ``inclusion_timeout``. Nonces come from the pool
+* Inclusion is decided by the chain, with a deadline. A submission is followed by polling the
+  pool and the new blocks (not by a subscription, whose socket read has no timeout and which
+  never reports an extrinsic the node silently drops), so it ends included, refused, dropped
+  (its nonce used by another extrinsic) or unknown at ``inclusion_timeout``; one out of the
+  pool and in no block after a new block is sent again, the same bytes. Nonces come from the pool
   (``system_accountNextIndex``), so a restarted writer does not reuse the nonce of its own
   pending extrinsic; ``pending_extrinsics`` lets it find that extrinsic and wait for it.
 * Records are read exactly. A failed extrinsic stays in its block, so only extrinsics with an
@@ -45,7 +46,7 @@ from decentralml.chain.connection import CONNECTION_ERRORS, SS58_FORMAT, Connect
 from decentralml.chain.dispatch import ChainDispatchError, ChainInsufficientBalance
 from decentralml.chain.scale import compact_decode, compact_encode
 from decentralml.chain.state import ChainState
-from decentralml.chain.submit import DROP_GRACE_SECONDS, INCLUSION_TIMEOUT, Submitter
+from decentralml.chain.submit import INCLUSION_TIMEOUT, Submitter
 from decentralml.chain.types import (
     ChainExtrinsic,
     ChainRecord,
@@ -60,7 +61,6 @@ from decentralml.protocol.errors import ChainOutcomeUnknown
 
 __all__ = [
     "CONNECTION_ERRORS",
-    "DROP_GRACE_SECONDS",
     "FEE_CACHE_SECONDS",
     "INCLUSION_TIMEOUT",
     "SS58_FORMAT",

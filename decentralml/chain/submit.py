@@ -1,14 +1,19 @@
-"""Signing and sending one extrinsic, and waiting, with a deadline, to learn its outcome.
+"""Signing and sending one extrinsic, and following the chain until it is in a block.
 
-Submissions are NOT retried: a lost connection leaves their outcome unknown, so the caller
-must read back before resubmitting (``ChainOutcomeUnknown``). A submission is followed by
-polling the pool and the new blocks (not by a subscription, whose socket read has no timeout
-and which never reports an extrinsic the node silently drops), so it ends included, refused,
-dropped (seconds after leaving the pool) or unknown at ``inclusion_timeout``.
+Submissions are NOT retried with new bytes: a lost connection leaves their outcome unknown, so
+the caller must read back before resubmitting (``ChainOutcomeUnknown``). A submission is
+followed by polling the pool and the new blocks (not by a subscription, whose socket read has
+no timeout and which never reports an extrinsic the node silently drops). The chain decides
+how it ends, never a clock: included (it is in a block), refused (the pool said so), or its
+nonce used by another extrinsic in a block this wait has read (it can never land). An
+extrinsic out of the pool and in no block is sent again, the very same signed bytes, once a
+block was built without it: the same bytes can land only once, so sending them again is
+always safe. Only ``inclusion_timeout`` ends a wait without an answer (unknown).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,9 +32,6 @@ from decentralml.protocol.errors import ChainError, ChainOutcomeUnknown
 INCLUSION_TIMEOUT = 60.0
 """Default seconds a submission may wait for its block (ten 6 s relay-chain slots) before its
 outcome is reported unknown."""
-DROP_GRACE_SECONDS = 4.0
-"""How long an extrinsic may be out of the pool and in no block before it counts as dropped:
-chopsticks takes the pool's extrinsics out while it builds a block (~0.5-2 s here)."""
 _POLL_SECONDS = 0.25
 
 
@@ -79,15 +81,23 @@ class Submitter:
                 self._substrate.create_signed_extrinsic, call, keypair, nonce=nonce
             )
             extrinsic_hash = "0x" + extrinsic.extrinsic_hash.hex()
+            signed = str(extrinsic.data)
             try:
-                self._substrate.rpc_request("author_submitExtrinsic", [str(extrinsic.data)])
+                self._substrate.rpc_request("author_submitExtrinsic", [signed])
             except SubstrateRequestException as exc:
                 raise refused(exc, keypair, extrinsic_hash, nonce) from None
             except CONNECTION_ERRORS:
-                # It may or may not have reached the pool: the wait below finds out.
+                # It may or may not have reached the pool: sending the same bytes again is
+                # safe (at most one copy lands), and the wait below finds out.
                 self._connection.reconnect()
+                self._send_again(signed)
         return self.wait_for_inclusion(
-            extrinsic_hash, keypair.ss58_address, nonce, after_block=head, timeout=inclusion_timeout
+            extrinsic_hash,
+            keypair.ss58_address,
+            nonce,
+            after_block=head,
+            timeout=inclusion_timeout,
+            signed=signed,
         )
 
     def wait_for_inclusion(
@@ -98,30 +108,32 @@ class Submitter:
         *,
         after_block: int,
         timeout: float = INCLUSION_TIMEOUT,
+        signed: str | None = None,
     ) -> Receipt:
-        """Wait until the extrinsic ``extrinsic_hash`` (``signer``'s, with ``nonce``) is in a
-        block after ``after_block``, and return its checked receipt.
+        """Follow the chain until the extrinsic ``extrinsic_hash`` (``signer``'s, with
+        ``nonce``) is in a block after ``after_block``, and return its checked receipt.
 
         Each round reads, in this order, the pool, the signer's state nonce and the head, then
-        scans the new blocks: an extrinsic in no block up to that head and not in the pool
-        has left the pool without being included. Raises ChainOutcomeUnknown at once when its
-        nonce was used by another extrinsic (it can never land), after DROP_GRACE_SECONDS out
-        of the pool otherwise, and after ``timeout`` while it is still pending."""
+        scans the blocks not yet scanned up to that head. Out of the pool and in none of
+        them, the extrinsic has either not landed yet (chopsticks takes the pool's extrinsics
+        out while it builds a block, for as long as building takes) or was dropped: once a
+        block was built after it left the pool, its ``signed`` bytes (when given) are sent
+        again. Raises ChainOutcomeUnknown as soon as its nonce is used by an extrinsic in the
+        scanned blocks that is not this one (it can never land), and at ``timeout`` while it
+        is in no block (pending or not)."""
         deadline = time.monotonic() + timeout
         scanned = after_block
-        out_of_pool_since: float | None = None
+        left_pool_at: int | None = None  # the head when it was first seen out of the pool
         try:
             while True:
                 in_pool = extrinsic_hash in self._pool_hashes()
                 state_nonce = self._state.account_nonce(signer)
                 head = self._state.best_head_number()
-                found = self._find_in_blocks(extrinsic_hash, scanned + 1, head)
+                found, scanned = self._scan(extrinsic_hash, scanned, head)
                 if found is not None:
                     break
-                scanned = head
-                now = time.monotonic()
-                if in_pool:
-                    out_of_pool_since = None
+                if in_pool or scanned < head:
+                    left_pool_at = None
                 elif state_nonce > nonce:
                     raise ChainOutcomeUnknown(
                         f"extrinsic {extrinsic_hash} of {signer} was dropped: its nonce "
@@ -129,20 +141,21 @@ class Submitter:
                         extrinsic_hash=extrinsic_hash,
                         nonce=nonce,
                     )
-                elif out_of_pool_since is None:
-                    out_of_pool_since = now
-                elif now - out_of_pool_since >= DROP_GRACE_SECONDS:
-                    raise ChainOutcomeUnknown(
-                        f"extrinsic {extrinsic_hash} of {signer} left the pool of "
-                        f"{self._connection.url} without being included (dropped, or never "
-                        "arrived)",
-                        extrinsic_hash=extrinsic_hash,
-                        nonce=nonce,
-                    )
-                if now >= deadline:
+                elif left_pool_at is None:
+                    left_pool_at = head
+                elif head > left_pool_at and signed is not None:
+                    self._send_again(signed)  # a block was built without it: dropped
+                    left_pool_at = None
+                if time.monotonic() >= deadline:
                     raise ChainOutcomeUnknown(
                         f"extrinsic {extrinsic_hash} of {signer} was not included within "
-                        f"{timeout:.0f}s and is still pending: it may land later; read the "
+                        f"{timeout:.0f}s ("
+                        + (
+                            "still pending"
+                            if in_pool
+                            else f"not in the pool of {self._connection.url}"
+                        )
+                        + "): it may land later; read the "
                         "chain back before submitting it again",
                         extrinsic_hash=extrinsic_hash,
                         nonce=nonce,
@@ -159,28 +172,39 @@ class Submitter:
             ) from exc
         return self._checked(found)
 
+    def _send_again(self, signed: str) -> None:
+        """Send the same signed bytes again: the pool takes them back, or answers that it has
+        them or that their nonce is used (the wait's next reads tell which); a lost
+        connection is restored for those reads."""
+        # refused (already known, stale) or unreachable: the reads decide
+        with contextlib.suppress(ChainError, SubstrateRequestException):
+            self._connection.rpc("author_submitExtrinsic", [signed])
+
     def _pool_hashes(self) -> set[str]:
         pool = self._connection.rpc("author_pendingExtrinsics", [])
         return {scale.extrinsic_hash(data) for data in pool}
 
-    def _find_in_blocks(self, extrinsic_hash: str, first: int, last: int) -> Any | None:
-        """The receipt of ``extrinsic_hash`` if it is in blocks first..last, else None.
-        Blocks are asked for by number only (never a remembered hash: see block_hash)."""
-        for number in range(first, last + 1):
+    def _scan(self, extrinsic_hash: str, scanned: int, head: int) -> tuple[Any | None, int]:
+        """The receipt of ``extrinsic_hash`` if it is in blocks scanned+1..head, else None,
+        and the last block read: a block whose hash the node does not serve yet (just built)
+        is read again next time, so no block is ever skipped. Blocks are asked for by number
+        only (never a remembered hash: see block_hash)."""
+        for number in range(scanned + 1, head + 1):
             block_hash = self._state.block_hash(number)
             if block_hash is None:
-                return None
+                return None, number - 1
             block = self._connection.rpc("chain_getBlock", [block_hash])["block"]
             for index, data in enumerate(block["extrinsics"]):
                 if scale.extrinsic_hash(data) == extrinsic_hash:
-                    return ExtrinsicReceipt(
+                    receipt = ExtrinsicReceipt(
                         substrate=self._substrate,
                         extrinsic_hash=extrinsic_hash,
                         block_hash=block_hash,
                         block_number=number,
                         extrinsic_idx=index,
                     )
-        return None
+                    return receipt, number
+        return None, max(scanned, head)
 
     def _checked(self, receipt: Any) -> Receipt:
         def read() -> tuple[bool, Any, int, int]:

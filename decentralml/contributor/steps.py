@@ -35,7 +35,7 @@ from decentralml.ml.training import TrainingOutcome, train_contribution, trainin
 from decentralml.protocol import layout, rules
 from decentralml.protocol.accounts import same_account
 from decentralml.protocol.commitment import result_commitment
-from decentralml.protocol.errors import TaskRefused
+from decentralml.protocol.errors import AlreadyAssigned, TaskRefused
 from decentralml.protocol.records import Task, TaskResult, TaskType
 from decentralml.runtime.config import ContributorConfig
 from decentralml.strategies import LocalContext, LocalStep
@@ -162,9 +162,19 @@ def check_offer(market: Marketplace, task: Task, terms: ContributorConfig) -> No
 
 
 def assign(market: Marketplace, worker: Keypair, task_id: int) -> int:
-    """Take a slot, or return the one already held (a retried step must not take two)."""
+    """Take a slot, or return the one already held (a retried step must not take two). A
+    refusal because the worker holds a slot is that answer too: an earlier attempt whose
+    outcome was unknown landed after this one looked."""
     existing = held_submission(market, worker, task_id)
-    return existing if existing is not None else market.assign_task(worker, task_id)
+    if existing is not None:
+        return existing
+    try:
+        return market.assign_task(worker, task_id)
+    except AlreadyAssigned:
+        existing = held_submission(market, worker, task_id)
+        if existing is None:
+            raise
+        return existing
 
 
 def task_store(store: ArtifactStore, task: Task) -> ArtifactStore:

@@ -21,6 +21,7 @@ from decentralml.protocol.records import Submission, Task, TaskResult, TaskSpec,
 
 if TYPE_CHECKING:
     from decentralml.chain.audit import ChainAudit
+    from decentralml.marketplace.books import PaymentCheck
 
 
 @runtime_checkable
@@ -103,6 +104,10 @@ class AuditsChain(Protocol):
 
     def audit(self, start_block: int, end_block: int | None = None) -> ChainAudit:
         """Transfers, fees and extrinsic counts between two blocks (the head by default)."""
+
+    def check_payments(self, start_block: int, end_block: int | None = None) -> PaymentCheck:
+        """The creators' transfers no verdict explains, verdict payments the chain does not
+        show, and each task's books, between two blocks."""
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from decentralml.chain.client import (
     public_key_hex,
 )
 from decentralml.marketplace.base import CreatorStanding
+from decentralml.marketplace.books import PaymentCheck, check_payments
 from decentralml.marketplace.indexer import ChainIndexer, RecordOutcome
 from decentralml.marketplace.ledger import Ledger
 from decentralml.protocol import rules
@@ -158,6 +159,14 @@ class SubstrateMarketplace:
         """Transfers, fees and extrinsic counts from the chain's own events (not the index)."""
         end = self.client.finalized_head_number() if end_block is None else end_block
         return audit(self.client, start_block, end)
+
+    def check_payments(self, start_block: int, end_block: int | None = None) -> PaymentCheck:
+        """Every creator transfer between the blocks that no accept verdict explains, every
+        verdict payment the chain does not show, and each task's books
+        (decentralml.marketplace.books)."""
+        end = min(self.sync(), end_block) if end_block is not None else self.sync()
+        evidence = audit(self.client, start_block, end)
+        return check_payments(evidence, self.ledger, self.indexer.all_outcomes(), start_block, end)
 
     def _synced(self) -> int | None:
         last = self.sync()
@@ -312,8 +321,10 @@ class SubstrateMarketplace:
         it waits for THAT one) and on chain since the plan's index. After an unknown outcome
         it reads the chain and the pool back, and resubmits once, only when the records are
         in neither, reusing the lost attempt's nonce while it is unused, so that at most one
-        of the two can ever land. Otherwise the ChainOutcomeUnknown propagates: it is
-        retried by tasks/policy.py, and the retry plans again from the chain."""
+        of the two can ever land; a used nonce is looked for in the blocks up to the best
+        head (once finalized and indexed) before the records count as not sent. Otherwise
+        the ChainOutcomeUnknown propagates: it is retried by tasks/policy.py, and the retry
+        plans again from the chain."""
         payloads = [codec.encode(record) for record, _ in plan]
         calls = []
         for payload, (_, payment) in zip(payloads, plan, strict=True):
@@ -327,12 +338,15 @@ class SubstrateMarketplace:
         try:
             receipt = self.client.submit(signer, calls, inclusion_timeout=self.inclusion_timeout)
         except ChainOutcomeUnknown as unknown:
+            nonce = unknown.nonce
+            if nonce is not None and nonce < self.client.account_nonce(signer.ss58_address):
+                # An extrinsic with that nonce is in a block up to the best head, perhaps
+                # the lost attempt itself: the index must hold that block before it can say.
+                self._wait_finalized(self.client.best_head_number())
+                nonce = None  # if not ours, another of ours used it: take the pool's next
             found = self._reconcile(signer, payloads, planned_at, wait_pending=False)
             if found is not None:
                 return found
-            nonce = unknown.nonce
-            if nonce is not None and nonce < self.client.account_nonce(signer.ss58_address):
-                nonce = None  # used by another extrinsic of ours: take the pool's next one
             receipt = self.client.submit(
                 signer, calls, nonce=nonce, inclusion_timeout=self.inclusion_timeout
             )
