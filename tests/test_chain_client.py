@@ -142,6 +142,9 @@ GARBAGE = [
     _assign_variant('{"task_id":"1"}'),
     _assign_variant('{"task_id":null}'),
     _assign_variant('{"task_id":18446744073709551616}'),  # u64 + 1
+    _assign_variant('{"task_id":-0}'),  # an integer is digits only, without a sign
+    _assign_variant('{"task_id":0e0}'),
+    _assign_variant("{" + '"task_id":' + "9" * 5000 + "}"),  # more digits than any field
     _assign_variant('{"task_id":1,"task_id":2}'),  # duplicate key
     _assign_variant('{"task_id":1,"extra":0}'),
     _assign_variant('{"task":1}'),
@@ -152,6 +155,9 @@ GARBAGE = [
     _assign_variant("[" * 5000 + "]" * 5000),  # deeply nested within the size limit
     b"dml2V" + b'{"accept":1,"reason":"","submission_id":1}',  # int posing as bool
     b"dml2V" + b'{"accept":true,"reason":null,"submission_id":1}',
+    b"dml2V" + b'{"accept":true,"reason":"\\ud800","submission_id":1}',  # a lone surrogate
+    b"dml2V" + b'{"accept":true,"reason":"","submission_id":1,"value":null}',
+    b"dml2V" + b'{"accept":true,"reason":"","submission_id":1,"value":1e400}',
     b"dml2R" + b'{"result":{},"submission_id":1}',
     b"dml2R" + b'{"result":[],"submission_id":1}',
     b"dml2T" + json.dumps({"question": "q"}).encode(),
@@ -180,6 +186,26 @@ GARBAGE = [
 @pytest.mark.parametrize("payload", GARBAGE, ids=range(len(GARBAGE)))
 def test_codec_rejects_garbage(payload: bytes) -> None:
     assert codec.decode(payload) is None
+
+
+def test_codec_counts_code_points_and_reads_integers_exactly() -> None:
+    emoji = TaskSpec("\U0001f600" * 3000, 10, 1, 100)  # 6000 UTF-16 units: still 3000
+    assert codec.decode(codec.encode(codec.TaskCreated(emoji))) == codec.TaskCreated(emoji)
+    paired = b'dml2V{"accept":true,"reason":"' + "é".encode() * 4095 + rb'\ud83d\ude00"'
+    decoded = codec.decode(paired + b',"submission_id":1}')  # an escaped pair: 1 code point
+    assert isinstance(decoded, codec.VerdictRecord) and len(decoded.reason) == 4096
+    assert codec.decode(b'dml2A{"task_id":9007199254740993}') == codec.Assign(2**53 + 1)
+
+
+def test_codec_reads_huge_metric_literals_as_infinite() -> None:
+    """A metric is a double: 400 digits or 1e400 are infinite alike (the Ledger refuses the
+    result), not an error of Python's int parser."""
+    body = json.loads(codec.encode(codec.Result(1, RESULT))[5:])
+    for literal in ("1" + "0" * 400, "1e400", "-" + "9" * 400):
+        text = json.dumps(body).replace("0.9731", literal)
+        decoded = codec.decode(b"dml2R" + text.encode())
+        assert isinstance(decoded, codec.Result)
+        assert math.isinf(decoded.result.metrics["accuracy"])
 
 
 def test_codec_rejects_bad_enum_and_metrics() -> None:

@@ -14,19 +14,25 @@ what happened; an indexer replays them in chain order through the marketplace ru
         "pays_amount": u128, "question": str, "round_number": u32,
         "task_type": "DataAnnotators"|"ModelContributor"|"ModelEngineer",
         "validation_strategy": "AutoAccept"|"ManualAccept"|"CustomAccept",
-        optional: "model": str, "epochs": u32, "storage_endpoint": str}
+        optional: "model": str, "epochs": u32, "storage_endpoint": str,
+                  "payment_rule": str}
     A  {"task_id": u64}
     H  {"commitment": str (64 lowercase hex), "submission_id": u64}
     R  {"result": {"base_fingerprint": str, "metrics": {str: float|null}, "num_examples": u64,
                    "result_path": str, "sha256": str},
         "submission_id": u64}
-    V  {"accept": bool, "reason": str, "submission_id": u64}
+    V  {"accept": bool, "reason": str, "submission_id": u64,
+        optional: "amount": u128, "value": finite number}
     C  {"task_id": u64}
 
 Why this shape: the whole payload is valid UTF-8, so explorers (polkadot.js) show a remark as
 readable text, and any language can produce it with a JSON library. The encoder writes the
 canonical form (sorted keys, no spaces, no NaN; a non-finite metric is written as null and read
-back as NaN). The decoder accepts any JSON object with exactly the listed keys and types: a
+back as NaN). The decoder accepts any JSON object with exactly the listed keys and types, as
+docs/chain-protocol.md ("Reading a payload") defines them for readers in any language: an
+integer is digits only (no fraction, exponent or sign: ``1.0``, ``1e0``, ``-0`` and ``true``
+are not integers) and is read exactly up to its field's width (ids u64, amounts u128, above a
+JavaScript Number's 2^53); a text is at most 4096 code points, without lone surrogates. A
 foreign, truncated or hostile remark decodes to ``None`` and is never evaluated (no eval, no
 pickle; duplicate keys, unknown keys, bools posing as ints and out-of-range numbers are all
 refused). An incompatible change gets a new prefix: version 2 (``b"dml2"``) added the Commit
@@ -61,6 +67,9 @@ MAX_PAYLOAD_BYTES = 16 * 1024
 """Larger remarks are refused both ways: they cost fees and no valid record needs that much."""
 
 MAX_TEXT_CHARS = 4096
+"""The longest text, in Unicode code points (not UTF-16 units, not bytes)."""
+MAX_METRICS = 64
+"""The most metrics a result may carry."""
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
 U128_MAX = 2**128 - 1
@@ -255,6 +264,7 @@ def _decode(payload: bytes) -> Record:
     body = json.loads(
         payload[len(PREFIX) + 1 :].decode("utf-8"),
         object_pairs_hook=_no_duplicate_keys,
+        parse_int=_integer_literal,
         parse_constant=_refuse_constant,
     )
     if not isinstance(body, dict):
@@ -273,6 +283,20 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+_MAX_INTEGER_DIGITS = len(str(U128_MAX))
+
+
+def _integer_literal(text: str) -> int | float:
+    """A JSON number without fraction or exponent. Integer fields are unsigned, written as
+    digits only: a literal with a minus sign (even ``-0``) or with more digits than any field
+    can hold is read as a double, which only the number fields (metrics, a verdict's value)
+    take. So ``-0`` is not an integer here, and a 5000-digit literal is not Python's
+    int-from-string error but a double (infinite), as every other reader sees it."""
+    if text.startswith("-") or len(text) > _MAX_INTEGER_DIGITS:
+        return float(text)
+    return int(text)
+
+
 def _refuse_constant(name: str) -> Any:
     raise _Refused  # NaN, Infinity, -Infinity are not JSON
 
@@ -289,8 +313,12 @@ def _uint(value: Any, maximum: int) -> int:
 
 
 def _text(value: Any) -> str:
+    """A JSON string of at most MAX_TEXT_CHARS code points (Python's len; a JavaScript reader
+    counts ``[...text].length``, not ``text.length``). A lone surrogate (a ``\\ud800`` escape
+    without its pair) is not text: some readers' JSON parsers refuse it, so all refuse it."""
     if type(value) is not str or len(value) > MAX_TEXT_CHARS:
         raise _Refused
+    value.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
     return value
 
 
@@ -349,7 +377,7 @@ def _parse_result(body: dict[str, Any]) -> Result:
 
 
 def _metrics(value: Any) -> dict[str, float]:
-    if not isinstance(value, dict) or len(value) > 64:
+    if not isinstance(value, dict) or len(value) > MAX_METRICS:
         raise _Refused
     metrics: dict[str, float] = {}
     for name, number in value.items():
@@ -372,8 +400,8 @@ def _parse_verdict(body: dict[str, Any]) -> VerdictRecord:
     if type(body["accept"]) is not bool:
         raise _Refused
     value = body.get("value")
-    if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
-        raise _Refused
+    if "value" in body and (type(value) not in (int, float) or not math.isfinite(value)):
+        raise _Refused  # null is not a number: leave the key out instead
     return VerdictRecord(
         submission_id=_uint(body["submission_id"], U64_MAX),
         accept=body["accept"],

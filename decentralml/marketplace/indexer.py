@@ -9,9 +9,10 @@ Replay order is chain order: block number, extrinsic index, call index inside a 
 Only successful extrinsics count (ChainClient drops failed ones). A record the rules refuse
 (a non-assignee's result, a result without its commitment, a stranger's verdict, an assignment
 to a full task) is kept in ``chain_records`` with the refusal, and changes nothing else. An
-accept verdict counts only if the same extrinsic pays the contributor exactly
-``pays_amount // max_assignments``: an "Accepted" status in the index therefore always means
-paid on chain.
+accept verdict the rules allow counts only if the same extrinsic pays the contributor exactly
+what the task's payment rule gives it (``rules.accept_amount``) with a transfer no earlier
+verdict used: an "Accepted" status in the index therefore always means paid on chain.
+docs/chain-protocol.md is the specification, and tests/conformance its vectors.
 
 The cache lives in one SQLite file: the Ledger tables, ``chain_records`` (the outcome of each
 record, which writers read back to learn their ids) and ``chain_index`` (genesis hash,
@@ -37,10 +38,10 @@ from pathlib import Path
 from decentralml.chain import codec
 from decentralml.chain.client import ChainClient, ChainExtrinsic, Remark, Transfer, public_key_hex
 from decentralml.marketplace.ledger import Ledger, read_transaction, write_transaction
-from decentralml.protocol import errors, rules
+from decentralml.protocol import errors
 from decentralml.protocol.accounts import canonical_address
 from decentralml.protocol.errors import ConfigError, MarketplaceError
-from decentralml.protocol.records import Verdict
+from decentralml.protocol.records import Submission, Verdict
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chain_index (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -315,11 +316,13 @@ class ChainIndexer:
     def _apply_verdict(
         self, record: codec.VerdictRecord, signer: str, block: int, payments: list[Transfer]
     ) -> _Applied:
+        """The Ledger's rules decide first (the creator's verdict on a result, not a repeat,
+        an amount the payment rule allows); only then must the extrinsic pay the accept."""
         sid = record.submission_id
         verdict = Verdict(sid, record.accept, record.reason, record.amount, record.value)
-        if record.accept:
-            _take_payment(self.ledger, verdict, payments)
-        paid = self.ledger.settle(signer, [verdict], block)[sid]
+        paid = self.ledger.settle(
+            signer, [verdict], block, payment=lambda s, amount: _take_payment(s, amount, payments)
+        )[sid]
         return _Applied(sid, paid)
 
     # --- reading outcomes ----------------------------------------------------------------
@@ -374,20 +377,18 @@ def _target_id(record: codec.Record) -> int | None:
     return target if target <= _SQLITE_MAX_INT else None
 
 
-def _take_payment(ledger: Ledger, verdict: Verdict, payments: list[Transfer]) -> None:
-    """Consume the transfer that pays this accept (the amount the task's payment rule gives
-    it: rules.accept_amount); refuse the verdict if there is none."""
-    submission_id = verdict.submission_id
-    submission = ledger.get_submission(submission_id)
-    task = ledger.get_task(submission.task_id)
-    reward = rules.enforce_amount(rules.accept_amount(task, verdict))
+def _take_payment(submission: Submission, reward: int, payments: list[Transfer]) -> None:
+    """Consume the first unused transfer of the extrinsic that pays this accept (``reward``:
+    what the task's payment rule gives it, rules.accept_amount); refuse the verdict if there
+    is none. Called only for an accept the rules record, so a refused or repeated verdict
+    leaves the transfers to the extrinsic's other verdicts."""
     worker = public_key_hex(submission.worker)
     for index, payment in enumerate(payments):
         if payment.dest == worker and payment.amount == reward:
             del payments[index]
             return
     raise UnpaidAccept(
-        f"accept of submission {submission_id} without a transfer of {reward} to "
+        f"accept of submission {submission.submission_id} without a transfer of {reward} to "
         f"{submission.worker} in the same extrinsic"
     )
 

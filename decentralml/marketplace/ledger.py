@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -142,6 +142,11 @@ ORDER BY t.task_id
 """Candidates for auto-acceptance (an index-backed filter; rules.auto_accepted decides)."""
 
 AUTO_ACCEPTED = rules.AUTO_ACCEPTED  # kept importable from here for older callers
+
+PaymentCheck = Callable[[Submission, int], None]
+"""Called with an accepted submission and what the accept pays, once the rules allow the
+accept and before it is recorded; raises a MarketplaceError when that was not paid (the
+chain indexer: no matching transfer in the verdict's extrinsic), which refuses the verdict."""
 
 
 # --- connections and transactions -----------------------------------------------------------
@@ -639,12 +644,21 @@ class Ledger:
             return submission, task
         return None
 
-    def _accept(self, conn: sqlite3.Connection, creator: str, verdict: Verdict, block: int) -> int:
+    def _accept(
+        self,
+        conn: sqlite3.Connection,
+        creator: str,
+        verdict: Verdict,
+        block: int,
+        payment: PaymentCheck | None = None,
+    ) -> int:
         judged = self._judge(conn, creator, verdict)
         if judged is None:
             return 0
         submission, task = judged
         reward = rules.enforce_amount(rules.accept_amount(task, verdict))
+        if payment is not None:
+            payment(submission, reward)
         conn.execute(
             "UPDATE submissions SET status = ?, paid = ?, reason = ?, verdict_block = ?, "
             "value = ? WHERE submission_id = ?",
@@ -689,13 +703,20 @@ class Ledger:
         self.settle(creator, [Verdict(submission_id, False, reason)], block)
 
     def settle(
-        self, creator: str, verdicts: list[Verdict], block: int, close_task_id: int | None = None
+        self,
+        creator: str,
+        verdicts: list[Verdict],
+        block: int,
+        close_task_id: int | None = None,
+        *,
+        payment: PaymentCheck | None = None,
     ) -> dict[int, int]:
         """Record a round's verdicts (with their reasons) and pay the accepted ones, all in one
         transaction: if any verdict is refused, none is recorded. Returns what this call paid
         per submission (0 for a rejection or a repeat), so a retried settle pays nothing twice.
         With ``close_task_id`` the task is also closed (refunded) in the same transaction.
-        An expired task whose last pending result gets its verdict is refunded here."""
+        An expired task whose last pending result gets its verdict is refunded here.
+        ``payment`` checks that each accept to be recorded (not a repeat) was paid."""
         account = canonical_address(creator)
         paid: dict[int, int] = {}
         with write_transaction(self.path) as conn:
@@ -703,7 +724,8 @@ class Ledger:
             for verdict in rules.distinct_verdicts(verdicts):
                 sid = verdict.submission_id
                 if verdict.accept:
-                    paid[sid] = paid.get(sid, 0) + self._accept(conn, account, verdict, block)
+                    pay = self._accept(conn, account, verdict, block, payment)
+                    paid[sid] = paid.get(sid, 0) + pay
                 else:
                     self._reject(conn, account, verdict, block)
                     paid.setdefault(sid, 0)

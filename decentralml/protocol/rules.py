@@ -14,9 +14,9 @@ refusal) and supplies the block at which the action would take effect.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Final
-from urllib.parse import urlsplit
 
 from decentralml.protocol.accounts import same_account
 from decentralml.protocol.commitment import is_commitment, result_commitment
@@ -93,10 +93,45 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+WHITE_SPACE = "".join(
+    [
+        "\t\n\v\f\r \x85\xa0\u1680",
+        *map(chr, range(0x2000, 0x200B)),
+        "\u2028\u2029\u202f\u205f\u3000",
+    ]
+)
+"""Unicode's White_Space property (25 code points): what a blank text consists of. Named
+here, not left to ``str.strip()``, whose set differs from other languages' (JavaScript's
+``trim`` adds U+FEFF and leaves U+0085; Python's adds U+001C..U+001F), so that every reader of
+the chain agrees on which question is blank (docs/chain-protocol.md)."""
+
+
+def is_blank(text: str) -> bool:
+    """Empty, or only White_Space characters."""
+    return not text.strip(WHITE_SPACE)
+
+
+_ENDPOINT = re.compile(r"(?i:https?)://([^/?#]*)(?:[/?#].*)?", re.DOTALL)
+"""scheme ``://`` authority, then anything from the first ``/``, ``?`` or ``#``."""
+
+
 def _is_endpoint(value: str) -> bool:
-    """An http(s) URL naming a host and no user or password: a task record is public."""
-    parsed = urlsplit(value)
-    return parsed.scheme in ("http", "https") and bool(parsed.hostname) and "@" not in parsed.netloc
+    """An http(s) URL naming a host and no user or password: a task record is public.
+
+    Spelled out rather than left to ``urllib.parse.urlsplit``, which strips and removes
+    characters, and raises on a malformed ``[`` host (a record anyone can write must never
+    raise): the authority is not empty, has no ``@``, no space or control character, and does
+    not start with ``:`` (a port without a host)."""
+    match = _ENDPOINT.fullmatch(value)
+    if match is None:
+        return False
+    authority = match.group(1)
+    return (
+        bool(authority)
+        and not authority.startswith(":")
+        and "@" not in authority
+        and not any(ord(char) <= 0x20 or 0x7F <= ord(char) <= 0x9F for char in authority)
+    )
 
 
 # --- tasks ----------------------------------------------------------------------------------
@@ -131,7 +166,7 @@ def validate_spec(spec: TaskSpec, block: int) -> InvalidTaskSpec | None:
         return InvalidTaskSpec(
             f"expiration_block {spec.expiration_block!r} is not after the current block {block}"
         )
-    if not spec.question.strip():
+    if is_blank(spec.question):
         return InvalidTaskSpec("question is empty; describe what contributors should do")
     if not _is_int(spec.epochs) or spec.epochs < 0:
         return InvalidTaskSpec(f"epochs must be >= 0 (0: not recorded), got {spec.epochs!r}")

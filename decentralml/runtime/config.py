@@ -118,7 +118,7 @@ class TaskConfig(_Section):
     @field_validator("question")
     @classmethod
     def _question_not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if rules.is_blank(value):  # the marketplace's own test of a blank question
             raise ValueError("must not be empty: contributors read it to decide")
         return value
 
