@@ -21,7 +21,7 @@ from decentralml.io.packaging import build_package
 from decentralml.io.storage import ArtifactStore, sha256_hex
 from decentralml.io.weights import encode
 from decentralml.marketplace.embedded import EmbeddedMarketplace
-from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair, same_account
 from decentralml.protocol.errors import AlreadyAssigned
 from decentralml.protocol.records import TaskSpec
 from decentralml.runtime.backends import DEFAULT_ASSETS
@@ -208,22 +208,39 @@ def test_keyboard_interrupt_still_stops_the_agent(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend", ["embedded", pytest.param("substrate", marks=[pytest.mark.integration])]
+)
 def test_a_replayed_task_costs_no_slot_and_the_agent_contributes_to_the_next_one(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, prefect_harness
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    prefect_harness,
+    backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     """A third account replays the creator's task record, pointing at assets that do not exist
-    on its side. The agent skips it without taking a slot, then trains for the next valid task."""
+    on its side. The agent skips it without taking a slot (on a chain: without paying an
+    assign fee), then trains for the next valid task."""
     from decentralml.creator.session import open_session
     from decentralml.runtime.backends import contributor_keypair
     from flows.creator import publish
     from tests.helpers import write_config
 
-    _, config = write_config(tmp_path, **{"contributors": 2, "task.max_assignments": 2})
+    overrides: dict[str, object] = {"contributors": 2, "task.max_assignments": 2}
+    if backend == "substrate":
+        overrides |= {
+            "marketplace.backend": "substrate",
+            "marketplace.url": request.getfixturevalue("chain_url"),
+            "marketplace.dev_genesis_hash": "0x" + "45" * 32,  # chopsticks: dev keys sign
+            "marketplace.index_path": str(tmp_path / "index.sqlite"),
+            "marketplace.dev_funds": 10**15,
+        }
+    _, config = write_config(tmp_path, **overrides)
     session = open_session(config, run="replay")
     market, store = session.creator.market, session.creator.store
     original = market.get_task(publish(session, 1))
     replayer = dev_keypair("Mallory")
-    market.fund(replayer.ss58_address, original.spec.pays_amount)
+    market.fund(replayer.ss58_address, original.spec.pays_amount + 10**15)  # and fees
     replayed = market.create_task(
         replayer,
         dataclasses.replace(
@@ -233,7 +250,7 @@ def test_a_replayed_task_costs_no_slot_and_the_agent_contributes_to_the_next_one
         ),
     )
     valid = publish(session, 2)
-    worker = contributor_keypair(config.marketplace, 0)
+    worker = contributor_keypair(config.marketplace, 0, market)
     contributor = Contributor(market, store, worker, 0, config.data.cache_dir, config.contributor)
     with caplog.at_level(logging.WARNING, logger=AGENT_LOG):
         contributions = run_agent(contributor, 0.05, first_task_id=replayed, max_tasks=2)
@@ -242,7 +259,13 @@ def test_a_replayed_task_costs_no_slot_and_the_agent_contributes_to_the_next_one
     assert reason.startswith("ArtifactMissing: ") and reason.endswith("does not exist"), reason
     assert [c.task_id for c in contributions] == [valid]
     [submission] = market.list_task_results(valid)
-    assert submission.worker == worker.ss58_address and submission.result is not None
+    assert same_account(submission.worker, worker.ss58_address)
+    assert submission.result is not None
+    if backend == "substrate":  # no record of the worker's names the replayed task: no fee
+        mine = [
+            o for o in market.indexer.all_outcomes() if same_account(o.signer, worker.ss58_address)
+        ]
+        assert mine and all(o.entity_id != replayed for o in mine if o.kind == "Assign")
 
 
 # --- a retried assignment --------------------------------------------------------------------
