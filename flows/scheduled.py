@@ -13,14 +13,17 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from prefect import flow, get_run_logger
+from prefect import State, flow, get_run_logger
 from prefect.events import emit_event
+from prefect.states import Failed
 
 from decentralml.creator.round import start_training
 from flows.creator import (
     RoundReport,
     close_tasks_of_aborted_run,
+    creator_tags,
     load_run_config,
+    outcome,
     publish,
     run_round,
 )
@@ -42,9 +45,11 @@ def next_round_from_config(
     contributors: int | None = None,
     strategy: str | None = None,
     run_name: str | None = None,
-) -> dict | None:
+) -> dict | State | None:
     """Deployment entry point (prefect.yaml ``creator-next-round``): the training's next round,
-    None once every round is done. Parameters as for ``flows.creator.train_from_config``."""
+    None once every round is done. Parameters as for ``flows.creator.train_from_config``. An
+    underfilled round ends the run Failed with the round's message, its report kept as the
+    result (Prefect cannot raise a report as the run's error: it failed with a TypeError)."""
     parameters = {
         "config_path": config_path,
         "rounds": rounds,
@@ -60,10 +65,15 @@ def next_round_from_config(
         get_run_logger().info("training %s is complete: %d rounds", config.name, config.rounds)
         return None
     round_number = progress.done_rounds + 1
-    task_id = progress.open_task.task_id if progress.open_task else publish(session, round_number)
-    report = run_round(session, round_number, task_id)
+    with creator_tags(config.name):
+        open_task = progress.open_task
+        task_id = open_task.task_id if open_task else publish(session, round_number)
+        state = run_round(session, round_number, task_id, return_state=True)
+    report = outcome(state)  # a raised error re-raises here
     if round_number < config.rounds and not report.task_open:
         announce_settled(config.name, report, parameters)
+    if state.is_failed():
+        return Failed(message=state.message, data=asdict(report))
     return asdict(report)
 
 

@@ -77,3 +77,18 @@ def test_an_underfilled_deployment_run_fails_with_its_message(tmp_path, prefect_
     assert state.is_failed() and state.message.startswith("underfilled rounds 1 (round 1: no")
     [report] = state.result(raise_on_failure=False)
     assert report["accepted"] == [] and report["refund"] > 0
+
+
+@pytest.mark.slow
+def test_an_underfilled_next_round_run_fails_with_the_rounds_message(tmp_path, prefect_harness):
+    """The scheduled/triggered one-round deployment failed in Prefect's own TypeError too
+    ("Unexpected result for failed state"), not with the round's message."""
+    from flows.scheduled import next_round_from_config
+
+    path, _ = write_config(
+        tmp_path, rounds=2, contributors=1, round_timeout_seconds=0.5, poll_seconds=0.1
+    )
+    state = next_round_from_config(str(path), return_state=True)
+    assert state.is_failed() and state.message.startswith("round 1: no result accepted")
+    report = state.result(raise_on_failure=False)
+    assert report["round_number"] == 1 and report["accepted"] == [] and report["refund"] > 0
