@@ -23,14 +23,14 @@ import pytest
 from prefect.states import Completed, Failed
 from substrateinterface import Keypair
 
-from decentralml.chain.client import ChainClient, ChainOutcomeUnknown, Receipt
+from decentralml.chain.client import INCLUSION_TIMEOUT, ChainClient, ChainOutcomeUnknown, Receipt
 from decentralml.marketplace.substrate import SubstrateMarketplace
 from decentralml.protocol import errors
 from decentralml.protocol.errors import ChainError, InsufficientBalance, TaskFull
 from decentralml.protocol.records import ResultSubmissionStatus, Verdict
 from tasks.policy import _retry_unless_permanent
 from tests.chain_fixture import manual_blocks
-from tests.test_marketplace_substrate import REWARD_POOL, open_round
+from tests.test_marketplace_substrate import REWARD_POOL, open_round, spec_for
 
 ROOT = Path(__file__).resolve().parent.parent
 REWARD = REWARD_POOL // 3
@@ -294,16 +294,16 @@ def test_a_block_that_takes_long_to_build_is_waited_for_not_called_dropped(
 
 
 @pytest.mark.integration
-def test_an_extrinsic_the_node_dropped_is_sent_again_once_a_block_is_built_without_it(
-    chain_url: str,
-    chain_client: ChainClient,
-    funded_keypair: Callable[..., Keypair],
+def test_a_write_the_node_dropped_without_a_word_lands_once_after_the_deadline(
+    chain_url: str, funded_keypair: Callable[..., Keypair], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """An extrinsic that never reached the pool (a node that drops it without a word) is sent
-    again, the same bytes, once a block was built without it, and lands exactly once; before,
-    the wait raised "dropped" 4 s after it was missed, and the write path had to plan again."""
-    signer, client = funded_keypair(), ChainClient(chain_url)
+) -> None:  # fmt: skip
+    """A node that accepts an extrinsic and then drops it (here: its first submission never
+    reaches the pool) leaves the wait without a block to follow: it ends unknown at the
+    deadline (of the submitter's clock), not "dropped" 4 s after it was missed, and the write
+    path reads back, finds nothing and sends it again with the unused nonce: one task."""
+    creator = funded_keypair()
+    client = ChainClient(chain_url)
     real_request = client.substrate.rpc_request
     dropped: list[str] = []
 
@@ -314,24 +314,15 @@ def test_an_extrinsic_the_node_dropped_is_sent_again_once_a_block_is_built_witho
         return real_request(method, params, *args, **kwargs)
 
     monkeypatch.setattr(client.substrate, "rpc_request", drop_the_first_submission)
+    reads: list[int] = []
+    _on_pool_reads(client, monkeypatch, lambda read, pool: reads.append(read) or pool)
+    market = SubstrateMarketplace(client, tmp_path / "index.sqlite", client.best_head_number() + 1)
     try:
-        with manual_blocks(chain_client) as build_block:
-            seen_in_pool: list[int] = []
-
-            def blocks_without_it(read: int, pool: set[str]) -> set[str]:
-                if read == 40:
-                    build_block()  # a block without it: the submitter sends it again
-                if pool:
-                    seen_in_pool.append(read)
-                if read == 200:
-                    build_block()
-                return pool
-
-            _on_pool_reads(client, monkeypatch, blocks_without_it)
-            receipt = client.submit(signer, [client.remark_call(b"dropped once")])
-        assert dropped and seen_in_pool and seen_in_pool[0] > 40
-        assert receipt.block_number == chain_client.best_head_number()
-        assert chain_client.account_nonce(signer.ss58_address) == 1  # it landed once
+        task_id = market.create_task(creator, spec_for(market))
+        assert dropped and len(reads) >= INCLUSION_TIMEOUT / 0.25  # it waited to the deadline
+        created = [o for o in market.indexer.all_outcomes() if o.kind == "TaskCreated"]
+        assert [(o.entity_id, o.applied) for o in created] == [(task_id, True)]
+        assert client.account_nonce(creator.ss58_address) == 1  # one extrinsic landed
     finally:
         client.close()
 

@@ -13,8 +13,8 @@ Three things substrate-interface leaves to the caller are done here once:
 * Inclusion is decided by the chain, with a deadline. A submission is followed by polling the
   pool and the new blocks (not by a subscription, whose socket read has no timeout and which
   never reports an extrinsic the node silently drops), so it ends included, refused, dropped
-  (its nonce used by another extrinsic) or unknown at ``inclusion_timeout``; one out of the
-  pool and in no block after a new block is sent again, the same bytes. Nonces come from the pool
+  (its nonce used by another extrinsic) or unknown at ``inclusion_timeout``, never by a
+  grace period after it left the pool. Nonces come from the pool
   (``system_accountNextIndex``), so a restarted writer does not reuse the nonce of its own
   pending extrinsic; ``pending_extrinsics`` lets it find that extrinsic and wait for it.
 * Records are read exactly. A failed extrinsic stays in its block, so only extrinsics with an

@@ -4,11 +4,9 @@ Submissions are NOT retried with new bytes: a lost connection leaves their outco
 the caller must read back before resubmitting (``ChainOutcomeUnknown``). A submission is
 followed by polling the pool and the new blocks (not by a subscription, whose socket read has
 no timeout and which never reports an extrinsic the node silently drops). The chain decides
-how it ends, never a clock: included (it is in a block), refused (the pool said so), or its
-nonce used by another extrinsic in a block this wait has read (it can never land). An
-extrinsic out of the pool and in no block is sent again, the very same signed bytes, once a
-block was built without it: the same bytes can land only once, so sending them again is
-always safe. Only ``inclusion_timeout`` ends a wait without an answer (unknown).
+how it ends, never a grace period: included (it is in a block), refused (the pool said so),
+or its nonce used by another extrinsic in a block this wait has read (it can never land).
+Only ``inclusion_timeout`` ends a wait without an answer (unknown).
 """
 
 from __future__ import annotations
@@ -92,12 +90,7 @@ class Submitter:
                 self._connection.reconnect()
                 self._send_again(signed)
         return self.wait_for_inclusion(
-            extrinsic_hash,
-            keypair.ss58_address,
-            nonce,
-            after_block=head,
-            timeout=inclusion_timeout,
-            signed=signed,
+            extrinsic_hash, keypair.ss58_address, nonce, after_block=head, timeout=inclusion_timeout
         )
 
     def wait_for_inclusion(
@@ -108,22 +101,21 @@ class Submitter:
         *,
         after_block: int,
         timeout: float = INCLUSION_TIMEOUT,
-        signed: str | None = None,
     ) -> Receipt:
         """Follow the chain until the extrinsic ``extrinsic_hash`` (``signer``'s, with
         ``nonce``) is in a block after ``after_block``, and return its checked receipt.
 
         Each round reads, in this order, the pool, the signer's state nonce and the head, then
-        scans the blocks not yet scanned up to that head. Out of the pool and in none of
-        them, the extrinsic has either not landed yet (chopsticks takes the pool's extrinsics
-        out while it builds a block, for as long as building takes) or was dropped: once a
-        block was built after it left the pool, its ``signed`` bytes (when given) are sent
-        again. Raises ChainOutcomeUnknown as soon as its nonce is used by an extrinsic in the
-        scanned blocks that is not this one (it can never land), and at ``timeout`` while it
-        is in no block (pending or not)."""
+        scans the blocks not yet scanned up to that head. Raises ChainOutcomeUnknown as soon
+        as its nonce is used by an extrinsic in the scanned blocks that is not this one (it
+        can never land), and at ``timeout`` while it is in no block. Out of the pool and in
+        no block is not "dropped": chopsticks takes extrinsics out of its pool into a queue
+        of blocks to build, where under load they waited for several blocks (a 4 s grace once
+        called 16+ landed writes dropped, and sending the same bytes again from here only
+        queued more blocks). A node that really dropped it leaves the nonce unused: at the
+        deadline the write path reads back and sends it again with that nonce."""
         deadline = time.monotonic() + timeout
         scanned = after_block
-        left_pool_at: int | None = None  # the head when it was first seen out of the pool
         try:
             while True:
                 in_pool = extrinsic_hash in self._pool_hashes()
@@ -132,31 +124,19 @@ class Submitter:
                 found, scanned = self._scan(extrinsic_hash, scanned, head)
                 if found is not None:
                     break
-                if in_pool or scanned < head:
-                    left_pool_at = None
-                elif state_nonce > nonce:
+                if not in_pool and scanned >= head and state_nonce > nonce:
                     raise ChainOutcomeUnknown(
                         f"extrinsic {extrinsic_hash} of {signer} was dropped: its nonce "
                         f"{nonce} was used by another extrinsic of the same signer",
                         extrinsic_hash=extrinsic_hash,
                         nonce=nonce,
                     )
-                elif left_pool_at is None:
-                    left_pool_at = head
-                elif head > left_pool_at and signed is not None:
-                    self._send_again(signed)  # a block was built without it: dropped
-                    left_pool_at = None
                 if time.monotonic() >= deadline:
+                    where = "still pending" if in_pool else "not in the pool"
                     raise ChainOutcomeUnknown(
                         f"extrinsic {extrinsic_hash} of {signer} was not included within "
-                        f"{timeout:.0f}s ("
-                        + (
-                            "still pending"
-                            if in_pool
-                            else f"not in the pool of {self._connection.url}"
-                        )
-                        + "): it may land later; read the "
-                        "chain back before submitting it again",
+                        f"{timeout:.0f}s ({where} of {self._connection.url}): it may land "
+                        "later; read the chain back before submitting it again",
                         extrinsic_hash=extrinsic_hash,
                         nonce=nonce,
                         pending=in_pool,
@@ -173,9 +153,8 @@ class Submitter:
         return self._checked(found)
 
     def _send_again(self, signed: str) -> None:
-        """Send the same signed bytes again: the pool takes them back, or answers that it has
-        them or that their nonce is used (the wait's next reads tell which); a lost
-        connection is restored for those reads."""
+        """Send the same signed bytes again after a lost connection: the pool takes them, or
+        answers that it has them or that their nonce is used (the wait's reads tell which)."""
         # refused (already known, stale) or unreachable: the reads decide
         with contextlib.suppress(ChainError, SubstrateRequestException):
             self._connection.rpc("author_submitExtrinsic", [signed])
