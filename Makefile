@@ -69,6 +69,7 @@ demo-chain: venv chain-deps
 bench: venv chain-deps
 	$(BIN)/python bench/bench_aggregation.py
 	$(BIN)/python bench/bench_chain.py
+	$(BIN)/python bench/bench_chain_round.py
 	$(BIN)/python bench/bench_round_overhead.py
 	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_learning.py $(LEARNING_ARGS)
