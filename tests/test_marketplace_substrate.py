@@ -34,6 +34,7 @@ from decentralml.protocol.errors import (
     ChainError,
     ConfigError,
     InsufficientBalance,
+    InvalidTaskSpec,
     TaskFull,
 )
 from decentralml.protocol.records import (
@@ -323,6 +324,22 @@ def test_verdicts_count_only_from_the_creator_and_only_paid(
     assert refusals == ["NotCreator", "UnpaidAccept", "UnpaidAccept"]
     assert market.accept(people["creator"], s0) == reward
     assert market.get_submission(s0).status == ResultSubmissionStatus.Accepted
+
+
+def test_a_task_one_settlement_cannot_pay_is_refused_before_any_fee(
+    market_at: MarketFactory, people: dict[str, Keypair]
+) -> None:
+    """Regression (bench/bench_chain_round.py): create_task took a task of 896 slots, whose
+    round's one settlement extrinsic the pool refuses (exhaustsResources): its contributors
+    could work and never be paid. The bound comes from the runtime's own limits."""
+    market, creator = market_at(), people["creator"]
+    capacity = market.settlement_capacity(creator)
+    assert 876 <= capacity <= 895  # the bench: 876 with 4096-character reasons, 895 short
+    before = market.balance(creator.ss58_address)
+    with pytest.raises(InvalidTaskSpec, match=f"at most {capacity}: a round is settled by one"):
+        market.create_task(creator, spec_for(market, slots=capacity + 1))
+    assert market.balance(creator.ss58_address) == before  # nothing written, no fee
+    assert market.list_tasks(open_only=False) == []
 
 
 def test_the_audit_reports_every_creator_transfer_no_verdict_explains(

@@ -14,7 +14,7 @@ from substrateinterface import Keypair
 from decentralml.chain.blocks import TRANSFER_CALLS
 from decentralml.chain.connection import Connection
 from decentralml.chain.state import ChainState
-from decentralml.chain.types import account_param
+from decentralml.chain.types import account_param, ref_time
 from decentralml.protocol.errors import InsufficientBalance
 
 FEE_CACHE_SECONDS = 60.0
@@ -72,6 +72,19 @@ class Calls:
         if key:
             self._fee_cache[key] = (time.monotonic(), fee)
         return fee
+
+    def weight_and_length(self, keypair: Keypair, calls: Sequence[Any]) -> tuple[int, int]:
+        """The dispatch weight (reference time) and the signed length in bytes of ``calls``
+        submitted as one extrinsic by ``keypair``: what the pool checks against the block's
+        limits (``ChainState.extrinsic_limits``)."""
+        call = self.one_call(list(calls), batch=True)
+
+        def read() -> tuple[int, int]:
+            info = self._substrate.get_payment_info(call, keypair)
+            signed = self._substrate.create_signed_extrinsic(call, keypair, nonce=0)
+            return ref_time(info["weight"]), len(signed.data)
+
+        return self._read(read)
 
     def check_funds(self, keypair: Keypair, calls: Sequence[Any]) -> None:
         """Raise InsufficientBalance if ``submit(keypair, calls)`` could not be paid for."""

@@ -163,6 +163,9 @@ class ChainClient:
     def existential_deposit(self) -> int:
         return self._state.existential_deposit()
 
+    def extrinsic_limits(self) -> tuple[int, int, int]:
+        return self._state.extrinsic_limits()
+
     def dev_fund(self, address: str, amount: int) -> int:
         return self._state.dev_fund(address, amount)
 
@@ -179,6 +182,9 @@ class ChainClient:
 
     def check_funds(self, keypair: Keypair, calls: Sequence[Any]) -> None:
         self._calls.check_funds(keypair, calls)
+
+    def weight_and_length(self, keypair: Keypair, calls: Sequence[Any]) -> tuple[int, int]:
+        return self._calls.weight_and_length(keypair, calls)
 
     # --- submission ---------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from scalecodec.utils.ss58 import ss58_encode
 
 from decentralml.chain.connection import SS58_FORMAT, Connection
-from decentralml.chain.types import account_param
+from decentralml.chain.types import account_param, ref_time
 from decentralml.protocol.accounts import public_key_of
 from decentralml.protocol.errors import ChainError
 
@@ -72,6 +72,20 @@ class ChainState:
             "frozen": int(data.get("frozen", frozen)),
             "nonce": int(account.value["nonce"]),
         }
+
+    def extrinsic_limits(self) -> tuple[int, int, int]:
+        """What one Normal extrinsic may hold on this runtime: its dispatch weight (reference
+        time, ``System.BlockWeights``), the bytes of a block's Normal extrinsics
+        (``System.BlockLength``), and the calls of one ``Utility`` batch."""
+
+        def read() -> tuple[int, int, int]:
+            weights = self._substrate.get_constant("System", "BlockWeights").value
+            length = self._substrate.get_constant("System", "BlockLength").value
+            batched = self._substrate.get_constant("Utility", "batched_calls_limit").value
+            normal = weights["per_class"]["normal"]
+            return ref_time(normal["max_extrinsic"]), int(length["max"]["normal"]), int(batched)
+
+        return self._read(read)
 
     def existential_deposit(self) -> int:
         if self._existential_deposit is None:

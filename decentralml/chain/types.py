@@ -7,7 +7,7 @@ addresses with SS58 prefix 2 while this package writes prefix 42.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from substrateinterface import Keypair
 
@@ -95,3 +95,9 @@ def account_param(address: str) -> str:
     """An address as the 0x public key, accepted by compose_call whatever the SS58 prefix;
     raises InvalidAddress (a ValueError) for anything else."""
     return public_key_hex(address)
+
+
+def ref_time(weight: Any) -> int:
+    """A weight's reference time: the number itself on one-dimensional runtimes, the
+    ``ref_time`` part on two-dimensional ones (time and proof size)."""
+    return int(weight["ref_time"]) if isinstance(weight, dict) else int(weight)

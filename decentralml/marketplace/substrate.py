@@ -97,6 +97,7 @@ class SubstrateMarketplace:
         self.indexer = ChainIndexer(self.client, index_path, start_block)
         self.finality_timeout = finality_timeout
         self.inclusion_timeout = inclusion_timeout
+        self._settlement_capacity: int | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -184,6 +185,7 @@ class SubstrateMarketplace:
         if again is not None:
             return again.task_id
         _check_spec(spec, last + 1)
+        self._check_settleable(creator, spec)
         free = self.client.free_balance(creator.ss58_address)
         owed = rules.owed(tasks, creator.ss58_address) + rules.promise(spec)
         if not rules.covers(free, owed):
@@ -195,6 +197,47 @@ class SubstrateMarketplace:
         (outcome,) = self._write(creator, [(codec.TaskCreated(spec), None)])
         outcome.raise_if_refused()
         return _entity(outcome)
+
+    def settlement_capacity(self, creator: Keypair) -> int:
+        """The most results one round's settlement can accept on this chain: a round is
+        settled by ONE extrinsic (each verdict's remark and payment, and the Close, in one
+        batch_all), which the pool refuses above the runtime's weight and length limits
+        (bench/bench_chain_round.py: 895 accepts on the dev chain, 896 refused). Priced with
+        reasons of the longest text a record carries, so any reviewer's reasons fit."""
+        if self._settlement_capacity is None:
+            one, two = (
+                self.client.weight_and_length(creator, self._settlement_calls(creator, n))
+                for n in (1, 2)
+            )
+            per = (two[0] - one[0], two[1] - one[1])
+            fixed = (one[0] - per[0], one[1] - per[1])
+            max_weight, max_length, max_calls = self.client.extrinsic_limits()
+            self._settlement_capacity = min(
+                (max_weight - fixed[0]) // max(per[0], 1),
+                (max_length - fixed[1]) // max(per[1], 1),
+                (max_calls - 1) // 2,
+            )
+        return self._settlement_capacity
+
+    def _settlement_calls(self, creator: Keypair, accepts: int) -> list[object]:
+        reason = "x" * codec.MAX_TEXT_CHARS
+        calls: list[object] = []
+        for sid in range(accepts):
+            record = codec.VerdictRecord(rules.MAX_ID - sid, True, reason)
+            calls.append(self.client.remark_call(codec.encode(record)))
+            calls.append(self.client.transfer_call(creator.ss58_address, 10**30))
+        calls.append(self.client.remark_call(codec.encode(codec.Close(rules.MAX_ID))))
+        return calls
+
+    def _check_settleable(self, creator: Keypair, spec: TaskSpec) -> None:
+        """Refuse, before any fee, a task with more slots than one settlement can pay."""
+        capacity = self.settlement_capacity(creator)
+        if spec.max_assignments > capacity:
+            raise InvalidTaskSpec(
+                f"max_assignments {spec.max_assignments} is more results than one settlement "
+                f"can pay on this chain (at most {capacity}: a round is settled by one "
+                "extrinsic, limited by the runtime's extrinsic weight); use fewer slots"
+            )
 
     def assign_task(self, worker: Keypair, task_id: int) -> int:
         """Take a slot; returns the submission id. The race for the last slots is decided by
