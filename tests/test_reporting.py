@@ -76,6 +76,8 @@ def test_submission_rows_show_each_result_with_its_metrics_verdict_and_payment()
         "reason": "ok",
         "paid": 200,
     }
+    # What a reviewer reads first (the table is cut at ~1600 px; issue 18 found these off it)
+    assert list(accepted)[:6] == ["submission", "contributor", "verdict", "value", "paid", "reason"]
     assert rejected["verdict"] == "rejected" and rejected["reason"].startswith("update norm")
     assert rejected["local_metrics"] == "accuracy 0.9123, loss 0.3" and rejected["value"] is None
     assert deferred["verdict"] == "deferred" and deferred["holdout_accuracy"] is None

@@ -134,7 +134,8 @@ def submission_rows(
     (``holdout_<metric_name>``: the workload's primary metric, and ``holdout_loss``) and
     decided, its measured value (a task paying by value; else None), and what it paid. A
     result that never passed integrity has no held-out metrics and counts no examples.
-    Verdict, reason and paid come right after the value: the columns a reviewer reads."""
+    Who, verdict, value, paid and reason come first: the columns a reviewer reads, on screen
+    in Prefect's table at 1600 px (after the measurements they were cut off)."""
     decided = {v.submission_id: ("accepted" if v.accept else "rejected", v.reason)
                for v in review.verdicts}  # fmt: skip
     decided.update({d.submission_id: ("deferred", d.reason) for d in review.deferred})
@@ -150,16 +151,16 @@ def submission_rows(
             {
                 "submission": sid,
                 "contributor": short_address(submission.worker),
-                "sha256": result.sha256[:12] if result else None,
+                "verdict": verdict,
+                "value": _rounded(values.get(sid)),
+                "paid": payments.get(sid, 0),
+                "reason": reason,
+                f"holdout_{metric_name}": _rounded(holdout.get(metric_name)),
+                "holdout_loss": _rounded(holdout.get("loss")),
                 "examples_claimed": result.num_examples if result else None,
                 "examples_counted": review.counted.get(sid),
                 "local_metrics": _local_metrics(submission),
-                f"holdout_{metric_name}": _rounded(holdout.get(metric_name)),
-                "holdout_loss": _rounded(holdout.get("loss")),
-                "value": _rounded(values.get(sid)),
-                "verdict": verdict,
-                "reason": reason,
-                "paid": payments.get(sid, 0),
+                "sha256": result.sha256[:12] if result else None,
             }
         )
     return rows
