@@ -241,24 +241,35 @@ def test_a_duplicate_nonce_surfaces_quickly_as_unknown(
 
 class _Clock:
     """The submitter's clock and sleep: time passes only when the waiter sleeps, so a test
-    can let "minutes" pass between two blocks without waiting for them."""
+    can let "minutes" pass between two blocks without waiting for them; past ``fake_for``
+    seconds it runs at the real pace again (a real block then gets real time to be built)."""
 
-    def __init__(self) -> None:
-        self.now = 0.0
+    def __init__(self, fake_for: float = float("inf")) -> None:
+        self.now, self.fake_for = 0.0, fake_for
+        self.real_since: float | None = None
 
     def monotonic(self) -> float:
-        return self.now
+        if self.now < self.fake_for:
+            return self.now
+        if self.real_since is None:
+            self.real_since = time.monotonic()
+        return self.now + time.monotonic() - self.real_since
 
     def sleep(self, seconds: float) -> None:
-        self.now += seconds
+        if self.now < self.fake_for:
+            self.now += seconds
+        else:
+            time.sleep(seconds)
 
 
-def _on_pool_reads(client: ChainClient, monkeypatch: pytest.MonkeyPatch, react) -> None:
+def _on_pool_reads(
+    client: ChainClient, monkeypatch: pytest.MonkeyPatch, react, clock: _Clock | None = None
+) -> None:
     """Call ``react(n, pool)`` on the submitter's n-th read of the pool (with what the node
     said); what it returns is what the submitter sees."""
     import decentralml.chain.submit as submit_module
 
-    monkeypatch.setattr(submit_module, "time", _Clock())
+    monkeypatch.setattr(submit_module, "time", clock or _Clock())
     submitter = client._submitter  # the fault is injected where the pool is read
     real = submitter._pool_hashes
     reads = iter(range(1, 10**6))
@@ -315,7 +326,10 @@ def test_a_write_the_node_dropped_without_a_word_lands_once_after_the_deadline(
 
     monkeypatch.setattr(client.substrate, "rpc_request", drop_the_first_submission)
     reads: list[int] = []
-    _on_pool_reads(client, monkeypatch, lambda read, pool: reads.append(read) or pool)
+    # Fake time up to the first wait's deadline; the sending again then waits in real time
+    # for chopsticks to build its block (a CI run under load needed more than 240 fast polls).
+    clock = _Clock(fake_for=INCLUSION_TIMEOUT + 1)
+    _on_pool_reads(client, monkeypatch, lambda read, pool: reads.append(read) or pool, clock)
     market = SubstrateMarketplace(client, tmp_path / "index.sqlite", client.best_head_number() + 1)
     try:
         task_id = market.create_task(creator, spec_for(market))
