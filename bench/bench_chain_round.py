@@ -80,6 +80,7 @@ sys.path.insert(0, str(ROOT))
 
 from decentralml.chain import codec  # noqa: E402
 from decentralml.chain.client import ChainClient, public_key_hex  # noqa: E402
+from decentralml.chain.types import ref_time  # noqa: E402
 from decentralml.contributor import steps  # noqa: E402
 from decentralml.io.storage import RETRY_DELAYS_SECONDS  # noqa: E402
 from decentralml.marketplace.substrate import SubstrateMarketplace  # noqa: E402
@@ -188,18 +189,19 @@ class Limits:
 
     @classmethod
     def read(cls, client: ChainClient) -> Limits:
+        """The extrinsic limits as the marketplace reads them (``ChainClient.extrinsic_limits``),
+        and the block-wide totals only this bench's block table needs."""
+        max_extrinsic, max_length, max_calls = client.extrinsic_limits()
         with client.locked() as substrate:
             weights = substrate.get_constant("System", "BlockWeights").value
-            length = substrate.get_constant("System", "BlockLength").value
-            calls = substrate.get_constant("Utility", "batched_calls_limit").value
         normal = weights["per_class"]["normal"]
         return cls(
-            max_block=int(weights["max_block"]),
-            normal_max_total=int(normal["max_total"]),
-            normal_max_extrinsic=int(normal["max_extrinsic"]),
-            base_extrinsic=int(normal["base_extrinsic"]),
-            normal_max_length=int(length["max"]["normal"]),
-            batched_calls_limit=int(calls),
+            max_block=ref_time(weights["max_block"]),
+            normal_max_total=ref_time(normal["max_total"]),
+            normal_max_extrinsic=max_extrinsic,
+            base_extrinsic=ref_time(normal["base_extrinsic"]),
+            normal_max_length=max_length,
+            batched_calls_limit=max_calls,
         )
 
 
@@ -551,12 +553,9 @@ def settlement_calls(
 
 
 def priced(client: ChainClient, payer: Keypair, calls: list[Any]) -> tuple[int, int]:
-    """(dispatch weight, signed extrinsic bytes) of ``calls`` in one batch_all."""
-    with client.locked() as substrate:
-        batch = substrate.compose_call("Utility", "batch_all", {"calls": calls})
-        weight = int(substrate.get_payment_info(batch, payer)["weight"])
-        signed = substrate.create_signed_extrinsic(batch, payer, nonce=0)
-    return weight, len(signed.data)
+    """(dispatch weight, signed extrinsic bytes) of ``calls`` in one batch_all, priced as the
+    marketplace prices a settlement (``ChainClient.weight_and_length``)."""
+    return client.weight_and_length(payer, calls)
 
 
 @dataclass
@@ -630,7 +629,11 @@ def confirm(client: ChainClient, largest: int, workdir: Path) -> list[dict[str, 
         created = f"task {task.task_id} created, {task.spec.max_assignments} slots, {task.status}"
     except Exception as exc:  # would mean the marketplace refuses such a task up front
         created = f"{type(exc).__name__}: {exc}"
-    outcomes: list[dict[str, Any]] = [{"create_task": largest + 1, "outcome": created}]
+    outcomes: list[dict[str, Any]] = [
+        {"create_task": largest + 1, "outcome": created},
+        # What create_task enforces (4096-character reasons), beside this bench's breakdown.
+        {"settlement_capacity": market.settlement_capacity(payer)},
+    ]
     for count in (largest, largest + 1):
         dests = [ss58_encode(os.urandom(32), 42) for _ in range(count)]
         calls = settlement_calls(client, count, None, dests)
@@ -749,6 +752,8 @@ def print_capacity(caps: list[Capacity], limits: Limits, checks: list[dict[str, 
     for check in checks:
         if "create_task" in check:
             print(f"  create_task with {check['create_task']} slots: {check['outcome']}")
+        elif "settlement_capacity" in check:
+            print(f"  the marketplace's settlement_capacity: {check['settlement_capacity']}")
         elif "error" in check:
             print(
                 f"  submitted {check['accepts']} accepts (priced {mega(check['priced_weight'])}, "

@@ -21,7 +21,7 @@ from decentralml.marketplace.indexer import RecordOutcome
 from decentralml.marketplace.ledger import Ledger
 from decentralml.protocol import rules
 from decentralml.protocol.accounts import canonical_address
-from decentralml.protocol.records import Task
+from decentralml.protocol.records import Submission, Task
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,10 @@ def check_payments(
     Only senders who created a task are checked: the marketplace explains their money."""
     tasks = ledger.list_tasks(open_only=False)
     creators = {canonical_address(task.creator) for task in tasks}
-    explained = _explained(ledger, outcomes, first_block, last_block)
-    check = PaymentCheck(tasks=[_books(ledger, task) for task in tasks])
+    results = {task.task_id: ledger.list_task_results(task.task_id) for task in tasks}
+    workers = {s.submission_id: s.worker for subs in results.values() for s in subs}
+    explained = _explained(workers, outcomes, first_block, last_block)
+    check = PaymentCheck(tasks=[_books(task, results[task.task_id]) for task in tasks])
     for (sender, receiver), amount in sorted(audit.transfers.items()):
         if sender in creators and amount > explained.get((sender, receiver), 0):
             extra = amount - explained.get((sender, receiver), 0)
@@ -98,23 +100,23 @@ def check_payments(
 
 
 def _explained(
-    ledger: Ledger, outcomes: Iterable[RecordOutcome], first_block: int, last_block: int
+    workers: dict[int, str], outcomes: Iterable[RecordOutcome], first_block: int, last_block: int
 ) -> dict[tuple[str, str], int]:
-    """What applied accept verdicts paid, by (creator, contributor)."""
+    """What applied accept verdicts paid, by (creator, contributor); ``workers``: each
+    submission's worker, read once for all verdicts."""
     paid: dict[tuple[str, str], int] = defaultdict(int)
     for outcome in outcomes:
         in_range = first_block <= outcome.block_number <= last_block
         if not (in_range and outcome.kind == "VerdictRecord" and outcome.applied):
             continue
         if outcome.amount > 0 and outcome.entity_id is not None:
-            worker = ledger.get_submission(outcome.entity_id).worker
+            worker = workers[outcome.entity_id]
             key = (canonical_address(outcome.signer), canonical_address(worker))
             paid[key] += outcome.amount
     return dict(paid)
 
 
-def _books(ledger: Ledger, task: Task) -> TaskBooks:
-    results = ledger.list_task_results(task.task_id)
+def _books(task: Task, results: list[Submission]) -> TaskBooks:
     return TaskBooks(
         task_id=task.task_id,
         promised=task.spec.pays_amount,
