@@ -9,13 +9,14 @@ share the value of one training. A label flipper among IID contributors is worth
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from decentralml.io.storage import ArtifactStore
 from decentralml.io.weights import encode, layout_of
-from decentralml.protocol.records import ResultSubmissionStatus, Submission, TaskResult
+from decentralml.protocol.records import ResultSubmissionStatus, Submission, TaskResult, Verdict
 from decentralml.runtime.config import TaskConfig
 from decentralml.simulation.attacks import Attack
 from decentralml.validation import Judge, make_policy, screening_rules
@@ -71,7 +72,7 @@ def _noisy_copy(start, trained, relative: float, rng) -> dict:
             for n in names}  # fmt: skip
 
 
-def _judge(start, results, score, pricing):
+def _judge(start, results, score, pricing, policy=None):
     store = ArtifactStore(f"memory://value-{uuid.uuid4().hex}")
     submissions = []
     for sid, (tensors, claim, _) in enumerate(results):
@@ -87,7 +88,7 @@ def _judge(start, results, score, pricing):
         layout=layout_of(start),
         global_tensors=start,
         max_bytes=10_000_000,
-        policy=make_policy(task),
+        policy=policy or make_policy(task),
         evaluate=score,
         rules=screening_rules(task),
         pricing=pricing,
@@ -117,6 +118,38 @@ def test_sybil_accounts_are_paid_one_training_and_a_flipper_nothing(results) -> 
     paid = [v for v in valued if v.accept]
     assert all(v.value is not None and v.value > 0 and v.amount >= 1 for v in paid)
     assert sum(v.amount for v in paid) <= REWARD * len(paid)  # never more than per_result
+
+
+def test_a_reviewer_sees_each_results_value_before_deciding(results) -> None:
+    """Regression (issue 16: "the ManualAccept form shows each result's value"): on a task
+    paying by value, ManualAccept's reviewer saw held-out metrics only. Now each pending
+    result's value comes first in the form, measured without changing what is then paid."""
+    from decentralml.validation.manual import ManualAccept, review_markdown, summarize
+
+    start, out, score = results
+    seen = []
+
+    def reviewer(candidates):
+        seen.extend(summarize(c) for c in candidates)
+        return {c.submission_id: Verdict(c.submission_id, True, "ok") for c in candidates}
+
+    pricing = ValuePricing(REWARD, seed=1)
+    manual = _judge(start, out, score, pricing, ManualAccept(round_decider=reviewer))
+    assert [s.submission_id for s in seen] == list(range(len(out)))
+    values = {s.submission_id: s.value for s in seen}
+    assert all(value is not None for value in values.values())
+    kinds = {sid: kind for sid, (_, _, kind) in enumerate(out)}
+    flip = next(sid for sid, kind in kinds.items() if kind == "flip")
+    assert values[flip] < 0 < min(v for sid, v in values.items() if kinds[sid] == "honest")
+    form = review_markdown(1, seen, "reject")
+    assert "| submission | contributor | value |" in form and f"| {values[flip]:+.4f} |" in form
+    assert "value" not in review_markdown(1, [replace(seen[0], value=None)], "reject")
+    # Measuring the values first changed nothing of the pricing: accepting everything pays
+    # what AutoAccept's round pays.
+    auto = _judge(
+        start, out, score, pricing, make_policy(TaskConfig(validation_strategy="AutoAccept"))
+    )
+    assert [(v.accept, v.amount) for v in manual] == [(v.accept, v.amount) for v in auto]
 
 
 def test_a_value_round_pays_measured_value_end_to_end(tmp_path, prefect_harness) -> None:

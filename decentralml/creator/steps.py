@@ -434,6 +434,7 @@ class _Collect:
     """A policy that only takes note of the candidates screening let through."""
 
     name = "review only"
+    shows_values = True  # the review sheet is what a reviewer decides from
 
     def __init__(self) -> None:
         self.summaries: list[Summary] = []

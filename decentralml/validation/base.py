@@ -64,6 +64,9 @@ class Candidate:
     """None when the caller has no held-out data (the seed API's validate_task_results)."""
     params: Mapping[str, object] = field(default_factory=dict)
     weight: int = 0
+    value: float | None = None
+    """Its value among the screened results (validation.value), measured before a reviewer
+    decides on a task paying by value; None otherwise."""
     _metrics: dict | None = None
 
     @property
@@ -153,6 +156,9 @@ def flatten(tensors: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarr
 
 class Policy(Protocol):
     name: str
+    shows_values: bool
+    """A reviewer decides: on a task paying by value, each candidate's ``value`` is measured
+    first, so the reviewer sees it (ManualAccept)."""
 
     def decide_round(self, candidates: Sequence[Candidate], view: RoundView) -> list[Verdict]:
         """One verdict per candidate, in the candidates' order."""
@@ -162,6 +168,7 @@ class PerCandidatePolicy:
     """A policy that judges each candidate on its own (AutoAccept, ManualAccept)."""
 
     name = "policy"
+    shows_values = False
 
     def decide(self, candidate: Candidate) -> Verdict:
         raise NotImplementedError

@@ -40,6 +40,7 @@ def load_function(reference: str) -> Callable[[Candidate], Any]:
 
 class CustomAccept:
     name = "CustomAccept"
+    shows_values = False
 
     def __init__(self, *validators: RoundValidator) -> None:
         if not validators:

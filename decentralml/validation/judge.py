@@ -108,6 +108,10 @@ class Judge:
         for candidate, weight in zip(originals, weights, strict=True):
             candidate.weight = weight
         if originals:
+            if self.pricing is not None and self.policy.shows_values:
+                values = self.pricing.estimate(originals, view)
+                for candidate in originals:
+                    candidate.value = values[candidate.submission_id]
             verdicts = self.policy.decide_round(originals, view)
             if self.pricing is not None:
                 verdicts = self.pricing.price(originals, verdicts, view)

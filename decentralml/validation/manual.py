@@ -53,6 +53,7 @@ class ManualAccept(PerCandidatePolicy):
     """Asks ``decider`` about each candidate, or ``round_decider`` about all of them at once."""
 
     name = "ManualAccept"
+    shows_values = True
 
     def __init__(
         self, decider: Decider | None = None, *, round_decider: RoundDecider | None = None
@@ -94,6 +95,13 @@ class Summary:
     holdout_metric: float
     holdout_loss: float
     metric_name: str = "accuracy"
+    value: float | None = None
+    """Its value among the screened results, on a task paying by value (None otherwise):
+    the held-out loss reduction it brings to the round's aggregate (validation.value)."""
+
+    @property
+    def shown_value(self) -> str:
+        return "-" if self.value is None else f"{self.value:+.4f}"
 
     @property
     def notes(self) -> str:
@@ -116,6 +124,7 @@ def summarize(candidate: Candidate) -> Summary:
         holdout_metric=float(held_out[candidate.metric_name]),
         holdout_loss=float(held_out["loss"]),
         metric_name=candidate.metric_name,
+        value=candidate.value,
     )
 
 
@@ -133,17 +142,21 @@ def _metric(summaries: Sequence[Summary]) -> str:
 
 
 def review_markdown(task_id: int, summaries: Sequence[Summary], default: ManualDefault) -> str:
-    """The UI form's header: a table of every pending submission and how to answer."""
+    """The UI form's header: a table of every pending submission and how to answer; on a task
+    paying by value, each result's value comes right after its contributor."""
+    valued = _valued(summaries)
+    value_header, value_rule = (" value |", "---:|") if valued else ("", "")
     lines = [
         f"### Task {task_id}: {len(summaries)} submission(s) await your decision",
         "",
-        f"| submission | contributor | examples | local metrics | held-out {_metric(summaries)} "
-        "| held-out loss | screening |",
-        "|---:|---|---:|---|---:|---:|---|",
+        f"| submission | contributor |{value_header} examples | local metrics "
+        f"| held-out {_metric(summaries)} | held-out loss | screening |",
+        f"|---:|---|{value_rule}---:|---|---:|---:|---|",
     ]
     lines += [
-        f"| {s.submission_id} | `{s.contributor}` | {s.examples} | {_local(s.local_metrics)} "
-        f"| {s.holdout_metric:.4f} | {s.holdout_loss:.4f} | {s.notes} |"
+        f"| {s.submission_id} | `{s.contributor}` |{f' {s.shown_value} |' if valued else ''} "
+        f"{s.examples} | {_local(s.local_metrics)} | {s.holdout_metric:.4f} "
+        f"| {s.holdout_loss:.4f} | {s.notes} |"
         for s in summaries
     ]
     lines += [
@@ -151,16 +164,31 @@ def review_markdown(task_id: int, summaries: Sequence[Summary], default: ManualD
         "Add one decision per submission (its id, Accept on or off, a reason: it is published "
         f"with the verdict). A submission you do not mention is decided by the default: {default}.",
     ]
+    if valued:
+        lines += ["", VALUE_NOTE]
     return "\n".join(lines)
+
+
+VALUE_NOTE = (
+    "This task pays by value: *value* is how much each result lowers the held-out loss of the "
+    "round's aggregate (its Shapley value among the results above). What an accepted result is "
+    "paid is measured again among the results you accept; one worth 0 or less is rejected."
+)
+
+
+def _valued(summaries: Sequence[Summary]) -> bool:
+    return any(s.value is not None for s in summaries)
 
 
 def review_text(summaries: Sequence[Summary]) -> str:
     """The same table for a terminal (``decentralml review``)."""
-    name = _metric(summaries)
-    lines = [f"{'id':>4} {'examples':>8} {name:>8} {'loss':>7}  contributor  local  notes"]
+    name, valued = _metric(summaries), _valued(summaries)
+    value = f" {'value':>8}" if valued else ""
+    lines = [f"{'id':>4} {'examples':>8} {name:>8} {'loss':>7}{value}  contributor  local  notes"]
     lines += [
         f"{s.submission_id:>4} {s.examples:>8} {s.holdout_metric:>8.4f} {s.holdout_loss:>7.4f}"
-        f"  {s.contributor}  {_local(s.local_metrics)}  {s.notes}"
+        + (f" {s.shown_value:>8}" if valued else "")
+        + f"  {s.contributor}  {_local(s.local_metrics)}  {s.notes}"
         for s in summaries
     ]
     return "\n".join(lines)
@@ -177,7 +205,9 @@ def decisions_template(task_id: int, summaries: Sequence[Summary]) -> str:
     for s in summaries:
         lines += [
             f"# {s.contributor}: {s.examples} examples, held-out {s.metric_name} "
-            f"{s.holdout_metric:.4f}, loss {s.holdout_loss:.4f}; {s.notes}",
+            f"{s.holdout_metric:.4f}, loss {s.holdout_loss:.4f}"
+            + ("" if s.value is None else f", value {s.value:+.4f}")
+            + f"; {s.notes}",
             f"{s.submission_id}:",
             "  accept:",
             '  reason: ""',

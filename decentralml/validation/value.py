@@ -240,6 +240,17 @@ AUTO_BUDGET_PER_RESULT = 8
 """Held-out evaluations per result (training) valued when no budget is configured."""
 
 
+@dataclass
+class _Measured:
+    """One valuation's outcome per result: value, amount (those worth more than 0), and how
+    many results share its training."""
+
+    how: str
+    values: dict[int, float] = field(default_factory=dict)
+    amounts: dict[int, int] = field(default_factory=dict)
+    group_size: dict[int, int] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class ValuePricing:
     """Pay by value (a task whose ``payment_rule`` is ``value``): after the policy, the
@@ -277,46 +288,63 @@ class ValuePricing:
         accepted = [c for c, v in zip(candidates, verdicts, strict=True) if v.accept]
         if not accepted:
             return list(verdicts)
-        groups = same_training_groups(accepted, view, self.same_training)
+        measured = self._measure(accepted, view)
+        return [self._priced(verdict, measured) for verdict in verdicts]
+
+    def estimate(self, candidates: Sequence[Candidate], view: RoundView) -> dict[int, float]:
+        """Each candidate's value among all of ``candidates``, changing nothing: what a
+        reviewer sees before deciding (ManualAccept). What is paid is measured again by
+        ``price`` among the results the reviewer accepts."""
+        if not candidates:
+            return {}
+        weights = [c.weight for c in candidates]
+        try:
+            return self._measure(candidates, view).values
+        finally:
+            for candidate, weight in zip(candidates, weights, strict=True):
+                candidate.weight = weight
+
+    def _measure(self, candidates: Sequence[Candidate], view: RoundView) -> _Measured:
+        """Group the results by training (each member's weight becomes 1/k of its own),
+        value the trainings with GTG-Shapley, and split each training's value and amount
+        among its members."""
+        groups = same_training_groups(candidates, view, self.same_training)
         for group in groups:
             for candidate in group:
                 candidate.weight = max(1, candidate.weight // len(group))
         leaders = {group[0].submission_id: group for group in groups}
-        members = {c.submission_id: group[0].submission_id for group in groups for c in group}
         budget = self.budget or AUTO_BUDGET_PER_RESULT * len(leaders) + 1
-        utility = GroupUtility(RoundUtility(accepted, view, budget=budget), leaders)
+        utility = GroupUtility(RoundUtility(candidates, view, budget=budget), leaders)
         players = sorted(leaders)
         valuation = gtg_shapley(players, utility, seed=self.seed, scale=utility.start_loss)
         group_amounts = self.amounts(valuation.values)
-        how = f"GTG-Shapley over {len(players)} trainings, {valuation.evaluations} evaluations"
-        values, amounts = {}, {}
-        for sid, leader in members.items():
-            share = len(leaders[leader])
-            values[sid] = valuation.values[leader] / share
-            if leader in group_amounts:
-                amounts[sid] = max(1, group_amounts[leader] // share)
-        priced = []
-        for verdict in verdicts:
-            value = values.get(verdict.submission_id)
-            if not verdict.accept or value is None:
-                priced.append(verdict)
-            elif verdict.submission_id not in amounts:
-                reason = (
-                    f"value {value:+.4f} <= 0: the round's aggregate does no better on the "
-                    f"held-out split with it ({how})"
-                )
-                priced.append(Verdict(verdict.submission_id, False, reason, value=value))
-            else:
-                amount = amounts[verdict.submission_id]
-                group = leaders[members[verdict.submission_id]]
-                shared = (
-                    f", shared with {len(group) - 1} other result(s) of the same training"
-                    if len(group) > 1
-                    else ""
-                )
-                reason = f"{verdict.reason}; value {value:+.4f} ({how}{shared}): paid {amount}"
-                priced.append(Verdict(verdict.submission_id, True, reason, amount, value))
-        return priced
+        measured = _Measured(
+            how=f"GTG-Shapley over {len(players)} trainings, {valuation.evaluations} evaluations"
+        )
+        for leader, group in leaders.items():
+            for candidate in group:
+                sid = candidate.submission_id
+                measured.values[sid] = valuation.values[leader] / len(group)
+                measured.group_size[sid] = len(group)
+                if leader in group_amounts:
+                    measured.amounts[sid] = max(1, group_amounts[leader] // len(group))
+        return measured
+
+    def _priced(self, verdict: Verdict, measured: _Measured) -> Verdict:
+        value = measured.values.get(verdict.submission_id)
+        if not verdict.accept or value is None:
+            return verdict
+        if verdict.submission_id not in measured.amounts:
+            reason = (
+                f"value {value:+.4f} <= 0: the round's aggregate does no better on the "
+                f"held-out split with it ({measured.how})"
+            )
+            return Verdict(verdict.submission_id, False, reason, value=value)
+        amount = measured.amounts[verdict.submission_id]
+        others = measured.group_size[verdict.submission_id] - 1
+        shared = f", shared with {others} other result(s) of the same training" if others else ""
+        reason = f"{verdict.reason}; value {value:+.4f} ({measured.how}{shared}): paid {amount}"
+        return Verdict(verdict.submission_id, True, reason, amount, value)
 
     def amounts(self, values: Mapping[int, float]) -> dict[int, int]:
         """The amounts of the results worth more than 0 (rounded down, at least 1 each)."""
