@@ -137,7 +137,7 @@ def run_agent(
             continue
         try:
             # The cheap checks first, here too: a spam task costs no flow run, no download.
-            check_offer(contributor.market, task, terms)
+            check_offer(contributor.market, task, terms, contributor.keypair.ss58_address)
         except Exception as error:
             log.warning("skipping task %d: %s", task.task_id, _one_line(error))
             continue

@@ -88,6 +88,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "min_accepted_results": 1,
             "payment_rule": "per_result",
             "value_floor_share": 0.0,
+            "min_reputation": 0,
             "value_budget": None,
         },
         "data": {

@@ -143,6 +143,22 @@ def test_a_task_without_digests_is_refused_before_downloading(
     assert market.list_task_results(other) == []
 
 
+def test_a_task_asking_more_reputation_than_the_worker_has_is_skipped_unopened(
+    market: EmbeddedMarketplace, store: ArtifactStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16: a task can ask ``min_reputation``; an agent whose account lacks it skips
+    the task with one line, before any download or fee (the marketplace would refuse it)."""
+    picky = _publish(market, store, "picky", min_reputation=3)
+    worker = contributor_dev_keypair(0)
+    contributor = Contributor(market, store, worker, 0)
+    with caplog.at_level(logging.WARNING, logger=AGENT_LOG):
+        assert run_agent(contributor, poll_seconds=0.01, first_task_id=picky, max_tasks=1) == []
+    assert _skips(caplog) == {
+        picky: f"TaskRefused: task {picky} asks a reputation of at least 3; this account has 0"
+    }
+    assert market.list_task_results(picky) == [] and market.balance(worker.ss58_address) == 0
+
+
 # --- checks after the download, before the slot --------------------------------------------
 
 

@@ -15,7 +15,7 @@ what happened; an indexer replays them in chain order through the marketplace ru
         "task_type": "DataAnnotators"|"ModelContributor"|"ModelEngineer",
         "validation_strategy": "AutoAccept"|"ManualAccept"|"CustomAccept",
         optional: "model": str, "epochs": u32, "storage_endpoint": str,
-                  "payment_rule": str}
+                  "payment_rule": str, "min_reputation": u32}
     A  {"task_id": u64}
     H  {"commitment": str (64 lowercase hex), "submission_id": u64}
     R  {"result": {"base_fingerprint": str, "metrics": {str: float|null}, "num_examples": u64,
@@ -151,6 +151,7 @@ _SPEC_OPTIONAL: dict[str, int | None] = {
     "epochs": U32_MAX,
     "storage_endpoint": None,
     "payment_rule": None,
+    "min_reputation": U32_MAX,
 }
 """Added later, written only when not at their default: name -> u32 bound, None for a text."""
 _RESULT_KEYS = frozenset({"result_path", "sha256", "num_examples", "metrics", "base_fingerprint"})

@@ -68,7 +68,7 @@ def checked_inputs(
     (verified, unpacked into ``workdir``), the settings, the weights and what the round's
     strategy ships."""
     store = task_store(contributor.store, task)  # the endpoint the record names
-    steps.check_offer(contributor.market, task, contributor.terms)
+    steps.check_offer(contributor.market, task, contributor.terms, contributor.keypair.ss58_address)
     inputs = steps.fetch_inputs(store, task, workdir, contributor.terms)
     steps.check_inputs(inputs, contributor.shard_index, contributor.local_data)
     return inputs

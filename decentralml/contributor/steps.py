@@ -25,7 +25,7 @@ from substrateinterface import Keypair
 from decentralml.io.packaging import unpack_package
 from decentralml.io.storage import ArtifactStore, StoredArtifact
 from decentralml.io.weights import check_against, decode, encode, layout_of
-from decentralml.marketplace.base import Marketplace, ReportsCreatorStanding
+from decentralml.marketplace.base import Marketplace, ReportsCreatorStanding, ReportsReputation
 from decentralml.ml import workloads
 from decentralml.ml.data.federated import Split, contributor_shard
 from decentralml.ml.data.shared_slice import read_slice, with_slice
@@ -146,8 +146,11 @@ def filter_reason(task: Task, terms: ContributorConfig) -> str | None:
     return None
 
 
-def check_offer(market: Marketplace, task: Task, terms: ContributorConfig) -> None:
-    """The cheap checks on the task record, before anything is downloaded or paid."""
+def check_offer(
+    market: Marketplace, task: Task, terms: ContributorConfig, worker: str | None = None
+) -> None:
+    """The cheap checks on the task record, before anything is downloaded or paid; with
+    ``worker``, also that the task would take it (the reputation it asks)."""
     spec = task.spec
     if spec.task_type is not TaskType.ModelContributor:
         raise TaskRefused(f"task {task.task_id} is a {spec.task_type} task, not ModelContributor")
@@ -159,6 +162,13 @@ def check_offer(market: Marketplace, task: Task, terms: ContributorConfig) -> No
             raise TaskRefused(f"task {task.task_id} records no valid {name}: nothing to verify")
     if isinstance(market, ReportsCreatorStanding):
         market.creator_standing(task.creator).require_covered()
+    if worker and spec.min_reputation and isinstance(market, ReportsReputation):
+        score = market.reputation(worker).score
+        if score < spec.min_reputation:
+            raise TaskRefused(
+                f"task {task.task_id} asks a reputation of at least {spec.min_reputation}; "
+                f"this account has {score}"
+            )
 
 
 def assign(market: Marketplace, worker: Keypair, task_id: int) -> int:

@@ -230,6 +230,7 @@ def create_round_task(
         epochs=creator.config.training.epochs,
         storage_endpoint=creator.config.storage.endpoint_url or "",
         payment_rule=task.payment_rule,
+        min_reputation=task.min_reputation,
     )
     return creator.market.create_task(creator.keypair, spec)
 

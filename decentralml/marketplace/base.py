@@ -17,7 +17,14 @@ from substrateinterface import Keypair
 
 from decentralml.protocol import rules
 from decentralml.protocol.errors import CreatorCannotPay
-from decentralml.protocol.records import Submission, Task, TaskResult, TaskSpec, Verdict
+from decentralml.protocol.records import (
+    Reputation,
+    Submission,
+    Task,
+    TaskResult,
+    TaskSpec,
+    Verdict,
+)
 
 if TYPE_CHECKING:
     from decentralml.chain.audit import ChainAudit
@@ -70,6 +77,14 @@ class Marketplace(Protocol):
 
 
 # --- optional capabilities --------------------------------------------------------------------
+
+
+@runtime_checkable
+class ReportsReputation(Protocol):
+    """A worker's reputation as the marketplace's rules judge it for a task asking
+    ``min_reputation`` (protocol.rules.reputation): both backends, from their records."""
+
+    def reputation(self, address: str) -> Reputation: ...
 
 
 @runtime_checkable

@@ -18,7 +18,14 @@ from substrateinterface import Keypair
 
 from decentralml.marketplace.ledger import Ledger, read_transaction, write_transaction
 from decentralml.protocol.errors import ConfigError
-from decentralml.protocol.records import Submission, Task, TaskResult, TaskSpec, Verdict
+from decentralml.protocol.records import (
+    Reputation,
+    Submission,
+    Task,
+    TaskResult,
+    TaskSpec,
+    Verdict,
+)
 
 _CLOCK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS embedded_clock (
@@ -141,6 +148,9 @@ class EmbeddedMarketplace:
 
     def balance(self, address: str) -> int:
         return self.ledger.balance(address, block=self.current_block())
+
+    def reputation(self, address: str) -> Reputation:
+        return self.ledger.reputation(address, block=self.current_block())
 
     def total_issuance(self) -> int:
         return self.ledger.total_issuance()

@@ -36,6 +36,7 @@ from decentralml.protocol.errors import (
     UnknownTask,
 )
 from decentralml.protocol.records import (
+    Reputation,
     ResultSubmissionStatus,
     Submission,
     Task,
@@ -75,6 +76,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     epochs INTEGER NOT NULL DEFAULT 0,
     storage_endpoint TEXT NOT NULL DEFAULT '',
     payment_rule TEXT NOT NULL DEFAULT 'per_result',
+    min_reputation INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,
     created_block INTEGER NOT NULL,
     assigned INTEGER NOT NULL DEFAULT 0,
@@ -122,6 +124,7 @@ _TASK_RECORD_COLUMNS = (
     ("epochs", "INTEGER NOT NULL DEFAULT 0"),
     ("storage_endpoint", "TEXT NOT NULL DEFAULT ''"),
     ("payment_rule", "TEXT NOT NULL DEFAULT 'per_result'"),
+    ("min_reputation", "INTEGER NOT NULL DEFAULT 0"),
 )
 """Added for contributors' filters and storage access; old files get them (at their defaults,
 as TaskSpec has them) by ALTER TABLE on open."""
@@ -263,6 +266,16 @@ def _submissions(conn: sqlite3.Connection, task_id: int) -> list[Submission]:
     return [_submission_from_row(row) for row in rows]
 
 
+def _reputation(conn: sqlite3.Connection, worker: str) -> Reputation:
+    """The worker's reputation (protocol.rules.reputation) from its judged submissions."""
+    rows = conn.execute(
+        "SELECT s.*, t.creator AS task_creator FROM submissions AS s "
+        "JOIN tasks AS t ON t.task_id = s.task_id WHERE s.worker = ? AND s.status IN (?, ?)",
+        (worker, ResultSubmissionStatus.Accepted.value, ResultSubmissionStatus.Rejected.value),
+    ).fetchall()
+    return rules.reputation(((_submission_from_row(r), r["task_creator"]) for r in rows), worker)
+
+
 def _task_from_row(row: sqlite3.Row) -> Task:
     spec = TaskSpec(
         question=row["question"],
@@ -280,6 +293,7 @@ def _task_from_row(row: sqlite3.Row) -> Task:
         epochs=row["epochs"],
         storage_endpoint=row["storage_endpoint"],
         payment_rule=row["payment_rule"],
+        min_reputation=row["min_reputation"],
     )
     return Task(
         task_id=row["task_id"],
@@ -540,8 +554,8 @@ class Ledger:
                 "INSERT INTO tasks (task_id, creator, question, pays_amount, max_assignments, "
                 "expiration_block, validation_strategy, task_type, assets_path, assets_sha256, "
                 "global_weights_path, global_weights_sha256, round_number, model, epochs, "
-                "storage_endpoint, payment_rule, status, created_block) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "storage_endpoint, payment_rule, min_reputation, status, created_block) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task_id,
                     account,
@@ -560,6 +574,7 @@ class Ledger:
                     spec.epochs,
                     spec.storage_endpoint,
                     spec.payment_rule,
+                    spec.min_reputation,
                     TaskStatus.Created.value,
                     block,
                 ),
@@ -573,7 +588,8 @@ class Ledger:
             self._settle_expired(conn, block)
             task = _task_from_row(_task_row(conn, task_id))
             holding = rules.held_submission(_submissions(conn, task_id), account)
-            rules.enforce(rules.can_assign(task, holding, account, block))
+            standing = _reputation(conn, account) if task.spec.min_reputation else None
+            rules.enforce(rules.can_assign(task, holding, account, block, standing))
             submission_id = _next_id(conn, "submissions", "submission_id")
             conn.execute(
                 "INSERT INTO submissions (submission_id, task_id, worker, status, assigned_block)"
@@ -767,6 +783,12 @@ class Ledger:
             rows = conn.execute(query + " ORDER BY task_id").fetchall()
         tasks = [_task_from_row(row) for row in rows]
         return [t for t in tasks if rules.listed_open(t, block)] if open_only else tasks
+
+    def reputation(self, worker: str, block: int | None = None) -> Reputation:
+        """The worker's reputation as ``assign_task`` judges it (protocol.rules.reputation)."""
+        self._settle_if_asked(block)
+        with read_transaction(self.path) as conn:
+            return _reputation(conn, canonical_address(worker))
 
     def get_submission(self, submission_id: int, block: int | None = None) -> Submission:
         self._settle_if_asked(block)

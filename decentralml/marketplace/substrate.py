@@ -59,6 +59,7 @@ from decentralml.protocol.errors import (
     InvalidTaskSpec,
 )
 from decentralml.protocol.records import (
+    Reputation,
     ResultSubmissionStatus,
     Submission,
     Task,
@@ -128,6 +129,10 @@ class SubstrateMarketplace:
     def list_task_results(self, task_id: int) -> list[Submission]:
         self.sync()
         return self.ledger.list_task_results(task_id)
+
+    def reputation(self, address: str) -> Reputation:
+        self.sync()
+        return self.ledger.reputation(address)
 
     def balance(self, address: str) -> int:
         """The chain's free balance: the chain, not the index, holds the money."""
@@ -245,7 +250,8 @@ class SubstrateMarketplace:
         last = self.sync()
         task = self.ledger.get_task(task_id, block=max(last, 0))
         held = rules.held_submission(self.ledger.list_task_results(task_id), worker.ss58_address)
-        rules.enforce(rules.can_assign(task, held, worker.ss58_address, last + 1))
+        standing = self.ledger.reputation(worker.ss58_address) if task.spec.min_reputation else None
+        rules.enforce(rules.can_assign(task, held, worker.ss58_address, last + 1, standing))
         self.creator_standing(task.creator).require_covered()
         (outcome,) = self._write(worker, [(codec.Assign(task_id), None)])
         outcome.raise_if_refused()

@@ -41,6 +41,10 @@ class AlreadyAssigned(MarketplaceError):
     """A contributor holds at most one slot per task."""
 
 
+class TooLittleReputation(MarketplaceError):
+    """The task asks a minimum reputation (``TaskSpec.min_reputation``) the worker lacks."""
+
+
 class NotAssignee(MarketplaceError):
     """Only the contributor the submission was assigned to may send its result."""
 

@@ -76,9 +76,32 @@ class TaskSpec:
     names (the creator splits the round's reward by measured value), all of them together at
     most ``pays_amount``."""
 
+    min_reputation: int = 0
+    """0: any account may take a slot. n > 0: only a worker whose reputation score
+    (``Reputation.score``: results accepted by other creators, less its results refused) is at
+    least n: a task can keep fresh accounts (Sybils, returning poisoners) out."""
+
     @property
     def reward_per_result(self) -> int:
         return self.pays_amount // self.max_assignments
+
+
+@dataclass(frozen=True)
+class Reputation:
+    """A worker's record on the marketplace, from its verdicts (protocol.rules.reputation):
+    results accepted by creators other than itself, results refused (every refusal is for
+    cause: a creator's own failures defer a verdict, they never refuse), what it was paid for
+    them, and how many distinct creators accepted its work."""
+
+    accepted: int = 0
+    refused: int = 0
+    earned: int = 0
+    creators: int = 0
+
+    @property
+    def score(self) -> int:
+        """Accepted less refused: what ``TaskSpec.min_reputation`` is compared with."""
+        return self.accepted - self.refused
 
 
 @dataclass(frozen=True)

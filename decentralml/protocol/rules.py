@@ -35,9 +35,11 @@ from decentralml.protocol.errors import (
     ResultAlreadySent,
     TaskFull,
     TaskNotOpen,
+    TooLittleReputation,
     VerdictAlreadyGiven,
 )
 from decentralml.protocol.records import (
+    Reputation,
     ResultSubmissionStatus,
     Submission,
     Task,
@@ -54,6 +56,9 @@ MAX_AMOUNT = 2**128 - 1
 
 MAX_ID = 2**63 - 1
 """Ids on chain are u64; larger than SQLite's integers, they can only name nothing."""
+
+MAX_MIN_REPUTATION = 2**32 - 1
+"""The largest ``TaskSpec.min_reputation`` a record carries (a u32 in the chain format)."""
 
 UNFINISHED = (TaskStatus.Created, TaskStatus.InProgress)
 FINISHED = (TaskStatus.Completed, TaskStatus.Withdrawn)
@@ -175,6 +180,11 @@ def validate_spec(spec: TaskSpec, block: int) -> InvalidTaskSpec | None:
             f"storage_endpoint {spec.storage_endpoint!r} is not an http(s) URL without "
             "credentials; each party reads its storage credentials from its own environment"
         )
+    if not _is_int(spec.min_reputation) or not 0 <= spec.min_reputation <= MAX_MIN_REPUTATION:
+        return InvalidTaskSpec(
+            f"min_reputation must be an integer from 0 (anyone) to {MAX_MIN_REPUTATION}, "
+            f"got {spec.min_reputation!r}"
+        )
     if spec.payment_rule not in PAYMENT_RULES:
         return InvalidTaskSpec(
             f"payment_rule {spec.payment_rule!r} is not one of {', '.join(PAYMENT_RULES)}"
@@ -293,6 +303,26 @@ def resubmitted_task(tasks: Iterable[Task], creator: str, spec: TaskSpec) -> Tas
     return None
 
 
+def reputation(verdicts: Iterable[tuple[Submission, str]], worker: str) -> Reputation:
+    """``worker``'s reputation from its judged submissions, each with its task's creator.
+    A result a worker's own account accepted counts for nothing: self-dealing buys no
+    standing (a second account of its own still can: docs/security.md)."""
+    accepted = refused = earned = 0
+    creators: set[str] = set()
+    for submission, creator in verdicts:
+        if not same_account(submission.worker, worker):
+            continue
+        if submission.status == ResultSubmissionStatus.Rejected:
+            refused += 1
+        elif submission.status == ResultSubmissionStatus.Accepted and not same_account(
+            creator, worker
+        ):
+            accepted += 1
+            earned += submission.paid
+            creators.add(creator)
+    return Reputation(accepted, refused, earned, len(creators))
+
+
 def held_submission(submissions: Iterable[Submission], worker: str) -> Submission | None:
     """The worker's submission on a task, if it holds a slot there (one per worker)."""
     return next((s for s in submissions if same_account(s.worker, worker)), None)
@@ -329,15 +359,30 @@ def task_open(task: Task, block: int) -> TaskNotOpen | None:
     return None
 
 
-def can_assign(task: Task, held: Submission | None, worker: str, block: int) -> Decision:
-    """One slot per worker, first come first served. ``held``: the worker's submission on
-    this task, if any (a second assignment is refused, not repeated: it would be a new slot)."""
+def can_assign(
+    task: Task,
+    held: Submission | None,
+    worker: str,
+    block: int,
+    standing: Reputation | None = None,
+) -> Decision:
+    """One slot per worker, first come first served, to a worker with the reputation the task
+    asks. ``held``: the worker's submission on this task, if any (a second assignment is
+    refused, not repeated: it would be a new slot); ``standing``: the worker's reputation
+    (``reputation``), needed only when the task asks one."""
     refusal = task_open(task, block)
     if refusal is not None:
         return refusal
     if held is not None:
         return AlreadyAssigned(
             f"{worker} already holds submission {held.submission_id} of task {task.task_id}"
+        )
+    needed = task.spec.min_reputation
+    if needed > 0 and (standing or Reputation()).score < needed:
+        score = (standing or Reputation()).score
+        return TooLittleReputation(
+            f"task {task.task_id} asks a reputation of at least {needed}; {worker} has "
+            f"{score} (results accepted by other creators, less results refused)"
         )
     if not has_free_slot(task):
         return TaskFull(

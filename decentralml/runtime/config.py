@@ -111,6 +111,10 @@ class TaskConfig(_Section):
     share the fixed shares of those paid in proportion to their value. Recorded on the task."""
     value_floor_share: Annotated[float, Field(ge=0, le=1)] = 0.0
     """``value``: the part of a fixed share every paid result gets before the split."""
+    min_reputation: Annotated[int, Field(ge=0, le=rules.MAX_MIN_REPUTATION)] = 0
+    """0: anyone may take a slot. n: only workers whose marketplace record (results accepted
+    by other creators, less results refused) is at least n; recorded on the task and enforced
+    by the marketplace at assignment (protocol.rules.can_assign)."""
     value_budget: Annotated[int, Field(ge=1, le=100_000)] | None = None
     """``value``: the most held-out evaluations one round's valuation may use (None: 8 per
     result valued, about two cycles of GTG-Shapley's guided permutations)."""

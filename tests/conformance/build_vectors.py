@@ -771,6 +771,67 @@ def slot_and_result_rules() -> Case:
     return c
 
 
+def reputation_rules() -> Case:
+    c = Case(
+        "reputation_rules",
+        "A task asking min_reputation takes only accounts whose accepted results on other "
+        "accounts' tasks, less their rejected ones, reach it: a newcomer, a rejected worker "
+        "and a creator accepting its own result are refused; an accepted worker is not.",
+    )
+    c.block(
+        1,
+        xt("alice", remark(T(pays_amount=200, max_assignments=2, expiration_block=50), ok(0))),
+        xt("eve", remark(T(pays_amount=100, max_assignments=1, expiration_block=50), ok(1))),
+    )
+    c.task(0, creator="alice", pays_amount=200).task(1, creator="eve", pays_amount=100)
+    c.block(
+        2,
+        xt("bob", remark(A(0), ok(0))),
+        xt("charlie", remark(A(0), ok(1))),
+        xt("eve", remark(A(1), ok(2, why="eve takes a slot of her own task"))),
+    )
+    c.task(0, status="InProgress", assigned=2).task(1, status="InProgress", assigned=1)
+    c.sub(0, task_id=0, worker="bob").sub(1, task_id=0, worker="charlie")
+    c.sub(2, task_id=1, worker="eve")
+    c.block(
+        3,
+        xt("bob", remark(H(0, "bob", SHA_B), ok(0))),
+        xt("charlie", remark(H(1, "charlie", SHA_C), ok(1))),
+        xt("eve", remark(H(2, "eve", SHA_E), ok(2))),
+    )
+    c.sub(0, commit_order=0).sub(1, commit_order=1).sub(2, commit_order=2)
+    c.block(
+        4,
+        xt("bob", remark(R(0, SHA_B), ok(0))),
+        xt("charlie", remark(R(1, SHA_C), ok(1))),
+        xt("eve", remark(R(2, SHA_E), ok(2))),
+    )
+    c.sub(0, status="PendingValidation").sub(1, status="PendingValidation")
+    c.sub(2, status="PendingValidation")
+    picky = T(pays_amount=100, max_assignments=3, expiration_block=60, min_reputation=1)
+    c.block(
+        5,
+        xt("alice", batch_all(remark(V(0, True), ok(0, 100)), pay("bob", 100))),
+        xt("alice", remark(V(1, False, "a copy"), ok(1))),
+        xt("eve", batch_all(remark(V(2, True), ok(2, 100)), pay("eve", 100))),
+        xt("alice", remark(picky, ok(2))),
+    )
+    c.sub(0, status="Accepted", paid=100).sub(1, status="Rejected")
+    c.sub(2, status="Accepted", paid=100)
+    c.task(0, paid=100).task(1, paid=100)
+    c.task(2, creator="alice", pays_amount=100)
+    c.block(
+        6,
+        xt("dave", remark(A(2), refused("TooLittleReputation", 2, "a newcomer: 0"))),
+        xt("charlie", remark(A(2), refused("TooLittleReputation", 2, "rejected once: -1"))),
+        xt("eve", remark(A(2), refused("TooLittleReputation", 2, "accepted by herself: 0"))),
+        xt("bob", remark(A(2), ok(3, why="accepted once by alice: 1"))),
+    )
+    c.task(2, status="InProgress", assigned=1)
+    c.sub(3, task_id=2, worker="bob")
+    return c
+
+
 def verdict_rules() -> Case:
     c = Case(
         "verdict_rules",
@@ -1012,6 +1073,7 @@ CASES = (
     big_integers,
     slot_and_result_rules,
     verdict_rules,
+    reputation_rules,
     close_rules,
     chain_reading,
 )

@@ -159,7 +159,13 @@ TASK_TEXTS = (
     "global_weights_path",
     "global_weights_sha256",
 )
-TASK_OPTIONAL = {"model": "", "epochs": 0, "storage_endpoint": "", "payment_rule": "per_result"}
+TASK_OPTIONAL = {
+    "model": "",
+    "epochs": 0,
+    "storage_endpoint": "",
+    "payment_rule": "per_result",
+    "min_reputation": 0,
+}
 STRATEGIES = ("AutoAccept", "ManualAccept", "CustomAccept")
 TASK_TYPES = ("DataAnnotators", "ModelContributor", "ModelEngineer")
 
@@ -173,7 +179,7 @@ def task_fields(body: dict[str, Any]) -> dict[str, Any]:
     for name, default in TASK_OPTIONAL.items():  # absent: the default
         if name not in body:
             fields[name] = default
-        elif name == "epochs":
+        elif name in ("epochs", "min_reputation"):
             fields[name] = integer(body[name], U32)
         else:
             fields[name] = text(body[name])
@@ -251,6 +257,7 @@ REFUSALS = (
     "UnknownSubmission",
     "TaskNotOpen",
     "AlreadyAssigned",
+    "TooLittleReputation",
     "TaskFull",
     "NotAssignee",
     "ResultAlreadySent",
@@ -380,12 +387,27 @@ class Index:
         self.open(task, block)
         if any(s.task_id == task_id and s.worker == signer for s in self.submissions):
             raise Refused("AlreadyAssigned")
+        needed = task.fields["min_reputation"]
+        if needed and self.reputation(signer) < needed:
+            raise Refused("TooLittleReputation")
         if task.assigned >= task.fields["max_assignments"]:
             raise Refused("TaskFull")
         self.submissions.append(Submission(task_id, signer))
         task.assigned += 1
         task.status = "InProgress"
         return len(self.submissions) - 1, 0
+
+    def reputation(self, signer: str) -> int:
+        """Accepted on another account's task, less rejected (the spec's reputation score)."""
+        score = 0
+        for sub in self.submissions:
+            if sub.worker != signer:
+                continue
+            if sub.status == "Rejected":
+                score -= 1
+            elif sub.status == "Accepted" and self.tasks[sub.task_id].creator != signer:
+                score += 1
+        return score
 
     def commit(self, signer: str, fields: dict[str, Any], block: int) -> tuple[int, int]:
         sid = fields["submission_id"]
