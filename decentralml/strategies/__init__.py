@@ -27,6 +27,7 @@ from decentralml.strategies.fedavg import FedAvg
 from decentralml.strategies.fedavgm import FedAvgM
 from decentralml.strategies.fedprox import FedProx
 from decentralml.strategies.fedyogi import FedYogi
+from decentralml.strategies.flame import Flame
 from decentralml.strategies.krum import Krum, MultiKrum
 from decentralml.strategies.median import Median
 from decentralml.strategies.scaffold import Scaffold
@@ -52,7 +53,8 @@ registry: dict[str, type[Strategy]] = {
 
 
 def get_strategy(config: StrategyParams | str) -> Strategy:
-    """The configured strategy, wrapped in NormClipped when ``clip_norm_multiple`` is set.
+    """The configured strategy, wrapped in Flame when ``backdoor_filter`` is ``flame``, else
+    in NormClipped when ``clip_norm_multiple`` is set (with ``noise_multiple``'s noise).
 
     A bare name builds the strategy with its defaults. The creator's session builds one per
     training and keeps it across rounds (a stateful strategy's state lives in it).
@@ -62,8 +64,10 @@ def get_strategy(config: StrategyParams | str) -> Strategy:
             raise ValueError(f"unknown strategy {config!r}; known: {sorted(registry)}")
         return registry[config]()
     strategy = registry[config.name].from_params(config)
+    if config.backdoor_filter == "flame":
+        return Flame(strategy, config.noise_multiple)
     if config.clip_norm_multiple is not None:
-        return NormClipped(strategy, config.clip_norm_multiple)
+        return NormClipped(strategy, config.clip_norm_multiple, config.noise_multiple)
     return strategy
 
 
@@ -76,6 +80,7 @@ __all__ = [
     "FedAvgM",
     "FedProx",
     "FedYogi",
+    "Flame",
     "Krum",
     "LocalContext",
     "LocalStep",

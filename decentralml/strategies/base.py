@@ -27,7 +27,7 @@ import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +51,10 @@ class Contribution:
     num_examples: int
 
 
+SHARED_PARAMS = {"name", "clip_norm_multiple", "noise_multiple", "backdoor_filter"}
+"""The fields every strategy's config takes: the wrappers in front of the rule."""
+
+
 class StrategyParams(BaseModel):
     """A strategy's config section (``strategy: {name: ..., ...}``): ``name`` picks the rule,
     the other fields are its constructor's parameters. Each rule declares its own subclass with
@@ -59,16 +63,24 @@ class StrategyParams(BaseModel):
 
     clip_norm_multiple: when set (> 0), every update is first clipped to that multiple of the
         round's median update norm (NormClipped). Default None: no clipping.
+    noise_multiple: with clipping or FLAME, Gaussian noise of this multiple of the clipping
+        bound is added to every coordinate of the aggregate (Sun et al. 2019's weak DP;
+        FLAME's λ, default 0.001 there). Default None: none (FLAME: 0.001).
+    backdoor_filter: ``flame``: before clipping, only the majority cluster of update
+        directions is aggregated (strategies/flame.py, Nguyen et al. 2022); it implies
+        clipping to the median norm. Default None.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     clip_norm_multiple: Annotated[float, Field(gt=0)] | None = None
+    noise_multiple: Annotated[float, Field(ge=0)] | None = None
+    backdoor_filter: Literal["flame"] | None = None
 
     def arguments(self) -> dict[str, object]:
         """The rule's constructor arguments: every field but the shared ones."""
-        return self.model_dump(exclude={"name", "clip_norm_multiple"})
+        return self.model_dump(exclude=SHARED_PARAMS)
 
     def local_training_problem(self, optimizer: str) -> str | None:
         """Why this rule cannot work with contributors training with ``optimizer`` (checked

@@ -11,6 +11,11 @@ as long as they are more than half:
 with ‖·‖ one L2 norm over all tensors together. A contribution within the bound is passed on as
 it is (same object); a zero update is never scaled. If more than half of the updates are zero,
 τ = 0 and every update is clipped to zero, i.e. the round keeps g.
+
+With ``noise_multiple`` λ, the aggregate then gets Gaussian noise of standard deviation
+λ · clip_norm_multiple · τ on every coordinate: Sun et al.'s "weak differential privacy"
+(section 3), which blurs the small, consistent direction a backdoor needs. The noise is seeded
+by the round number, so anyone replaying the round gets the same global weights.
 """
 
 from __future__ import annotations
@@ -29,19 +34,32 @@ from decentralml.strategies.base import (
 )
 
 
-def clip_updates(
+def clip_bound(
     global_tensors: Mapping[str, np.ndarray],
     contributions: list[Contribution],
     clip_norm_multiple: float,
-) -> list[Contribution]:
-    """Each update scaled to at most clip_norm_multiple × the median update norm (float64)."""
+) -> float:
+    """clip_norm_multiple × the round's median update norm."""
     missing = set(contributions[0].tensors) - set(global_tensors)
     if missing:
         raise ValueError(
             f"norm clipping needs the round's global weights; missing {sorted(missing)}"
         )
-    norms = np.array([update_norm(c.tensors, global_tensors) for c in contributions])
-    bound = clip_norm_multiple * float(np.median(norms))
+    norms = [update_norm(c.tensors, global_tensors) for c in contributions]
+    return clip_norm_multiple * float(np.median(norms))
+
+
+def clip_updates(
+    global_tensors: Mapping[str, np.ndarray],
+    contributions: list[Contribution],
+    clip_norm_multiple: float,
+    bound: float | None = None,
+) -> list[Contribution]:
+    """Each update scaled to at most ``bound`` (default: clip_norm_multiple × the median
+    update norm of ``contributions``), in float64."""
+    if bound is None:
+        bound = clip_bound(global_tensors, contributions, clip_norm_multiple)
+    norms = [update_norm(c.tensors, global_tensors) for c in contributions]
     clipped = []
     for contribution, norm in zip(contributions, norms, strict=True):
         if norm <= bound or norm == 0:
@@ -75,11 +93,16 @@ class NormClipped(Strategy):
 
     name: ClassVar[str] = "norm_clipped"
 
-    def __init__(self, rule: Strategy, clip_norm_multiple: float) -> None:
+    def __init__(
+        self, rule: Strategy, clip_norm_multiple: float, noise_multiple: float | None = None
+    ) -> None:
         if not clip_norm_multiple > 0:
             raise ValueError(f"clip_norm_multiple must be > 0, got {clip_norm_multiple}")
+        if noise_multiple is not None and not noise_multiple >= 0:
+            raise ValueError(f"noise_multiple must be >= 0, got {noise_multiple}")
         self.rule = rule
         self.clip_norm_multiple = clip_norm_multiple
+        self.noise_multiple = noise_multiple or 0.0
 
     def aggregate(
         self,
@@ -88,9 +111,11 @@ class NormClipped(Strategy):
         contributions: Iterable[Contribution],
     ) -> Tensors:
         materialized = materialize(contributions)
-        clipped = clip_updates(global_tensors, materialized, self.clip_norm_multiple)
+        bound = clip_bound(global_tensors, materialized, self.clip_norm_multiple)
+        clipped = clip_updates(global_tensors, materialized, self.clip_norm_multiple, bound)
         del materialized  # a clipped contribution's original can go once the caller drops it
-        return self.rule.aggregate(round_number, global_tensors, clipped)
+        aggregate = self.rule.aggregate(round_number, global_tensors, clipped)
+        return add_noise(aggregate, self.noise_multiple * bound, round_number)
 
     def configure_round(self, round_number: int) -> dict[str, object]:
         return self.rule.configure_round(round_number)
@@ -109,3 +134,15 @@ class NormClipped(Strategy):
 
     def load_state(self, state: Mapping[str, np.ndarray], round_number: int) -> None:
         self.rule.load_state(state, round_number)
+
+
+def add_noise(tensors: Tensors, sigma: float, round_number: int) -> Tensors:
+    """``tensors`` with N(0, sigma²) added to every coordinate, seeded by the round (the same
+    round always gets the same noise); unchanged when sigma is 0."""
+    if sigma <= 0:
+        return tensors
+    rng = np.random.default_rng([0x5EED, round_number])
+    return {
+        name: (tensor + rng.normal(0.0, sigma, tensor.shape)).astype(tensor.dtype)
+        for name, tensor in sorted(tensors.items())
+    }
