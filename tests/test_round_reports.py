@@ -193,6 +193,22 @@ def test_progress_while_waiting_ends_with_every_result_in(training, client):
     assert f"results in {SLOTS}/{SLOTS}" in progress.description
 
 
+def test_progress_shows_each_slot_from_the_marketplace_records(training, client):
+    """The creator sees who took each slot, when (the block), and the digests it committed
+    to and sent, as the marketplace recorded them (the artifact is updated in place: its last
+    state is read)."""
+    market = training["market"]
+    description = _latest(client, f"{RUN}-round-1-progress").description
+    rows = [line for line in description.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| slot | submission | contributor | state |")
+    for number, s in enumerate(market.list_task_results(0), start=1):
+        assert rows[number] == (
+            f"| {number} | {s.submission_id} | {short_address(s.worker)} | result in | "
+            f"{s.assigned_block} | {s.commitment[:12]} | {s.result.sha256[:12]} |"
+        )
+    assert "Free slots: 0." in description and "Slow:" not in description
+
+
 def _runs(client, *tags: str) -> dict:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
