@@ -239,17 +239,27 @@ def test_underfilled_round_and_training_end_failed_naming_why(training, client):
     assert train.is_failed() and train.message.startswith("underfilled rounds 2 (round 2: no")
 
 
-def test_core_warnings_reach_the_run_logs(training, client):
+def _core_logs(client, flow_run_name: str) -> list:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    round_two = _runs(client, f"run:{RUN}")[f"{RUN}-round-2-task-1"]
-    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[round_two.id]))
+    run = _runs(client, f"run:{RUN}")[flow_run_name]
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
     deadline = time.monotonic() + 15  # logs reach the server in batches
     while True:
         logs = client.read_logs(log_filter=log_filter)
         core = [log for log in logs if log.name.startswith("decentralml.creator")]
         if core or time.monotonic() > deadline:
-            break
+            return core
         time.sleep(0.5)
+
+
+def test_core_warnings_and_progress_lines_reach_the_run_logs(training, client):
+    core = _core_logs(client, f"{RUN}-round-2-task-1")
     assert any("no result accepted; the global model stays" in log.message for log in core)
-    assert all(log.level >= 30 for log in core)
+    waiting = [log for log in _core_logs(client, f"{RUN}-round-1-task-0") if log.level == 20]
+    assert any(
+        re.fullmatch(
+            r"task 0: \d/2 slots taken, \d results in; waiting up to \d+ s more", log.message
+        )
+        for log in waiting
+    ), [log.message for log in waiting]
