@@ -200,13 +200,18 @@ def test_each_slot_shows_who_took_it_what_it_sent_and_who_is_slow():
         "| 2 | 8 | 5Commi…zzzz | committed, **slow** | 11 | dddddddddddd | — |",
         "| 3 | 9 | 5Deliv…xxxx | result in | 12 | cccccccccccc | 999999999999 |",
         "| 4 | 10 | 5LateC…wwww | assigned | 13 | — | — |",
-        "| 5 | — | — | free | — | — | — |",
+        "| 5 | — | — | free | — | — | — |",  # one free slot: its number
     ]
     assert "Slow: 5SlowW…yyyy (submission 7), 5Commi…zzzz (submission 8)" in lines[10]
     assert lines[-1] == "Free slots: 1."
 
 
-def test_a_task_nobody_took_shows_every_slot_free():
-    task = Task(4, ADDRESS, TaskSpec("q", 500, 2, 100), TaskStatus.Created, 1)
-    assert [s.state for s in slot_progress(task, [])] == ["free", "free"]
-    assert "Slow" not in slots_table(slot_progress(task, []))
+def test_free_slots_are_one_row_however_many():
+    task = Task(4, ADDRESS, TaskSpec("q", 900, 900, 100), TaskStatus.Created, 1)
+    slots = slot_progress(task, [_slot(1, ADDRESS, 3)])
+    assert [s.state for s in slots] == ["assigned"] + ["free"] * 899
+    table = slots_table(slots)
+    assert "| 2–900 | — | — | free | — | — | — |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3  # the header, the taken slot, the free ones
+    assert "Free slots: 899." in table and "Slow" not in table

@@ -275,19 +275,24 @@ def progress_description(status: WaitStatus, now: datetime | None = None) -> str
 
 def slots_table(slots: Sequence[SlotProgress]) -> str:
     """The slots as a markdown table (who, since which block, the digests it committed to and
-    sent), then one line naming the slow contributors and one counting the free slots."""
+    sent; the free slots, which have no identity, as one row), then one line naming the slow
+    contributors and one counting the free slots: a task of 800 slots is not 800 rows."""
     lines = [
         "| slot | submission | contributor | state | assigned at block | committed | result |",
         "|---:|---:|---|---|---:|---|---|",
     ]
-    for s in slots:
-        lines.append("| " + " | ".join("—" if c is None else str(c) for c in _slot_cells(s)) + " |")
+    taken = [s for s in slots if s.submission_id is not None]
+    free = [s.slot for s in slots if s.submission_id is None]
+    rows = [_slot_cells(s) for s in taken]
+    if free:
+        numbers = str(free[0]) if len(free) == 1 else f"{free[0]}–{free[-1]}"
+        rows.append([numbers, None, None, "free", None, None, None])
+    lines += ["| " + " | ".join("—" if c is None else str(c) for c in row) + " |" for row in rows]
     slow = [f"{short_address(s.worker)} (submission {s.submission_id})" for s in slots if s.slow]
     if slow:
         lines += ["", f"Slow: {', '.join(slow)}: assigned, no result yet, while a contributor "
                   "assigned no earlier has sent its own."]  # fmt: skip
-    free = sum(s.submission_id is None for s in slots)
-    lines += ["", f"Free slots: {free}."]
+    lines += ["", f"Free slots: {len(free)}."]
     return "\n".join(lines) + "\n"
 
 
