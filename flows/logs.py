@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging.configuration import PROCESS_LOGGING_CONFIG, setup_logging
 from prefect.logging.handlers import APILogHandler, PrefectConsoleHandler
 
 CORE_LOGGER = "decentralml"
@@ -58,6 +59,8 @@ def route_core_logs(name: str = CORE_LOGGER, level: int = logging.INFO) -> None:
     """Send ``name``'s records from ``level`` up to the current run's logs (a level the
     logging config set on ``name`` is kept), keep Prefect's console at the root level for
     them, and drop completed task runs' lines; idempotent."""
+    if not PROCESS_LOGGING_CONFIG:  # Prefect's console handler, made now (prefect.main would)
+        setup_logging()  # later calls are incremental: they keep it and its filter
     logger = logging.getLogger(name)
     if logger.level == logging.NOTSET:
         logger.setLevel(level)
