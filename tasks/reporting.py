@@ -93,16 +93,17 @@ def _publish_training(run: str, reports: Sequence[RoundReport]) -> None:
 
 
 class WaitProgress:
-    """``wait_for_results``'s ``on_poll``: a progress artifact of the round's results, created
-    on the first poll and updated only when the slots or results change (not every poll)."""
+    """``wait_for_results``'s ``on_poll``: a progress artifact of the round's results, with a
+    table of each slot's contributor and what it sent (the description's markdown), created on
+    the first poll and updated only when a slot's records change (not every poll)."""
 
     def __init__(self, run: str, round_number: int) -> None:
         self.key = artifact_key(run, "round", round_number, "progress")
         self._artifact_id = None
-        self._shown: tuple[int, int] | None = None
+        self._shown: tuple | None = None
 
     def __call__(self, status: WaitStatus) -> None:
-        shown = (status.assigned, status.results)
+        shown = (status.assigned, status.results, status.slot_view)
         if shown == self._shown:
             return
         self._shown = shown

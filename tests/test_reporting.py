@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from decentralml.creator import RoundReview, WaitStatus, shortfall
+from decentralml.creator.progress import slot_progress
 from decentralml.creator.report import (
     RoundReport,
     artifact_key,
@@ -17,10 +18,19 @@ from decentralml.creator.report import (
     progress_description,
     round_summary,
     short_address,
+    slots_table,
     submission_rows,
     training_summary,
 )
-from decentralml.protocol.records import ResultSubmissionStatus, Submission, TaskResult, Verdict
+from decentralml.protocol.records import (
+    ResultSubmissionStatus,
+    Submission,
+    Task,
+    TaskResult,
+    TaskSpec,
+    TaskStatus,
+    Verdict,
+)
 from decentralml.validation import Deferred
 
 ADDRESS = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
@@ -149,3 +159,59 @@ def test_progress_description_names_slots_results_and_deadline():
     )
     assert status.fraction == 0.4
     assert short_address("5Fab") == "5Fab"
+
+
+def _slot(sid: int, worker: str, block: int, commitment: str = "", result: bool = False):
+    sent = TaskResult(f"file:///r/{sid}", f"{sid:x}" * 64, 100) if result else None
+    status = ResultSubmissionStatus.PendingValidation if sent else ResultSubmissionStatus.Assigned
+    return Submission(sid, 4, worker, status, block, sent, commitment=commitment)
+
+
+def test_each_slot_shows_who_took_it_what_it_sent_and_who_is_slow():
+    """From the marketplace's records only: a slot taken at block 10 with nothing in while
+    one taken at block 12 has sent its result is slow; one taken later (block 13) is not."""
+    task = Task(4, ADDRESS, TaskSpec("q", 500, 5, 100), TaskStatus.InProgress, 1, assigned=4)
+    submissions = [
+        _slot(9, "5Delivered" + "x" * 38, 12, "c" * 64, result=True),
+        _slot(7, "5SlowWorker" + "y" * 37, 10),
+        _slot(8, "5Committed" + "z" * 38, 11, "d" * 64),
+        _slot(10, "5LateComer" + "w" * 38, 13),
+    ]
+    slots = slot_progress(task, submissions)
+    assert [(s.slot, s.submission_id, s.state, s.slow) for s in slots] == [
+        (1, 7, "assigned", True),
+        (2, 8, "committed", True),
+        (3, 9, "result in", False),
+        (4, 10, "assigned", False),  # took its slot after the result came: not behind yet
+        (5, None, "free", False),
+    ]
+    status = WaitStatus(4, 5, 4, 1, seconds_left=90, blocks_left=80, slot_view=slots)
+    now = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
+    lines = progress_description(status, now).splitlines()
+    assert lines[:2] == [
+        "Task 4: slots filled 4/5, results in 1/5; the creator waits until 10:01:30 UTC, "
+        "the task expires in 80 blocks",
+        "",
+    ]
+    assert lines[2:9] == [
+        "| slot | submission | contributor | state | assigned at block | committed | result |",
+        "|---:|---:|---|---|---:|---|---|",
+        "| 1 | 7 | 5SlowW…yyyy | assigned, **slow** | 10 | — | — |",
+        "| 2 | 8 | 5Commi…zzzz | committed, **slow** | 11 | dddddddddddd | — |",
+        "| 3 | 9 | 5Deliv…xxxx | result in | 12 | cccccccccccc | 999999999999 |",
+        "| 4 | 10 | 5LateC…wwww | assigned | 13 | — | — |",
+        "| 5 | — | — | free | — | — | — |",  # one free slot: its number
+    ]
+    assert "Slow: 5SlowW…yyyy (submission 7), 5Commi…zzzz (submission 8)" in lines[10]
+    assert lines[-1] == "Free slots: 1."
+
+
+def test_free_slots_are_one_row_however_many():
+    task = Task(4, ADDRESS, TaskSpec("q", 900, 900, 100), TaskStatus.Created, 1)
+    slots = slot_progress(task, [_slot(1, ADDRESS, 3)])
+    assert [s.state for s in slots] == ["assigned"] + ["free"] * 899
+    table = slots_table(slots)
+    assert "| 2–900 | — | — | free | — | — | — |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3  # the header, the taken slot, the free ones
+    assert "Free slots: 899." in table and "Slow" not in table

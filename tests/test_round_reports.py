@@ -193,6 +193,22 @@ def test_progress_while_waiting_ends_with_every_result_in(training, client):
     assert f"results in {SLOTS}/{SLOTS}" in progress.description
 
 
+def test_progress_shows_each_slot_from_the_marketplace_records(training, client):
+    """The creator sees who took each slot, when (the block), and the digests it committed
+    to and sent, as the marketplace recorded them (the artifact is updated in place: its last
+    state is read)."""
+    market = training["market"]
+    description = _latest(client, f"{RUN}-round-1-progress").description
+    rows = [line for line in description.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| slot | submission | contributor | state |")
+    for number, s in enumerate(market.list_task_results(0), start=1):
+        assert rows[number] == (
+            f"| {number} | {s.submission_id} | {short_address(s.worker)} | result in | "
+            f"{s.assigned_block} | {s.commitment[:12]} | {s.result.sha256[:12]} |"
+        )
+    assert "Free slots: 0." in description and "Slow:" not in description
+
+
 def _runs(client, *tags: str) -> dict:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
@@ -223,17 +239,27 @@ def test_underfilled_round_and_training_end_failed_naming_why(training, client):
     assert train.is_failed() and train.message.startswith("underfilled rounds 2 (round 2: no")
 
 
-def test_core_warnings_reach_the_run_logs(training, client):
+def _core_logs(client, flow_run_name: str) -> list:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    round_two = _runs(client, f"run:{RUN}")[f"{RUN}-round-2-task-1"]
-    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[round_two.id]))
+    run = _runs(client, f"run:{RUN}")[flow_run_name]
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
     deadline = time.monotonic() + 15  # logs reach the server in batches
     while True:
         logs = client.read_logs(log_filter=log_filter)
         core = [log for log in logs if log.name.startswith("decentralml.creator")]
         if core or time.monotonic() > deadline:
-            break
+            return core
         time.sleep(0.5)
+
+
+def test_core_warnings_and_progress_lines_reach_the_run_logs(training, client):
+    core = _core_logs(client, f"{RUN}-round-2-task-1")
     assert any("no result accepted; the global model stays" in log.message for log in core)
-    assert all(log.level >= 30 for log in core)
+    waiting = [log for log in _core_logs(client, f"{RUN}-round-1-task-0") if log.level == 20]
+    assert any(
+        re.fullmatch(
+            r"task 0: \d/2 slots taken, \d results in; waiting up to \d+ s more", log.message
+        )
+        for log in waiting
+    ), [log.message for log in waiting]

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from decentralml.creator import RoundReview, WaitStatus
+from decentralml.creator.progress import SlotProgress
 from decentralml.protocol.records import Submission
 
 if TYPE_CHECKING:
@@ -260,11 +261,49 @@ def chart_markdown(run: str, png: bytes, metric: str) -> str:
 
 
 def progress_description(status: WaitStatus, now: datetime | None = None) -> str:
-    """Slots filled, results in, and the deadline as a wall-clock time: the text stays true
-    between updates, which come only when a slot or result changes."""
+    """Slots filled, results in, and the deadline as a wall-clock time, then each slot's
+    contributor and what it sent (``slots_table``): the text stays true between updates,
+    which come only when a slot's records change."""
     deadline = (now or datetime.now(UTC)) + timedelta(seconds=status.seconds_left)
-    return (
+    headline = (
         f"Task {status.task_id}: slots filled {status.assigned}/{status.slots}, "
         f"results in {status.results}/{status.slots}; the creator waits until "
         f"{deadline:%H:%M:%S} UTC, the task expires in {status.blocks_left} blocks"
     )
+    return f"{headline}\n\n{slots_table(status.slot_view)}" if status.slot_view else headline
+
+
+def slots_table(slots: Sequence[SlotProgress]) -> str:
+    """The slots as a markdown table (who, since which block, the digests it committed to and
+    sent; the free slots, which have no identity, as one row), then one line naming the slow
+    contributors and one counting the free slots: a task of 800 slots is not 800 rows."""
+    lines = [
+        "| slot | submission | contributor | state | assigned at block | committed | result |",
+        "|---:|---:|---|---|---:|---|---|",
+    ]
+    taken = [s for s in slots if s.submission_id is not None]
+    free = [s.slot for s in slots if s.submission_id is None]
+    rows = [_slot_cells(s) for s in taken]
+    if free:
+        numbers = str(free[0]) if len(free) == 1 else f"{free[0]}–{free[-1]}"
+        rows.append([numbers, None, None, "free", None, None, None])
+    lines += ["| " + " | ".join("—" if c is None else str(c) for c in row) + " |" for row in rows]
+    slow = [f"{short_address(s.worker)} (submission {s.submission_id})" for s in slots if s.slow]
+    if slow:
+        lines += ["", f"Slow: {', '.join(slow)}: assigned, no result yet, while a contributor "
+                  "assigned no earlier has sent its own."]  # fmt: skip
+    lines += ["", f"Free slots: {len(free)}."]
+    return "\n".join(lines) + "\n"
+
+
+def _slot_cells(slot: SlotProgress) -> list[object]:
+    """A slot's row; None where the slot has no such record yet."""
+    return [
+        slot.slot,
+        slot.submission_id,
+        short_address(slot.worker) if slot.worker else None,
+        f"{slot.state}, **slow**" if slot.slow else slot.state,
+        slot.assigned_block,
+        slot.commitment[:12] or None,
+        slot.result_sha256[:12] or None,
+    ]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from substrateinterface import Keypair
 
+from decentralml.creator.progress import SlotProgress, slot_progress
 from decentralml.io.fetcher import PullPolicy
 from decentralml.io.packaging import build_package, project_wheel
 from decentralml.io.storage import ArtifactStore, Retries, StoredArtifact
@@ -248,6 +249,8 @@ class WaitStatus:
     results: int
     seconds_left: float
     blocks_left: int
+    slot_view: tuple[SlotProgress, ...] = ()
+    """Each slot: free, or who took it and what it sent (decentralml.creator.progress)."""
 
     @property
     def fraction(self) -> float:
@@ -266,6 +269,7 @@ def wait_status(
         len(in_hand),
         max(0.0, seconds_left),
         max(0, task.spec.expiration_block - block),
+        slot_progress(task, submissions),
     )
 
 
