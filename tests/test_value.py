@@ -14,6 +14,8 @@ import pytest
 from decentralml.validation.base import Candidate, RoundView
 from decentralml.validation.value import (
     RoundUtility,
+    Valuation,
+    ValuePricing,
     exact_shapley,
     gtg_shapley,
     leave_one_out,
@@ -162,3 +164,32 @@ def test_gtg_shapley_ranks_a_real_round_as_the_exact_values_do(mnist_round) -> N
     assert min(exact.values, key=exact.values.get) == 5
     assert exact.values[5] < 0 < min(exact.values[p] for p in range(5))
     assert estimate.values[5] < 0 < min(estimate.values[p] for p in range(5))
+
+
+def test_only_demonstrable_harm_is_refused_and_noise_near_zero_is_paid_about_nothing() -> None:
+    """Regression (issue 16, "no honest result refused"): the rule ``value <= 0: rejected``
+    refused 2 of 50 honest IID results in a clean 5-round demo, valued -0.0004 ± 0.0010 and
+    -0.0001 ± 0.0004 in a round worth +0.019 together: values within the estimate's noise of
+    0. A result is refused only when it takes away more than an average result brings, or
+    lies below 0 beyond 2 standard errors; a flipper worth -0.69 of a round worth +2.0 is."""
+    pricing = ValuePricing(reward_per_result=1000)
+    late = Valuation(
+        values={1: 0.0051, 2: 0.0037, 3: -0.0004, 4: -0.0001, 5: 0.0060, 6: 0.0054},
+        method="gtg_shapley",
+        evaluations=50,
+        permutations=12,
+        errors={1: 0.002, 2: 0.002, 3: 0.001, 4: 0.0004, 5: 0.002, 6: 0.002},
+    )
+    assert pricing.harmful(late) == set()
+    amounts = pricing.amounts(late.values)
+    assert amounts[3] == amounts[4] == 1 and sum(amounts.values()) <= 1000 * 6
+    flipped = Valuation(
+        values={1: 0.64, 2: 0.26, 3: 0.27, 4: 0.35, 9: -0.69},
+        method="gtg_shapley",
+        evaluations=40,
+        permutations=10,
+        errors={1: 0.4, 2: 0.17, 3: 0.17, 4: 0.17, 9: 0.43},  # -0.69 is only 1.6 errors below 0
+    )
+    assert pricing.harmful(flipped) == {9}  # but it takes 0.69 where an average brings 0.17
+    significant = Valuation({1: 0.5, 2: 0.5, 3: -0.05}, "gtg_shapley", 20, 9, {3: 0.01})
+    assert pricing.harmful(significant) == {3}  # small, but 5 errors below 0

@@ -116,7 +116,9 @@ def test_sybil_accounts_are_paid_one_training_and_a_flipper_nothing(results) -> 
     assert sum(_paid(valued, out, "sybil")) <= 1.25 * mean, (honest, _paid(valued, out, "sybil"))
     assert sum(_paid(valued, out, "flip")) <= 0.1 * mean
     paid = [v for v in valued if v.accept]
-    assert all(v.value is not None and v.value > 0 and v.amount >= 1 for v in paid)
+    assert all(v.value is not None and v.amount >= 1 for v in paid)
+    flipper = next(v for v, (_, _, k) in zip(valued, out, strict=True) if k == "flip")
+    assert not flipper.accept and "takes more" in flipper.reason  # refused: demonstrable harm
     assert sum(v.amount for v in paid) <= REWARD * len(paid)  # never more than per_result
 
 

@@ -107,8 +107,9 @@ class TaskConfig(_Section):
     payment_rule: Literal["per_result", "value"] = "per_result"
     """``per_result``: each accepted result is paid ``pays_amount // max_assignments`` (the
     seed's rule). ``value``: accepted results are valued (GTG-Shapley on the held-out split,
-    decentralml.validation.value); one worth 0 or less is rejected with its value, the others
-    share the fixed shares of those paid in proportion to their value. Recorded on the task."""
+    decentralml.validation.value); one whose value is below 0 beyond the estimate's noise
+    (2 standard errors) is rejected with its value, the others share the fixed shares of
+    those paid in proportion to their value above 0. Recorded on the task."""
     value_floor_share: Annotated[float, Field(ge=0, le=1)] = 0.0
     """``value``: the part of a fixed share every paid result gets before the split."""
     min_reputation: Annotated[int, Field(ge=0, le=rules.MAX_MIN_REPUTATION)] = 0

@@ -172,7 +172,8 @@ def review_markdown(task_id: int, summaries: Sequence[Summary], default: ManualD
 VALUE_NOTE = (
     "This task pays by value: *value* is how much each result lowers the held-out loss of the "
     "round's aggregate (its Shapley value among the results above). What an accepted result is "
-    "paid is measured again among the results you accept; one worth 0 or less is rejected."
+    "paid is measured again among the results you accept; one whose value is below 0 beyond "
+    "the estimate's noise is rejected."
 )
 
 

@@ -103,6 +103,9 @@ class Valuation:
     method: str
     evaluations: int
     permutations: int = 0
+    errors: dict[int, float] = field(default_factory=dict)
+    """Each value's standard error over the sampled permutations (GTG-Shapley with two or
+    more permutations); empty for the exact values and leave-one-out, which sample nothing."""
 
 
 def exact_shapley(players: Sequence[int], utility: Utility) -> Valuation:
@@ -154,6 +157,8 @@ def gtg_shapley(
     rng = np.random.default_rng(seed)
     totals = dict.fromkeys(order, 0.0)
     cycle = dict.fromkeys(order, 0.0)
+    samples: dict[int, list[float]] = {p: [] for p in order}  # marginals, whole cycles only
+    cycle_samples: dict[int, list[float]] = {p: [] for p in order}
     history: list[dict[int, float]] = []
     cycles, led = 0, 0
     most = max(1, max_permutations // n)
@@ -167,13 +172,16 @@ def gtg_shapley(
             break  # an unfinished cycle is dropped: some results would not have led
         for player, marginal in marginals.items():
             cycle[player] += marginal
+            cycle_samples[player].append(marginal)
         led += 1
         if led < n:
             continue
         cycles, led = cycles + 1, 0
         for player in order:
             totals[player] += cycle[player]
+            samples[player] += cycle_samples[player]
         cycle = dict.fromkeys(order, 0.0)
+        cycle_samples = {p: [] for p in order}
         history.append({p: totals[p] / (cycles * n) for p in order})
         if cycles >= 2 and _settled(history[-2], history[-1], tolerance):
             break
@@ -184,7 +192,15 @@ def gtg_shapley(
             return Valuation(dict.fromkeys(order, 0.0), "gtg_shapley", _evaluations(utility))
     done = cycles * n
     values = {p: totals[p] / done for p in order}
-    return Valuation(values, "gtg_shapley", _evaluations(utility), done)
+    errors = {p: _standard_error(samples[p]) for p in order} if done >= 2 else {}
+    return Valuation(values, "gtg_shapley", _evaluations(utility), done, errors)
+
+
+def _standard_error(marginals: Sequence[float]) -> float:
+    """The standard error of a mean of sampled marginals (0 for fewer than two)."""
+    if len(marginals) < 2:
+        return 0.0
+    return float(np.std(marginals, ddof=1) / math.sqrt(len(marginals)))
 
 
 def _walk(
@@ -242,11 +258,12 @@ AUTO_BUDGET_PER_RESULT = 8
 
 @dataclass
 class _Measured:
-    """One valuation's outcome per result: value, amount (those worth more than 0), and how
-    many results share its training."""
+    """One valuation's outcome per result: value, its standard error, amount (those not
+    refused), and how many results share its training."""
 
     how: str
     values: dict[int, float] = field(default_factory=dict)
+    errors: dict[int, float] = field(default_factory=dict)
     amounts: dict[int, int] = field(default_factory=dict)
     group_size: dict[int, int] = field(default_factory=dict)
 
@@ -254,12 +271,19 @@ class _Measured:
 @dataclass(frozen=True)
 class ValuePricing:
     """Pay by value (a task whose ``payment_rule`` is ``value``): after the policy, the
-    accepted results are valued with GTG-Shapley on the held-out split; a result worth 0 or
-    less is rejected with its value as the reason, and the round's pool — the fixed share
-    ``reward_per_result`` times the number of results worth more than 0, so the creator pays
-    no more than under ``per_result`` — is split among those in proportion to their value,
-    each first getting ``floor_share`` of a fixed share. Several accounts sending one training
-    share its value (Shapley symmetry), so together they earn about what one would.
+    accepted results are valued with GTG-Shapley on the held-out split. A result whose value
+    demonstrably harms the round (``harmful``: below 0 by more than an average result's share
+    of the round's worth, or by more than ``significance`` standard errors over the sampled
+    permutations) is rejected with its value as the reason.
+    The others share the round's pool — the fixed share ``reward_per_result`` times their
+    number, so the creator pays no more than under ``per_result`` — in proportion to their
+    value above 0, each first getting ``floor_share`` of a fixed share (at least 1 unit): a
+    result whose value is within the estimate's noise of 0 is paid about nothing, but it is
+    not refused, and its worker's reputation does not suffer for the estimator's noise. Near
+    convergence every honest result's value is small and the estimate's noise as large
+    (docs/benchmarks.md: a plain ``value <= 0`` rule refused 2 of 50 honest IID results in 5
+    rounds). Several accounts sending one training share its value (Shapley symmetry), so
+    together they earn about what one would.
 
     ``budget``: the most held-out evaluations the valuation may use (each is one evaluation
     of the rule's aggregate of a subset); ``seed``: the sampling seed, recorded by the caller
@@ -274,6 +298,9 @@ class ValuePricing:
     same_training: float = 0.25
     """Updates closer than this (relative L2 distance) come from one training: honest
     independent updates differ by ~0.5-1.2, noisy copies of one by the noise they carry."""
+    significance: float = 2.0
+    """How many standard errors below 0 a value must lie to be refused (about 2.5 % of
+    values that are really 0 would be, by chance, at 2)."""
 
     def price(
         self, candidates: Sequence[Candidate], verdicts: Sequence[Verdict], view: RoundView
@@ -317,14 +344,22 @@ class ValuePricing:
         utility = GroupUtility(RoundUtility(candidates, view, budget=budget), leaders)
         players = sorted(leaders)
         valuation = gtg_shapley(players, utility, seed=self.seed, scale=utility.start_loss)
-        group_amounts = self.amounts(valuation.values)
+        refused = self.harmful(valuation)
+        group_amounts = self.amounts(
+            {p: v for p, v in valuation.values.items() if p not in refused}
+        )
+        worth = sum(valuation.values.values())
         measured = _Measured(
-            how=f"GTG-Shapley over {len(players)} trainings, {valuation.evaluations} evaluations"
+            how=(
+                f"GTG-Shapley over {len(players)} trainings worth {worth:+.4f} together, "
+                f"{valuation.evaluations} evaluations"
+            )
         )
         for leader, group in leaders.items():
             for candidate in group:
                 sid = candidate.submission_id
                 measured.values[sid] = valuation.values[leader] / len(group)
+                measured.errors[sid] = valuation.errors.get(leader, 0.0) / len(group)
                 measured.group_size[sid] = len(group)
                 if leader in group_amounts:
                     measured.amounts[sid] = max(1, group_amounts[leader] // len(group))
@@ -334,27 +369,50 @@ class ValuePricing:
         value = measured.values.get(verdict.submission_id)
         if not verdict.accept or value is None:
             return verdict
+        error = measured.errors.get(verdict.submission_id, 0.0)
         if verdict.submission_id not in measured.amounts:
             reason = (
-                f"value {value:+.4f} <= 0: the round's aggregate does no better on the "
-                f"held-out split with it ({measured.how})"
+                f"value {value:+.4f} ± {error:.4f}: it takes more from the round's aggregate on "
+                f"the held-out split than an average result brings, or is below 0 beyond the "
+                f"estimate's noise ({measured.how})"
             )
             return Verdict(verdict.submission_id, False, reason, value=value)
         amount = measured.amounts[verdict.submission_id]
         others = measured.group_size[verdict.submission_id] - 1
         shared = f", shared with {others} other result(s) of the same training" if others else ""
-        reason = f"{verdict.reason}; value {value:+.4f} ({measured.how}{shared}): paid {amount}"
+        reason = (
+            f"{verdict.reason}; value {value:+.4f} ± {error:.4f} ({measured.how}{shared}): "
+            f"paid {amount}"
+        )
         return Verdict(verdict.submission_id, True, reason, amount, value)
 
+    def harmful(self, valuation: Valuation) -> set[int]:
+        """The players whose value demonstrably harms the round: below 0 by more than an
+        average player's share of the round's worth (it takes away more than a result brings
+        on average), or by more than ``significance`` standard errors."""
+        worth = sum(valuation.values.values())
+        share = worth / len(valuation.values) if worth > 0 else math.inf
+        return {
+            p
+            for p, value in valuation.values.items()
+            if value < 0
+            and (value < -share or value < -self.significance * valuation.errors.get(p, 0.0))
+        }
+
     def amounts(self, values: Mapping[int, float]) -> dict[int, int]:
-        """The amounts of the results worth more than 0 (rounded down, at least 1 each)."""
-        positive = {sid: v for sid, v in values.items() if v > 0}
-        if not positive:
+        """The amounts of the results ``values`` names (those not refused): the pool of one
+        fixed share each, the floor first, the rest in proportion to the value above 0
+        (rounded down, at least 1 each)."""
+        if not values:
             return {}
-        pool = self.reward_per_result * len(positive)
+        pool = self.reward_per_result * len(values)
         floor = int(self.floor_share * self.reward_per_result)
-        rest, total = pool - floor * len(positive), sum(positive.values())
-        amounts = {sid: max(1, floor + int(rest * v / total)) for sid, v in positive.items()}
+        positive = {sid: max(v, 0.0) for sid, v in values.items()}
+        rest, total = pool - floor * len(values), sum(positive.values())
+        amounts = {
+            sid: max(1, floor + (int(rest * v / total) if total > 0 else 0))
+            for sid, v in positive.items()
+        }
         while sum(amounts.values()) > pool:  # the minimum of 1 cannot take the pool over
             largest = max(amounts, key=amounts.__getitem__)
             amounts[largest] -= 1
