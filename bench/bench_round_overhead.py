@@ -295,14 +295,29 @@ def demo_and_baseline(config_path: Path, workdir: Path) -> dict[str, object]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def demo_arguments(description: str, rounds: int) -> argparse.ArgumentParser:
+    """The demo's shape and the output options, shared by the benches that run the demo."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--contributors", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--runner", choices=["dask", "threads"], default="dask")
     parser.add_argument("--label", default="", help="a name for this run in the JSON line")
     parser.add_argument("--json", type=Path, help="also write the JSON line to this file")
+    return parser
+
+
+def emit(result: dict[str, object], json_path: Path | None) -> None:
+    """The bench's ONE JSON line, on stdout and, when asked, in ``json_path``."""
+    line = json.dumps(result)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(line + "\n")
+    print(line)
+
+
+def main() -> int:
+    parser = demo_arguments(__doc__.splitlines()[0], rounds=2)
     parser.add_argument("--components", action="store_true", help="also time the core's parts")
     parser.add_argument("--no-demo", action="store_true", help="only the parts (--components)")
     args = parser.parse_args()
@@ -322,11 +337,7 @@ def main() -> int:
             result.update(demo_and_baseline(config_path, workdir))
         if args.components or args.no_demo:
             result.update(components(config_path, workdir))
-    line = json.dumps(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(line + "\n")
-    print(line)
+    emit(result, args.json)
     return 0
 
 

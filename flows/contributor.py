@@ -39,7 +39,7 @@ from decentralml.runtime.config import RunConfig, load_contributor_config
 from decentralml.runtime.polling import Backoff
 from decentralml.runtime.shutdown import STOP
 from tasks.contributor import STEPS
-from tasks.policy import untagged_tasks
+from tasks.policy import outside_transactions, untagged_tasks
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,8 @@ class _Workers:
     def _work(self, task: Task) -> None:
         try:
             flow_run = isinstance(self.run_one, prefect.Flow)  # a task run: no tags (tasks.policy)
-            with tags("decentralml", "role:contributor") if flow_run else untagged_tasks():
+            tagged = tags("decentralml", "role:contributor") if flow_run else untagged_tasks()
+            with tagged, outside_transactions():  # the agent's task run keeps no contribution
                 if flow_run:
                     self._one_creation.acquire()
                     self._holding.lock = True
