@@ -9,10 +9,11 @@ Run from the project root (≈3 min for 6 rounds on 2 cores):
 Runs ``decentralml demo``'s engine in this process (``flows.demo.run_demo``: 10 contributors,
 1 local epoch, IID, the seed model, embedded marketplace, file storage, Prefect's ephemeral
 server; the contributors are threads of this process) and, after each round is settled, collects
-garbage and reads this process's resident memory (``VmRSS``), the Keras models still alive and
-the threads. Reports each round's figures and ``mb_per_round``: the growth from the end of
-round 1 (start-up, imports and first compilations behind) to the end of the last round, per
-round (issue 20's target: ≤ 20 MB per round over 10 rounds).
+garbage and reads this process's resident memory (``VmRSS``), the Keras models still alive,
+the threads and the round's primary metric (accuracy). Reports each round's figures and
+``mb_per_round``: the growth from the end of round 1 (start-up, imports and first compilations
+behind) to the end of the last round, per round (issue 20's target: ≤ 20 MB per round over 10
+rounds).
 
 Ends with ONE JSON line.
 """
@@ -61,6 +62,7 @@ class RoundMemory:
         self.rounds.append(
             {
                 "round": report.round_number,
+                "metric": round(report.metric, 4),  # the workload's primary one (accuracy)
                 "rss_mb": round(rss_mb(), 1),
                 "keras_models": keras_models_alive(),
                 "threads": threading.active_count(),

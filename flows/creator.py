@@ -92,7 +92,7 @@ def run_round(
             config.poll_seconds,
             reporting.WaitProgress(run, round_number),
         )
-        policy = make_policy(config.task, decider, FormReview.for_task(config.task))
+        policy = make_policy(config.task, decider, FormReview.for_task(config.task))  # ManualAccept
         settled = settle_round(session, round_number, task_id, policy, steps.STEPS)
         report = round_report(session, round_number, task_id, settled)
         rows = submission_rows(
