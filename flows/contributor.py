@@ -39,6 +39,7 @@ from decentralml.runtime.config import RunConfig, load_contributor_config
 from decentralml.runtime.polling import Backoff
 from decentralml.runtime.shutdown import STOP
 from tasks.contributor import STEPS
+from tasks.policy import outside_transactions, untagged_tasks
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def contribution_steps(
     simulated contribution's task run), each step a Prefect task unless ``steps`` says
     otherwise. Once ``stop`` is set, a task that has not yet taken a slot ends Cancelled
     (nothing was paid); one that has is finished."""
-    receipt = contribute_once(contributor, task, steps or STEPS, stop)
+    with untagged_tasks():  # the tags are the flow run's, not its steps' (tasks.policy)
+        receipt = contribute_once(contributor, task, steps or STEPS, stop)
     if receipt is None:
         return Cancelled(message=f"task {task.task_id}: stopped before taking a slot")
     get_run_logger().info(
@@ -216,8 +218,10 @@ class _Workers:
 
     def _work(self, task: Task) -> None:
         try:
-            with tags("decentralml", "role:contributor"):
-                if isinstance(self.run_one, prefect.Flow):
+            flow_run = isinstance(self.run_one, prefect.Flow)  # a task run: no tags (tasks.policy)
+            tagged = tags("decentralml", "role:contributor") if flow_run else untagged_tasks()
+            with tagged, outside_transactions():  # the agent's task run keeps no contribution
+                if flow_run:
                     self._one_creation.acquire()
                     self._holding.lock = True
                 try:

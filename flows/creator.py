@@ -41,10 +41,13 @@ from decentralml.validation import make_policy
 from flows.manual_review import FormReview
 from tasks import creator as steps
 from tasks import reporting
+from tasks.policy import untagged_tasks
 
 
 def creator_tags(run: str) -> AbstractContextManager:
-    """Tags of every creator flow run of ``run``: filter the UI by run or by role."""
+    """Tags of every creator flow run of ``run``: filter the UI by run or by role. Each
+    creator flow runs its steps under ``untagged_tasks``: its task runs carry no tags, so none
+    waits for a tag-concurrency lease (tasks.policy)."""
     return tags("decentralml", f"run:{run}", "role:creator")
 
 
@@ -63,7 +66,8 @@ def outcome(state: State) -> Any:
     validate_parameters=False,
 )
 def publish(session: CreatorSession, round_number: int) -> int:
-    task_id = publish_round(session, round_number, steps.STEPS)
+    with untagged_tasks():
+        task_id = publish_round(session, round_number, steps.STEPS)
     get_run_logger().info("round %d published as task %d", round_number, task_id)
     return task_id
 
@@ -80,20 +84,21 @@ def run_round(
     ``task.min_accepted_results`` is still settled, checkpointed and reported, then ends in a
     Failed state that names why and carries its report (see ``outcome``)."""
     creator, config, run = session.creator, session.creator.config, session.creator.run
-    steps.wait_for_results(
-        creator.market,
-        task_id,
-        config.round_timeout_seconds,
-        config.poll_seconds,
-        reporting.WaitProgress(run, round_number),
-    )
-    policy = make_policy(config.task, decider, FormReview.for_task(config.task))  # ManualAccept
-    settled = settle_round(session, round_number, task_id, policy, steps.STEPS)
-    report = round_report(session, round_number, task_id, settled)
-    rows = submission_rows(
-        settled.submissions, settled.review, settled.payments, report.metric_name
-    )
-    reporting.publish_round(run, report, rows)
+    with untagged_tasks():
+        steps.wait_for_results(
+            creator.market,
+            task_id,
+            config.round_timeout_seconds,
+            config.poll_seconds,
+            reporting.WaitProgress(run, round_number),
+        )
+        policy = make_policy(config.task, decider, FormReview.for_task(config.task))  # ManualAccept
+        settled = settle_round(session, round_number, task_id, policy, steps.STEPS)
+        report = round_report(session, round_number, task_id, settled)
+        rows = submission_rows(
+            settled.submissions, settled.review, settled.payments, report.metric_name
+        )
+        reporting.publish_round(run, report, rows)
     get_run_logger().info("round %d: %s", round_number, asdict(report))
     if report.task_open:
         get_run_logger().warning(
@@ -122,20 +127,22 @@ def train(
 ) -> list[RoundReport] | State:
     """Every remaining round of the run. An underfilled round does not stop the training;
     the run then ends Failed naming those rounds, with all the reports (see ``outcome``)."""
-    session = session or steps.open_session(config)
+    with untagged_tasks():
+        session = session or steps.open_session(config)
+        progress = start_training(session, steps.STEPS)  # overdue results paid, read back
     run = session.creator.run
-    progress = start_training(session, steps.STEPS)  # overdue results paid, progress read back
     reports: list[RoundReport] = []
-    with creator_tags(run):
-        for round_number in range(progress.done_rounds + 1, config.rounds + 1):
-            resumable = progress.open_task if round_number == progress.done_rounds + 1 else None
+    for round_number in range(progress.done_rounds + 1, config.rounds + 1):
+        resumable = progress.open_task if round_number == progress.done_rounds + 1 else None
+        with creator_tags(run):  # the round's flow runs
             task_id = resumable.task_id if resumable else publish(session, round_number)
             crashpoint("published")
             state = run_round(session, round_number, task_id, decider, return_state=True)
-            reports.append(outcome(state))
+        reports.append(outcome(state))
+        with untagged_tasks():
             reporting.publish_training(run, reports)
-            if on_round:
-                on_round(reports[-1])
+        if on_round:
+            on_round(reports[-1])
     underfilled = underfilled_rounds(reports)
     if underfilled:
         why = "; ".join(f"round {r.round_number}: {r.shortfall}" for r in reports if r.shortfall)

@@ -1,8 +1,14 @@
-"""Shared Prefect task settings: which steps retry, and on what."""
+"""Shared Prefect task settings: which steps retry, and on what; which runs carry tags; which
+runs stand in no enclosing transaction."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TagsContext
+from prefect.transactions import BaseTransaction
 
 from decentralml.io.storage import RETRY_DELAYS_SECONDS
 from decentralml.protocol.errors import (
@@ -69,3 +75,33 @@ LOCAL_TASK = {"cache_policy": NO_CACHE}
 POLL_TASK = {"cache_policy": NO_CACHE}
 """For a step that waits on the marketplace with its own back-off (wait-for-results): each
 poll is cheap and repeated by the step itself, so the task is not retried."""
+
+
+def untagged_tasks() -> AbstractContextManager:
+    """Task runs started inside carry none of the tags around them: the ``tags(...)`` around a
+    flow call are for its flow run (the UI's and the tests' filters), not its task runs.
+
+    Prefect gives a task run every tag of the context it is called in, and before a task run
+    with tags starts, its engine asks the API for a lease on a ``tag:<name>`` concurrency
+    limit, even when none is configured: one blocking call per task run, serialized per tag
+    set, which cost a 10-contributor round tens of seconds (docs/benchmarks.md, issue 20).
+    A subflow called inside its own ``tags(...)`` is still tagged."""
+    return TagsContext(current_tags=set())
+
+
+@contextmanager
+def outside_transactions() -> Iterator[None]:
+    """Task runs started inside are not nested in the caller's transaction: each commits and
+    lets go of its result when it ends.
+
+    Prefect stages every task run's result in the task's transaction and, when the task run
+    ends inside another task run, hands that transaction (result included) to the enclosing
+    one, which keeps it until it commits (prefect/transactions.py, ``Transaction.reset``). A
+    simulated contributor's agent is one task run for the whole training, so every
+    contribution's shard and weights stayed alive until the end: ~170 MB a round with 10
+    contributors (docs/benchmarks.md, issue 20). Nothing here uses transactions' rollback."""
+    token = BaseTransaction.__var__.set(None)  # the context var Prefect reads the parent from
+    try:
+        yield
+    finally:
+        BaseTransaction.__var__.reset(token)

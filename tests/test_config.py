@@ -63,7 +63,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
         "training": {
             "epochs": 2,
             "batch_size": 32,
-            "learning_rate": 0.001,
+            "learning_rate": 0.003,
             "optimizer": "adam",
             "initial_epochs": 0,
         },

@@ -230,6 +230,23 @@ def test_runs_are_named_and_tagged_by_run_round_task_and_role(training, client):
     assert {"contributor-0-task-0", "contributor-1-task-0"} <= set(contributors)
 
 
+def test_task_runs_carry_no_tags_so_none_waits_for_a_concurrency_lease(training, client):
+    """Prefect asks its API for a ``tag:<name>`` concurrency lease before every task run that
+    has tags, limit or not (issue 20: 30 % of a creator's time): the run and role tags are on
+    the flow runs only. A subflow's tracking task run keeps them: it never runs the engine."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_runs = {**_runs(client, f"run:{RUN}"), **_runs(client, "role:contributor")}
+    assert len(flow_runs) >= 7 and all("decentralml" in run.tags for run in flow_runs.values())
+    ids = [run.id for run in flow_runs.values()]
+    task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    trackers = {run.parent_task_run_id for run in flow_runs.values()}
+    steps = [run for run in task_runs if run.id not in trackers]
+    assert len(steps) > 20
+    tagged = sorted((run.name, run.tags) for run in steps if run.tags)
+    assert tagged == []
+
+
 def test_underfilled_round_and_training_end_failed_naming_why(training, client):
     runs = _runs(client, f"run:{RUN}")
     assert runs[f"{RUN}-round-1-task-0"].state.is_completed()

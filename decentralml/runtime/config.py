@@ -62,7 +62,7 @@ class TrainingConfig(_Section):
 
     epochs: PositiveInt = 2
     batch_size: PositiveInt = 32
-    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 0.001
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 0.003  # docs/benchmarks.md, issue 20
     optimizer: LocalOptimizer = "adam"
     initial_epochs: Annotated[int, Field(ge=0)] = 0
 
