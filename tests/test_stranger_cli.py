@@ -6,8 +6,10 @@ start) and never a traceback for what is not a bug."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +24,25 @@ from tests.helpers import ROOT
 from tests.test_contributor_agent import _trainable
 from tests.test_contributor_trust import _publish
 
+CONTRIBUTE = (sys.executable, "-m", "decentralml_cli", "contribute")
 
-def _stranger(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """``decentralml contribute ...`` as a stranger runs it: its own folder and Prefect home,
-    Prefect's default logging (INFO), no server of its own (ephemeral mode)."""
+
+def _stranger_env(cwd: Path, **env: str) -> dict[str, str]:
+    """A stranger's environment: its own Prefect home, Prefect's default logging (INFO), no
+    server of its own (ephemeral mode)."""
     base = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("PREFECT_API", "PREFECT_LOGGING", "DECENTRALML_MARKETPLACE"))
     }
-    base.update(PREFECT_HOME=str(cwd / ".prefect"), PYTHONPATH=str(ROOT), **env)
+    return {**base, "PREFECT_HOME": str(cwd / ".prefect"), "PYTHONPATH": str(ROOT), **env}
+
+
+def _stranger(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``decentralml contribute ...`` as a stranger runs it, to its end."""
     return subprocess.run(
-        [sys.executable, "-m", "decentralml_cli", "contribute", *args],
-        cwd=cwd, env=base, capture_output=True, text=True, timeout=600,
+        [*CONTRIBUTE, *args], cwd=cwd, env=_stranger_env(cwd, **env),
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 
 
@@ -154,3 +162,34 @@ def test_each_skipped_task_is_one_line_and_an_empty_wait_says_where(tmp_path: Pa
     [waiting] = [line for line in err.splitlines() if "no open task with a free slot" in line]
     assert str(market_path) in waiting
     assert market.list_task_results(refused) == []  # refused before taking a slot
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_the_agent_at_once_and_quietly(tmp_path: Path) -> None:
+    """Ctrl-C signals the terminal's whole process group, Prefect's temporary server
+    included: the agent still ends its run Cancelled, exit 130, without a traceback or the
+    server's "Error flushing" lines. (Once, by hand, after 10 minutes idle, an agent stopped
+    so printed "stopped: ..." and then did not exit; not reproduced here.)"""
+    market = tmp_path / "m.sqlite"
+    EmbeddedMarketplace(market, block_time_seconds=6.0)
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        agent = subprocess.Popen(
+            [*CONTRIBUTE, "--marketplace", str(market)], cwd=tmp_path,
+            env=_stranger_env(tmp_path), stdout=subprocess.PIPE, stderr=err, text=True,
+            start_new_session=True,  # its own process group, as a terminal's job has
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while "no open task with a free slot" not in err_path.read_text():
+            assert agent.poll() is None and time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.5)  # waiting for another process's output: no clock to inject
+        os.killpg(agent.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        agent.communicate(timeout=90)
+    finally:
+        if agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGKILL)
+    err = err_path.read_text()
+    assert agent.returncode == 130, err[-3000:]
+    assert "stopped: stopped by SIGINT after 0 task(s)" in err
+    _no_noise(err)
