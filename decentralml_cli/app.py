@@ -16,7 +16,13 @@ from typing import get_args
 
 from decentralml.protocol.errors import DecentralMLError
 from decentralml.runtime import checks
-from decentralml.runtime.config import MARKETPLACE_ENV, AttackKind, LocalOptimizer, StrategyName
+from decentralml.runtime.config import (
+    MARKETPLACE_ENV,
+    AttackKind,
+    LocalOptimizer,
+    StrategyName,
+    comma_list,
+)
 from decentralml_cli.config import DEFAULT_CONFIG
 
 ATTACKS = get_args(AttackKind)
@@ -125,6 +131,25 @@ def build_parser() -> argparse.ArgumentParser:
     contribute_cmd.add_argument(
         "--max-tasks", "--rounds", dest="max_tasks", type=int, help="stop after this many tasks"
     )
+    contribute_cmd.add_argument(
+        "--models",
+        type=comma_list,
+        metavar="NAME,...",
+        help="train only these models, skip other tasks (default: $DECENTRALML_MODELS, else any)",
+    )
+    contribute_cmd.add_argument(
+        "--creators",
+        type=comma_list,
+        metavar="SS58,...",
+        help="take only these creators' tasks (default: $DECENTRALML_CREATORS, else anyone's)",
+    )
+    contribute_cmd.add_argument(
+        "--min-reward-per-result",
+        type=int,
+        metavar="AMOUNT",
+        help="skip tasks paying less per accepted result "
+        "(default: $DECENTRALML_MIN_REWARD_PER_RESULT, else the config's, 1)",
+    )
     for command in (contribute_cmd, tasks_cmd):
         command.add_argument(
             "--marketplace",
@@ -147,6 +172,22 @@ PREFECT_DEFAULTS = {
 }
 
 
+EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server."
+"""How Prefect 3 reports that its temporary server did not answer in time (a RuntimeError)."""
+
+
+def _server_did_not_start() -> str:
+    """Prefect's start-up timeout, as one line with the fix."""
+    from prefect.settings import get_current_settings
+
+    seconds = get_current_settings().server.ephemeral.startup_timeout_seconds
+    return (
+        f"the local Prefect server did not start within {seconds} s; set "
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS higher, or PREFECT_API_URL to a "
+        "running Prefect server"
+    )
+
+
 FLOW_COMMANDS = frozenset({"demo", "train", "publish", "round", "contribute"})
 """The commands that run Prefect flows (so may start Prefect's temporary server)."""
 
@@ -163,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except DecentralMLError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        if not str(error).startswith(EPHEMERAL_TIMEOUT):
+            raise
+        print(f"error: {_server_did_not_start()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

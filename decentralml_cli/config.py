@@ -8,11 +8,18 @@ are set where the parser is built (``decentralml_cli.app``).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from decentralml.protocol.errors import ConfigError
 from decentralml.runtime import checks
-from decentralml.runtime.config import RunConfig, load_config, load_contributor_config
+from decentralml.runtime.config import (
+    MARKETPLACE_ENV,
+    RunConfig,
+    load_config,
+    load_contributor_config,
+    marketplace_location,
+)
 
 DEFAULT_CONFIG = Path("configs/mnist.yaml")
 SUBSTRATE_CONFIG = Path("configs/mnist-substrate.yaml")
@@ -38,6 +45,9 @@ def _overrides(args: argparse.Namespace) -> dict:
         ("attack.attackers", "attackers"),
         ("strategy", "strategy"),
         ("workload", "workload"),
+        ("contributor.models", "models"),
+        ("contributor.creators", "creators"),
+        ("contributor.min_reward_per_result", "min_reward_per_result"),
     ):
         value = getattr(args, attr, None)
         if value is not None:
@@ -76,4 +86,20 @@ def _contributor_config(args: argparse.Namespace) -> RunConfig:
     path = args.config if args.config != DEFAULT_CONFIG or args.config.exists() else None
     location = getattr(args, "marketplace_at", None)
     config = load_contributor_config(path, location, _overrides(args))
+    if not (path or location or os.environ.get(MARKETPLACE_ENV)):
+        _refuse_no_marketplace(config)
     return checks.check_config(config, args.checks, source=str(path or "no config file"))
+
+
+def _refuse_no_marketplace(config: RunConfig) -> None:
+    """Nothing names a marketplace (no config file here, no ``--marketplace``, no variable):
+    the defaults' embedded marketplace is a file relative to this folder. Where nothing was
+    ever published it would be created empty and watched forever, so that is refused; a
+    config file or a named marketplace may be waited for (its creator may publish later)."""
+    where = marketplace_location(config.marketplace)
+    if not Path(where).exists():
+        raise ConfigError(
+            f"no marketplace to contribute to: no config file here, no --marketplace and no "
+            f"${MARKETPLACE_ENV}, and nothing was published at {where}; name the creator's "
+            f"marketplace: --marketplace ws://HOST:PORT (a chain) or the path of its SQLite file"
+        )

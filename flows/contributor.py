@@ -35,7 +35,7 @@ from decentralml.protocol.errors import TaskFull, TaskNotOpen
 from decentralml.protocol.records import Task
 from decentralml.runtime.backends import contributor_keypair, open_marketplace, open_store
 from decentralml.runtime.checks import CONTRIBUTE, check_config
-from decentralml.runtime.config import RunConfig, load_contributor_config
+from decentralml.runtime.config import RunConfig, load_contributor_config, marketplace_location
 from decentralml.runtime.polling import Backoff
 from decentralml.runtime.shutdown import STOP
 from tasks.contributor import STEPS
@@ -93,6 +93,7 @@ def run_agent(
     max_tasks: int | None = None,
     simulated: bool = False,
     steps: ContributorSteps | None = None,
+    where: str | None = None,
 ) -> list[ContributionReceipt]:
     """Watch the marketplace and contribute to each new task (id >= first_task_id), up to
     ``contributor.terms.max_concurrent_tasks`` at once, each in its own thread: a contributor
@@ -108,7 +109,8 @@ def run_agent(
     Every skipped task is remembered and never retried: tasks are published by anyone, so
     none may stop the agent. With no task to take it looks again after a delay that grows
     from min(0.2 s, ``poll_seconds``) to 4 × ``poll_seconds`` and starts over once it finds
-    one (decentralml.runtime.polling).
+    one (decentralml.runtime.polling); with ``where`` (the marketplace, for a person) it says
+    so in one line when it first finds none, then once a minute.
     """
     stop = stop or threading.Event()
     terms = contributor.terms
@@ -117,6 +119,7 @@ def run_agent(
     workers = _Workers(contributor, stop, terms.max_concurrent_tasks, run_one, steps)
     backoff = Backoff.for_poll_seconds(poll_seconds)  # a quiet marketplace is polled less
     last_busy = time.monotonic()
+    idle = _IdleNotice(where)
     while (max_tasks is None or len(seen) - first_task_id < max_tasks) and not stop.is_set():
         workers.reap()
         if workers.busy:
@@ -126,12 +129,14 @@ def run_agent(
             continue
         task = find_open_task(contributor.market, contributor.keypair, seen)
         if task is None:
+            idle.tick(workers.busy)
             if _idle_too_long(last_busy, terms.idle_timeout_seconds, workers.busy):
                 log.info("no task for %s s: the agent stops", terms.idle_timeout_seconds)
                 break
             stop.wait(backoff.next_delay())
             continue
         backoff.reset()  # a task now: the next one may follow soon
+        idle.reset()
         seen.add(task.task_id)  # remembered: a skipped task is not tried again
         reason = filter_reason(task, terms)
         if reason:  # the contributor's own filters: a quiet skip, not a warning
@@ -151,6 +156,31 @@ def run_agent(
 def _one_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else '(no message)'}"
+
+
+class _IdleNotice:
+    """A stranger pointed at an empty or mistyped marketplace sees where the agent looks: one
+    line when it first finds nothing to take, then one every ``every`` seconds."""
+
+    def __init__(self, where: str | None, every: float = 60.0) -> None:
+        self.where, self.every = where, every
+        self.since: float | None = None
+        self.said: float | None = None
+
+    def tick(self, busy: int) -> None:
+        now = time.monotonic()
+        if self.where is None or busy:
+            return
+        self.since = now if self.since is None else self.since
+        if self.said is None or now - self.said >= self.every:
+            log.info(
+                "no open task with a free slot at %s; still looking (%.0f s so far)",
+                self.where, now - self.since,
+            )  # fmt: skip
+            self.said = now
+
+    def reset(self) -> None:
+        self.since = self.said = None
 
 
 def _idle_too_long(last_busy: float, timeout: float | None, busy: int) -> bool:
@@ -304,7 +334,8 @@ def agent(
     config = check_config(config, CONTRIBUTE, source=config_path or "no config file")
     contributor = open_contributor(config, shard_index, local_data=data_path)
     with STOP.on_signals():
-        done = run_agent(contributor, config.poll_seconds, 0, STOP.event, max_tasks)
+        where = marketplace_location(config.marketplace)
+        done = run_agent(contributor, config.poll_seconds, 0, STOP.event, max_tasks, where=where)
     if STOP.requested:
         return Cancelled(message=f"stopped by {STOP.signal_name} after {len(done)} task(s)")
     return len(done)

@@ -552,6 +552,38 @@ RESULTS_ENV = {
 }
 """Where a contributor configured by environment hosts its results, by config field."""
 
+FILTER_ENV = {
+    "contributor.models": "DECENTRALML_MODELS",
+    "contributor.creators": "DECENTRALML_CREATORS",
+    "contributor.min_reward_per_result": "DECENTRALML_MIN_REWARD_PER_RESULT",
+}
+"""A contributor's filters from the environment, by config field (lists comma-separated);
+they win over a config file's, and ``decentralml contribute --models`` ... over them."""
+
+
+def _from_environment() -> dict[str, object]:
+    """The contributor settings the environment sets, as dotted overrides."""
+    found: dict[str, object] = {}
+    for dotted, variable in (RESULTS_ENV | FILTER_ENV).items():
+        value = os.environ.get(variable, "").strip()
+        if value:
+            is_list = dotted in ("contributor.models", "contributor.creators")
+            found[dotted] = comma_list(value) if is_list else value
+    return found
+
+
+def comma_list(value: str) -> list[str]:
+    """``"a, b,c"`` as ``["a", "b", "c"]``: a list on a command line or in a variable."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def marketplace_location(marketplace: MarketplaceConfig) -> str:
+    """Where a marketplace is, for a person: a chain's URL or the absolute path of the
+    embedded marketplace's file."""
+    if marketplace.backend == "substrate":
+        return marketplace.url
+    return str(Path(marketplace.path).expanduser().resolve())
+
 
 def marketplace_at(location: str) -> dict[str, str]:
     """Overrides pointing a config at a marketplace: a ``ws://``/``wss://`` URL is a Substrate
@@ -584,14 +616,14 @@ def load_contributor_config(
     with ``path`` None (or "") it starts from the defaults. The marketplace comes from
     ``marketplace`` or else $DECENTRALML_MARKETPLACE_URL when either is set; the key is read
     from the environment later (marketplace.contributor_key_env) and the storage endpoint
-    from each task's record."""
+    from each task's record. Results hosting and filters may come from the environment too
+    (RESULTS_ENV, FILTER_ENV); ``overrides`` (the command line's) win over them."""
     location = marketplace or os.environ.get(MARKETPLACE_ENV, "")
     if location:
         _refuse_missing_folder(location)
     merged = {**(marketplace_at(location) if location else {}), **(overrides or {})}
-    for dotted, variable in RESULTS_ENV.items():
-        if os.environ.get(variable):
-            merged.setdefault(dotted, os.environ[variable])
+    for dotted, value in _from_environment().items():
+        merged.setdefault(dotted, value)
     if path:
         return load_config(path, merged)
     data: dict = {}

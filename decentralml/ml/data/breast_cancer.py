@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from decentralml.ml.data.base import Dataset, DataSpec, Split, standardize_on
+from decentralml.protocol.errors import DataError
 
 TEST_FRACTION = 0.2
 _SPLIT_SEED = 0  # a fixed test set, whatever the training's seed
@@ -23,7 +24,13 @@ _SPLIT_SEED = 0  # a fixed test set, whatever the training's seed
 def load(cache_dir: Path | str | None = None) -> tuple[Split, Split]:
     """``((x_train, y_train), (x_test, y_test))``: 455 / 114 rows, float64 features and int64
     labels (0 malignant, 1 benign), split once by a fixed permutation."""
-    from sklearn.datasets import load_breast_cancer
+    try:
+        from sklearn.datasets import load_breast_cancer
+    except ImportError:  # a contributor's light install (pyproject.toml: the creator extra)
+        raise DataError(
+            "the breast_cancer workload reads its table from scikit-learn, which is not "
+            "installed: pip install scikit-learn (or decentralml[creator])"
+        ) from None
 
     x, y = load_breast_cancer(return_X_y=True)
     order = np.random.default_rng(_SPLIT_SEED).permutation(len(y))
