@@ -32,7 +32,7 @@ from prefect.states import Failed, State
 
 from decentralml.creator import close_open_tasks
 from decentralml.creator.report import RoundReport, submission_rows, underfilled_rounds
-from decentralml.creator.round import publish_round, round_report, settle_round, start_training
+from decentralml.creator.round import publish_round, report_round, settle_round, start_training
 from decentralml.creator.session import CreatorSession, open_creator
 from decentralml.runtime.checks import CREATE, check_config
 from decentralml.runtime.config import RunConfig, load_config, run_overrides
@@ -94,7 +94,7 @@ def run_round(
         )
         policy = make_policy(config.task, decider, FormReview.for_task(config.task))  # ManualAccept
         settled = settle_round(session, round_number, task_id, policy, steps.STEPS)
-        report = round_report(session, round_number, task_id, settled)
+        report = report_round(session, round_number, task_id, settled, steps.STEPS)
         rows = submission_rows(
             settled.submissions, settled.review, settled.payments, report.metric_name
         )
@@ -130,6 +130,7 @@ def train(
     with untagged_tasks():
         session = session or steps.open_session(config)
         progress = start_training(session, steps.STEPS)  # overdue results paid, read back
+        earlier = steps.STEPS.kept_reports(session.creator, progress.done_rounds)
     run = session.creator.run
     reports: list[RoundReport] = []
     for round_number in range(progress.done_rounds + 1, config.rounds + 1):
@@ -140,7 +141,7 @@ def train(
             state = run_round(session, round_number, task_id, decider, return_state=True)
         reports.append(outcome(state))
         with untagged_tasks():
-            reporting.publish_training(run, reports)
+            reporting.publish_training(run, earlier + reports)  # a resumed run: every round
         if on_round:
             on_round(reports[-1])
     underfilled = underfilled_rounds(reports)

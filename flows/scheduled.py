@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from prefect import State, flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.states import Failed
 
@@ -28,6 +30,8 @@ from flows.creator import (
     run_round,
 )
 from tasks import creator as steps
+from tasks import reporting
+from tasks.policy import untagged_tasks
 
 ROUND_SETTLED = "decentralml.round.settled"
 
@@ -59,22 +63,37 @@ def next_round_from_config(
         "run_name": run_name,
     }
     config = load_run_config(**parameters)
-    session = steps.open_session(config)
-    progress = start_training(session, steps.STEPS)  # overdue results paid, progress read back
+    with untagged_tasks():
+        session = steps.open_session(config)
+        progress = start_training(session, steps.STEPS)  # overdue results paid, read back
     if progress.done_rounds >= config.rounds:
         get_run_logger().info("training %s is complete: %d rounds", config.name, config.rounds)
         return None
     round_number = progress.done_rounds + 1
+    name_this_run(f"{session.creator.run}-next-round-{round_number}")
     with creator_tags(config.name):
         open_task = progress.open_task
         task_id = open_task.task_id if open_task else publish(session, round_number)
         state = run_round(session, round_number, task_id, return_state=True)
     report = outcome(state)  # a raised error re-raises here
+    with untagged_tasks():  # the training's chart and summary, every round so far
+        earlier = steps.STEPS.kept_reports(session.creator, progress.done_rounds)
+        reporting.publish_training(session.creator.run, [*earlier, report])
     if round_number < config.rounds and not report.task_open:
         announce_settled(config.name, report, parameters)
     if state.is_failed():
         return Failed(message=state.message, data=asdict(report))
     return asdict(report)
+
+
+def name_this_run(name: str) -> None:
+    """Rename the running flow run once its round is known: every chained run starts as
+    ``next-round-of-<config>`` (Prefect names a run from its parameters, before it runs)."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(context.flow_run.id, name=name)
 
 
 def announce_settled(run: str, report: RoundReport, parameters: dict) -> None:

@@ -7,7 +7,7 @@ from prefect import task
 
 from decentralml import creator as core
 from decentralml.creator import session
-from decentralml.creator.round import CreatorSteps
+from decentralml.creator.round import CreatorSteps, keep_report, kept_reports
 from tasks.policy import IO_TASK, LOCAL_TASK, POLL_TASK
 
 wait_for_results = task(name="wait-for-results", **POLL_TASK)(core.wait_for_results)
@@ -32,5 +32,7 @@ STEPS = CreatorSteps(
     settle_overdue=task(name="pay-overdue-results", **IO_TASK)(core.settle_overdue),
     find_progress=task(name="find-progress", **IO_TASK)(core.find_progress),
     resume=task(name="resume-training", **IO_TASK)(session.CreatorSession.resume),
+    keep_report=task(name="keep-round-report", **IO_TASK)(keep_report),
+    kept_reports=task(name="read-kept-reports", **IO_TASK)(kept_reports),
 )
 """The round engine's steps, each a Prefect task: what the creator flows run."""

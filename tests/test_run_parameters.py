@@ -4,6 +4,8 @@ pull step that enters the worker's folder."""
 from __future__ import annotations
 
 import os
+import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,41 @@ def test_an_underfilled_next_round_run_fails_with_the_rounds_message(tmp_path, p
     assert state.is_failed() and state.message.startswith("round 1: no result accepted")
     report = state.result(raise_on_failure=False)
     assert report["round_number"] == 1 and report["accepted"] == [] and report["refund"] > 0
+
+
+@pytest.mark.slow
+def test_chained_rounds_are_named_by_round_and_chart_the_whole_training(tmp_path, prefect_harness):
+    """Issue 18: every chained ``creator-next-round`` run was named
+    ``next-round-of-<config>`` and none updated the training's chart or summary. Each is now
+    named ``<run>-next-round-<n>``, and each republishes the chart and summary of every round
+    so far, read back from the reports the rounds kept in storage."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from decentralml.creator.report import RoundReport, artifact_key
+    from decentralml.io.storage import ArtifactStore
+    from flows.scheduled import next_round_from_config
+
+    path, config = write_config(
+        tmp_path, rounds=2, contributors=1, round_timeout_seconds=0.5, poll_seconds=0.1
+    )
+    run = f"chain-{uuid.uuid4().hex[:8]}"
+    states = [next_round_from_config(str(path), run_name=run, return_state=True) for _ in "12"]
+    with get_client(sync_client=True) as client:
+        names = [client.read_flow_run(s.state_details.flow_run_id).name for s in states]
+        [summary, *_] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[artifact_key(run, "training-summary")])
+            ),
+            sort=ArtifactSort.CREATED_DESC,
+        )
+    assert names == [f"{run}-next-round-1", f"{run}-next-round-2"]
+    rows = [line for line in summary.data.splitlines() if re.match(r"\| [12] \|", line)]
+    assert [row.split("|")[1].strip() for row in rows] == ["1", "2"], summary.data
+
+    store = ArtifactStore(config.storage.url)
+    kept = [
+        RoundReport.from_json(store.get(store.round_url(run, n, "report.json"))) for n in (1, 2)
+    ]
+    assert [r.round_number for r in kept] == [1, 2] and all(r.refund > 0 for r in kept)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,18 @@ class RoundReport:
     @property
     def paid(self) -> int:
         return sum(self.payments.values())
+
+    def to_json(self) -> bytes:
+        """The report as JSON, kept beside its round's files (``round.keep_report``): a later
+        run of the training (a resumed one, the next chained round) charts every round."""
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RoundReport:
+        raw = json.loads(data)
+        for name in ("rejected", "deferred", "payments"):  # JSON keys are text
+            raw[name] = {int(sid): value for sid, value in raw[name].items()}
+        return cls(**raw)
 
     @classmethod
     def scored(

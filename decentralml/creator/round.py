@@ -35,6 +35,27 @@ def _resume(session: Any, progress: Progress) -> None:
     session.resume(progress)
 
 
+REPORT_FILE = "report.json"
+
+
+def keep_report(creator: Any, report: RoundReport) -> None:
+    """Store the round's report beside its files, so a later run of the same training (a
+    resumed one, the next chained round) can chart every round (``kept_reports``)."""
+    url = creator.store.round_url(creator.run, report.round_number, REPORT_FILE)
+    creator.store.put(url, report.to_json())
+
+
+def kept_reports(creator: Any, rounds: int) -> list[RoundReport]:
+    """The reports kept for rounds 1..``rounds`` of the training, in order; a round without
+    one (run before reports were kept) is left out."""
+    reports = []
+    for round_number in range(1, rounds + 1):
+        url = creator.store.round_url(creator.run, round_number, REPORT_FILE)
+        if creator.store.exists(url):
+            reports.append(RoundReport.from_json(creator.store.get(url)))
+    return reports
+
+
 @dataclass(frozen=True)
 class CreatorSteps:
     """The round's steps, by name; orchestrators pass wrapped versions of the same functions
@@ -52,6 +73,8 @@ class CreatorSteps:
     settle_overdue: Callable[..., Any] = core.settle_overdue
     find_progress: Callable[..., Any] = core.find_progress
     resume: Callable[..., Any] = _resume
+    keep_report: Callable[..., Any] = keep_report
+    kept_reports: Callable[..., Any] = kept_reports
 
 
 PLAIN_STEPS = CreatorSteps()
@@ -166,6 +189,19 @@ def settle_round(
             continue
         crashpoint("settled")
         return SettledRound(review, metrics, payments, refund, submissions)
+
+
+def report_round(
+    session: Any,
+    round_number: int,
+    task_id: int,
+    done: SettledRound,
+    steps: CreatorSteps = PLAIN_STEPS,
+) -> RoundReport:
+    """The round's report (``round_report``), kept in storage for later runs' charts."""
+    report = round_report(session, round_number, task_id, done)
+    steps.keep_report(session.creator, report)
+    return report
 
 
 def round_report(session: Any, round_number: int, task_id: int, done: SettledRound) -> RoundReport:
