@@ -29,8 +29,8 @@ the similarity is over all weights.
 
 The similarities are over every account the training has seen (the paper keeps every
 client's history), with this round's updates *seen so far in the round*: the held-out gate and
-the value pricing (validation.value) call the rule on subsets of a round, always after a call
-with all of the round's results, and a subset must weigh each result as the round does — a
+the value pricing (validation.value) call the rule on subsets of a round, after a first call
+with every result still in play, and a subset must weigh each result as the round does — a
 Sybil alone in a subset, judged on that subset's updates only, would look like nobody's twin
 and get its whole say back, and with it a Shapley value. So α is a property of the account in
 the round, not of the subset.
@@ -42,7 +42,8 @@ State (``state``/``load_state``): each account's H_i as one flat float32 vector 
 size, under ``foolsgold/<account>`` (safetensors keys are any strings; the tensors are
 flattened in sorted name order), beside the rule's own state; the creator checkpoints it with
 the global weights before anyone is paid. Memory: one model-sized float32 history per account
-ever seen (100 accounts of a 1M-parameter model: 400 MB), plus, per call, a float64 stack of
+ever seen (100 accounts of a 1M-parameter model: 400 MB), the round's flat updates (one per
+account, as the round holds its results anyway), plus, per call, a float64 stack of
 all histories for the cosine matrix (8 bytes × accounts × parameters); cost per call
 O(accounts² × parameters), and the value pricing calls it once per subset it evaluates.
 
