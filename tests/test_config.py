@@ -143,6 +143,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "clip_norm_multiple": None,
             "noise_multiple": None,
             "backdoor_filter": None,
+            "sybil_filter": None,
         },
         "rounds": 3,
         "contributors": 5,

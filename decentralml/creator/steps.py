@@ -318,7 +318,9 @@ def rule_aggregator(
     trying subsets moves nothing."""
 
     def aggregate(candidates: Sequence[Candidate]) -> Tensors:
-        contributions = [Contribution(c.tensors, max(c.weight, 1)) for c in candidates]
+        contributions = [
+            Contribution(c.tensors, max(c.weight, 1), c.submission.worker) for c in candidates
+        ]
         return strategy.aggregate(round_number, global_tensors, contributions)
 
     return aggregate
@@ -413,7 +415,11 @@ def review(
             task.task_id, deferred.submission_id, deferred.reason,
         )  # fmt: skip
     accepted = [
-        Contribution(decision.candidate.tensors, decision.candidate.weight)
+        Contribution(
+            decision.candidate.tensors,
+            decision.candidate.weight,
+            decision.candidate.submission.worker,  # the account, for per-account rules
+        )
         for decision in decisions
         if decision.accepted and decision.candidate is not None
     ]

@@ -101,7 +101,7 @@ def screened_stream(
                 outcome.deferred.append(screened)
             else:
                 outcome.accepted.append(submission.submission_id)
-                yield Contribution(screened, weight)
+                yield Contribution(screened, weight, submission.worker)
             del screened  # this result's bytes go before the one after the next is read
 
 

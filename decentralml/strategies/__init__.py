@@ -28,6 +28,7 @@ from decentralml.strategies.fedavgm import FedAvgM
 from decentralml.strategies.fedprox import FedProx
 from decentralml.strategies.fedyogi import FedYogi
 from decentralml.strategies.flame import Flame
+from decentralml.strategies.foolsgold import FoolsGold
 from decentralml.strategies.krum import Krum, MultiKrum
 from decentralml.strategies.median import Median
 from decentralml.strategies.scaffold import Scaffold
@@ -54,7 +55,9 @@ registry: dict[str, type[Strategy]] = {
 
 def get_strategy(config: StrategyParams | str) -> Strategy:
     """The configured strategy, wrapped in Flame when ``backdoor_filter`` is ``flame``, else
-    in NormClipped when ``clip_norm_multiple`` is set (with ``noise_multiple``'s noise).
+    in NormClipped when ``clip_norm_multiple`` is set (with ``noise_multiple``'s noise), and
+    then in FoolsGold when ``sybil_filter`` is ``foolsgold``: outermost, since it needs each
+    contribution's account and raw update (the filters inside see its α-scaled updates).
 
     A bare name builds the strategy with its defaults. The creator's session builds one per
     training and keeps it across rounds (a stateful strategy's state lives in it).
@@ -65,9 +68,11 @@ def get_strategy(config: StrategyParams | str) -> Strategy:
         return registry[config]()
     strategy = registry[config.name].from_params(config)
     if config.backdoor_filter == "flame":
-        return Flame(strategy, config.noise_multiple)
-    if config.clip_norm_multiple is not None:
-        return NormClipped(strategy, config.clip_norm_multiple, config.noise_multiple)
+        strategy = Flame(strategy, config.noise_multiple)
+    elif config.clip_norm_multiple is not None:
+        strategy = NormClipped(strategy, config.clip_norm_multiple, config.noise_multiple)
+    if config.sybil_filter == "foolsgold":
+        strategy = FoolsGold(strategy)
     return strategy
 
 
@@ -81,6 +86,7 @@ __all__ = [
     "FedProx",
     "FedYogi",
     "Flame",
+    "FoolsGold",
     "Krum",
     "LocalContext",
     "LocalStep",

@@ -44,14 +44,17 @@ class NothingToAggregate(ValueError):
 
 @dataclass(frozen=True)
 class Contribution:
-    """One accepted result: its weights and the example count the creator allows it to claim
-    (capped by the creator; only example-weighted rules such as FedAvg use it)."""
+    """One accepted result: its weights, the example count the creator allows it to claim
+    (capped by the creator; only example-weighted rules such as FedAvg use it), and the
+    account that sent it (the contributor's address; "" when unknown, e.g. in tests and
+    benchmarks), which a rule keeping per-account history (FoolsGold) reads."""
 
     tensors: Mapping[str, np.ndarray]
     num_examples: int
+    account: str = ""
 
 
-SHARED_PARAMS = {"name", "clip_norm_multiple", "noise_multiple", "backdoor_filter"}
+SHARED_PARAMS = {"name", "clip_norm_multiple", "noise_multiple", "backdoor_filter", "sybil_filter"}
 """The fields every strategy's config takes: the wrappers in front of the rule."""
 
 
@@ -69,6 +72,10 @@ class StrategyParams(BaseModel):
     backdoor_filter: ``flame``: before clipping, only the majority cluster of update
         directions is aggregated (strategies/flame.py, Nguyen et al. 2022); it implies
         clipping to the median norm. Default None.
+    sybil_filter: ``foolsgold``: each update is first scaled by its account's FoolsGold
+        weight, so accounts whose update histories point the same way across rounds lose
+        their say (strategies/foolsgold.py, Fung et al. 2020); it goes in front of the
+        backdoor filter or clipping, if any. Default None.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -77,6 +84,7 @@ class StrategyParams(BaseModel):
     clip_norm_multiple: Annotated[float, Field(gt=0)] | None = None
     noise_multiple: Annotated[float, Field(ge=0)] | None = None
     backdoor_filter: Literal["flame"] | None = None
+    sybil_filter: Literal["foolsgold"] | None = None
 
     def arguments(self) -> dict[str, object]:
         """The rule's constructor arguments: every field but the shared ones."""
@@ -226,6 +234,33 @@ class Strategy(ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({params})"
+
+
+class Wrapper(Strategy):
+    """A strategy in front of another, ``rule``, that aggregates what it passes on (norm
+    clipping, FLAME, FoolsGold): the rule's round settings, round tensors, local-training
+    knowledge and state are the wrapper's, unless it adds state of its own."""
+
+    def __init__(self, rule: Strategy) -> None:
+        self.rule = rule
+
+    def configure_round(self, round_number: int) -> dict[str, object]:
+        return self.rule.configure_round(round_number)
+
+    def round_tensors(self, round_number: int, global_tensors: Mapping[str, np.ndarray]) -> Tensors:
+        return self.rule.round_tensors(round_number, global_tensors)
+
+    def round_file(self) -> str | None:
+        return self.rule.round_file()
+
+    def use_local_training(self, epochs: int, batch_size: int, learning_rate: float) -> None:
+        self.rule.use_local_training(epochs, batch_size, learning_rate)
+
+    def state(self) -> Tensors:
+        return self.rule.state()
+
+    def load_state(self, state: Mapping[str, np.ndarray], round_number: int) -> None:
+        self.rule.load_state(state, round_number)
 
 
 def _nothing() -> NothingToAggregate:

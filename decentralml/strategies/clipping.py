@@ -29,6 +29,7 @@ from decentralml.strategies.base import (
     Contribution,
     Strategy,
     Tensors,
+    Wrapper,
     materialize,
     update_norm,
 )
@@ -74,7 +75,7 @@ def clip_updates(
     return clipped
 
 
-class NormClipped(Strategy):
+class NormClipped(Wrapper):
     """Clip every update, then aggregate with ``rule``.
 
     Parameters:
@@ -100,7 +101,7 @@ class NormClipped(Strategy):
             raise ValueError(f"clip_norm_multiple must be > 0, got {clip_norm_multiple}")
         if noise_multiple is not None and not noise_multiple >= 0:
             raise ValueError(f"noise_multiple must be >= 0, got {noise_multiple}")
-        self.rule = rule
+        super().__init__(rule)
         self.clip_norm_multiple = clip_norm_multiple
         self.noise_multiple = noise_multiple or 0.0
 
@@ -116,24 +117,6 @@ class NormClipped(Strategy):
         del materialized  # a clipped contribution's original can go once the caller drops it
         aggregate = self.rule.aggregate(round_number, global_tensors, clipped)
         return add_noise(aggregate, self.noise_multiple * bound, round_number)
-
-    def configure_round(self, round_number: int) -> dict[str, object]:
-        return self.rule.configure_round(round_number)
-
-    def round_tensors(self, round_number: int, global_tensors: Mapping[str, np.ndarray]) -> Tensors:
-        return self.rule.round_tensors(round_number, global_tensors)
-
-    def round_file(self) -> str | None:
-        return self.rule.round_file()
-
-    def use_local_training(self, epochs: int, batch_size: int, learning_rate: float) -> None:
-        self.rule.use_local_training(epochs, batch_size, learning_rate)
-
-    def state(self) -> Tensors:
-        return self.rule.state()
-
-    def load_state(self, state: Mapping[str, np.ndarray], round_number: int) -> None:
-        self.rule.load_state(state, round_number)
 
 
 def add_noise(tensors: Tensors, sigma: float, round_number: int) -> Tensors:
