@@ -71,6 +71,7 @@ bench: venv chain-deps
 	$(BIN)/python bench/bench_chain.py
 	$(BIN)/python bench/bench_chain_round.py
 	$(BIN)/python bench/bench_round_overhead.py
+	$(BIN)/python bench/bench_flower.py
 	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_learning.py $(LEARNING_ARGS)
 	$(BIN)/python bench/bench_attacked_learning.py
