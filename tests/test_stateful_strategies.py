@@ -170,6 +170,22 @@ def test_an_empty_round_keeps_the_state(make) -> None:
 
 
 @pytest.mark.parametrize("make", SERVER_OPTIMIZERS, ids=IDS)
+def test_subsets_valued_in_a_round_that_then_aggregates_nothing_leave_no_state(make) -> None:
+    """Regression (found by the FoolsGold work): value pricing aggregates subsets of a round's
+    results through the strategy; when the round then accepted nothing, the checkpoint kept
+    the last subset's moments instead of the state the round started from."""
+    strategy = make()
+    strategy.aggregate(1, G0, ROUND_1)
+    start = strategy.state()
+    strategy.aggregate(2, G0, ROUND_1[:1])  # a subset, valued
+    with pytest.raises(NothingToAggregate):
+        strategy.aggregate(2, G0, [])  # the round's own aggregation: nothing accepted
+    assert {k: v.tobytes() for k, v in strategy.state().items()} == {
+        k: v.tobytes() for k, v in start.items()
+    }
+
+
+@pytest.mark.parametrize("make", SERVER_OPTIMIZERS, ids=IDS)
 def test_a_server_optimizer_keeps_dtypes_and_needs_the_global_weights(make) -> None:
     g = {"w": np.array([1.0, 2.0], np.float32)}
     out = make().aggregate(1, g, [Contribution({"w": np.array([2.0, 1.0], np.float32)}, 1)])

@@ -282,6 +282,7 @@ class Scaffold(Strategy):
         epochs, batch_size, learning_rate = self._local
         if round_number != self._round:
             self._start, self._round = self._state, round_number
+        self._state = self._start  # as ServerOptimizer: nothing aggregated keeps the start
         weighted: Tensors = {}  # Σ n_i·y_i
         scaled: Tensors = {}  # Σ y_i / K_i
         examples = inverse_steps = 0.0

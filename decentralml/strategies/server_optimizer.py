@@ -49,14 +49,17 @@ class ServerOptimizer(Strategy):
         global_tensors: Mapping[str, np.ndarray],
         contributions: Iterable[Contribution],
     ) -> Tensors:
+        if round_number != self._round:
+            self._start, self._round = self._state, round_number
+        # Every call of a round starts from the round's start: the value pricing aggregates
+        # subsets first, and a round that then aggregates nothing keeps the start's state.
+        self._state = self._start
         mean = accumulate_weighted(contributions, lambda c: c.num_examples)
         missing = set(mean) - set(global_tensors)
         if missing:
             raise ValueError(
                 f"{self.name} needs the round's global weights; missing {sorted(missing)}"
             )
-        if round_number != self._round:
-            self._start, self._round = self._state, round_number
         new_global: Tensors = {}
         state: Tensors = {}
         for name, averaged in mean.items():
