@@ -183,7 +183,10 @@ def run(partition: str, config: str, attack: str, rounds: int) -> Outcome:
             if decision.verdict is None:  # deferred: memory storage is never unavailable
                 continue
             if decision.accepted:
-                accepted.append(Contribution(decision.candidate.tensors, decision.candidate.weight))
+                candidate = decision.candidate
+                accepted.append(
+                    Contribution(candidate.tensors, candidate.weight, candidate.submission.worker)
+                )
                 if who[sid]:
                     outcome.paid_attackers += REWARD
                 else:
