@@ -163,12 +163,9 @@ def check_offer(
     if isinstance(market, ReportsCreatorStanding):
         market.creator_standing(task.creator).require_covered()
     if worker and spec.min_reputation and isinstance(market, ReportsReputation):
-        score = market.reputation(worker).score
-        if score < spec.min_reputation:
-            raise TaskRefused(
-                f"task {task.task_id} asks a reputation of at least {spec.min_reputation}; "
-                f"this account has {score}"
-            )
+        refusal = rules.reputation_refusal(task, market.reputation(worker), "this account")
+        if refusal is not None:  # the marketplace's own rule, read before any fee
+            raise TaskRefused(str(refusal))
 
 
 def assign(market: Marketplace, worker: Keypair, task_id: int) -> int:

@@ -303,6 +303,19 @@ def resubmitted_task(tasks: Iterable[Task], creator: str, spec: TaskSpec) -> Tas
     return None
 
 
+def reputation_refusal(
+    task: Task, standing: Reputation | None, worker: str
+) -> TooLittleReputation | None:
+    """Whether ``task``'s ``min_reputation`` keeps out a worker of this ``standing`` (its
+    results accepted by other creators, less its results refused; None: a fresh account)."""
+    needed, score = task.spec.min_reputation, (standing or Reputation()).score
+    if needed > 0 and score < needed:
+        return TooLittleReputation(
+            f"task {task.task_id} asks a reputation of at least {needed}; {worker} has {score}"
+        )
+    return None
+
+
 def reputation(verdicts: Iterable[tuple[Submission, str]], worker: str) -> Reputation:
     """``worker``'s reputation from its judged submissions, each with its task's creator.
     A result a worker's own account accepted counts for nothing: self-dealing buys no
@@ -377,13 +390,9 @@ def can_assign(
         return AlreadyAssigned(
             f"{worker} already holds submission {held.submission_id} of task {task.task_id}"
         )
-    needed = task.spec.min_reputation
-    if needed > 0 and (standing or Reputation()).score < needed:
-        score = (standing or Reputation()).score
-        return TooLittleReputation(
-            f"task {task.task_id} asks a reputation of at least {needed}; {worker} has "
-            f"{score} (results accepted by other creators, less results refused)"
-        )
+    refusal = reputation_refusal(task, standing, worker)
+    if refusal is not None:
+        return refusal
     if not has_free_slot(task):
         return TaskFull(
             f"all {task.spec.max_assignments} slots of task {task.task_id} are taken; "

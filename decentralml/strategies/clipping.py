@@ -20,7 +20,8 @@ by the round number, so anyone replaying the round gets the same global weights.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -35,19 +36,16 @@ from decentralml.strategies.base import (
 )
 
 
-def clip_bound(
-    global_tensors: Mapping[str, np.ndarray],
-    contributions: list[Contribution],
-    clip_norm_multiple: float,
-) -> float:
-    """clip_norm_multiple × the round's median update norm."""
+def update_norms(
+    global_tensors: Mapping[str, np.ndarray], contributions: Sequence[Contribution]
+) -> list[float]:
+    """Each contribution's update norm ‖w - g‖ (the global weights must name every tensor)."""
     missing = set(contributions[0].tensors) - set(global_tensors)
     if missing:
         raise ValueError(
             f"norm clipping needs the round's global weights; missing {sorted(missing)}"
         )
-    norms = [update_norm(c.tensors, global_tensors) for c in contributions]
-    return clip_norm_multiple * float(np.median(norms))
+    return [update_norm(c.tensors, global_tensors) for c in contributions]
 
 
 def clip_updates(
@@ -55,12 +53,15 @@ def clip_updates(
     contributions: list[Contribution],
     clip_norm_multiple: float,
     bound: float | None = None,
+    norms: Sequence[float] | None = None,
 ) -> list[Contribution]:
     """Each update scaled to at most ``bound`` (default: clip_norm_multiple × the median
-    update norm of ``contributions``), in float64."""
+    update norm of ``contributions``), in float64. ``norms``: the updates' norms, when the
+    caller measured them already."""
+    if norms is None:
+        norms = update_norms(global_tensors, contributions)
     if bound is None:
-        bound = clip_bound(global_tensors, contributions, clip_norm_multiple)
-    norms = [update_norm(c.tensors, global_tensors) for c in contributions]
+        bound = clip_norm_multiple * float(np.median(norms))
     clipped = []
     for contribution, norm in zip(contributions, norms, strict=True):
         if norm <= bound or norm == 0:
@@ -71,7 +72,7 @@ def clip_updates(
         for name, tensor in contribution.tensors.items():
             g = global_tensors[name].astype(np.float64)
             tensors[name] = (g + scale * (tensor.astype(np.float64) - g)).astype(tensor.dtype)
-        clipped.append(Contribution(tensors, contribution.num_examples))
+        clipped.append(replace(contribution, tensors=tensors))  # its account kept
     return clipped
 
 
@@ -112,8 +113,9 @@ class NormClipped(Wrapper):
         contributions: Iterable[Contribution],
     ) -> Tensors:
         materialized = materialize(contributions)
-        bound = clip_bound(global_tensors, materialized, self.clip_norm_multiple)
-        clipped = clip_updates(global_tensors, materialized, self.clip_norm_multiple, bound)
+        norms = update_norms(global_tensors, materialized)
+        bound = self.clip_norm_multiple * float(np.median(norms))
+        clipped = clip_updates(global_tensors, materialized, self.clip_norm_multiple, bound, norms)
         del materialized  # a clipped contribution's original can go once the caller drops it
         aggregate = self.rule.aggregate(round_number, global_tensors, clipped)
         return add_noise(aggregate, self.noise_multiple * bound, round_number)

@@ -26,7 +26,7 @@ from typing import ClassVar
 import numpy as np
 
 from decentralml.strategies.base import Contribution, Strategy, Tensors, materialize
-from decentralml.strategies.clipping import NormClipped, add_noise, clip_bound, clip_updates
+from decentralml.strategies.clipping import NormClipped, add_noise, clip_updates, update_norms
 
 PAPER_NOISE = 0.001
 """λ for image classification in the FLAME paper (section 5)."""
@@ -93,10 +93,13 @@ class Flame(NormClipped):
         contributions: Iterable[Contribution],
     ) -> Tensors:
         materialized = materialize(contributions)
-        bound = clip_bound(global_tensors, materialized, 1.0)  # S: the median of all
+        norms = update_norms(global_tensors, materialized)
+        bound = float(np.median(norms))  # S: the median of all
         self.admitted = majority_cluster(global_tensors, materialized)
         admitted = [materialized[i] for i in self.admitted]
-        clipped = clip_updates(global_tensors, admitted, 1.0, bound)
+        clipped = clip_updates(
+            global_tensors, admitted, 1.0, bound, [norms[i] for i in self.admitted]
+        )
         del materialized, admitted
         aggregate = self.rule.aggregate(round_number, global_tensors, clipped)
         return add_noise(aggregate, self.noise_multiple * bound, round_number)
