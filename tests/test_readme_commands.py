@@ -31,6 +31,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import json
 import os
 import re
 import shlex
@@ -153,14 +154,37 @@ def _subparser(name: str):
     return sub.choices[name]
 
 
+HELP_SCRIPT = """
+import contextlib, io, json, sys
+from prefect.cli import app  # what the `prefect` script runs
+helps = {}
+for words in json.loads(sys.argv[1]):
+    sys.argv = ["prefect", *words, "--help"]
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            code = app()
+        except SystemExit as exit:
+            code = exit.code
+    helps[" ".join(words)] = said.getvalue() if code in (0, None) else ""
+print(json.dumps(helps))
+"""
+
+
 @cache
-def prefect_help(*subcommand: str) -> str:
-    """``prefect SUBCOMMAND --help``, or "" when Prefect has no such command."""
+def prefect_helps() -> dict[str, str]:
+    """``prefect SUBCOMMAND --help`` of each subcommand the README uses ("" when Prefect has
+    no such command), in one process: each ``prefect`` process costs seconds of imports."""
     wide = {**os.environ, "COLUMNS": "250"}  # one option per line, none wrapped
     done = subprocess.run(
-        [PREFECT, *subcommand, "--help"], env=wide, capture_output=True, text=True, timeout=120
-    )
-    return done.stdout if done.returncode == 0 else ""
+        [sys.executable, "-c", HELP_SCRIPT, json.dumps(PREFECT_SUBCOMMANDS)],
+        env=wide, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def prefect_help(*subcommand: str) -> str:
+    return prefect_helps()[" ".join(subcommand)]
 
 
 PREFECT_SUBCOMMANDS = (
@@ -363,6 +387,63 @@ def _extras() -> set[str]:
     return set(project["optional-dependencies"])
 
 
+def _templates(folder: str, keep: Callable[[ast.AST], bool]) -> list[str]:
+    """The name templates of ``folder``'s code: f-strings and ``{...}`` strings, ``{}`` for
+    each placeholder, and ``artifact_key(run, ...)`` calls joined as the function joins them."""
+    found = []
+    for path in (ROOT / folder).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not keep(node):
+                continue
+            if isinstance(node, ast.JoinedStr):
+                found.append("".join(_piece(value) for value in node.values))
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.append(re.sub(r"\{[^}]*\}", "{}", node.value))
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "artifact_key":
+                found.append("-".join(_piece(arg) for arg in node.args))
+    return found
+
+
+def _piece(node: ast.AST) -> str:
+    return str(node.value) if isinstance(node, ast.Constant) else "{}"
+
+
+def _fits(name: str, templates: list[str], placeholder: str = r"[\w.-]+") -> bool:
+    """Whether ``name`` (``<run>``-style placeholders allowed) is one a template makes."""
+    name = re.sub(r"<[a-z]+>", "x1", name)
+    return any(
+        re.fullmatch(placeholder.join(map(re.escape, template.split("{}"))), name)
+        for template in templates
+    )
+
+
+def names_problems(text: str) -> list[str]:
+    """The Prefect task, flow run and artifact names and the log lines the sections show are
+    the ones the code makes."""
+    tasks = set(re.findall(r'task\(name="([a-z-]+)"', (ROOT / "tasks/creator.py").read_text()))
+    runs = _templates("flows", lambda n: isinstance(n, (ast.JoinedStr, ast.Constant)))
+    keys = _templates("tasks", lambda n: isinstance(n, ast.Call))
+    formats = [
+        re.sub(r"%[-.\d]*[sdf]", "{}", template)
+        for template in _templates("decentralml/creator", lambda n: isinstance(n, ast.Constant))
+    ]
+    problems = []
+    body = "\n".join(sections(text).values())
+    for name in re.findall(r"`([a-z-]+)` task\b", body):
+        if name not in tasks:
+            problems.append(f"no creator task is named {name}")
+    for name in re.findall(r"(?:flow\s+run|run\s+is)(?:\s+named)?\s+`([^`]+)`", body):
+        if not _fits(name, runs):
+            problems.append(f"no flow run is named like {name}")
+    for name in re.findall(r"artifact\s+`([^`]+)`|\(key `([^`]+)`\)", body):
+        if not _fits("".join(name), keys):
+            problems.append(f"no artifact key is made like {''.join(name)}")
+    for line in re.findall(r"`(task \d+: [^`]+)`", body):
+        if not _fits(" ".join(line.split()), formats, r".+"):
+            problems.append(f"the core logs no line like {line}")
+    return problems
+
+
 CHECKS: tuple[Callable[[str], list[str]], ...] = (
     cli_problems,
     prefect_problems,
@@ -370,6 +451,7 @@ CHECKS: tuple[Callable[[str], list[str]], ...] = (
     variable_problems,
     config_problems,
     path_problems,
+    names_problems,
 )
 
 
@@ -413,6 +495,12 @@ DRIFTS = [
     ("| `max_concurrent_tasks` | 1 |", "| `max_concurrent_tasks` | 4 |", config_problems),
     ("[docs/storage.md](docs/storage.md)", "[docs/storage.md](docs/s3.md)", path_problems),
     ("(`flows/scheduled.py`)", "(`flows/schedule.py`)", path_problems),
+    ("`wait-for-results` task", "`wait-for-result` task", names_problems),
+    ("run `mnist-round-1-task-0`", "run `mnist-task-0-round-1`", names_problems),
+    ("`<run>-next-round-<n>`", "`next-round-<n>-of-<run>`", names_problems),
+    ("`mnist-round-1-progress`", "`mnist-progress-round-1`", names_problems),
+    ("(key `<run>-metric-chart`)", "(key `<run>-chart`)", names_problems),
+    ("`task 0: 1/2 slots taken", "`task 0: 1/2 slots held", names_problems),
     ("a chain and S3:\ndocs/deployment.md", "a chain and S3:\ndocs/deploy.md", path_problems),
 ]
 
