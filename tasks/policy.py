@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TagsContext
 from prefect.transactions import BaseTransaction
 
-from decentralml.io.storage import RETRY_DELAYS_SECONDS
+from decentralml.io.storage import Retries
 from decentralml.protocol.errors import (
     ArtifactMissing,
     ArtifactTooLarge,
@@ -19,16 +19,17 @@ from decentralml.protocol.errors import (
     DigestMismatch,
     IntegrityError,
     MarketplaceError,
+    SourceUnreachable,
     StorageCredentialsError,
+    StorageUnavailable,
     TaskRefused,
 )
 
 # Rule violations are answers, not glitches: retrying "task full" or "not the assignee" only
 # repeats the refusal, and a file that is missing, over its size limit or has the same wrong
 # digest on two reads (the store reads a damaged file twice) stays so, and so do credentials the
-# storage refused (or none at all) until someone sets them. Everything else (I/O,
-# connection drops: StorageUnavailable once the store's own retries ran out) is retried again
-# here with backoff.
+# storage refused (or none at all) until someone sets them. Everything else (an unknown chain
+# outcome, a dropped connection to the marketplace) is retried here with backoff.
 PERMANENT_ERRORS = (
     MarketplaceError,
     IntegrityError,
@@ -46,13 +47,25 @@ PERMANENT_ERRORS = (
 # marketplace reads the chain and the pool back before it sends anything again.
 TRANSIENT_ERRORS = (ChainOutcomeUnknown,)
 
+# Transient, but already retried by the layer that raised them, as often as its configuration
+# says (storage.retry_attempts / retry_delays): the store (StorageUnavailable) and a pull of a
+# hosted result (SourceUnreachable). Retrying the step again would multiply the attempts (4
+# tries of a write in each of 4 task runs made 16) and stretch an outage's wait past what the
+# configuration promises; the round's review defers such a result instead (never a rejection).
+# The chain's reads reconnect in decentralml.chain.connection and give up as a ChainError.
+RETRIED_BELOW = (StorageUnavailable, SourceUnreachable)
+
+STEP_RETRIES = Retries()
+"""The step-level retries of a Prefect task, for what no layer below retries: the core's
+default policy (attempts and delays in one place, decentralml.io.storage)."""
+
 
 def _retry_unless_permanent(task, task_run, state) -> bool:
     try:
         state.result()
     except TRANSIENT_ERRORS:
         return True
-    except PERMANENT_ERRORS:
+    except (*PERMANENT_ERRORS, *RETRIED_BELOW):
         return False
     except Exception:
         return True
@@ -60,13 +73,14 @@ def _retry_unless_permanent(task, task_run, state) -> bool:
 
 
 IO_TASK = {
-    "retries": 3,
-    "retry_delay_seconds": list(RETRY_DELAYS_SECONDS),
+    "retries": STEP_RETRIES.attempts - 1,
+    "retry_delay_seconds": list(STEP_RETRIES.delays),
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": _retry_unless_permanent,
     "cache_policy": NO_CACHE,
 }
-"""For marketplace and storage steps. NO_CACHE: arguments hold connections and arrays that
+"""For marketplace and storage steps (storage failures are the store's to retry: see
+RETRIED_BELOW). NO_CACHE: arguments hold connections and arrays that
 Prefect would otherwise try to hash on every call."""
 
 LOCAL_TASK = {"cache_policy": NO_CACHE}

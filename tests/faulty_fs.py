@@ -37,6 +37,7 @@ class Faults:
     seed: int = 0
     reads: int = 0
     failed: int = 0
+    writes: int = 0
     corrupted: int = 0
     _rng: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -61,7 +62,9 @@ class Faults:
             return "ok"
 
     def on_write(self) -> bool:
+        """Whether this write (each one counted in ``writes``) fails."""
         with self._lock:
+            self.writes += 1
             return self._rng.random() < self.fail_writes
 
     def flip(self, data: bytes) -> bytes:

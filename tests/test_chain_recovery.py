@@ -26,7 +26,13 @@ from substrateinterface import Keypair
 from decentralml.chain.client import INCLUSION_TIMEOUT, ChainClient, ChainOutcomeUnknown, Receipt
 from decentralml.marketplace.substrate import SubstrateMarketplace
 from decentralml.protocol import errors
-from decentralml.protocol.errors import ChainError, InsufficientBalance, TaskFull
+from decentralml.protocol.errors import (
+    ChainError,
+    InsufficientBalance,
+    SourceUnreachable,
+    StorageUnavailable,
+    TaskFull,
+)
 from decentralml.protocol.records import ResultSubmissionStatus, Verdict
 from tasks.policy import _retry_unless_permanent
 from tests.chain_fixture import manual_blocks
@@ -352,6 +358,9 @@ def test_policy_retries_unknown_outcomes_and_not_refusals() -> None:
     assert retry(None, None, Failed(data=InsufficientBalance("fund it"))) is False
     assert retry(None, None, Failed(data=ChainError("Balances.InsufficientBalance"))) is False
     assert retry(None, None, Completed()) is True
+    # Retried by the layer that raised them (the store, the pull), never again on top.
+    assert retry(None, None, Failed(data=StorageUnavailable("cannot write"))) is False
+    assert retry(None, None, Failed(data=SourceUnreachable("no answer"))) is False
 
 
 def test_unknown_outcome_is_still_a_chain_error() -> None:

@@ -16,11 +16,13 @@ import pytest
 
 from decentralml.contributor import Contributor, result_url
 from decentralml.creator import Creator, review, settle_and_close
+from decentralml.creator import checkpoint as core_checkpoint
 from decentralml.creator.session import open_session
 from decentralml.io.storage import ArtifactStore, Retries, sha256_hex
 from decentralml.io.weights import encode, layout_of
 from decentralml.marketplace.embedded import EmbeddedMarketplace
 from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair
+from decentralml.protocol.errors import StorageUnavailable
 from decentralml.protocol.records import (
     ResultSubmissionStatus,
     Submission,
@@ -29,11 +31,12 @@ from decentralml.protocol.records import (
     TaskStatus,
     Verdict,
 )
-from decentralml.runtime.backends import contributor_keypair
+from decentralml.runtime.backends import contributor_keypair, open_store
 from decentralml.runtime.config import parse_config
 from decentralml.validation import AutoAccept, Decision, Deferred, Judge, ScreeningRules
 from flows.contributor import contribute
 from flows.creator import publish, run_round
+from tasks.creator import STEPS
 from tests.faulty_fs import inject
 from tests.helpers import commit_and_send, write_config
 
@@ -250,3 +253,34 @@ def test_a_round_on_storage_failing_a_fifth_of_reads_pays_every_honest_result(
         submission = market.get_submission(contribution.submission_id)
         assert submission.status is ResultSubmissionStatus.Accepted and submission.paid == 100
     assert market.get_task(task_id).status is TaskStatus.Completed
+
+
+# --- one retry layer: a write that keeps failing is tried as often as configured -------------
+
+
+@pytest.mark.parametrize("runner", ["core", "prefect-task"])
+def test_a_write_that_keeps_failing_is_tried_exactly_the_configured_number_of_times(
+    tmp_path: Path, runner: str, request: pytest.FixtureRequest
+) -> None:
+    """Regression (issue 18): the store's 4 tries ran inside each of the Prefect task's 4 tries,
+    16 writes of a checkpoint that could not be stored. Storage is retried by one layer, the
+    store, with ``storage.retry_attempts``, whoever runs the step: the seed API and the packaged
+    script (the plain function) or a flow (the same step as a Prefect task)."""
+    config = parse_config(
+        {
+            "storage": {
+                "url": f"faulty://{tmp_path / 'storage'}",
+                "retry_attempts": 3,
+                "retry_delays": [0.0],
+            }
+        }
+    )
+    creator = Creator(config, None, open_store(config.storage), None, "r", Path("."))  # type: ignore[arg-type]
+    if runner == "core":
+        checkpoint = core_checkpoint
+    else:
+        request.getfixturevalue("prefect_harness")
+        checkpoint = STEPS.checkpoint
+    with inject(fail_writes=1.0) as faults, pytest.raises(StorageUnavailable, match="injected"):
+        checkpoint(creator, 1, GLOBAL)
+    assert faults.writes == config.storage.retry_attempts == 3

@@ -18,7 +18,7 @@ from substrateinterface import Keypair
 from decentralml.creator.progress import SlotProgress, slot_progress
 from decentralml.io.fetcher import PullPolicy
 from decentralml.io.packaging import build_package, project_wheel
-from decentralml.io.storage import ArtifactStore, Retries, StoredArtifact
+from decentralml.io.storage import ArtifactStore, StoredArtifact
 from decentralml.io.weights import decode, encode, read_metadata
 from decentralml.marketplace.base import Marketplace
 from decentralml.ml import workloads
@@ -334,7 +334,7 @@ def pull_policy(storage: StorageConfig) -> PullPolicy | None:
         schemes=tuple(storage.pull_schemes),
         private_hosts=tuple(storage.pull_trusted_hosts),
         timeout_seconds=storage.pull_timeout_seconds,
-        retries=Retries(storage.retry_attempts, tuple(storage.retry_delays)),
+        retries=storage.retries(),
     )
 
 

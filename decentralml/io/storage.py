@@ -107,8 +107,9 @@ def credentials_problem(url: str, endpoint_url: str | None, error: BaseException
 
 
 RETRY_DELAYS_SECONDS: tuple[float, ...] = (0.5, 1.0, 2.0)
-"""The back-off between tries of an I/O step, wherever it is retried (storage here, the
-marketplace steps in tasks.policy, the config's ``storage.retry_delays`` default)."""
+"""The back-off between tries of anything retried: the one home of its default (``Retries``
+here, so the store, pulls, the config's ``storage.retry_delays`` and the step retries of
+tasks.policy). Each failure is retried by one layer only (docs/architecture.md)."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from substrateinterface import Keypair
 
-from decentralml.io.storage import ArtifactStore, Retries
+from decentralml.io.storage import ArtifactStore
 from decentralml.marketplace.base import DevFaucet, HasGenesis, Marketplace
 from decentralml.protocol.accounts import contributor_dev_keypair, dev_keypair, keypair_from_env
 from decentralml.protocol.errors import ConfigError
@@ -65,8 +65,7 @@ def _sqlite_file(field: str, path: str) -> Iterator[None]:
 
 
 def open_store(config: StorageConfig) -> ArtifactStore:
-    retries = Retries(config.retry_attempts, tuple(config.retry_delays))
-    return ArtifactStore(config.url, endpoint_url=config.endpoint_url, retries=retries)
+    return ArtifactStore(config.url, endpoint_url=config.endpoint_url, retries=config.retries())
 
 
 def dev_problem(config: MarketplaceConfig, market: Marketplace | None = None) -> str | None:

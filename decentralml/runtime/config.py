@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from decentralml.io.packaging import MAX_PACKAGE_BYTES
-from decentralml.io.storage import RETRY_DELAYS_SECONDS
+from decentralml.io.storage import RETRY_DELAYS_SECONDS, Retries
 from decentralml.ml.task_settings import OPTIMIZERS
 from decentralml.protocol import rules
 from decentralml.protocol.accounts import canonical_address
@@ -249,7 +249,7 @@ class StorageConfig(_Section):
     url: str = "file://.decentralml/storage"
     endpoint_url: str | None = None
     max_result_bytes: PositiveInt = 50_000_000
-    retry_attempts: PositiveInt = 4
+    retry_attempts: PositiveInt = Retries().attempts
     retry_delays: list[Annotated[float, Field(ge=0, le=600)]] = Field(
         default_factory=lambda: list(RETRY_DELAYS_SECONDS)
     )
@@ -262,6 +262,11 @@ class StorageConfig(_Section):
     @classmethod
     def _no_inline_credentials(cls, value: str | None) -> str | None:
         return _refuse_inline_credentials(value)
+
+    def retries(self) -> Retries:
+        """The storage's retry policy: every read, write and pull of this party's storage is
+        tried this often, and by nothing else (tasks/policy.py does not retry it again)."""
+        return Retries(self.retry_attempts, tuple(self.retry_delays))
 
 
 class ContributorConfig(_Section):
