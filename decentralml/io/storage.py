@@ -106,7 +106,7 @@ def credentials_problem(url: str, endpoint_url: str | None, error: BaseException
     return None
 
 
-RETRY_DELAYS_SECONDS: tuple[float, ...] = (0.5, 1.0, 2.0)
+RETRY_DELAYS_SECONDS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
 """The back-off between tries of anything retried: the one home of its default (``Retries``
 here, so the store, pulls, the config's ``storage.retry_delays`` and the step retries of
 tasks.policy). Each failure is retried by one layer only (docs/architecture.md)."""
@@ -116,9 +116,11 @@ tasks.policy). Each failure is retried by one layer only (docs/architecture.md).
 class Retries:
     """How a storage operation is retried while the storage is unavailable: ``attempts``
     tries in all (1: no retry), waiting ``delays[i]`` seconds after the (i+1)-th failure (the
-    last delay repeats). Default: 4 tries over 3.5 s of waiting."""
+    last delay repeats). Default: 6 tries over 15.5 s of waiting: a storage restart or a
+    dropped connection of a few seconds is ridden out, since nothing above the store retries
+    it again (before one retry layer, 4 store tries inside 4 task tries waited ~17 s)."""
 
-    attempts: int = 4
+    attempts: int = 6
     delays: tuple[float, ...] = RETRY_DELAYS_SECONDS
 
     def __post_init__(self) -> None:

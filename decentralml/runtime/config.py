@@ -230,9 +230,9 @@ class StorageConfig(_Section):
     endpoint_url: the S3 endpoint for s3:// URLs when it is not AWS (SeaweedFS, MinIO). The
         creator writes it on each task record, so contributors need no copy of it; credentials
         never go here (AWS_* variables or AWS_PROFILE, docs/storage.md).
-    retry_attempts: tries of every read and write in all (default 4; 1: no retry).
+    retry_attempts: tries of every read and write in all (default 6; 1: no retry).
     retry_delays: seconds to wait after the 1st, 2nd, ... failure; the last one repeats
-        (default [0.5, 1, 2]). Their sum bounds the outage a round rides out: a result the
+        (default [0.5, 1, 2, 4, 8]). Their sum bounds the outage a round rides out: a result the
         creator still cannot read after them gets no verdict this round (it is not rejected).
         Raise them for storage that may restart mid-round (docs/security.md, "Faults").
     accept_uploads: whether results uploaded into this storage (the task's ``results/``
