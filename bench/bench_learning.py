@@ -150,6 +150,7 @@ SETUPS: list[Setup] = [
     Setup("iid", "fedavg-sgd-0.1", "sgd", 0.1),
     Setup("iid", "fedavg-adam-1e-3-carried", carry_optimizer=True),
     Setup("iid", "cnn-fedavg-adam-1e-3", model="mnist_cnn", target=CNN_TARGET),
+    Setup("iid", "cnn-fedavg-adam-3e-3", learning_rate=3e-3, model="mnist_cnn", target=CNN_TARGET),
     *_non_iid("shards"),
     *_non_iid("shards-disjoint"),
 ]
