@@ -19,11 +19,10 @@ button reschedules the run, which starts again from the top. That rerun is the t
 resume (flows/creator.py): it reads the open round back from the marketplace and storage, so
 nothing is trained, packaged, published or paid again, and its review asks the same question
 under the same pause key, which Prefect answers at once with the stored form input. A refused
-answer suspends again under the next key. A suspended run nobody resumes in
-``task.manual_timeout_seconds`` is failed by the Prefect server ("never resumed"); its round
-stays open, its results wait for a verdict (the next run of the training asks again, the CLI's
-``decentralml round --decisions`` can decide them, and past the review grace the marketplace
-pays them).
+answer suspends again under the next key. Nobody to hold a clock, so the timeout is Prefect's:
+an automation (``timeout_resumer``) reschedules a run still suspended after
+``task.manual_timeout_seconds``; its rerun finds no answer and applies ``task.manual_default``,
+as a local run does.
 """
 
 from __future__ import annotations
@@ -31,12 +30,16 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from uuid import UUID
 
 from prefect import get_run_logger
 from prefect._flow_run_suspension import mark_flow_run_suspension_requested
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
 from prefect.context import FlowRunContext
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
@@ -44,7 +47,7 @@ from prefect.input.run_input import keyset_from_paused_state
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Cancelled, Running, Suspended
 from prefect.utilities.engine import propose_state_sync
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from decentralml.protocol.records import Verdict
 from decentralml.runtime.config import TaskConfig
@@ -59,6 +62,7 @@ from decentralml.validation.manual import (
 )
 
 POLL = 2  # seconds between checks for a Resume
+EXPIRY_GRACE = 120  # seconds the server waits past a suspended review's timeout before failing it
 TIMED_OUT = "no decision before the timeout"
 
 
@@ -143,7 +147,7 @@ class FormReview:
         in order, and suspends at the first one nobody has answered yet."""
         asked = "-".join(map(str, pending))
 
-        def ask(form: type[ReviewInput], attempt: int) -> ReviewInput:
+        def ask(form: type[ReviewInput], attempt: int) -> ReviewInput | None:
             key = f"review-task-{task_id}-{asked}-{attempt}"
             return suspend_for_answer(root, form, key, self.timeout_seconds)
 
@@ -176,22 +180,33 @@ def deployment_root() -> UUID | None:
         return root if client.read_flow_run(root).deployment_id else None
 
 
-def suspend_for_answer(root: UUID, form: type[ReviewInput], key: str, timeout: int) -> ReviewInput:
-    """The answer to the question ``key``, or suspend ``root`` for it (``ReviewSuspended``).
+def suspend_for_answer(
+    root: UUID, form: type[ReviewInput], key: str, timeout: int
+) -> ReviewInput | None:
+    """The answer to the question ``key``; None if the timeout passed without one; or suspend
+    ``root`` for it (``ReviewSuspended``).
 
     Prefect's ``suspend_flow_run`` with the same form, written out because in Prefect 3.9.1 it
     refuses to run inside a task and, given another run's id, saves and loads the form on the
     current run (here the round's subflow) instead of the suspended one. The rest is its own
     protocol: the server refuses a pause key that already fired (the run was resumed: the
     answer is stored under the key's response), and the suspension request makes the engine
-    exit at its next step without touching the Suspended state."""
-    proposed = Suspended(timeout_seconds=timeout, pause_key=key)
+    exit at its next step without touching the Suspended state. The timeout is Prefect's too:
+    an automation (``timeout_resumer``) reschedules the run if nobody resumes it in time; the
+    server's own expiry (a little later) is only the backstop if automations are off."""
+    owner = f"prefect.flow-run.{root}"
+    proposed = Suspended(timeout_seconds=timeout + EXPIRY_GRACE, pause_key=key)
     keyset = keyset_from_paused_state(proposed)
     proposed.state_details.run_input_keyset = keyset
     with get_client(sync_client=True) as client:
+        client.create_automation(timeout_resumer(root, timeout))  # before its Suspended event
         state = propose_state_sync(client=client, state=proposed, flow_run_id=root)
-    if state.is_running():  # this key fired on an earlier attempt: the reviewer answered
-        return form.load(keyset, flow_run_id=root)
+        if state.is_running():  # this key fired on an earlier attempt: answered, or timed out
+            client.delete_resource_owned_automations(owner)
+            try:
+                return form.load(keyset, flow_run_id=root)
+            except ValidationError:  # no answer stored: the resumer rescheduled the run
+                return None
     if not state.is_paused():
         raise RuntimeError(f"the review could not suspend the run: {state}")
     form.save(keyset, flow_run_id=root)
@@ -201,6 +216,28 @@ def suspend_for_answer(root: UUID, form: type[ReviewInput], key: str, timeout: i
         "waiting for the reviewer: run suspended until Resume (at most %d s)", timeout
     )
     raise ReviewSuspended(f"suspended for the reviewer's answer ({key})")
+
+
+def timeout_resumer(root: UUID, timeout: int) -> AutomationCore:
+    """Prefect's own wake-up at the review's timeout: a proactive trigger that fires when the
+    run, once Suspended, is not resumed (``Resuming``) within ``timeout`` seconds, and
+    reschedules it. Its rerun finds no answer under the key and applies the default. Owned by
+    the run, so the review deletes it (and any left from earlier questions) once it resumes."""
+    run = f"prefect.flow-run.{root}"
+    return AutomationCore(
+        name=f"review-timeout-{root}",
+        owner_resource=run,
+        trigger=EventTrigger(
+            posture=Posture.Proactive,
+            after={"prefect.flow-run.Suspended"},
+            expect={"prefect.flow-run.Resuming"},
+            match={"prefect.resource.id": run},
+            for_each={"prefect.resource.id"},
+            threshold=1,
+            within=timedelta(seconds=max(timeout, 10)),  # Prefect's least for a proactive one
+        ),
+        actions=[ChangeFlowRunState(state=StateType.SCHEDULED, name="Resuming", message=TIMED_OUT)],
+    )
 
 
 def close_abandoned_subflows(root: UUID) -> None:

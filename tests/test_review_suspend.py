@@ -195,3 +195,24 @@ def test_the_review_suspends_the_deployment_run_and_a_resume_settles_it_once(
     assert rejected.status is ResultSubmissionStatus.Rejected and rejected.paid == 0
     assert rejected.reason == "not from our data"
     assert market.get_task(task_id).refunded == 500  # paid once: 500 + 500 refunded = escrow
+
+
+def test_an_unanswered_review_settles_with_the_default_and_fails_with_the_rounds_message(
+    served, tmp_path
+) -> None:
+    """Nobody answers: at ``task.manual_timeout_seconds`` Prefect itself resumes the run (an
+    automation the review leaves behind), whose rerun applies ``task.manual_default``."""
+    run = "unanswered-review"
+    published = _publish(tmp_path, run, timeout_seconds=15)
+    market, task_id, sids = published["market"], published["task_id"], published["sids"]
+    run_id = _start(served, published, run)
+    _suspended(served, run_id, f"review-task-{task_id}-{'-'.join(map(str, sids))}-1")
+    final = _final(served, run_id)
+    assert final["state"]["type"] == "FAILED", final["state"]
+    assert "no result accepted: 2 rejected, 0 deferred" in final["state"]["message"]
+    for sid in sids:
+        submission = market.get_submission(sid)
+        assert submission.status is ResultSubmissionStatus.Rejected and submission.paid == 0
+        assert submission.reason == "no decision before the timeout (default: reject)"
+    assert market.get_task(task_id).refunded == 1000
+    assert _post(served, "/automations/filter") == []  # the resumer is gone with the review
