@@ -8,7 +8,8 @@ round:    wait for results → screen + validate + federate with the training's 
           for them) → settle and close in one unit
           (accept pays, reject records why, the rest is refunded); a result that lands before
           the settlement is judged in it. ManualAccept without a decisions file pauses the
-          run for the reviewer's form in the Prefect UI (flows/manual_review.py). A result the
+          run for the reviewer's form in the Prefect UI, or suspends it when a deployment
+          started it (no process waits; flows/manual_review.py). A result the
           creator's storage could not deliver (after retries) is deferred, not rejected: the
           decided ones are settled and the task stays open until it is judged. The round's
           submissions table and summary become keyed artifacts; fewer accepted results than

@@ -8,8 +8,8 @@
   reporting to a Prefect server of its own, the other in Prefect's ephemeral mode. Neither
   can reach the creator's Prefect: they share only the marketplace and the storage.
 - Storage: a real S3 server (SeaweedFS); the contributors find its endpoint on the task record.
-- ManualAccept: the round pauses for the reviewer's form; the test reads the paused run and
-  its form through the API and resumes it with a decision per submission.
+- ManualAccept: the training's deployment run suspends for the reviewer's form; the test reads
+  the suspended run and its form through the API and resumes it with a decision per submission.
 
 Checked: exactly the approved submission is paid, the other rejected with the reviewer's
 reason; the runs, their states and the round's keyed artifacts read back through the API; each
@@ -128,23 +128,25 @@ def _start_contributor(folder: Path, env: dict, index: int) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _paused_round(env: dict, timeout: float):
-    """The creator's round run once it is Paused for the reviewer's form."""
+def _suspended_training(env: dict, timeout: float):
+    """The creator's training run once it is Suspended for the reviewer's form (a deployment's
+    run suspends: no process waits for the reviewer)."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterState,
         FlowRunFilterStateName,
     )
 
-    paused = FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused"])))
+    names = FlowRunFilterStateName(any_=["Suspended"])
+    suspended = FlowRunFilter(state=FlowRunFilterState(name=names))
     deadline = time.monotonic() + timeout
     with _client(env) as client:
         while time.monotonic() < deadline:
-            for run in client.read_flow_runs(flow_run_filter=paused):
-                if "-round-1-task-" in run.name:
+            for run in client.read_flow_runs(flow_run_filter=suspended):
+                if run.name.startswith("train-from-"):
                     return run
             time.sleep(1)
-    raise AssertionError(f"no round paused for review within {timeout} s")
+    raise AssertionError(f"no training suspended for review within {timeout} s")
 
 
 def _client(env: dict):
@@ -168,8 +170,13 @@ def _settings_of(env: dict):
 
 
 def _flow_runs(env: dict) -> dict[str, str]:
+    """Flow run name -> state type; of runs sharing a name (the suspended training's first
+    attempt at a round, then its resumed one), the latest."""
+    from prefect.client.schemas.sorting import FlowRunSort
+
     with _client(env) as client:
-        return {run.name: run.state_type.value for run in client.read_flow_runs()}
+        runs = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_ASC)
+        return {run.name: run.state_type.value for run in runs}
 
 
 def _wait_settled(market: EmbeddedMarketplace, timeout: float) -> float:
@@ -214,7 +221,7 @@ def test_a_round_across_trust_domains_on_s3_with_manual_review(
         started = time.monotonic()
         _prefect(creator_env, "deployment", "run", "creator-train-from-config/creator-train",
                  "-p", "config_path=config.yaml")  # fmt: skip
-        run = _paused_round(creator_env, timeout=600)
+        run = _suspended_training(creator_env, timeout=600)
 
         # The reviewer's view, read through the API: both submissions with held-out metrics.
         market = EmbeddedMarketplace(market_path)
