@@ -15,9 +15,12 @@ Flower 1.42 runs in its own venv, ``.cache/flower-venv`` (made here when missing
 share the project's: Prefect pins), by ``bench/flower_baseline.py`` (legacy
 ``start_simulation``, Ray, 1 CPU per client). decentralml runs ``flows.demo.run_demo`` (the
 engine of ``decentralml demo``: embedded marketplace, file storage, Prefect's ephemeral server,
-the contributors on Dask by default) in a child process of the project's venv, once with the
-shipped validation (CustomAccept) and once with AutoAccept. In one window, in the order
-Flower, CustomAccept, AutoAccept, Flower: Flower brackets the two so load drift shows.
+the contributors on the config's runner) in a child process of the project's venv, once with
+the shipped validation (CustomAccept) and once with AutoAccept, for each runner of
+``--runner`` and ``--also-runner`` (e.g. ``--runner dask --also-runner processes``). In one
+window, in the order Flower, each validation with each runner in turn, Flower: Flower brackets
+ours so load drift shows. With the ``processes`` runner the fits run in the agents' processes,
+out of the child's fit clock: its ``fit_union_s`` and ``steady_overhead_s`` are empty.
 
 Each system reports, from its own process: each round's end (seconds since the process
 started, imports included; decentralml's creator settles a round after its evaluation, Flower's
@@ -25,8 +28,9 @@ server stamps the end of its centralised evaluation), accuracy and the union of 
 fits. ``first_round_s`` is round 1's end (start-up included); a steady round is the time
 between two rounds' ends (rounds 2..), ``steady_overhead_s`` its span less its fits' union;
 ``whole_run_s`` is the command's wall time, launch to exit. Ratios are ours / Flower's,
-Flower's figures being the median over both of its runs (steady: of all its steady rounds).
-Targets: steady ≤ 1.5× (CustomAccept), ≤ 1.2× (AutoAccept); whole run ≤ 1.3×.
+Flower's figures being the median over both of its runs (steady: of all its steady rounds),
+keyed by validation and runner (``steady_ratio_custom_dask``). Targets: steady ≤ 1.5×
+(CustomAccept), ≤ 1.2× (AutoAccept); whole run ≤ 1.3×.
 
 Ends with ONE JSON line.
 """
@@ -175,16 +179,16 @@ def child(config_path: Path, out: Path) -> int:
     return 0
 
 
-def ratios(flower: list[dict], ours: dict[str, dict]) -> dict[str, object]:
+def ratios(flower: list[dict], ours: dict[tuple[str, str], dict]) -> dict[str, object]:
     """Ours / Flower's, Flower's figures the median over its runs, with the targets."""
     steady = statistics.median(s for run in flower for s in run["steady_rounds_s"])
     whole = statistics.median(run["whole_run_s"] for run in flower)
     found: dict[str, object] = {"flower_steady_median_s": round(steady, 2),
                                 "flower_whole_run_s": round(whole, 2)}  # fmt: skip
-    for validation, run in ours.items():
+    for (validation, runner), run in ours.items():
         key = validation.lower().removesuffix("accept")
-        found[f"steady_ratio_{key}"] = round(run["steady_median_s"] / steady, 2)
-        found[f"whole_run_ratio_{key}"] = round(run["whole_run_s"] / whole, 2)
+        found[f"steady_ratio_{key}_{runner}"] = round(run["steady_median_s"] / steady, 2)
+        found[f"whole_run_ratio_{key}_{runner}"] = round(run["whole_run_s"] / whole, 2)
         found[f"steady_target_{key}"] = TARGETS[validation]
     found["whole_run_target"] = TARGETS["whole_run"]
     return found
@@ -192,6 +196,19 @@ def ratios(flower: list[dict], ours: dict[str, dict]) -> dict[str, object]:
 
 def main() -> int:
     parser = demo_arguments(__doc__.splitlines()[0], rounds=4)
+    parser.add_argument(
+        "--also-runner",
+        action="append",
+        default=[],
+        choices=["dask", "threads", "processes"],
+        help="also measure decentralml on this runner, in the same window",
+    )
+    parser.add_argument(
+        "--validation",
+        action="append",
+        choices=VALIDATIONS,
+        help="measure only this validation (repeatable; default: both)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -200,20 +217,24 @@ def main() -> int:
 
     python = flower_python()
     load_before = os.getloadavg()
-    shape = ("label", "contributors", "rounds", "epochs", "runner")
-    result: dict[str, object] = {"bench": "flower", **{key: getattr(args, key) for key in shape}}
+    runners = list(dict.fromkeys([args.runner, *args.also_runner]))
+    shape = ("label", "contributors", "rounds", "epochs")
+    result: dict[str, object] = {"bench": "flower", **{key: getattr(args, key) for key in shape},
+                                 "runners": runners}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="decentralml-bench-flower-") as tmp:
         workdir = Path(tmp)
         (data_dir := workdir / "data").mkdir()
         configs = {}
-        for validation in VALIDATIONS:
-            (run_dir := workdir / validation).mkdir()
-            path = demo_config(run_dir, args.contributors, args.rounds, args.epochs, args.runner)
+        for case in itertools.product(args.validation or VALIDATIONS, runners):
+            (run_dir := workdir / "-".join(case)).mkdir()
+            validation, runner = case
+            path = demo_config(run_dir, args.contributors, args.rounds, args.epochs, runner)
             set_validation(path, validation)
-            configs[validation] = path
-        export_job(configs["CustomAccept"], data_dir)
+            configs[case] = path
+        export_job(next(iter(configs.values())), data_dir)
         runs = [run_flower(python, data_dir, args.rounds, workdir / "flower-1.json")]
-        ours = {v: run_ours(configs[v], v, workdir / f"{v}.json") for v in VALIDATIONS}
+        ours = {case: run_ours(path, "/".join(case), workdir / f"{'-'.join(case)}.json")
+                for case, path in configs.items()}  # fmt: skip
         runs.append(run_flower(python, data_dir, args.rounds, workdir / "flower-2.json"))
         result["learning_rate"] = json.loads((data_dir / "job.json").read_text())["learning_rate"]
     result.update(

@@ -301,7 +301,7 @@ def demo_arguments(description: str, rounds: int) -> argparse.ArgumentParser:
     parser.add_argument("--contributors", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--runner", choices=["dask", "threads"], default="dask")
+    parser.add_argument("--runner", choices=["dask", "threads", "processes"], default="dask")
     parser.add_argument("--label", default="", help="a name for this run in the JSON line")
     parser.add_argument("--json", type=Path, help="also write the JSON line to this file")
     return parser

@@ -3,8 +3,9 @@
 The creator's training flow runs in this process; each simulated contributor is an agent that
 watches the marketplace and works on every new task with the contributor's steps, as a
 contributor's agent would on its own machine, but as one task run per task rather than a flow
-run. The agents run as Prefect tasks on Dask workers, or on Prefect's thread pool
-(flows/simulation.py, config section ``simulation``).
+run. The agents run as Prefect tasks of their own flow run, ``<run>-contributors``, in
+processes of their own, on Dask workers or on Prefect's thread pool (flows/simulation.py,
+config section ``simulation``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def run_demo(
     first_task_id = len(market.list_tasks(open_only=False))
     first_block = market.current_block() + 1
     attackers = attacker_indices(config)
-    with simulated_contributors(config, first_task_id, prefect_api_started):
+    run = session.creator.run
+    with simulated_contributors(config, first_task_id, run, prefect_api_started):
         reports = run_training(config, session, decider, on_round)
     summary = summarize(session, reports, before, time.perf_counter() - started)
     roles = {

@@ -1,30 +1,38 @@
 """Many simulated contributors on a distributed engine (docs/simulation.md).
 
 The creator's training flow runs in this process; every simulated contributor's agent is a
-Prefect task that a task runner places on a Dask worker (prefect-dask's
-DaskTaskRunner: a LocalCluster by default, or any scheduler by ``simulation.address``), or on
-Prefect's thread pool (``simulation.runner: threads``).
+Prefect task of one light flow run, ``<run>-contributors`` (flow ``simulated-contributors``),
+that runs on a background thread meanwhile. Its task runner places each agent in a process of
+its own (Prefect's ProcessPoolTaskRunner, ``simulation.runner: processes``), on a Dask worker
+(prefect-dask's DaskTaskRunner: a LocalCluster, or any scheduler by ``simulation.address``),
+or on Prefect's thread pool (``threads``).
 
 An agent task receives only picklable inputs, the config and its shard index, and builds its
 Contributor (marketplace connection, storage, key) where it runs, as a contributor's own
 machine would: a worker on another host needs the marketplace and storage the config names
 (a chain URL, S3), this project importable, and the MNIST cache. Every agent holds one worker
-thread until the last round, so the cluster needs a thread per contributor.
+thread (or process) until the last round, so the runner needs one per contributor. Agents in
+other processes share the embedded marketplace's SQLite file (each write one ``BEGIN
+IMMEDIATE`` transaction, WAL: decentralml.marketplace.ledger) and the file store, as
+contributors on other machines do.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import multiprocessing
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
-from prefect import task
+from prefect import Flow, flow, tags, task
 from prefect.cache_policies import NO_CACHE
-from prefect.settings import PREFECT_API_URL
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.futures import wait
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from decentralml.contributor import Contributor
 from decentralml.protocol.errors import ConfigError
@@ -38,6 +46,7 @@ from decentralml.runtime.config import RunConfig, SimulationConfig
 from decentralml.simulation.attacks import Attack, attacked, attacker_outcome
 from flows.contributor import ContributionReceipt, run_agent
 from tasks.contributor import STEPS
+from tasks.policy import untagged_tasks
 
 CONNECT_TIMEOUT_SECONDS = 10
 log = logging.getLogger(__name__)
@@ -45,8 +54,9 @@ log = logging.getLogger(__name__)
 
 @runtime_checkable  # Prefect builds a parameter schema from the hints: isinstance must work
 class StopSignal(Protocol):
-    """What an agent needs of its stop flag: a threading.Event, or a distributed.Event that
-    reaches agents on every Dask worker."""
+    """What an agent needs of its stop flag: a threading.Event, a multiprocessing Manager's
+    Event that reaches agents in other processes, or a distributed.Event that reaches agents
+    on every Dask worker."""
 
     def is_set(self) -> bool: ...
 
@@ -102,31 +112,93 @@ def contributor_agent(
 
 @contextmanager
 def simulated_contributors(
-    config: RunConfig, first_task_id: int, prefect_api_started: Callable[[], None] | None = None
+    config: RunConfig,
+    first_task_id: int,
+    run: str,
+    prefect_api_started: Callable[[], None] | None = None,
 ) -> Iterator[None]:
-    """Every contributor's agent runs on the configured task runner while the body runs (the
-    creator's training flow, in this process); then the agents are stopped and awaited, and
-    one that failed raises here.
+    """Every contributor's agent runs on the configured task runner, under the flow run
+    ``<run>-contributors`` on a background thread, while the body runs (the creator's training
+    flow, in this thread); then the agents are stopped and awaited, and one that failed raises
+    here.
 
-    No parent flow holds the agents on purpose: prefect-dask ships the parent flow's
-    parameters with every task, and the creator's are its model, data and callbacks.
-    ``prefect_api_started``: the wait of a start_prefect_api the caller began earlier."""
+    The agents have a flow of their own, not the creator's: prefect-dask and Prefect's process
+    pool ship the parent flow's parameters with every task, and the creator's are its model,
+    data and callbacks; this one's are the config and a task id (the stop flag is its
+    closure). ``prefect_api_started``: the wait of a start_prefect_api the caller began
+    earlier."""
     (prefect_api_started or start_prefect_api())()
-    with contributor_runner(config.simulation, config.contributors) as (runner, stop), runner:
-        agents = [
-            runner.submit(
-                contributor_agent,
-                {"config": config, "shard_index": index, "first_task_id": first_task_id,
-                 "stop": stop},
-            )
-            for index in range(config.contributors)
-        ]  # fmt: skip
+    with contributor_runner(config.simulation, config.contributors) as (runner, stop):
+        agents = contributors_flow(stop).with_options(
+            task_runner=runner, flow_run_name=f"{run}-contributors"
+        )
+        background = _FlowThread(agents, run, config, first_task_id)
         try:
             yield
         finally:
             stop.set()
+            background.join()
+        background.result()
+
+
+def contributors_flow(stop: StopSignal) -> Flow:
+    """The flow that holds the agents: one agent task per contributor, each until ``stop``
+    or its last round; the first agent that failed fails the flow run, once all ended."""
+
+    @flow(name="simulated-contributors")
+    def simulated_contributors_flow(config: RunConfig, first_task_id: int) -> None:
+        with untagged_tasks():  # the flow run's tags are not its agents' (tasks.policy)
+            agents = [
+                contributor_agent.submit(config, index, first_task_id, stop)
+                for index in range(config.contributors)
+            ]
+        wait(agents)
         for agent in agents:
             agent.result()
+
+    return simulated_contributors_flow
+
+
+class _FlowThread:
+    """``agents(config, first_task_id)`` on a daemon thread, in a copy of the caller's
+    context (a test's Prefect server is a context setting), tagged like the creator's runs,
+    with the Prefect API of this process named explicitly: agents in other processes must
+    reach this server, not each start a temporary one of their own."""
+
+    def __init__(self, agents: Flow, run: str, config: RunConfig, first_task_id: int) -> None:
+        self.failed: list[BaseException] = []
+        context = contextvars.copy_context()
+
+        def body() -> None:
+            try:
+                with (
+                    temporary_settings(updates={PREFECT_API_URL: prefect_api_url()}),
+                    tags("decentralml", f"run:{run}", "role:contributor"),
+                ):
+                    agents(config, first_task_id)
+            except BaseException as error:  # handed to the caller after the round
+                self.failed.append(error)
+
+        self.thread = threading.Thread(
+            target=context.run, args=(body,), name="simulated-contributors", daemon=True
+        )
+        self.thread.start()
+
+    def join(self) -> None:
+        while self.thread.is_alive():
+            self.thread.join(timeout=0.5)  # short waits: a signal is handled promptly
+
+    def result(self) -> None:
+        if self.failed:
+            raise self.failed[0]
+
+
+def prefect_api_url() -> str:
+    """The API this process talks to: PREFECT_API_URL, or the temporary server Prefect's
+    ephemeral mode started here (start_prefect_api starts it)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    return PREFECT_API_URL.value() or SubprocessASGIServer().api_url
 
 
 def start_prefect_api() -> Callable[[], None]:
@@ -165,9 +237,16 @@ def contributor_runner(
     config: SimulationConfig, contributors: int
 ) -> Iterator[tuple[TaskRunner, StopSignal]]:
     """The task runner for ``contributors`` agents and the flag that stops them all; a
-    LocalCluster started here is stopped on exit."""
+    LocalCluster (or the manager process of a cross-process flag) started here is stopped on
+    exit. The runner is not entered: the flow that runs on it enters a duplicate."""
     if config.runner == "threads":
         yield ThreadPoolTaskRunner(max_workers=contributors), threading.Event()
+        return
+    if config.runner == "processes":
+        # Spawned processes (Prefect's choice: no fork of a process with threads and TF); a
+        # Manager's Event is a proxy that pickles into them, unlike multiprocessing.Event.
+        with multiprocessing.get_context("spawn").Manager() as manager:
+            yield ProcessPoolTaskRunner(max_workers=contributors), manager.Event()
         return
     from distributed import Event
     from prefect_dask import DaskTaskRunner
@@ -180,10 +259,8 @@ def contributor_runner(
         )
     with _dask_cluster(config, contributors) as (cluster, client):
         stop = Event(f"decentralml-stop-{uuid.uuid4().hex}", client=client)
-        if cluster is None:
-            yield DaskTaskRunner(address=config.address), stop
-        else:
-            yield DaskTaskRunner(cluster=cluster), stop
+        # by address: the flow's engine runs a duplicate, which keeps address= but not cluster=
+        yield DaskTaskRunner(address=config.address or cluster.scheduler_address), stop
 
 
 @contextmanager

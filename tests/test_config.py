@@ -257,6 +257,11 @@ def test_an_empty_file_is_refused_but_no_config_is_all_defaults(tmp_path: Path) 
             "'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad', 'fedprox'",
         ),
         ("training.optimizer", "rmsprop", "training.optimizer: Input should be 'adam' or 'sgd'"),
+        (
+            "simulation.runner",
+            "ray",
+            "simulation.runner: Input should be 'dask', 'threads' or 'processes'",
+        ),
         ("rounds", 0, "rounds: Input should be greater than 0"),
         ("rounds", 2.5, "rounds: Input should be a valid integer, got a number with a fractional"),
         ("bogus", 1, "bogus: Extra inputs are not permitted"),
@@ -268,6 +273,14 @@ def test_bad_value_names_its_field_path(dotted: str, value: object, expected: st
     message = _error(_with(dotted, value), "configs/mine.yaml")
     problems = _problems(message, "configs/mine.yaml")
     assert any(line.startswith(expected) for line in problems), message
+
+
+def test_the_simulation_runner_may_be_processes() -> None:
+    """One process per simulated contributor (flows/simulation.py): an option, not the
+    default (docs/benchmarks.md, "Contributors in processes of their own")."""
+    config = parse_config(_with("simulation.runner", "processes"), "configs/mine.yaml")
+    assert config.simulation.runner == "processes"
+    assert load_config(MNIST_YAML).simulation.runner == "dask"
 
 
 def test_every_bad_field_is_listed() -> None:

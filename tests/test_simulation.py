@@ -73,17 +73,21 @@ def _runs_since(started: datetime) -> tuple[list, list, list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runner", ["dask", "threads"])
+@pytest.mark.parametrize("runner", ["dask", "threads", "processes"])
 def test_a_local_cluster_runs_every_contributor_as_a_task(tmp_path, prefect_harness, runner):
-    """dask: a real LocalCluster of 2 workers; threads: Prefect's thread pool. Each
-    contribution is a task run nested in its agent's task run, and no flow run (a
-    flow run's start per contribution was most of a round's overhead)."""
+    """dask: a real LocalCluster of 2 workers; threads: Prefect's thread pool; processes: a
+    spawned process per agent (Prefect's process pool), reaching the test's Prefect server.
+    Each contribution is a task run nested in its agent's task run, and no flow run (a
+    flow run's start per contribution was most of a round's overhead). Every agent's task run
+    belongs to the flow run ``<run>-contributors``, tagged with the run (issue 18: Dask agent
+    task runs had no flow run)."""
     from flows.demo import run_demo
 
     started = datetime.now(UTC)
     summary = run_demo(_simulation_config(tmp_path, 3, runner=runner, n_workers=2))
     _assert_every_contributor_landed_and_was_judged(summary, 3)
     agents, contributions, contributor_flows = _runs_since(started)
+    _assert_agents_ran_under_their_flow_run(agents)
     assert sorted((a.name, a.state_name) for a in agents) == [
         (f"agent-{i}", "Completed") for i in range(3)
     ]
@@ -95,6 +99,52 @@ def test_a_local_cluster_runs_every_contributor_as_a_task(tmp_path, prefect_harn
                for c in contributions}  # fmt: skip
     assert parents == {f"contribution-{i}-task-0": {f"agent-{i}"} for i in range(3)}
     assert contributor_flows == []  # a simulated contribution starts no flow run
+
+
+def _assert_agents_ran_under_their_flow_run(agents: list) -> None:
+    """One flow run holds every agent: ``<run>-contributors``, Completed, tagged with its run
+    and role like the creator's runs."""
+    from prefect.client.orchestration import get_client
+
+    assert {a.flow_run_id for a in agents} != {None}
+    [flow_run_id] = {a.flow_run_id for a in agents}
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+    [run] = [t.removeprefix("run:") for t in flow_run.tags if t.startswith("run:")]
+    assert "-demo-" in run  # the demo's session names its run
+    assert flow_run.name == f"{run}-contributors"
+    assert {"decentralml", "role:contributor"} <= set(flow_run.tags)
+    assert flow_run.state_name == "Completed"
+    assert set(flow_run.parameters) == {"config", "first_task_id"}
+
+
+def test_the_processes_runner_has_a_process_per_agent_and_a_stop_that_crosses_them(tmp_path):
+    """``simulation.runner: processes``: Prefect's process pool sized to the contributors, and
+    a stop flag that survives cloudpickle into a spawned process and is seen there."""
+    import multiprocessing
+
+    import cloudpickle
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    from flows.simulation import contributor_runner
+
+    config = _simulation_config(tmp_path, 3, runner="processes")
+    assert config.simulation.runner == "processes"
+    with contributor_runner(config.simulation, 3) as (runner, stop):
+        assert isinstance(runner, ProcessPoolTaskRunner) and runner.duplicate()._max_workers == 3
+        child = multiprocessing.get_context("spawn").Process(
+            target=_set_from_a_pickle, args=(cloudpickle.dumps(stop),)
+        )
+        child.start()
+        child.join(timeout=120)
+        assert child.exitcode == 0
+        assert stop.is_set()
+
+
+def _set_from_a_pickle(pickled: bytes) -> None:
+    import cloudpickle
+
+    cloudpickle.loads(pickled).set()
 
 
 class DaskProcess:

@@ -378,7 +378,10 @@ class SimulationConfig(_Section):
     """How ``decentralml demo`` runs its simulated contributors (docs/simulation.md).
 
     runner: ``dask`` submits each contributor's agent as a Prefect task to a Dask cluster
-        (prefect-dask's DaskTaskRunner); ``threads`` runs them on Prefect's thread pool.
+        (prefect-dask's DaskTaskRunner); ``threads`` runs them on Prefect's thread pool;
+        ``processes`` runs each in a process of its own (Prefect's ProcessPoolTaskRunner), so
+        no agent's Python competes for this process's GIL (each loads TensorFlow itself).
+        address, n_workers, threads_per_worker and processes apply to ``dask`` only.
     address: a running Dask scheduler (``tcp://host:8786``); null starts a LocalCluster for
         the demo and stops it afterwards.
     n_workers, threads_per_worker, processes: the LocalCluster's shape. Every agent holds one
@@ -388,7 +391,7 @@ class SimulationConfig(_Section):
         each need the Prefect API (set PREFECT_API_URL) and load TensorFlow themselves.
     """
 
-    runner: Literal["dask", "threads"] = "dask"
+    runner: Literal["dask", "threads", "processes"] = "dask"
     address: str | None = None
     n_workers: PositiveInt = 2
     threads_per_worker: PositiveInt | None = None
