@@ -98,6 +98,8 @@ def watch(parent: int, needle: str = EPHEMERAL_SERVER, signals: int | None = Non
             kill_at = float("inf")  # once: it may be a zombie its parent reaps any moment
             with contextlib.suppress(ProcessLookupError):
                 os.kill(parent, signal.SIGKILL)  # the same process: checked just above
+            for pid, started in remembered.items():  # no time left for a clean stop
+                _terminate(pid, started, grace_seconds=0.0)
         caught = _caught_signals(signals, POLL_SECONDS)
         if caught is None:  # the pipe closed: the parent is exiting
             signals = None
