@@ -100,7 +100,7 @@ def watch(parent: int, needle: str = EPHEMERAL_SERVER, signals: int | None = Non
                 os.kill(parent, signal.SIGKILL)  # the same process: checked just above
             for pid, started in remembered.items():  # no time left for a clean stop
                 _terminate(pid, started, grace_seconds=0.0)
-        caught = _caught_signals(signals, POLL_SECONDS)
+        caught = _caught_signals(signals, POLL_SECONDS if kill_at is None else 0.1)
         if caught is None:  # the pipe closed: the parent is exiting
             signals = None
         elif signal.SIGTERM in caught and kill_at is None:
