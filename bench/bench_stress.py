@@ -139,16 +139,23 @@ def run_demos(args: argparse.Namespace) -> dict:
                 f"run {index}: exit {run.exit_code} {run.duration_s:.1f} s "
                 f"cpu {run.cpu_s:.1f} s hang={run.hang} leftovers={len(run.leftovers)}",
             )
+    return summarize([asdict(run) for run in runs])
+
+
+def summarize(runs: list[dict]) -> dict:
+    """The summary line of demo runs' records (``--summarize`` reads them back from a JSONL
+    file: a bench stopped early still reports what it ran)."""
+    durations = [r["duration_s"] for r in runs if not r["hang"] and r["exit_code"] == 0]
     return {
         "bench": "stress",
         "command": " ".join(["decentralml", *DEMO]),
         "runs": len(runs),
-        "hangs": sum(run.hang for run in runs),
-        "failures": sum(not run.hang and run.exit_code != 0 for run in runs),
-        "leftover_runs": sum(bool(run.leftovers) for run in runs),
+        "hangs": sum(r["hang"] for r in runs),
+        "failures": sum(not r["hang"] and r["exit_code"] != 0 for r in runs),
+        "leftover_runs": sum(bool(r["leftovers"]) for r in runs),
         "median_s": round(statistics.median(durations), 1) if durations else None,
         "max_s": max(durations, default=None),
-        "median_cpu_s": round(statistics.median(run.cpu_s for run in runs), 1) if runs else None,
+        "median_cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 1) if runs else None,
     }
 
 
@@ -192,6 +199,9 @@ def main() -> None:
     parser.add_argument("--max-multiple", type=float, default=5.0)
     parser.add_argument("--first-timeout", type=float, default=900.0)
     parser.add_argument("--sigterm", action="store_true", help="measure SIGTERM stop times")
+    parser.add_argument(
+        "--summarize", action="store_true", help="only print the summary of --jsonl's demo runs"
+    )
     parser.add_argument("--only", help="--sigterm: the points whose name contains this")
     parser.add_argument("--repeat", type=int, default=1, help="--sigterm: runs per point")
     parser.add_argument(
@@ -199,7 +209,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.jsonl.parent.mkdir(parents=True, exist_ok=True)
-    summary = run_points(args) if args.sigterm else run_demos(args)
+    if args.summarize:
+        rows = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line]
+        summary = summarize(rows)
+    else:
+        summary = run_points(args) if args.sigterm else run_demos(args)
     print(json.dumps(summary))
 
 
