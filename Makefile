@@ -81,6 +81,8 @@ bench: venv chain-deps
 	$(BIN)/python bench/bench_attacks.py
 	$(BIN)/python bench/bench_value.py
 	$(BIN)/python bench/bench_backdoor_defences.py
+	$(BIN)/python bench/bench_stress.py --runs 30
+	$(BIN)/python bench/bench_stress.py --sigterm
 
 # Learning quality alone (hours for the whole sweep on 2 cores; docs/benchmarks.md says what
 # was run): e.g. make bench-learning LEARNING_ARGS="--only iid/".

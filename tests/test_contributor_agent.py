@@ -334,7 +334,8 @@ def test_sigterm_finishes_the_task_in_progress_and_ends_the_run_cancelled(
 ) -> None:
     first = _trainable(market, store, "first", epochs=3)
     second = _trainable(market, store, "second", epochs=3)
-    env = {**prefect_server, **_agent_env(tmp_path)}
+    # a grace long enough for the 3 epochs (by default a task is killed 5 s after SIGTERM)
+    env = {**prefect_server, **_agent_env(tmp_path), "DECENTRALML_STOP_GRACE_SECONDS": "600"}
     agent = _cli(tmp_path, "contribute", env=env)
     with _killed_at_the_end(agent):
         _wait_until(lambda: market.list_task_results(first), agent, 240, "slot taken")

@@ -91,15 +91,26 @@ def cmd_contribute(args: argparse.Namespace) -> int:
     _contributor_config(args)  # refused here, before the agent flow starts (it loads its own)
     data_path = _local_data(args)
     _filters_for_the_agent(args)
+    from prefect.exceptions import TerminationSignal
+
     from decentralml.runtime.shutdown import STOP
 
     with STOP.on_signals(), _agent_output():  # a signal now stops the agent cleanly
         from flows.contributor import agent
 
         path = args.config if args.config.exists() else ""
-        state = agent(
-            str(path), args.index, args.max_tasks, args.marketplace_at, data_path, return_state=True
-        )
+        try:
+            state = agent(
+                str(path), args.index, args.max_tasks, args.marketplace_at, data_path,
+                return_state=True,
+            )  # fmt: skip
+        except TerminationSignal:
+            # SIGTERM while Prefect set the run up: its own handler had the signal and re-sent
+            # it to ours (STOP asked) before the agent's loop, so no task was in progress
+            if not STOP.requested:
+                raise
+            print(f"stopped: by {STOP.signal_name} before the agent started", file=sys.stderr)
+            return STOP.exit_status
     if state.is_cancelled():
         print(f"stopped: {state.message}", file=sys.stderr)
         return STOP.exit_status
