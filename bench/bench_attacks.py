@@ -1,7 +1,8 @@
 r"""Attacks and their price: accuracy, backdoor success and money paid to attackers, per defence.
 
-Run from the project root (the issue-16 matrix; about 40 min niced on 2 shared cores for the
-two main columns):
+Run from the project root (the issue-16 matrix: 120 runs of 5 rounds; one run took 3-8 min
+on 2 cores at load 20, so run subsets with --partitions/--configs/--attacks and gather their
+output with --from-logs; docs/benchmarks.md "The attack matrix" has the commands):
 
     nice -n 10 .venv/bin/python bench/bench_attacks.py --jobs 2 \
         --json .decentralml/bench-attacks.json
