@@ -197,3 +197,84 @@ def test_a_value_round_pays_measured_value_end_to_end(tmp_path, prefect_harness)
     assert task.paid + task.refunded == 3 * REWARD and market.escrow_total() == 0
     by_value = sorted(results, key=lambda s: s.value)
     assert [s.paid for s in by_value] == sorted(s.paid for s in results)  # more value, more pay
+
+
+def _round_from_start(partition: str, attackers: dict[int, str]):
+    """One round's results on ``partition`` from a fresh model, with the task's default
+    training (TrainingConfig: Adam 3e-3, batch 32; one epoch): (start, results, score), the
+    contributors of ``attackers`` attacking as named there (``label_flip``: trains on 9 - y;
+    ``free_rider``: trains on 1 % of its shard and claims all of it)."""
+    import keras
+
+    from decentralml.creator import task_settings
+    from decentralml.ml.data.federated import contributor_shard, creator_holdout
+    from decentralml.ml.models import build_model, evaluate, model_tensors, set_model_tensors
+    from decentralml.ml.training import ReusableTrainer
+    from decentralml.runtime.config import TrainingConfig, parse_config
+
+    keras.utils.set_random_seed(5)
+    training = TrainingConfig()
+    trainer = ReusableTrainer("mnist_mlp", training.learning_rate, optimizer=training.optimizer)
+    scorer, start = build_model("mnist_mlp"), model_tensors(trainer.model)
+    holdout = creator_holdout(5000, 42)
+    config = parse_config({"contributors": 10, "data": {"partition": partition}})
+    out = []
+    for i in range(10):
+        x, y = contributor_shard(task_settings(config).data, i)
+        kind = attackers.get(i, "honest")
+        if kind == "label_flip":
+            y_trained, x_trained = Attack("label_flip").labels(y), x
+        elif kind == "free_rider":
+            x_trained, y_trained = x[: len(y) // 100], y[: len(y) // 100]
+        else:
+            x_trained, y_trained = x, y
+        tensors = trainer.fit(start, x_trained, y_trained, batch_size=training.batch_size, seed=i)
+        out.append((tensors, len(y), kind))
+
+    def score(tensors) -> dict:
+        set_model_tensors(scorer, dict(tensors))
+        return evaluate(scorer, *holdout)
+
+    return start, out, score
+
+
+def _each_paid_over_honest_mean(verdicts, results, who: str) -> list[float]:
+    honest = _paid(verdicts, results, "honest")
+    mean = sum(honest) / len(honest)
+    return [paid / mean for paid in _paid(verdicts, results, who)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16 target missed (docs/benchmarks.md, 'The attack matrix'): in a round on "
+    "two-class shards the aggregate barely lowers the held-out loss (2.41 -> 2.39), the "
+    "default budget (8 evaluations per result) finishes no GTG-Shapley cycle of 10 "
+    "untruncated walks, and every result is valued 0 and paid 1 unit, flippers included; "
+    "with budgets of 160-400 the values are +-0.8-1.5 of noise on a round worth +0.02",
+)
+def test_label_flippers_on_shards_are_refused_or_paid_nothing() -> None:
+    """Regression (issue 16: "label flips are paid: on the shards partition 4 of 4"): on
+    two-class shards a flipper's update is as long as an honest one and the holdout gate
+    cannot tell them apart, so the default policy pays both flippers the fixed share. By
+    value each must be refused or paid at most 10 % of the honest mean: not met yet."""
+    start, out, score = _round_from_start("shards", {8: "label_flip", 9: "label_flip"})
+    fixed = _judge(start, out, score, None)
+    assert _paid(fixed, out, "label_flip") == [REWARD, REWARD]  # the finding: both paid
+
+    valued = _judge(start, out, score, ValuePricing(REWARD, seed=1))
+    ratios = _each_paid_over_honest_mean(valued, out, "label_flip")
+    assert all(ratio <= 0.1 for ratio in ratios), ratios
+
+
+def test_a_free_rider_claiming_all_its_data_is_paid_next_to_nothing() -> None:
+    """Regression (issue 16: the free rider trains on 1 % of its shard and claims all of it;
+    the seed's copy of the global weights was refused only by accident of distance). Trained
+    on 1 %, its update is no copy and the default policy pays it the fixed share. By value it
+    earns at most 10 % of the honest mean (0.095 in this round: 105 of 1110)."""
+    start, out, score = _round_from_start("iid", {9: "free_rider"})
+    fixed = _judge(start, out, score, None)
+    assert _paid(fixed, out, "free_rider") == [REWARD]  # the finding: its update is no copy
+    valued = _judge(start, out, score, ValuePricing(REWARD, seed=1))
+    ratios = _each_paid_over_honest_mean(valued, out, "free_rider")
+    assert all(ratio <= 0.1 for ratio in ratios), ratios
+    assert all(v.accept for v, (_, _, k) in zip(valued, out, strict=True) if k == "honest")
