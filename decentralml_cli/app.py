@@ -150,11 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip tasks paying less per accepted result "
         "(default: $DECENTRALML_MIN_REWARD_PER_RESULT, else the config's, 1)",
     )
-    server_cmd = sub.add_parser(
-        "server", help="the local Prefect server this Prefect home's agents share"
+    server_cmd = add(
+        "server", server.cmd_server, "the local Prefect server this Prefect home's agents share", ()
     )
     server_cmd.add_argument("action", choices=["status", "start", "stop"])
-    server_cmd.set_defaults(handler=server.cmd_server, checks=())
     for command in (contribute_cmd, tasks_cmd):
         command.add_argument(
             "--marketplace",

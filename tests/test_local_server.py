@@ -73,3 +73,26 @@ def test_a_dead_servers_record_is_not_reused(tmp_path: Path) -> None:
     mine = local_server.LocalServer(pid=os.getpid(), port=9, home=str(tmp_path))
     tmp_path.joinpath(local_server.STATE_FILE).write_text(json.dumps(mine.__dict__))
     assert local_server.stop(tmp_path) is None and _alive(os.getpid())
+
+
+def test_a_server_that_exits_at_start_is_launched_again_then_named_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injected: every launch exits at once (as a lost port race, or a broken install,
+    does). Three launches, then one line naming the status and the log, and no record."""
+    launches: list[int] = []
+
+    def exits(home: Path, port: int) -> subprocess.Popen:
+        launches.append(port)
+        return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+
+    monkeypatch.setattr(local_server, "_launch", exits)
+    with pytest.raises(local_server.ServerDidNotStart) as refused:
+        local_server.ensure(tmp_path, TIMEOUT_SECONDS, wait=lambda: None)
+    assert len(launches) == local_server.LAUNCHES
+    assert str(refused.value) == (
+        "the local Prefect server exited at start (status 3; its log: "
+        f"{tmp_path.resolve() / 'decentralml-server.log'}); set PREFECT_API_URL to a running "
+        "Prefect server"
+    )
+    assert not (tmp_path / local_server.STATE_FILE).exists()

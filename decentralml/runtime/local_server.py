@@ -36,6 +36,8 @@ from decentralml.protocol.errors import DecentralMLError
 STATE_FILE = "decentralml-server.json"
 APP = "prefect.server.api.server:create_app"
 HEALTH_TIMEOUT_SECONDS = 2.0
+LAUNCHES = 3
+"""How many times a server that exits at once is launched again (each on a new port)."""
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 """Asks 127.0.0.1 itself, never through an http_proxy of the environment."""
 
@@ -156,12 +158,21 @@ def _stop_process(pid: int, port: int, grace_seconds: float = 10.0) -> None:
 
 
 def _start(home: Path, timeout_seconds: float, wait: Callable[[], None]) -> LocalServer:
-    process = _launch(home, _free_port())
-    port = int(process.args[process.args.index("--port") + 1])
-    server = LocalServer(pid=process.pid, port=port, home=str(home))
+    """Launch, then wait until it answers. A server that exits at once lost its free port to
+    another process between our choosing it and its binding it: launched again on another."""
     deadline = time.monotonic() + timeout_seconds
+    port = _free_port()
+    process, launches = _launch(home, port), 1
     while not _healthy(port):
-        if process.poll() is not None or time.monotonic() > deadline:
+        if process.poll() is not None and launches < LAUNCHES:
+            port = _free_port()
+            process, launches = _launch(home, port), launches + 1
+        elif process.poll() is not None:
+            raise ServerDidNotStart(
+                f"the local Prefect server exited at start (status {process.returncode}; its "
+                f"log: {_files(home)[2]}); set PREFECT_API_URL to a running Prefect server"
+            )
+        elif time.monotonic() > deadline:
             _stop_process(process.pid, port)
             process.poll()
             raise ServerDidNotStart(
@@ -170,6 +181,7 @@ def _start(home: Path, timeout_seconds: float, wait: Callable[[], None]) -> Loca
                 "a running Prefect server"
             )
         wait()
+    server = LocalServer(pid=process.pid, port=port, home=str(home))
     _files(home)[0].write_text(json.dumps(asdict(server)))
     return server
 
