@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Every command, its options and the config checks it needs. The commands' modules are
     imported here, when a command is parsed, so that importing the CLI stays light."""
     import decentralml_cli as package
-    from decentralml_cli.commands import contributor, creator, inspect
+    from decentralml_cli.commands import contributor, creator, inspect, server
 
     parser = argparse.ArgumentParser(
         prog="decentralml", description=package.__doc__.splitlines()[0]
@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip tasks paying less per accepted result "
         "(default: $DECENTRALML_MIN_REWARD_PER_RESULT, else the config's, 1)",
     )
+    server_cmd = add(
+        "server", server.cmd_server, "the local Prefect server this Prefect home's agents share", ()
+    )
+    server_cmd.add_argument("action", choices=["status", "start", "stop"])
     for command in (contribute_cmd, tasks_cmd):
         command.add_argument(
             "--marketplace",
@@ -190,17 +194,23 @@ def _server_did_not_start() -> str:
 
 FLOW_COMMANDS = frozenset({"demo", "train", "publish", "round", "contribute"})
 """The commands that run Prefect flows (so may start Prefect's temporary server)."""
+SHARED_SERVER_COMMANDS = frozenset({"contribute"})
+"""The commands that reuse their Prefect home's local server instead of starting a temporary
+one (decentralml_cli.commands.server.prefect_for_an_agent, called once their input is
+checked): an agent is started again and again, and stopped with Ctrl-C. The creator's
+commands run once per training and keep Prefect's ephemeral mode."""
 
 
 def main(argv: list[str] | None = None) -> int:
     for name, value in PREFECT_DEFAULTS.items():  # before Prefect is imported; the user's win
         os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
-    if argv is None and args.command in FLOW_COMMANDS:  # a process of its own, not a caller's
-        from decentralml.runtime.reaper import watch_parent
-
-        watch_parent()  # Prefect's temporary server ends with us, even after kill -9
+    args.own_process = argv is None  # not a caller's (a test's, a script's) process
     try:
+        if args.own_process and args.command in FLOW_COMMANDS - SHARED_SERVER_COMMANDS:
+            from decentralml.runtime.reaper import watch_parent
+
+            watch_parent()  # Prefect's temporary server ends with us, even after kill -9
         return args.handler(args)
     except DecentralMLError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -37,6 +37,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytest_plugins = ["tests.chain_fixture", "tests.prefect_server"]
 
 
+@pytest.fixture(autouse=True)
+def _stop_shared_prefect_servers(request: pytest.FixtureRequest):
+    """A ``decentralml contribute`` process started without PREFECT_API_URL starts its Prefect
+    home's shared server (decentralml.runtime.local_server), which outlives it by design; after
+    each test, the servers of the session's home and of homes under its tmp_path are stopped,
+    by the pid each recorded."""
+    yield
+    from decentralml.runtime.local_server import STATE_FILE, stop
+
+    records = [Path(os.environ["PREFECT_HOME"]) / STATE_FILE]
+    if tmp_path := request.node.funcargs.get("tmp_path"):
+        records += Path(tmp_path).rglob(STATE_FILE)
+    for record in records:
+        if record.exists():
+            stop(record.parent)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One Prefect test server for the whole session, one per xdist worker (entering one

@@ -357,6 +357,7 @@ def test_sigterm_finishes_the_task_in_progress_and_ends_the_run_cancelled(
 def test_ctrl_c_in_ephemeral_mode_leaves_no_prefect_server_behind(tmp_path: Path) -> None:
     EmbeddedMarketplace(tmp_path / "marketplace.sqlite", block_time_seconds=6.0)  # no tasks
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["DECENTRALML_PREFECT_SERVER"] = "temporary"  # Prefect's own, a child of the agent
     agent = _cli(tmp_path, "contribute", env={**env, **_agent_env(tmp_path)})
     with _killed_at_the_end(agent):
         # Ephemeral mode: the temporary Prefect server is a child; the agent then polls.

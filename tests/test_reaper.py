@@ -83,6 +83,7 @@ def test_kill_9_of_a_command_leaves_no_prefect_server(tmp_path: Path) -> None:
     market.parent.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(ROOT))
+    env["DECENTRALML_PREFECT_SERVER"] = "temporary"  # Prefect's own, a child of the command
     command = subprocess.Popen(
         [sys.executable, "-m", "decentralml_cli", "contribute", "--marketplace", str(market)],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -18,6 +18,7 @@ import yaml
 
 from decentralml.io.storage import ArtifactStore
 from decentralml.marketplace.embedded import EmbeddedMarketplace
+from decentralml.runtime import local_server
 from decentralml.runtime.config import MARKETPLACE_ENV
 from decentralml_cli import _contributor_config, build_parser, main
 from tests.helpers import ROOT
@@ -29,7 +30,7 @@ CONTRIBUTE = (sys.executable, "-m", "decentralml_cli", "contribute")
 
 def _stranger_env(cwd: Path, **env: str) -> dict[str, str]:
     """A stranger's environment: its own Prefect home, Prefect's default logging (INFO), no
-    server of its own (ephemeral mode)."""
+    Prefect server named (the agent uses its home's local one)."""
     base = {
         k: v
         for k, v in os.environ.items()
@@ -164,19 +165,14 @@ def test_each_skipped_task_is_one_line_and_an_empty_wait_says_where(tmp_path: Pa
     assert market.list_task_results(refused) == []  # refused before taking a slot
 
 
-@pytest.mark.slow
-def test_ctrl_c_in_a_terminal_stops_the_agent_at_once_and_quietly(tmp_path: Path) -> None:
-    """Ctrl-C signals the terminal's whole process group, Prefect's temporary server
-    included: the agent still ends its run Cancelled, exit 130, without a traceback or the
-    server's "Error flushing" lines. (Once, by hand, after 10 minutes idle, an agent stopped
-    so printed "stopped: ..." and then did not exit; not reproduced here.)"""
-    market = tmp_path / "m.sqlite"
-    EmbeddedMarketplace(market, block_time_seconds=6.0)
-    err_path = tmp_path / "stderr.txt"
+def _ctrl_c(cwd: Path, market: Path) -> str:
+    """Start an agent as a terminal's job, press Ctrl-C once it is looking for tasks; its
+    stderr. It must stop at once: exit 130, its run Cancelled."""
+    err_path = cwd / "stderr.txt"
     with err_path.open("w") as err:
         agent = subprocess.Popen(
-            [*CONTRIBUTE, "--marketplace", str(market)], cwd=tmp_path,
-            env=_stranger_env(tmp_path), stdout=subprocess.PIPE, stderr=err, text=True,
+            [*CONTRIBUTE, "--marketplace", str(market)], cwd=cwd,
+            env=_stranger_env(cwd), stdout=subprocess.PIPE, stderr=err, text=True,
             start_new_session=True,  # its own process group, as a terminal's job has
         )  # fmt: skip
     try:
@@ -192,4 +188,32 @@ def test_ctrl_c_in_a_terminal_stops_the_agent_at_once_and_quietly(tmp_path: Path
     err = err_path.read_text()
     assert agent.returncode == 130, err[-3000:]
     assert "stopped: stopped by SIGINT after 0 task(s)" in err
-    _no_noise(err)
+    return err
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_the_agent_at_once_and_quietly(tmp_path: Path) -> None:
+    """Regression: Ctrl-C signals the terminal's whole process group, and Prefect's temporary
+    server was in it: it died while the agent still had to record its run Cancelled and
+    flush its events, so the agent printed "Error flushing" and a CancelledError traceback,
+    or crashed (exit 1, "Connection refused"), or hung retrying. The agent now uses its
+    Prefect home's shared server, in a session of its own: it outlives the Ctrl-C, and the
+    next agent reuses it instead of starting one."""
+    market = tmp_path / "m.sqlite"
+    EmbeddedMarketplace(market, block_time_seconds=6.0)
+    home = tmp_path / ".prefect"
+    first = _ctrl_c(tmp_path, market)
+    server = local_server.running(home)
+    assert server is not None, first[-3000:]  # it survived the Ctrl-C and answers
+    assert f"started a local Prefect server at {server.api_url}" in first
+    second = _ctrl_c(tmp_path, market)
+    assert "started a local Prefect server" not in second  # reused
+    assert local_server.running(home) == server
+    for err in (first, second):
+        _no_noise(err)
+    stopped = subprocess.run(
+        [*CONTRIBUTE[:-1], "server", "stop"], cwd=tmp_path, env=_stranger_env(tmp_path),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert stopped.stdout == f"stopped the local Prefect server (pid {server.pid})\n"
+    assert local_server.running(home) is None

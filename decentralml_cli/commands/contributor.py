@@ -91,6 +91,10 @@ def cmd_contribute(args: argparse.Namespace) -> int:
     _contributor_config(args)  # refused here, before the agent flow starts (it loads its own)
     data_path = _local_data(args)
     _filters_for_the_agent(args)
+    if getattr(args, "own_process", False):
+        from decentralml_cli.commands.server import prefect_for_an_agent
+
+        prefect_for_an_agent()  # input checked: now the Prefect server, shared or temporary
     from prefect.exceptions import TerminationSignal
 
     from decentralml.runtime.shutdown import STOP
