@@ -152,3 +152,44 @@ def test_a_forked_child_does_not_use_its_parents_connection(tmp_path: Path) -> N
     assert os.WEXITSTATUS(status) == 0
     market.fund(ALICE.ss58_address, 1)
     assert market.balance(ALICE.ss58_address) == 3
+
+
+def test_a_file_locked_through_the_busy_timeout_is_opened_on_a_later_try(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cost-fit bench's 50th agent died opening the marketplace ("cannot be opened as a
+    SQLite file: database is locked") while 49 agents and the creator used it, and its round
+    waited out its timeout one slot short. Contention is our own: the open is tried again."""
+    path = tmp_path / "marketplace.sqlite"
+    EmbeddedMarketplace(path)  # the file exists, in WAL mode, as the creator leaves it
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write, longer than the busy timeout
+    monkeypatch.setattr(ledger_mod, "BUSY_TIMEOUT_SECONDS", 0.05)
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:  # the writer finishes while the opener waits
+        waits.append(seconds)
+        holder.execute("COMMIT")
+
+    monkeypatch.setattr(ledger_mod, "_sleep", wait)
+    market = EmbeddedMarketplace(path)
+    assert waits == [ledger_mod.OPEN_RETRY_DELAYS[0]]
+    assert market.list_tasks(open_only=False) == []
+    holder.close()
+
+
+def test_a_file_that_stays_locked_is_refused_after_the_last_try(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "marketplace.sqlite"
+    EmbeddedMarketplace(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    monkeypatch.setattr(ledger_mod, "BUSY_TIMEOUT_SECONDS", 0.05)
+    waits: list[float] = []
+    monkeypatch.setattr(ledger_mod, "_sleep", waits.append)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        EmbeddedMarketplace(path)
+    assert waits == list(ledger_mod.OPEN_RETRY_DELAYS)
+    holder.execute("ROLLBACK")
+    holder.close()

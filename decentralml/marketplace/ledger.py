@@ -24,6 +24,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,16 @@ from decentralml.protocol.records import (
 from decentralml.protocol.rules import MAX_ID
 
 BUSY_TIMEOUT_SECONDS = 30.0
+OPEN_RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+"""Seconds before each new try of opening a ledger whose file stayed locked."""
+_sleep: Callable[[float], None] = time.sleep  # the clock of those waits (tests inject one)
+
+
+def _is_lock_contention(error: sqlite3.OperationalError) -> bool:
+    """SQLite's "database is locked" / "database is busy": another connection's turn."""
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
 
 _PENDING = ResultSubmissionStatus.PendingValidation.value
 
@@ -434,9 +445,26 @@ class Ledger:
         self._init_schema()
 
     def _init_schema(self) -> None:
+        """The schema, created or completed; a file that stays locked through SQLite's busy
+        timeout is tried again (``OPEN_RETRY_DELAYS``): 50 agents opening one file at once
+        while the creator writes is contention, our own, not a broken file (one of 50 agents
+        died of it and its round waited out its timeout)."""
+        for delay in (*OPEN_RETRY_DELAYS, None):
+            try:
+                return self._create_schema()
+            except sqlite3.OperationalError as error:
+                if delay is None or not _is_lock_contention(error):
+                    raise
+            _sleep(delay)
+
+    def _create_schema(self) -> None:
         conn = connect(self.path)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            # Only a file not yet in WAL mode is switched: the switch needs the file to
+            # itself, and SQLite may refuse it at once ("database is locked", no busy wait)
+            # while other connections come and go.
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
             conn.execute("BEGIN IMMEDIATE")
             try:
