@@ -76,6 +76,7 @@ bench: venv chain-deps
 	$(BIN)/python bench/bench_cost_fit.py --runners threads,dask
 	$(BIN)/python bench/bench_memory.py
 	$(BIN)/python bench/bench_idle_round.py
+	$(BIN)/python bench/bench_agent_start.py
 	$(BIN)/python bench/bench_learning.py $(LEARNING_ARGS)
 	$(BIN)/python bench/bench_attacked_learning.py
 	$(BIN)/python bench/bench_attacks.py
