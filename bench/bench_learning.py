@@ -198,7 +198,8 @@ class Lab:
         iid = self._data["iid"]
         self.holdout = creator_holdout(iid.holdout_examples, iid.seed)  # what validators see
         self.test = test_split()
-        self._scorers: dict[str, keras.Model] = {}
+        self.scorer = build_model("mnist_mlp")  # the seed model's, also bench_attacked_learning's
+        self._scorers: dict[str, keras.Model] = {"mnist_mlp": self.scorer}
         self._build = build_model
         self._shards: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
 

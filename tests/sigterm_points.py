@@ -243,6 +243,9 @@ def agent_env(workdir: Path) -> dict[str, str]:
     return {
         "DECENTRALML_MARKETPLACE_URL": str(workdir / "marketplace.sqlite"),
         "DECENTRALML_CONTRIBUTOR_URI": "//Bob",
+        # Prefect's temporary server, the one the command starts and must take down with it: a
+        # home's shared server outlives its agents by design (decentralml.runtime.local_server)
+        "DECENTRALML_PREFECT_SERVER": "temporary",
     }
 
 

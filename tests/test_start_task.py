@@ -125,7 +125,7 @@ def test_the_wheel_is_built_once_reproducibly_and_shipped(tmp_path: Path) -> Non
     package = build_package(PACKAGE_ASSETS, {"model": "mnist_mlp"}, wheels=(wheel,))
     unpack_package(package, tmp_path / "package")
     assert (tmp_path / "package" / "wheels" / wheel.name).read_bytes() == wheel.read_bytes()
-    assert len(package) < MAX_PACKAGE_BYTES // 100
+    assert len(package) < MAX_PACKAGE_BYTES // 64  # ~0.35 MB today: the code, not the data
 
 
 def _site_packages_view(target: Path) -> Path:
