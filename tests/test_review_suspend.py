@@ -94,18 +94,27 @@ def served(prefect_server) -> dict:
         stop_process(runner)
 
 
+def _answered(send) -> httpx.Response:
+    """A request, sent again while the server answers 503: Prefect's server says so when its
+    database is busy (CI runs two test workers on 2 cores) and rolls the request back, and
+    Prefect's own client retries it the same way (PREFECT_CLIENT_MAX_RETRIES)."""
+    for wait in (1, 2, 4, 8, None):
+        response = send()
+        if response.status_code != 503 or wait is None:
+            response.raise_for_status()
+            return response
+        time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
 def _post(env: dict, path: str, body: dict | None = None):
     url = f"{env['PREFECT_API_URL']}{path}"
-    response = httpx.post(url, json=body or {}, auth=AUTH, timeout=TIMEOUT)
-    response.raise_for_status()
-    return response.json()
+    return _answered(lambda: httpx.post(url, json=body or {}, auth=AUTH, timeout=TIMEOUT)).json()
 
 
 def _flow_run(env: dict, run_id: str) -> dict:
     url = f"{env['PREFECT_API_URL']}/flow_runs/{run_id}"
-    response = httpx.get(url, auth=AUTH, timeout=TIMEOUT)
-    response.raise_for_status()
-    return response.json()
+    return _answered(lambda: httpx.get(url, auth=AUTH, timeout=TIMEOUT)).json()
 
 
 def _suspended(env: dict, run_id: str, key: str, timeout: float = 300) -> dict:
