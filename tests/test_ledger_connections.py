@@ -173,7 +173,7 @@ def test_a_file_locked_through_the_busy_timeout_is_opened_on_a_later_try(
 
     monkeypatch.setattr(ledger_mod, "_sleep", wait)
     market = EmbeddedMarketplace(path)
-    assert waits == [ledger_mod.OPEN_RETRY_DELAYS[0]]
+    assert waits == [ledger_mod.OPEN_RETRIES.delays[0]]
     assert market.list_tasks(open_only=False) == []
     holder.close()
 
@@ -190,6 +190,6 @@ def test_a_file_that_stays_locked_is_refused_after_the_last_try(
     monkeypatch.setattr(ledger_mod, "_sleep", waits.append)
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         EmbeddedMarketplace(path)
-    assert waits == list(ledger_mod.OPEN_RETRY_DELAYS)
+    assert waits == list(ledger_mod.OPEN_RETRIES.delays)
     holder.execute("ROLLBACK")
     holder.close()

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from decentralml.io.storage import Retries, with_retries
 from decentralml.protocol import rules
 from decentralml.protocol.accounts import canonical_address
 from decentralml.protocol.errors import (
@@ -51,9 +52,14 @@ from decentralml.protocol.records import (
 from decentralml.protocol.rules import MAX_ID
 
 BUSY_TIMEOUT_SECONDS = 30.0
-OPEN_RETRY_DELAYS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
-"""Seconds before each new try of opening a ledger whose file stayed locked."""
+OPEN_RETRIES = Retries()
+"""How often, and after which waits, an open of a ledger whose file stayed locked is tried:
+the one retry policy of our own failures (decentralml.io.storage.Retries)."""
 _sleep: Callable[[float], None] = time.sleep  # the clock of those waits (tests inject one)
+
+
+class _LockedOpen(sqlite3.OperationalError):
+    """The file stayed locked through SQLite's busy timeout while opening: contention."""
 
 
 def _is_lock_contention(error: sqlite3.OperationalError) -> bool:
@@ -446,16 +452,25 @@ class Ledger:
 
     def _init_schema(self) -> None:
         """The schema, created or completed; a file that stays locked through SQLite's busy
-        timeout is tried again (``OPEN_RETRY_DELAYS``): 50 agents opening one file at once
-        while the creator writes is contention, our own, not a broken file (one of 50 agents
-        died of it and its round waited out its timeout)."""
-        for delay in (*OPEN_RETRY_DELAYS, None):
-            try:
-                return self._create_schema()
-            except sqlite3.OperationalError as error:
-                if delay is None or not _is_lock_contention(error):
-                    raise
-            _sleep(delay)
+        timeout is tried again (``OPEN_RETRIES``): 50 agents opening one file at once while
+        the creator writes is contention, our own, not a broken file (one of 50 agents died
+        of it and its round waited out its timeout)."""
+        with_retries(
+            self._create_schema_once,
+            OPEN_RETRIES.attempts,
+            OPEN_RETRIES.delays,
+            retry_on=(_LockedOpen,),
+            sleep=lambda seconds: _sleep(seconds),  # looked up per call: tests replace it
+            what=f"opening the marketplace ledger {self.path}",
+        )
+
+    def _create_schema_once(self) -> None:
+        try:
+            self._create_schema()
+        except sqlite3.OperationalError as error:
+            if _is_lock_contention(error):
+                raise _LockedOpen(*error.args) from error
+            raise
 
     def _create_schema(self) -> None:
         conn = connect(self.path)
