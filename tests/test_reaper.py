@@ -89,3 +89,58 @@ def test_kill_9_of_a_command_leaves_no_prefect_server(tmp_path: Path) -> None:
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     _kill_and_expect_gone(command, EPHEMERAL_SERVER, 240, "temporary Prefect server")
+
+
+def _processes_named(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            # the server itself: not the command nor the shell, whose lines name it too
+            server = cmdline.startswith(f"{sys.executable}\0-c\0import time")
+            if server and marker in cmdline and _alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_server_orphaned_before_the_watcher_saw_it_ends_with_the_command(
+    tmp_path: Path,
+) -> None:
+    """CI (2026-12-07): a SIGTERM while the demo's temporary Prefect server was being spawned
+    left that server running; the command died before the watcher's next look at its
+    children, so the orphan (reparented) was linked to nothing. Here the server is orphaned
+    at birth (started through a shell that exits at once): it is never the command's child,
+    and still ends with the command, found by the mark it inherited."""
+    marker = f"orphan-{os.getpid()}-{tmp_path.name}"
+    server = f"import time; time.sleep(600)  # {marker} {EPHEMERAL_SERVER}"
+    script = (
+        "import subprocess, sys\n"
+        "from decentralml.runtime.reaper import watch_parent\n"
+        "watch_parent()\n"
+        f"subprocess.run(['sh', '-c', {sys.executable!r} + ' -c \"{server}\" &'], check=True)\n"
+    )
+    command = subprocess.Popen(
+        [sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    try:
+        [orphan] = _wait(lambda: _processes_named(marker), 30, "no orphaned server")
+        command.wait(timeout=60)  # the command ends on its own: no signal to forward
+        _wait(lambda: not _alive(orphan), 30, "the orphaned server outlived its command")
+    finally:
+        command.kill()
+        for pid in _processes_named(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_the_shared_local_server_does_not_carry_the_watchers_mark() -> None:
+    """The home's shared Prefect server outlives the agent that started it (by design), so
+    it must not inherit the mark that has the agent's watcher end it."""
+    from decentralml.runtime import local_server
+    from decentralml.runtime.reaper import LINEAGE
+
+    assert not local_server._inherited(LINEAGE)
+    assert not local_server._inherited("PREFECT_API_URL")
+    assert local_server._inherited("PATH")

@@ -24,23 +24,7 @@ HANG_GUARD_SECONDS = 90.0
 """Far above the 10 s target: a command still running after this ignored its SIGTERM."""
 
 
-# Known race, open (issue 20, target 4; docs/benchmarks.md): SIGTERM while the demo's temporary
-# Prefect server is being spawned can leave it running when the command's watcher had not yet
-# seen it among the command's children (it polls every 0.5 s; under CI load, longer) before the
-# command died. Passed in the bench's runs, failed once in CI (2026-12-07).
-RACY = {"demo/prefect-server-start"}
-
-
-@pytest.mark.parametrize(
-    "point",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(reason="watcher race, see RACY", strict=False))
-        if p.name in RACY
-        else p
-        for p in POINTS
-    ],
-    ids=[point.name for point in POINTS],
-)
+@pytest.mark.parametrize("point", POINTS, ids=[point.name for point in POINTS])
 def test_sigterm_stops_the_command_and_everything_it_started(point: Point, tmp_path: Path):
     stop = stop_at(point, tmp_path, reach_timeout=300, guard=HANG_GUARD_SECONDS)
     assert stop.stop_s is not None, (

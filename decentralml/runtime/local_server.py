@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from decentralml.protocol.errors import DecentralMLError
+from decentralml.runtime.reaper import LINEAGE, terminate
 
 STATE_FILE = "decentralml-server.json"
 APP = "prefect.server.api.server:create_app"
@@ -125,7 +125,7 @@ def _launch(home: Path, port: int) -> subprocess.Popen:
     session (no terminal signal reaches it), its output in the home's log, its cwd the home
     (it outlives the folder the agent ran in)."""
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")},
+        **{k: v for k, v in os.environ.items() if _inherited(k)},
         "PREFECT_HOME": str(home),
         "PREFECT_UI_ENABLED": "0",
         "PREFECT__SERVER_EPHEMERAL": "1",  # the services ephemeral mode runs, no more
@@ -142,19 +142,14 @@ def _launch(home: Path, port: int) -> subprocess.Popen:
         )  # fmt: skip
 
 
+def _inherited(name: str) -> bool:
+    """Not PREFECT_API_*, nor the command watcher's mark: this server outlives its command."""
+    return not name.startswith("PREFECT_API_") and name != LINEAGE
+
+
 def _stop_process(pid: int, port: int, grace_seconds: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after ``grace_seconds``, while ``pid`` is still the server."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _is_our_server(pid, port):
-            return
-        os.kill(pid, sig)
-        deadline = time.monotonic() + grace_seconds
-        while time.monotonic() < deadline:
-            if not _is_our_server(pid, port):
-                return
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child
-            time.sleep(0.1)
+    terminate(pid, lambda candidate: _is_our_server(candidate, port), grace_seconds)
 
 
 def _start(home: Path, timeout_seconds: float, wait: Callable[[], None]) -> LocalServer:

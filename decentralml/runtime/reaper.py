@@ -7,6 +7,12 @@ outside test). Linux tells a child nothing when its parent dies, so a small watc
 started with the command (``watch_parent``) looks at the command's children every half second,
 remembers those it should reap, and terminates them once the command is gone. A remembered
 process is identified by its pid and its start time, so a recycled pid is never touched.
+A server spawned just before the command died may never be seen among its children (a SIGTERM
+during the spawn: the command exits, the server is orphaned between two polls), so the watcher
+also marks the command's environment (``LINEAGE``): every process started afterwards inherits
+the mark, and once the command is gone the watcher also ends the marked servers, wherever they
+were reparented. A server meant to outlive its command (the home's shared local server,
+decentralml.runtime.local_server) is started without the mark.
 
 The watcher also holds SIGTERM to its word: the command forwards every signal its Python
 handlers catch through a pipe (``signal.set_wakeup_fd``: written by the C-level handler, so even
@@ -26,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from decentralml.runtime.shutdown import STOP_GRACE_SECONDS
@@ -35,6 +41,8 @@ PROC = Path("/proc")
 EPHEMERAL_SERVER = "prefect.server.api.server:create_app"
 """What the command line of Prefect's temporary server contains (its uvicorn app factory)."""
 POLL_SECONDS = 0.5
+LINEAGE = "DECENTRALML_WATCHED_COMMAND"
+"""The environment variable watch_parent sets in its command: ``<pid>-<start time>``."""
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -67,28 +75,69 @@ def children_matching(parent: int, needle: str) -> Iterator[tuple[int, int]]:
             yield pid, stat[1]
 
 
-def _terminate(pid: int, started: int, grace_seconds: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace_seconds``: only while ``pid`` is the same process."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _environ_has(pid: int, entry: bytes) -> bool:
+    try:
+        return entry in (PROC / str(pid) / "environ").read_bytes().split(b"\0")
+    except OSError:  # gone, or another user's
+        return False
+
+
+def _lineage_mark(pid: int, started: int) -> str:
+    return f"{pid}-{started}"
+
+
+def of_lineage(mark: str, needle: str) -> Iterator[tuple[int, int]]:
+    """(pid, start time) of each process, wherever it is now, whose command line contains
+    ``needle`` and whose environment carries ``LINEAGE=mark``."""
+    entry = f"{LINEAGE}={mark}".encode()
+    for path in PROC.iterdir():
+        if not path.name.isdigit():
+            continue
+        pid = int(path.name)
         stat = _stat(pid)
-        if stat is None or stat[1] != started:
+        if stat and needle in _cmdline(pid) and _environ_has(pid, entry):
+            yield pid, stat[1]
+
+
+def terminate(pid: int, still_it: Callable[[int], bool], grace_seconds: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_seconds``, each only while ``still_it(pid)`` (a
+    pid is reused once its process ends); a child of ours is reaped as it ends."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not still_it(pid):
             return
         with contextlib.suppress(ProcessLookupError):  # ended (and reaped) since the check
             os.kill(pid, sig)
         deadline = time.monotonic() + grace_seconds
         while time.monotonic() < deadline:
-            stat = _stat(pid)
-            if stat is None or stat[1] != started:
+            if not still_it(pid):
                 return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
             time.sleep(0.1)
+
+
+def _terminate(pid: int, started: int, grace_seconds: float = 5.0) -> None:
+    """terminate ``pid`` while it is the process that started at ``started``."""
+
+    def same(candidate: int) -> bool:
+        stat = _stat(candidate)
+        return stat is not None and stat[1] == started
+
+    terminate(pid, same, grace_seconds)
 
 
 def watch(parent: int, needle: str = EPHEMERAL_SERVER, signals: int | None = None) -> None:
     """Until ``parent`` is gone, remember its children matching ``needle``; then end them.
     ``signals``: the read end of the parent's wakeup pipe; SIGTERM read there gives the
-    parent ``STOP_GRACE_SECONDS`` to end before it is killed."""
+    parent ``STOP_GRACE_SECONDS`` to end before it is killed. Then also ends the matching
+    processes that inherited the parent's mark (``LINEAGE``, in this watcher's environment
+    when watch_parent started it), even when the parent was gone before this one started."""
+    mark = os.environ.get(LINEAGE, "")
+    mark = mark if mark.startswith(f"{parent}-") else None
     parent_stat = _stat(parent)
-    if parent_stat is None:
+    if parent_stat is None or (mark and mark != _lineage_mark(parent, parent_stat[1])):
+        for pid, started in of_lineage(mark, needle) if mark else ():
+            _terminate(pid, started, grace_seconds=1.0)
         return
     remembered: dict[int, int] = {}
     kill_at = None
@@ -105,6 +154,8 @@ def watch(parent: int, needle: str = EPHEMERAL_SERVER, signals: int | None = Non
             signals = None
         elif signal.SIGTERM in caught and kill_at is None:
             kill_at = time.monotonic() + STOP_GRACE_SECONDS
+    if mark:  # the orphans: spawned, then their parent died before they were seen
+        remembered.update(of_lineage(mark, needle))
     for pid, started in remembered.items():
         _terminate(pid, started, grace_seconds=1.0 if kill_at else 5.0)
 
@@ -126,6 +177,9 @@ def watch_parent() -> subprocess.Popen | None:
     remembered. Call it from the main thread (the wakeup fd is set there)."""
     if not PROC.joinpath("self", "stat").exists():
         return None
+    me = _stat(os.getpid())
+    if me is not None:  # inherited by every process started from now on (see LINEAGE)
+        os.environ[LINEAGE] = _lineage_mark(os.getpid(), me[1])
     read_end, write_end = os.pipe()
     watcher = subprocess.Popen(
         [sys.executable, "-m", "decentralml.runtime.reaper", str(os.getpid()), str(read_end)],
