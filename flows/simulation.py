@@ -45,7 +45,7 @@ from decentralml.runtime.backends import (
 from decentralml.runtime.config import RunConfig, SimulationConfig
 from decentralml.simulation.attacks import Attack, attacked, attacker_outcome
 from flows.contributor import ContributionReceipt, run_agent
-from tasks.contributor import STEPS
+from tasks.contributor import SIMULATED_STEPS
 from tasks.policy import untagged_tasks
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -92,7 +92,7 @@ def simulated_steps(config: RunConfig, shard_index: int, contributor: Contributo
     """The procedure's steps for this shard: the configured attack around ``train`` if it is
     one of the last ``attack.attackers``, else the honest steps."""
     attack = Attack.from_config(config.attack) if shard_index in attacker_indices(config) else None
-    return attacked(STEPS, attack, contributor, tamper_task)
+    return attacked(SIMULATED_STEPS, attack, contributor, tamper_task)
 
 
 @task(name="contributor-agent", task_run_name="agent-{shard_index}", cache_policy=NO_CACHE)

@@ -6,10 +6,11 @@ strategy ships → take a slot (the first step that costs a fee) → load the da
 strategy's local steps → train as the task says → encode the weights → commit to them →
 upload → send the result (the reveal) → let the local steps keep their state.
 
-Every caller runs this order: the Prefect flow (each step a task), the packaged
-``model_contributor.py``, the seed API and the simulations. They differ only in the
-``ContributorSteps`` they pass: the plain functions, the same functions as Prefect tasks, or
-a simulated attacker's wrapper around ``train`` (decentralml.simulation.attacks). Nothing a stranger
+Every caller runs this order: the Prefect flow (each step a task; in a simulation only the
+marketplace and storage steps), the packaged ``model_contributor.py``, the seed API and the
+simulations. They differ only in the ``ContributorSteps`` they pass: the plain functions, the
+same functions as Prefect tasks, or a simulated attacker's wrapper around ``train``
+(decentralml.simulation.attacks). Nothing a stranger
 publishes is trusted before the checks; nothing is paid before them either.
 """
 
