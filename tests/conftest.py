@@ -34,6 +34,14 @@ if "DECENTRALML_STATE_DIR" not in os.environ:
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Prefect configures logging once, when its main module is imported, with dictConfig, which
+# closes every handler registered before. absl's handler (registered by TensorFlow's import)
+# closes its stream then unless it is the current sys.stderr; under pytest's capture that stream
+# is the capture's own file, so a test that imported TensorFlow before anything imported Prefect
+# left the next test using capsys writing to a closed file, and pytest crashed at exit
+# (tests/test_isolation.py). Prefect first, here: its configuration never sees absl's handler.
+from prefect import flow as _configure_prefect_logging_first  # noqa: E402,F401
+
 pytest_plugins = ["tests.chain_fixture", "tests.prefect_server"]
 
 
