@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from substrateinterface import Keypair
 
 from decentralml.io.packaging import unpack_package
 from decentralml.io.storage import ArtifactStore, StoredArtifact
-from decentralml.io.weights import check_against, decode, encode, layout_of
+from decentralml.io.weights import Layout, check_against, decode, encode, layout_of
 from decentralml.marketplace.base import Marketplace, ReportsCreatorStanding, ReportsReputation
 from decentralml.ml import workloads
 from decentralml.ml.data.federated import Split, contributor_shard
@@ -230,13 +230,22 @@ def check_inputs(
     problems = _settings_problems(settings, shard_index or 0, own_data)
     if problems:
         raise TaskRefused(f"task settings refused: {'; '.join(problems)}")
-    model = build_model(settings.model, settings.learning_rate)
-    check_against(inputs.global_tensors, layout_of(model_tensors(model)))
+    check_against(inputs.global_tensors, model_layout(settings.model))
     shared = inputs.shared_slice  # a bad slice is refused here, before a slot is paid
     for step in settings.local_steps():  # likewise what the round's strategy ships
         step.check(local_context(inputs, worker="", creator=""))
     if local_data is not None:
         training_data(settings.data, shard_index or 0, None, local_data, shared)
+
+
+@lru_cache(maxsize=16)
+def model_layout(name: str) -> Layout:
+    """The tensors' names, shapes and dtypes of model ``name``, which the global weights must
+    match: built once per process. A Keras build and compile took ~0.5 s of every simulated
+    contribution, in the same process as every other agent (docs/benchmarks.md, issue 20);
+    a name is a built-in model's or the content address of an architecture, so the layout
+    it names never changes."""
+    return layout_of(model_tensors(build_model(name)))
 
 
 def training_data(
