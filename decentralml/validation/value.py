@@ -389,13 +389,15 @@ class ValuePricing:
     def harmful(self, valuation: Valuation) -> set[int]:
         """The players whose value demonstrably harms the round: below 0 by more than an
         average player's share of the round's worth (it takes away more than a result brings
-        on average), or by more than ``significance`` standard errors."""
+        on average) and by more than one standard error, or by more than ``significance``
+        standard errors. The share alone refused honest results: on a round worth little,
+        an honest value a hair below ``-share`` is the estimate's noise, not harm."""
         worth = sum(valuation.values.values())
         share = worth / len(valuation.values) if worth > 0 else math.inf
         return {
             p
             for p, value in valuation.values.items()
-            if value < 0
+            if value < -valuation.errors.get(p, 0.0)
             and (value < -share or value < -self.significance * valuation.errors.get(p, 0.0))
         }
 
