@@ -7,17 +7,19 @@ loss below the round's starting weights: ``v(S) = loss(start) - loss(aggregate(S
 (Song et al. 2019, "Profit allocation for federated learning"; Wang et al. 2020).
 
 The loss is the evaluation's ``capped_loss``: each held-out example's cross-entropy capped
-at a uniform guess's, ln(classes). GTG-Shapley's utility is the model's performance on the
-validation set (Liu et al. 2022 use accuracy); plain cross-entropy is unbounded, and on
-non-IID shards (each contributor two classes) a few results' sub-aggregate predicts only
-their classes, confidently: held-out loss 13-28 against 2.4 at the start, so every marginal
-was ±10 where the whole round moved the loss by 0.02, and even the exact values (all 1024
-subsets) ranked an honest one-class contributor below both label flippers. Capped, a
-confident mistake costs what a guess does: near convergence (losses well below ln(classes))
-nothing changes, and on that shards round the exact values put both flippers below 0
-(-0.023, -0.057) and every two-class contributor above (+0.003 to +0.148); accuracy
-separates them too (-0.009, -0.024) but is coarser and gives near-converged rounds nothing
-to measure (docs/benchmarks.md, "The attack matrix").
+at a uniform guess's, ln(classes). GTG-Shapley's utility is the model's performance on a
+validation set (Liu et al. 2022); plain cross-entropy is unbounded, and on non-IID shards
+(each contributor two classes) a few results' sub-aggregate predicts only their classes,
+confidently: held-out loss 13-28 against 2.4 at the start, so marginals were ±10 and more
+where the whole round moved the loss by 0.02, and even the exact values (all 1024 subsets)
+ranked an honest one-class contributor below both label flippers. Capped, a confident
+mistake costs what a guess does; near convergence, where few examples lose more than
+ln(classes), little changes. On that shards round the exact values put both flippers below
+0 (-0.023, -0.057) and every two-class contributor above (+0.003 to +0.148); accuracy orders
+them alike (-0.009, -0.024) but moves in steps of one held-out example (docs/benchmarks.md,
+"Since the matrix"). Per-class values (the hint of issue 16) did not help there: a flipper
+trained on 6 and 9 relabelled 3 and 0 helps classes 0 and 3 as an honest holder of them
+would, and every two-class result harms the classes it does not hold.
 
 A result's Shapley value is its marginal contribution ``v(S ∪ {i}) - v(S)`` averaged over
 every order in which the results could arrive (Shapley 1953). Computing it exactly costs
@@ -300,8 +302,8 @@ class ValuePricing:
     """Pay by value (a task whose ``payment_rule`` is ``value``): after the policy, the
     accepted results are valued with GTG-Shapley on the held-out split. A result whose value
     demonstrably harms the round (``harmful``: below 0 by more than an average result's share
-    of the round's worth, or by more than ``significance`` standard errors over the sampled
-    permutations) is rejected with its value as the reason.
+    of the round's worth and one standard error, or by more than ``significance`` standard
+    errors over the sampled permutations) is rejected with its value as the reason.
     The others share the round's pool — the fixed share ``reward_per_result`` times their
     number, so the creator pays no more than under ``per_result`` — in proportion to their
     value above 0, each first getting ``floor_share`` of a fixed share (at least 1 unit): a
