@@ -193,3 +193,22 @@ def test_only_demonstrable_harm_is_refused_and_noise_near_zero_is_paid_about_not
     assert pricing.harmful(flipped) == {9}  # but it takes 0.69 where an average brings 0.17
     significant = Valuation({1: 0.5, 2: 0.5, 3: -0.05}, "gtg_shapley", 20, 9, {3: 0.01})
     assert pricing.harmful(significant) == {3}  # small, but 5 errors below 0
+
+
+def test_an_honest_value_within_one_error_of_zero_is_not_refused_for_the_share() -> None:
+    """Regression (issue 16, "no honest result may be refused"): the clause "below -worth/n"
+    alone refused honest results whose values lay a hair below an average result's share of
+    a round worth little, well within one standard error of 0 (18 honest results in the
+    attack matrix's IID and Dirichlet runs). That clause now also needs the value below -1
+    standard error; a flipper below both is still refused."""
+    pricing = ValuePricing(reward_per_result=1000)
+    valuation = Valuation(
+        values={1: 0.006, 2: 0.005, 3: 0.004, 4: -0.0025, 5: -0.006},  # worth 0.0065
+        method="gtg_shapley",
+        evaluations=60,
+        permutations=10,
+        errors={1: 0.002, 2: 0.002, 3: 0.002, 4: 0.003, 5: 0.004},
+    )
+    # share = 0.0013. 4: below -share but within one error of 0 (0.8 errors): noise, kept.
+    # 5: below -share and 1.5 errors below 0 (not 2, so only the share clause refuses it).
+    assert pricing.harmful(valuation) == {5}

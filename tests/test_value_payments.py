@@ -244,33 +244,47 @@ def _each_paid_over_honest_mean(verdicts, results, who: str) -> list[float]:
     return [paid / mean for paid in _paid(verdicts, results, who)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 target missed (docs/benchmarks.md, 'The attack matrix'): in a round on "
-    "two-class shards the aggregate barely lowers the held-out loss (2.41 -> 2.39), the "
-    "default budget (8 evaluations per result) finishes no GTG-Shapley cycle of 10 "
-    "untruncated walks, and every result is valued 0 and paid 1 unit, flippers included; "
-    "with budgets of 160-400 the values are +-0.8-1.5 of noise on a round worth +0.02",
-)
-def test_label_flippers_on_shards_are_refused_or_paid_nothing() -> None:
+@pytest.fixture(scope="module")
+def shards_round():
+    """The shards round with contributors 8 and 9 flipping labels (each contributor holds
+    two classes, 7 holds one), judged by the default policy and by value."""
+    start, out, score = _round_from_start("shards", {8: "label_flip", 9: "label_flip"})
+    fixed = _judge(start, out, score, None)
+    valued = _judge(start, out, score, ValuePricing(REWARD, seed=1))
+    return out, fixed, valued
+
+
+def test_label_flippers_on_shards_are_refused_or_paid_nothing(shards_round) -> None:
     """Regression (issue 16: "label flips are paid: on the shards partition 4 of 4"): on
     two-class shards a flipper's update is as long as an honest one and the holdout gate
     cannot tell them apart, so the default policy pays both flippers the fixed share. By
-    value each must be refused or paid at most 10 % of the honest mean: not met yet."""
-    start, out, score = _round_from_start("shards", {8: "label_flip", 9: "label_flip"})
-    fixed = _judge(start, out, score, None)
+    value each was valued 0 and paid 1 unit, as everyone was (the aggregate barely moved the
+    uncapped held-out loss and the budget finished no cycle); each is now refused or paid at
+    most 10 % of the honest mean."""
+    out, fixed, valued = shards_round
     assert _paid(fixed, out, "label_flip") == [REWARD, REWARD]  # the finding: both paid
-
-    valued = _judge(start, out, score, ValuePricing(REWARD, seed=1))
     ratios = _each_paid_over_honest_mean(valued, out, "label_flip")
     assert all(ratio <= 0.1 for ratio in ratios), ratios
+
+
+def test_no_honest_contributor_on_shards_is_refused_and_value_is_measured(shards_round) -> None:
+    """Regression (issue 16, part 5: "no honest result may be refused"): in the same round
+    every honest result, two classes each (one of them a single class), is accepted, and the
+    values carry information: the honest results are not all paid alike (they were, 1 unit
+    each, every value 0)."""
+    out, _, valued = shards_round
+    honest = [v for v, (_, _, kind) in zip(valued, out, strict=True) if kind == "honest"]
+    assert all(v.accept for v in honest), [v.reason for v in honest if not v.accept]
+    assert len({v.amount for v in honest}) > 1 and max(v.amount for v in honest) > 1
+    assert sum(v.value > 0 for v in honest) >= 6, [v.value for v in honest]
 
 
 def test_a_free_rider_claiming_all_its_data_is_paid_next_to_nothing() -> None:
     """Regression (issue 16: the free rider trains on 1 % of its shard and claims all of it;
     the seed's copy of the global weights was refused only by accident of distance). Trained
     on 1 %, its update is no copy and the default policy pays it the fixed share. By value it
-    earns at most 10 % of the honest mean (0.095 in this round: 105 of 1110)."""
+    earns at most 10 % of the honest mean (0.001 in this round; 0.095 before the value
+    measured the capped loss with finer truncation, 0.11-0.16 with other sampling seeds)."""
     start, out, score = _round_from_start("iid", {9: "free_rider"})
     fixed = _judge(start, out, score, None)
     assert _paid(fixed, out, "free_rider") == [REWARD]  # the finding: its update is no copy

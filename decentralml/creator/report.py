@@ -74,9 +74,14 @@ class RoundReport:
         **outcome: Any,
     ) -> RoundReport:
         """A report from the evaluation's output (``decentralml.ml.models.evaluate``): its float
-        metrics are kept (not the example count or the per-class losses); ValueError names a
-        primary metric the evaluation did not compute."""
-        metrics = {name: value for name, value in evaluated.items() if isinstance(value, float)}
+        metrics are kept (not the example count, the per-class losses or the capped loss
+        contribution value measures); ValueError names a primary metric the evaluation did not
+        compute."""
+        metrics = {
+            name: value
+            for name, value in evaluated.items()
+            if isinstance(value, float) and name != "capped_loss"
+        }
         if metric_name not in metrics:
             raise ValueError(
                 f"the workload's primary metric {metric_name!r} is not among the evaluated "

@@ -73,8 +73,10 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.nda
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> dict:
-    """Loss, accuracy and ``class_loss`` (the mean loss of each class's examples: the held-out
-    gate asks whether a result helps any class at all) from ONE forward pass over (x, y).
+    """Loss, accuracy, ``class_loss`` (the mean loss of each class's examples: the held-out
+    gate asks whether a result helps any class at all) and ``capped_loss`` (each example's
+    loss capped at a uniform guess's, ln(classes): what contribution value measures, see
+    decentralml/validation/value.py) from ONE forward pass over (x, y).
 
     The models here are classifiers trained with sparse categorical cross-entropy; the loss is
     computed as they compile it (from logits or from probabilities)."""
@@ -88,6 +90,7 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int =
     labels = np.asarray(y).astype(np.int64)
     return {
         "loss": float(per_example.mean()),
+        "capped_loss": float(np.minimum(per_example, np.log(outputs.shape[-1])).mean()),
         "accuracy": float(np.mean(np.argmax(outputs, axis=-1) == labels)),
         "examples": len(y),
         "class_loss": [

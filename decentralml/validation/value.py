@@ -6,6 +6,21 @@ loss below the round's starting weights: ``v(S) = loss(start) - loss(aggregate(S
 ``v(∅) = 0``. Sub-aggregates are rebuilt from the submitted updates, never by retraining
 (Song et al. 2019, "Profit allocation for federated learning"; Wang et al. 2020).
 
+The loss is the evaluation's ``capped_loss``: each held-out example's cross-entropy capped
+at a uniform guess's, ln(classes). GTG-Shapley's utility is the model's performance on a
+validation set (Liu et al. 2022); plain cross-entropy is unbounded, and on non-IID shards
+(each contributor two classes) a few results' sub-aggregate predicts only their classes,
+confidently: held-out loss 13-28 against 2.4 at the start, so marginals were ±10 and more
+where the whole round moved the loss by 0.02, and even the exact values (all 1024 subsets)
+ranked an honest one-class contributor below both label flippers. Capped, a confident
+mistake costs what a guess does; near convergence, where few examples lose more than
+ln(classes), little changes. On that shards round the exact values put both flippers below
+0 (-0.023, -0.057) and every two-class contributor above (+0.003 to +0.148); accuracy orders
+them alike (-0.009, -0.024) but moves in steps of one held-out example (docs/benchmarks.md,
+"Since the matrix"). Per-class values (the hint of issue 16) did not help there: a flipper
+trained on 6 and 9 relabelled 3 and 0 helps classes 0 and 3 as an honest holder of them
+would, and every two-class result harms the classes it does not hold.
+
 A result's Shapley value is its marginal contribution ``v(S ∪ {i}) - v(S)`` averaged over
 every order in which the results could arrive (Shapley 1953). Computing it exactly costs
 ``2^n`` evaluations (``exact_shapley``: 64 for 6 results); ``gtg_shapley`` estimates it with
@@ -91,7 +106,8 @@ class RoundUtility:
 
     def _loss(self, tensors: Mapping[str, np.ndarray]) -> float:
         self.evaluations += 1
-        return float(self.view.evaluate(tensors)["loss"])
+        metrics = self.view.evaluate(tensors)
+        return float(metrics.get("capped_loss", metrics["loss"]))
 
 
 @dataclass(frozen=True)
@@ -252,8 +268,21 @@ def _ranks(values: Sequence[float]) -> np.ndarray:
     return ranks
 
 
-AUTO_BUDGET_PER_RESULT = 8
-"""Held-out evaluations per result (training) valued when no budget is configured."""
+AUTO_BUDGET_PER_RESULT = 30
+"""Held-out evaluations per result (training) valued when no budget is configured, and at
+least one per result and result (one whole cycle of untruncated walks costs n(n-1)+1): 8
+finished no cycle of 10 results on two-class shards, and every value was 0. Measured on the
+rounds of tests/test_value_payments.py (every subset's capped loss tabulated once, then
+GTG-Shapley sampled with 20 seeds; ValuePricing's truncation 0.005): on shards, 20 per
+result paid a flipper more than 10 % of the honest mean in 2 of 20 seeds, 30 in none; on
+IID a free rider (exact value below 0) in none; no honest result refused in either. The
+sampling usually settles before the budget: about 230 evaluations for 10 results."""
+
+
+def auto_budget(players: int) -> int:
+    """The evaluations a valuation of ``players`` may use when none is configured: never so
+    few that no whole cycle of guided permutations fits."""
+    return max(AUTO_BUDGET_PER_RESULT, players) * players + 1
 
 
 @dataclass
@@ -273,8 +302,8 @@ class ValuePricing:
     """Pay by value (a task whose ``payment_rule`` is ``value``): after the policy, the
     accepted results are valued with GTG-Shapley on the held-out split. A result whose value
     demonstrably harms the round (``harmful``: below 0 by more than an average result's share
-    of the round's worth, or by more than ``significance`` standard errors over the sampled
-    permutations) is rejected with its value as the reason.
+    of the round's worth and one standard error, or by more than ``significance`` standard
+    errors over the sampled permutations) is rejected with its value as the reason.
     The others share the round's pool — the fixed share ``reward_per_result`` times their
     number, so the creator pays no more than under ``per_result`` — in proportion to their
     value above 0, each first getting ``floor_share`` of a fixed share (at least 1 unit): a
@@ -292,12 +321,17 @@ class ValuePricing:
     reward_per_result: int
     floor_share: float = 0.0
     budget: int | None = None
-    """None: ``AUTO_BUDGET_PER_RESULT`` evaluations per result valued, enough for about two
-    cycles of guided permutations (each result leading twice)."""
+    """None: ``AUTO_BUDGET_PER_RESULT`` evaluations per result valued (at least n per result),
+    enough for about two cycles of guided permutations (each result leading twice)."""
     seed: int = 0
     same_training: float = 0.25
     """Updates closer than this (relative L2 distance) come from one training: honest
     independent updates differ by ~0.5-1.2, noisy copies of one by the noise they carry."""
+    truncation: float = 0.005
+    """GTG-Shapley's truncations, relative to the start's loss. At ``gtg_shapley``'s 0.01 a
+    walk stopped once the prefix came within 0.022 of the whole round's capped loss, and a
+    result whose harm lies mostly in that tail (an IID free rider, exact value -0.043) was
+    paid 0.07-0.12 of the honest mean; at 0.005, about 0.001."""
     significance: float = 2.0
     """How many standard errors below 0 a value must lie to be refused (about 2.5 % of
     values that are really 0 would be, by chance, at 2)."""
@@ -340,10 +374,12 @@ class ValuePricing:
             for candidate in group:
                 candidate.weight = max(1, candidate.weight // len(group))
         leaders = {group[0].submission_id: group for group in groups}
-        budget = self.budget or AUTO_BUDGET_PER_RESULT * len(leaders) + 1
+        budget = self.budget or auto_budget(len(leaders))
         utility = GroupUtility(RoundUtility(candidates, view, budget=budget), leaders)
         players = sorted(leaders)
-        valuation = gtg_shapley(players, utility, seed=self.seed, scale=utility.start_loss)
+        valuation = gtg_shapley(
+            players, utility, seed=self.seed, truncation=self.truncation, scale=utility.start_loss
+        )
         refused = self.harmful(valuation)
         group_amounts = self.amounts(
             {p: v for p, v in valuation.values.items() if p not in refused}
@@ -389,13 +425,15 @@ class ValuePricing:
     def harmful(self, valuation: Valuation) -> set[int]:
         """The players whose value demonstrably harms the round: below 0 by more than an
         average player's share of the round's worth (it takes away more than a result brings
-        on average), or by more than ``significance`` standard errors."""
+        on average) and by more than one standard error, or by more than ``significance``
+        standard errors. The share alone refused honest results: on a round worth little,
+        an honest value a hair below ``-share`` is the estimate's noise, not harm."""
         worth = sum(valuation.values.values())
         share = worth / len(valuation.values) if worth > 0 else math.inf
         return {
             p
             for p, value in valuation.values.items()
-            if value < 0
+            if value < -valuation.errors.get(p, 0.0)
             and (value < -share or value < -self.significance * valuation.errors.get(p, 0.0))
         }
 
