@@ -149,8 +149,9 @@ def wait_and_resume(
 
 def resume_round(run_id: UUID) -> None:
     """Resume the suspended training run; one already running again (Prefect's timeout woke
-    it, or someone resumed or cancelled it) needs nothing."""
+    it, or someone resumed or cancelled it) or deleted needs nothing."""
     try:
         resume_flow_run(run_id)
-    except NotPausedError:
-        get_run_logger().info("run %s is no longer suspended: nothing to resume", run_id)
+    except (NotPausedError, ObjectNotFound) as gone:
+        get_run_logger().info("run %s is no longer suspended (%s): nothing to resume", run_id,
+                              type(gone).__name__)  # fmt: skip
