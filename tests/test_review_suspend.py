@@ -315,3 +315,38 @@ def test_a_round_waiting_for_results_suspends_and_its_waker_resumes_it_once(
         assert submission.status is ResultSubmissionStatus.Accepted and submission.paid == 500
     assert market.get_task(task_id).refunded == 0  # each result paid once: 2 × 500 = escrow
     assert [a for a in _post(served, "/automations/filter") if run_id in json.dumps(a)] == []
+
+
+def test_without_the_waker_deployment_the_round_waits_in_its_process(served, tmp_path) -> None:
+    """No ``creator-wait-for-results`` deployment: one warning, and the round waits for its
+    results in its own process, as before; it is not lost. The module's last test: it deletes
+    the waker's deployment."""
+    [waker] = [
+        d for d in _post(served, "/deployments/filter") if d["name"] == "creator-wait-for-results"
+    ]
+    url = f"{served['PREFECT_API_URL']}/deployments/{waker['id']}"
+    _answered(lambda: httpx.delete(url, auth=AUTH, timeout=TIMEOUT))
+    run = "unwoken-wait"
+    published = _publish(tmp_path, run, shards=(), round_timeout_seconds=600)
+    run_id = _start(served, published, run)
+
+    deadline = time.monotonic() + 240
+    while not _warned(served, "waits for its results in this process"):
+        assert time.monotonic() < deadline, "no warning that the round waits in its process"
+        assert _flow_run(served, run_id)["state"]["name"] != "Suspended"
+        time.sleep(1)
+    sids = _contribute(published, (0, 1))
+    final = _final(served, run_id)
+    assert final["state"]["type"] == "COMPLETED", final["state"]
+    states = _answered(lambda: httpx.get(
+        f"{served['PREFECT_API_URL']}/flow_run_states/", params={"flow_run_id": run_id},
+        auth=AUTH, timeout=TIMEOUT,
+    )).json()  # fmt: skip
+    assert "Suspended" not in {state["name"] for state in states}
+    market = published["market"]
+    assert {market.get_submission(sid).paid for sid in sids} == {500}
+
+
+def _warned(env: dict, text: str) -> bool:
+    body = {"logs": {"level": {"ge_": 30}}, "sort": "TIMESTAMP_DESC", "limit": 50}
+    return any(text in log["message"] for log in _post(env, "/logs/filter", body))
