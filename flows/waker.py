@@ -75,7 +75,7 @@ def suspend_for_results(root: UUID, creator: Creator, round_number: int, task_id
     otherwise suspend ``root`` and start the waker (raises ``RunSuspended``)."""
     timeout = creator.config.round_timeout_seconds
     if steps.results_in(creator.market, task_id):
-        forget_resumers(root)  # resumed with everything in: nothing to wake any more
+        forget_resumers(root)  # nothing to wait for; a spent resumer must not linger
         return timeout
     if not waker_deployed():
         get_run_logger().warning(
@@ -93,6 +93,7 @@ def suspend_for_results(root: UUID, creator: Creator, round_number: int, task_id
 
 
 def waker_deployed() -> bool:
+    """Whether the Prefect server has the waker's deployment (prefect.yaml deploys it)."""
     with get_client(sync_client=True) as client:
         try:
             client.read_deployment_by_name(WAKER)
