@@ -9,16 +9,22 @@ folder) that no contributor takes, then measures, each in a fresh process that w
 with the round's own ``wait_for_results`` (the plain step, polled every ``poll_seconds``) for
 ``--seconds``:
 
-* ``session``: the round as a deployment's run waits today, and as a ManualAccept ``pause``
-  waited for the reviewer: the creator's session open (TensorFlow, the compiled model, the
+* ``session``: the round as a local run waits (and a deployment's run waited before it
+  suspended, flows/waker.py): the creator's session open (TensorFlow, the compiled model, the
   held-out and test splits), then the wait;
 * ``light``: the same wait with only what it needs: Prefect, the marketplace and the storage
-  (``open_creator``), no TensorFlow. What a light waiting process would hold.
+  (``open_creator``), no TensorFlow;
+* ``waker``: the real waker flow (``flows.waker.wait_and_resume``, the deployment
+  ``creator-wait-for-results``) run by Prefect's engine against a Prefect server of its own
+  (started here, in another process, as a deployment's server is), waiting the same
+  ``--seconds``; the run it would resume does not exist, so it resumes nothing.
 
 Each reports its peak resident memory (``VmHWM``), its resident memory at the end of the wait
-(``VmRSS``) and whether TensorFlow was imported. ``idle_ratio`` = session's idle RSS / light's.
-A ManualAccept round run from a deployment now holds no process while it waits for the
-reviewer (flows/manual_review.py suspends the run): 0 MB, nothing to measure.
+(``VmRSS``), whether TensorFlow was imported, and ``overhead_s``: the process's wall time
+less the wait (start-up and exit). ``idle_ratio`` = session's idle RSS / light's. A round run
+from a deployment holds no process while it waits, for the reviewer (flows/manual_review.py)
+or for its results (flows/waker.py): 0 MB; the waker holds ``waker_peak_mb``, and the resumed
+run pays the session's start-up again (``session_overhead_s``).
 
 Ends with ONE JSON line.
 """
@@ -31,6 +37,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,7 +45,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-VARIANTS = ("session", "light")
+VARIANTS = ("session", "light", "waker")
 
 
 def memory_mb() -> dict[str, float]:
@@ -84,20 +91,39 @@ def wait(variant: str, config_path: str, task_id: int, seconds: float) -> dict:
     from decentralml.runtime.config import load_config
 
     config = load_config(config_path)
-    if variant == "session":
+    if variant == "waker":
+        run_waker(config.model_copy(update={"round_timeout_seconds": seconds}), task_id)
+    elif variant == "session":
         creator = open_session(config, run="idle").creator
+        wait_for_results(creator.market, task_id, seconds, config.poll_seconds)
     else:
         creator = open_creator(config, run="idle")
-    wait_for_results(creator.market, task_id, seconds, config.poll_seconds)
+        wait_for_results(creator.market, task_id, seconds, config.poll_seconds)
     return {"variant": variant, **memory_mb(), "tensorflow": "tensorflow" in sys.modules}
 
 
-def measured(variant: str, config_path: Path, task_id: int, seconds: float) -> dict:
+def run_waker(config, task_id: int) -> None:
+    """The waker's flow, as its deployment runs it, for a suspended run that is not there."""
+    from uuid import uuid4
+
+    from flows.waker import wait_and_resume
+
+    wait_and_resume(
+        config=config.model_dump(mode="json"), run="idle", round_number=1, task_id=task_id,
+        suspended_run=str(uuid4()),
+    )  # fmt: skip
+
+
+def measured(variant: str, config_path: Path, task_id: int, seconds: float, api: str) -> dict:
+    """One variant in a fresh process; ``api``: the Prefect server the waker talks to."""
     command = [sys.executable, __file__, "--child", variant, str(config_path), str(task_id)]
+    env = {**os.environ, "PREFECT_API_URL": api} if variant == "waker" else None
+    started = time.monotonic()
     done = subprocess.run(
-        [*command, "--seconds", str(seconds)], capture_output=True, text=True, check=True
+        [*command, "--seconds", str(seconds)], capture_output=True, text=True, check=True, env=env
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    overhead = round(time.monotonic() - started - seconds, 1)
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "overhead_s": overhead}
 
 
 def main() -> None:
@@ -109,17 +135,28 @@ def main() -> None:
         variant, config_path, task_id = args.child
         print(json.dumps(wait(variant, config_path, int(task_id), args.seconds)))
         return
+    from decentralml.runtime import local_server
+
     with tempfile.TemporaryDirectory(prefix="dml-idle-") as folder:
         config_path, task_id = publish(Path(folder))
-        runs = {v: measured(v, config_path, task_id, args.seconds) for v in VARIANTS}
+        home = Path(folder) / "prefect-home"
+        server, _ = local_server.ensure(home, timeout_seconds=120)
+        try:
+            runs = {
+                v: measured(v, config_path, task_id, args.seconds, server.api_url) for v in VARIANTS
+            }
+        finally:
+            local_server.stop(home)
     session, light = runs["session"], runs["light"]
+    fields = ("peak_mb", "idle_mb", "tensorflow", "overhead_s")
     print(json.dumps({
         "bench": "idle_round",
         "seconds": args.seconds,
-        **{f"{v}_{k}": runs[v][k] for v in VARIANTS for k in ("peak_mb", "idle_mb", "tensorflow")},
+        **{f"{v}_{k}": runs[v][k] for v in VARIANTS for k in fields},
         "idle_ratio": round(session["idle_mb"] / light["idle_mb"], 2),
         "peak_ratio": round(session["peak_mb"] / light["peak_mb"], 2),
-        "suspended_review_mb": 0,
+        "waker_peak_ratio": round(session["peak_mb"] / runs["waker"]["peak_mb"], 2),
+        "suspended_round_mb": 0,
     }))  # fmt: skip
 
 

@@ -2,7 +2,8 @@
 
 publish:  save the global weights, package the contributor assets (with what the strategy
           tells contributors this round), create the task
-round:    wait for results → screen + validate + federate with the training's strategy → set
+round:    wait for results (a deployment's run suspends meanwhile and a light waker waits:
+          flows/waker.py) → screen + validate + federate with the training's strategy → set
           the new weights and evaluate them (every test metric; the workload's primary one
           is reported) → checkpoint them and the strategy's state (before anyone is paid
           for them) → settle and close in one unit
@@ -40,6 +41,7 @@ from decentralml.runtime.config import RunConfig, load_config, run_overrides
 from decentralml.runtime.crashpoints import crashpoint
 from decentralml.validation import make_policy
 from flows.manual_review import FormReview
+from flows.waker import run_tags, wait_or_suspend
 from tasks import creator as steps
 from tasks import reporting
 from tasks.policy import untagged_tasks
@@ -49,7 +51,7 @@ def creator_tags(run: str) -> AbstractContextManager:
     """Tags of every creator flow run of ``run``: filter the UI by run or by role. Each
     creator flow runs its steps under ``untagged_tasks``: its task runs carry no tags, so none
     waits for a tag-concurrency lease (tasks.policy)."""
-    return tags("decentralml", f"run:{run}", "role:creator")
+    return tags(*run_tags(run))
 
 
 def outcome(state: State) -> Any:
@@ -86,13 +88,7 @@ def run_round(
     Failed state that names why and carries its report (see ``outcome``)."""
     creator, config, run = session.creator, session.creator.config, session.creator.run
     with untagged_tasks():
-        steps.wait_for_results(
-            creator.market,
-            task_id,
-            config.round_timeout_seconds,
-            config.poll_seconds,
-            reporting.WaitProgress(run, round_number),
-        )
+        wait_or_suspend(creator, round_number, task_id)  # a deployment's run suspends
         policy = make_policy(config.task, decider, FormReview.for_task(config.task))  # ManualAccept
         settled = settle_round(session, round_number, task_id, policy, steps.STEPS)
         report = report_round(session, round_number, task_id, settled, steps.STEPS)

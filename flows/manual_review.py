@@ -20,7 +20,8 @@ resume (flows/creator.py): it reads the open round back from the marketplace and
 nothing is trained, packaged, published or paid again, and its review asks the same question
 under the same pause key, which Prefect answers at once with the stored form input. A refused
 answer suspends again under the next key. Nobody to hold a clock, so the timeout is Prefect's:
-an automation (``timeout_resumer``) reschedules a run still suspended after
+an automation (``timeout_resumer``, flows/suspension.py: the mechanism the round's wait for
+results uses too) reschedules a run still suspended after
 ``task.manual_timeout_seconds``; its rerun finds no answer and applies ``task.manual_default``,
 as a local run does.
 """
@@ -30,23 +31,16 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
 from uuid import UUID
 
 from prefect import get_run_logger
-from prefect._flow_run_suspension import mark_flow_run_suspension_requested
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import StateType
 from prefect.context import FlowRunContext
-from prefect.events.actions import ChangeFlowRunState
-from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.input.run_input import keyset_from_paused_state
-from prefect.runtime import flow_run as current_flow_run
-from prefect.states import Cancelled, Running, Suspended
-from prefect.utilities.engine import propose_state_sync
+from prefect.states import Running
 from pydantic import BaseModel, Field, ValidationError
 
 from decentralml.protocol.records import Verdict
@@ -60,9 +54,9 @@ from decentralml.validation.manual import (
     summarize,
     verdicts_from_answers,
 )
+from flows.suspension import deployment_root, leave_suspended, propose_suspension, suspended
 
 POLL = 2  # seconds between checks for a Resume
-EXPIRY_GRACE = 120  # seconds the server waits past a suspended review's timeout before failing it
 TIMED_OUT = "no decision before the timeout"
 
 
@@ -80,12 +74,6 @@ class ReviewInput(RunInput):
 
 Ask = Callable[[type[ReviewInput], int], ReviewInput | None]
 """One question to the reviewer (the form, the attempt): the answer, or None past the timeout."""
-
-
-class ReviewSuspended(Exception):
-    """Raised by the review once its deployment run is suspended for the reviewer's answer:
-    nothing after the review (evaluation, checkpoint, settlement) may run. Prefect then ends
-    the process at the next orchestration step, leaving the run Suspended."""
 
 
 class FormReview:
@@ -171,84 +159,30 @@ def resume_after_timeout(message: str) -> None:
         client.set_flow_run_state(context.flow_run.id, Running(message=message), force=True)
 
 
-def deployment_root() -> UUID | None:
-    """The flow run to suspend for the review: the root of the current run (the round is a
-    subflow of the training), if a deployment started it; else None (a local run pauses).
-    Prefect can only suspend a deployment's run: its worker starts it again on Resume."""
-    root = UUID(current_flow_run.root_flow_run_id)
-    with get_client(sync_client=True) as client:
-        return root if client.read_flow_run(root).deployment_id else None
-
-
 def suspend_for_answer(
     root: UUID, form: type[ReviewInput], key: str, timeout: int
 ) -> ReviewInput | None:
     """The answer to the question ``key``; None if the timeout passed without one; or suspend
-    ``root`` for it (``ReviewSuspended``).
+    ``root`` for it (``RunSuspended``).
 
     Prefect's ``suspend_flow_run`` with the same form, written out because in Prefect 3.9.1 it
     refuses to run inside a task and, given another run's id, saves and loads the form on the
     current run (here the round's subflow) instead of the suspended one. The rest is its own
-    protocol: the server refuses a pause key that already fired (the run was resumed: the
-    answer is stored under the key's response), and the suspension request makes the engine
-    exit at its next step without touching the Suspended state. The timeout is Prefect's too:
-    an automation (``timeout_resumer``) reschedules the run if nobody resumes it in time; the
-    server's own expiry (a little later) is only the backstop if automations are off."""
-    owner = f"prefect.flow-run.{root}"
-    proposed = Suspended(timeout_seconds=timeout + EXPIRY_GRACE, pause_key=key)
+    protocol (flows/suspension.py): the server refuses a pause key that already fired (the run
+    was resumed: the answer is stored under the key's response), and the suspension request
+    makes the engine exit at its next step without touching the Suspended state. The timeout
+    is Prefect's too: an automation (``timeout_resumer``) reschedules the run if nobody resumes
+    it in time; the server's own expiry (a little later) is only the backstop if automations
+    are off."""
+    proposed = suspended(key, timeout)
     keyset = keyset_from_paused_state(proposed)
     proposed.state_details.run_input_keyset = keyset
-    with get_client(sync_client=True) as client:
-        client.create_automation(timeout_resumer(root, timeout))  # before its Suspended event
-        state = propose_state_sync(client=client, state=proposed, flow_run_id=root)
-        if state.is_running():  # this key fired on an earlier attempt: answered, or timed out
-            client.delete_resource_owned_automations(owner)
-            try:
-                return form.load(keyset, flow_run_id=root)
-            except ValidationError:  # no answer stored: the resumer rescheduled the run
-                return None
-    if not state.is_paused():
-        raise RuntimeError(f"the review could not suspend the run: {state}")
+    state = propose_suspension(root, proposed, timeout, TIMED_OUT)
+    if state.is_running():  # this key fired on an earlier attempt: answered, or timed out
+        try:
+            return form.load(keyset, flow_run_id=root)
+        except ValidationError:  # no answer stored: the resumer rescheduled the run
+            return None
     form.save(keyset, flow_run_id=root)
-    mark_flow_run_suspension_requested(root, state)
-    close_abandoned_subflows(root)
-    get_run_logger().warning(
-        "waiting for the reviewer: run suspended until Resume (at most %d s)", timeout
-    )
-    raise ReviewSuspended(f"suspended for the reviewer's answer ({key})")
-
-
-def timeout_resumer(root: UUID, timeout: int) -> AutomationCore:
-    """Prefect's own wake-up at the review's timeout: a proactive trigger that fires when the
-    run, once Suspended, is not resumed (``Resuming``) within ``timeout`` seconds, and
-    reschedules it. Its rerun finds no answer under the key and applies the default. Owned by
-    the run, so the review deletes it (and any left from earlier questions) once it resumes."""
-    run = f"prefect.flow-run.{root}"
-    return AutomationCore(
-        name=f"review-timeout-{root}",
-        owner_resource=run,
-        trigger=EventTrigger(
-            posture=Posture.Proactive,
-            after={"prefect.flow-run.Suspended"},
-            expect={"prefect.flow-run.Resuming"},
-            match={"prefect.resource.id": run},
-            for_each={"prefect.resource.id"},
-            threshold=1,
-            within=timedelta(seconds=max(timeout, 10)),  # Prefect's least for a proactive one
-        ),
-        actions=[ChangeFlowRunState(state=StateType.SCHEDULED, name="Resuming", message=TIMED_OUT)],
-    )
-
-
-def close_abandoned_subflows(root: UUID) -> None:
-    """End the subflow runs between this task and the suspended ``root`` (the round's, the
-    training's): their process exits without a last state, and their attempt will not go on
-    (the resumed root runs them again). Left alone they would show Running for ever."""
-    context = FlowRunContext.get()
-    run_id = context.flow_run.id if context and context.flow_run else root
-    message = "ended by the training's suspension for the review; its resume runs it again"
-    with get_client(sync_client=True) as client:
-        while run_id != root:
-            run = client.read_flow_run(run_id)
-            client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
-            run_id = client.read_task_run(run.parent_task_run_id).flow_run_id
+    leave_suspended(root, state, f"waiting for the reviewer ({key}, at most {timeout} s)")
+    return None  # not reached: leave_suspended raises

@@ -11,6 +11,9 @@ from decentralml.creator.round import CreatorSteps, keep_report, kept_reports
 from tasks.policy import IO_TASK, LOCAL_TASK, POLL_TASK
 
 wait_for_results = task(name="wait-for-results", **POLL_TASK)(core.wait_for_results)
+results_in = task(name="check-results-in", **IO_TASK)(core.results_in)
+open_creator = task(name="open-creator", **LOCAL_TASK)(session.open_creator)
+"""The marketplace, storage and key without the model or data: what the round's waker opens."""
 
 # The session's steps: opening it (marketplace, data splits, the compiled model), reading a
 # resumed training's weights back from storage, and adopting a round's new global weights,

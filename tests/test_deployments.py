@@ -192,6 +192,7 @@ def test_stored_deployments_hold_no_path_of_the_deployer(deployed):
     assert pools == {
         "creator-train": "decentralml-creator",
         "creator-next-round": "decentralml-creator",
+        "creator-wait-for-results": "decentralml-creator",
         "contributor-agent": "decentralml-contributors",
     }
     [schedule] = deployments["creator-next-round"]["schedules"]

@@ -310,6 +310,14 @@ def wait_for_results(
     return [s for s in submissions if s.status is ResultSubmissionStatus.PendingValidation]
 
 
+def results_in(market: Marketplace, task_id: int) -> bool:
+    """Whether the round has nothing left to wait for: every slot's result is in or the task
+    expired (``wait_for_results`` would return at once). A deployment's round suspends for its
+    results only when it does not (flows/waker.py)."""
+    task, block = market.get_task(task_id), market.current_block()
+    return rules.results_complete(task, market.list_task_results(task_id), block)
+
+
 def rule_aggregator(
     strategy: Strategy, round_number: int, global_tensors: Mapping[str, np.ndarray]
 ) -> Callable[[Sequence[Candidate]], Tensors]:
