@@ -1,7 +1,8 @@
 """The round's wait for results from a deployment: the run suspends, a light waker waits.
 
 A local run waits in its process, as the core's ``wait_for_results`` always did. A deployment's
-run would hold its worker process and the creator's session (TensorFlow, the compiled model,
+run waits there too for ``suspend_after_seconds`` (quick results cost no suspension); beyond
+that it would hold its worker process and the creator's session (TensorFlow, the compiled model,
 the held-out split: ~710 MB, bench/bench_idle_round.py) for up to ``round_timeout_seconds``
 while nothing happens. So, when results are still missing, ``wait_or_suspend`` suspends the
 training's run (flows/suspension.py, the mechanism ManualAccept's review uses) under the pause
@@ -71,9 +72,17 @@ def wait_or_suspend(creator: Creator, round_number: int, task_id: int) -> None:
 
 def suspend_for_results(root: UUID, creator: Creator, round_number: int, task_id: int) -> float:
     """How long this run still waits in its process: 0 once the waker (or Prefect's timeout)
-    resumed it, the whole round timeout without a waker deployment or with every result in;
-    otherwise suspend ``root`` and start the waker (raises ``RunSuspended``)."""
-    timeout = creator.config.round_timeout_seconds
+    resumed it, the whole round timeout without a waker deployment or with every result in
+    within ``suspend_after_seconds``; otherwise suspend ``root`` and start the waker (raises
+    ``RunSuspended``)."""
+    config = creator.config
+    timeout = config.round_timeout_seconds
+    grace = min(config.suspend_after_seconds, timeout)
+    if grace and not steps.results_in(creator.market, task_id):  # quick results: no suspension
+        steps.wait_for_results(
+            creator.market, task_id, grace, config.poll_seconds,
+            reporting.WaitProgress(creator.run, round_number),
+        )  # fmt: skip
     if steps.results_in(creator.market, task_id):
         forget_resumers(root)  # nothing to wait for; a spent resumer must not linger
         return timeout

@@ -148,6 +148,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
         "rounds": 3,
         "contributors": 5,
         "round_timeout_seconds": 900.0,
+        "suspend_after_seconds": 60.0,
         "poll_seconds": 0.5,
         "attack": {"kind": None, "attackers": 0, "scale": 10.0, "noise_std": 0.5},
         "simulation": {

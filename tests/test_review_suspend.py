@@ -288,7 +288,9 @@ def test_a_round_waiting_for_results_suspends_and_its_waker_resumes_it_once(
     suspends (its process exits) and the waker waits, without TensorFlow; contributors send
     their results, the waker resumes the run, and its rerun settles the round once."""
     run = "suspended-wait"
-    published = _publish(tmp_path, run, shards=(), round_timeout_seconds=600)
+    published = _publish(
+        tmp_path, run, shards=(), round_timeout_seconds=600, suspend_after_seconds=0
+    )
     market, task_id = published["market"], published["task_id"]
     run_id = _start(served, published, run)
 
@@ -315,6 +317,25 @@ def test_a_round_waiting_for_results_suspends_and_its_waker_resumes_it_once(
         assert submission.status is ResultSubmissionStatus.Accepted and submission.paid == 500
     assert market.get_task(task_id).refunded == 0  # each result paid once: 2 × 500 = escrow
     assert [a for a in _post(served, "/automations/filter") if run_id in json.dumps(a)] == []
+
+
+def test_results_within_the_grace_settle_without_suspending(served, tmp_path) -> None:
+    """A round whose results come within ``suspend_after_seconds`` waits for them in its
+    process and never suspends: a quick round does not pay the resumed run's start-up."""
+    run = "quick-wait"
+    published = _publish(
+        tmp_path, run, shards=(), round_timeout_seconds=600, suspend_after_seconds=300
+    )
+    run_id = _start(served, published, run)
+    sids = _contribute(published, (0, 1))
+    final = _final(served, run_id)
+    assert final["state"]["type"] == "COMPLETED", final["state"]
+    states = _answered(lambda: httpx.get(
+        f"{served['PREFECT_API_URL']}/flow_run_states/", params={"flow_run_id": run_id},
+        auth=AUTH, timeout=TIMEOUT,
+    )).json()  # fmt: skip
+    assert "Suspended" not in {state["name"] for state in states}
+    assert {published["market"].get_submission(sid).paid for sid in sids} == {500}
 
 
 def test_without_the_waker_deployment_the_round_waits_in_its_process(served, tmp_path) -> None:

@@ -423,6 +423,11 @@ class RunConfig(_Section):
     rounds: PositiveInt = 3
     contributors: PositiveInt = 5
     round_timeout_seconds: Annotated[float, Field(gt=0)] = 900.0
+    suspend_after_seconds: Annotated[float, Field(ge=0)] = 60.0
+    """How long a deployment's round waits for results in its own process before it suspends
+    and leaves the rest of the wait to the waker (flows/waker.py): a round whose results come
+    quickly never pays the resumed run's start-up; a long wait frees the worker and the
+    session's memory. 0: suspend at once."""
     poll_seconds: Annotated[float, Field(gt=0)] = 0.5
     attack: AttackConfig = AttackConfig()
     simulation: SimulationConfig = SimulationConfig()
