@@ -279,6 +279,9 @@ def run(partition: str, config: str, attack: str, rounds: int, epochs: int) -> O
                 "max_assignments": CONTRIBUTORS,
                 "pays_amount": REWARD * CONTRIBUTORS,
                 "payment_rule": setup.payment_rule,
+                # No marketplace here, so no account has a record: the matrix measures the
+                # pricing itself, without the newcomer cap (which only lowers fresh accounts' pay).
+                "newcomer_share_cap": None,
             },
         }
     )

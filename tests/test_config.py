@@ -90,6 +90,7 @@ def test_mnist_yaml_loads_with_the_documented_values() -> None:
             "value_floor_share": 0.0,
             "min_reputation": 0,
             "value_budget": None,
+            "newcomer_share_cap": 1.0,
         },
         "data": {
             "source": "mnist",

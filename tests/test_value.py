@@ -11,6 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from decentralml.protocol.records import (
+    Reputation,
+    ResultSubmissionStatus,
+    Submission,
+    Verdict,
+)
 from decentralml.validation.base import Candidate, RoundView
 from decentralml.validation.value import (
     RoundUtility,
@@ -212,3 +218,84 @@ def test_an_honest_value_within_one_error_of_zero_is_not_refused_for_the_share()
     # share = 0.0013. 4: below -share but within one error of 0 (0.8 errors): noise, kept.
     # 5: below -share and 1.5 errors below 0 (not 2, so only the share clause refuses it).
     assert pricing.harmful(valuation) == {5}
+
+
+# --- a newcomer's share of a value round (issue 16: reputation "used to cap newcomers' share")
+
+
+def _additive_round(parts: dict[str, float], copies: dict[str, str] | None = None):
+    """Candidates whose value is known: each worker's update adds ``parts[worker]`` to one
+    coordinate of its own, the round's aggregate adds the distinct updates, and the loss is
+    10 less the weights' sum, so ``v(S)`` is the sum of S's parts. ``copies``: extra workers
+    sending another worker's very update (one training, several accounts)."""
+    copies = copies or {}
+    start = {"w": np.zeros(len(parts), dtype=np.float32)}
+    candidates = []
+    for sid, worker in enumerate([*parts, *copies]):
+        source = copies.get(worker, worker)
+        update = np.zeros(len(parts), dtype=np.float32)
+        update[list(parts).index(source)] = parts[source]
+        status = ResultSubmissionStatus.PendingValidation
+        submission = Submission(sid, 1, worker, status, 0, commit_order=sid)
+        candidates.append(Candidate(submission, {"w": start["w"] + update}, None, weight=100))
+
+    def aggregate(chosen):
+        distinct = {c.tensors["w"].tobytes(): c.tensors["w"] for c in chosen}
+        return {"w": sum(distinct.values(), start["w"])}
+
+    view = RoundView(start, lambda t: {"loss": 10.0 - float(t["w"].sum())}, aggregate)
+    verdicts = [Verdict(c.submission_id, True, "accepted") for c in candidates]
+    return candidates, verdicts, view
+
+
+ESTABLISHED = Reputation(accepted=3, creators=2)  # score 3
+
+
+def test_a_newcomer_with_the_top_value_is_paid_at_most_one_share_and_nobody_its_excess() -> None:
+    """The top result (half the round's worth: 2000 of a 4000 pool) comes from a fresh
+    account: capped at one fixed share, the reason says so, and the 1000 it does not get
+    stay with the creator; the established accounts are paid what they would be without
+    the cap, and the cap does not touch an established account with the same value."""
+    parts = {"fresh": 3.0, "a": 1.0, "b": 1.0, "c": 1.0}
+    standing = {"a": ESTABLISHED, "b": ESTABLISHED, "c": Reputation(accepted=1)}
+    candidates, verdicts, view = _additive_round(parts)
+    uncapped = ValuePricing(1000, seed=1, standing=standing).price(candidates, verdicts, view)
+    assert [v.amount for v in uncapped] == [2000, 666, 666, 666]
+    capped = ValuePricing(1000, seed=1, newcomer_share_cap=1.0, standing=standing)
+    priced = capped.price(candidates, verdicts, view)
+    assert [v.amount for v in priced] == [1000, 666, 666, 666]
+    assert sum(v.amount for v in priced) <= 1000 * len(candidates)
+    assert "capped: newcomer, reputation 0 < 1" in priced[0].reason
+    assert not any("capped" in v.reason for v in priced[1:])
+    established = {**standing, "fresh": ESTABLISHED}
+    pricing = ValuePricing(1000, seed=1, newcomer_share_cap=1.0, standing=established)
+    assert [v.amount for v in pricing.price(candidates, verdicts, view)] == [2000, 666, 666, 666]
+
+
+def test_a_refused_account_is_a_newcomer_and_a_small_cap_keeps_the_pool_bound() -> None:
+    """An account with more refusals than acceptances has no standing (score -1 < 1); a cap
+    of a quarter share binds every newcomer, and the round pays no more than its pool."""
+    parts = {"x": 2.0, "y": 1.0, "z": 1.0}
+    standing = {"x": Reputation(accepted=1, refused=2), "z": ESTABLISHED}
+    candidates, verdicts, view = _additive_round(parts)
+    pricing = ValuePricing(1000, seed=1, newcomer_share_cap=0.25, standing=standing)
+    priced = pricing.price(candidates, verdicts, view)
+    assert [v.amount for v in priced] == [250, 250, 750]
+    assert "reputation -1 < 1" in priced[0].reason and "reputation 0 < 1" in priced[1].reason
+    assert sum(v.amount for v in priced) <= 1000 * len(candidates)
+
+
+def test_newcomer_accounts_sending_one_training_share_one_cap() -> None:
+    """Splitting a training across fresh accounts never raises what it can earn: the three
+    accounts of the top training (one player, 2000 of the pool) share one capped share."""
+    parts = {"fresh": 3.0, "a": 1.0, "b": 1.0, "c": 1.0}
+    standing = {"a": ESTABLISHED, "b": ESTABLISHED, "c": ESTABLISHED}
+    candidates, verdicts, view = _additive_round(parts, {"fresh2": "fresh", "fresh3": "fresh"})
+    pricing = ValuePricing(1000, seed=1, newcomer_share_cap=1.0, standing=standing)
+    priced = {
+        c.submission.worker: v
+        for c, v in zip(candidates, pricing.price(candidates, verdicts, view), strict=True)
+    }
+    sybils = [priced[w].amount for w in ("fresh", "fresh2", "fresh3")]
+    assert sybils == [333, 333, 333] and sum(sybils) <= 1000
+    assert [priced[w].amount for w in "abc"] == [666, 666, 666]

@@ -197,6 +197,7 @@ def test_a_value_round_pays_measured_value_end_to_end(tmp_path, prefect_harness)
     assert task.paid + task.refunded == 3 * REWARD and market.escrow_total() == 0
     by_value = sorted(results, key=lambda s: s.value)
     assert [s.paid for s in by_value] == sorted(s.paid for s in results)  # more value, more pay
+    assert all(s.paid <= REWARD for s in results)  # fresh accounts: one fixed share at most
 
 
 def _round_from_start(partition: str, attackers: dict[int, str]):

@@ -20,7 +20,7 @@ from decentralml.io.fetcher import PullPolicy
 from decentralml.io.packaging import build_package, project_wheel
 from decentralml.io.storage import ArtifactStore, StoredArtifact
 from decentralml.io.weights import decode, encode, read_metadata
-from decentralml.marketplace.base import Marketplace
+from decentralml.marketplace.base import Marketplace, ReportsReputation
 from decentralml.ml import workloads
 from decentralml.ml.data.federated import shared_slice_examples
 from decentralml.ml.data.shared_slice import SLICE_FILE, encode_slice
@@ -29,6 +29,7 @@ from decentralml.protocol import rules
 from decentralml.protocol.accounts import same_account
 from decentralml.protocol.errors import ConfigError, PendingResults, StorageError
 from decentralml.protocol.records import (
+    Reputation,
     ResultSubmissionStatus,
     Submission,
     Task,
@@ -346,9 +347,12 @@ def pull_policy(storage: StorageConfig) -> PullPolicy | None:
     )
 
 
-def value_pricing(config: RunConfig, task: Task) -> ValuePricing | None:
+def value_pricing(
+    config: RunConfig, task: Task, standing: Mapping[str, Reputation] | None = None
+) -> ValuePricing | None:
     """How a task whose record says it pays by value prices its accepted results (None: the
-    fixed share). Seeded by the task id: anyone holding the held-out split recomputes it."""
+    fixed share). Seeded by the task id: anyone holding the held-out split recomputes it.
+    ``standing``: the workers' reputations (``worker_standing``; missing: fresh accounts)."""
     if task.spec.payment_rule != rules.BY_VALUE:
         return None
     return ValuePricing(
@@ -356,7 +360,24 @@ def value_pricing(config: RunConfig, task: Task) -> ValuePricing | None:
         floor_share=config.task.value_floor_share,
         budget=config.task.value_budget,
         seed=task.task_id,
+        newcomer_share_cap=config.task.newcomer_share_cap,
+        standing=standing or {},
     )
+
+
+def worker_standing(
+    creator: Creator, task: Task, submissions: Sequence[Submission]
+) -> dict[str, Reputation]:
+    """The reputation of each worker of ``submissions``, read from the marketplace's records
+    when the task pays by value with a newcomer cap (the only use; none otherwise)."""
+    if (
+        task.spec.payment_rule != rules.BY_VALUE
+        or creator.config.task.newcomer_share_cap is None
+        or not isinstance(creator.market, ReportsReputation)
+    ):
+        return {}
+    workers = {s.worker for s in submissions}
+    return {worker: creator.market.reputation(worker) for worker in sorted(workers)}
 
 
 def make_judge(
@@ -367,10 +388,12 @@ def make_judge(
     evaluate_holdout: Evaluator,
     max_examples: int | None = None,
     strategy: Strategy | None = None,
+    submissions: Sequence[Submission] = (),
 ) -> Judge:
     """The round's judge: the creator's own storage, the model's layout and size bound, the
     task's screening rules, then ``policy``, whose round-level checks judge ``strategy``'s
-    aggregate (None: a fresh one from the config)."""
+    aggregate (None: a fresh one from the config). ``submissions``: what it will judge, whose
+    workers' reputations a value round's newcomer cap reads."""
     strategy = strategy or training_strategy(creator.config)
     return task_judge(
         creator.store,
@@ -387,7 +410,7 @@ def make_judge(
         aggregate=rule_aggregator(strategy, task.spec.round_number, global_tensors),
         pull_policy=pull_policy(creator.config.storage),
         accept_uploads=creator.config.storage.accept_uploads,
-        pricing=value_pricing(creator.config, task),
+        pricing=value_pricing(creator.config, task, worker_standing(creator, task, submissions)),
     )
 
 
@@ -410,7 +433,7 @@ def review(
     outcome = RoundReview()
     strategy = strategy or training_strategy(creator.config)
     judge = make_judge(
-        creator, task, global_tensors, policy, evaluate_holdout, max_examples, strategy
+        creator, task, global_tensors, policy, evaluate_holdout, max_examples, strategy, submissions
     )
     decisions = judge.review(submissions)
     outcome.verdicts = [d.verdict for d in decisions if d.verdict is not None]

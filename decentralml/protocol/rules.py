@@ -316,6 +316,18 @@ def reputation_refusal(
     return None
 
 
+ESTABLISHED_REPUTATION: Final = 1
+"""The reputation score (``Reputation.score``) from which an account has standing: at least
+one result accepted by another creator, net of its refusals. Below it an account is a
+newcomer (a fresh account, a Sybil, a poisoner back under a new name), whose pay in a
+``value`` round a task may cap (the creator's ``task.newcomer_share_cap``)."""
+
+
+def newcomer(standing: Reputation | None) -> bool:
+    """Whether an account of this ``standing`` (None: a fresh account) has no standing yet."""
+    return (standing or Reputation()).score < ESTABLISHED_REPUTATION
+
+
 def reputation(verdicts: Iterable[tuple[Submission, str]], worker: str) -> Reputation:
     """``worker``'s reputation from its judged submissions, each with its task's creator.
     A result a worker's own account accepted counts for nothing: self-dealing buys no

@@ -117,8 +117,15 @@ class TaskConfig(_Section):
     by other creators, less results refused) is at least n; recorded on the task and enforced
     by the marketplace at assignment (protocol.rules.can_assign)."""
     value_budget: Annotated[int, Field(ge=1, le=100_000)] | None = None
-    """``value``: the most held-out evaluations one round's valuation may use (None: 8 per
-    result valued, about two cycles of GTG-Shapley's guided permutations)."""
+    """``value``: the most held-out evaluations one round's valuation may use (None: 30 per
+    result valued, at least one whole cycle of GTG-Shapley's guided permutations)."""
+    newcomer_share_cap: Annotated[float, Field(gt=0)] | None = 1.0
+    """``value``: the most a newcomer's training (its accounts below
+    ``rules.ESTABLISHED_REPUTATION``, by the marketplace's records) earns in a round, in fixed
+    shares; the rest stays in escrow and the close refunds it. 1.0: a stranger is never paid
+    more by value than ``per_result`` would pay it, so fresh accounts gain nothing from a
+    value round that the fixed share would not give them; only standing earns more. None: no
+    cap. The creator's setting, not recorded on the task (like the floor and the budget)."""
 
     @field_validator("question")
     @classmethod

@@ -53,7 +53,8 @@ from itertools import combinations
 
 import numpy as np
 
-from decentralml.protocol.records import Verdict
+from decentralml.protocol import rules
+from decentralml.protocol.records import Reputation, Verdict
 from decentralml.validation.base import Candidate, RoundView
 
 Subset = frozenset[int]
@@ -295,6 +296,8 @@ class _Measured:
     errors: dict[int, float] = field(default_factory=dict)
     amounts: dict[int, int] = field(default_factory=dict)
     group_size: dict[int, int] = field(default_factory=dict)
+    capped: dict[int, int] = field(default_factory=dict)
+    """The results paid less than their value earned, being a newcomer's: its score."""
 
 
 @dataclass(frozen=True)
@@ -312,7 +315,8 @@ class ValuePricing:
     convergence every honest result's value is small and the estimate's noise as large
     (docs/benchmarks.md: a plain ``value <= 0`` rule refused 2 of 50 honest IID results in 5
     rounds). Several accounts sending one training share its value (Shapley symmetry), so
-    together they earn about what one would.
+    together they earn about what one would. A newcomer's training (no standing on the
+    marketplace, ``rules.newcomer``) is paid at most ``newcomer_share_cap`` fixed shares.
 
     ``budget``: the most held-out evaluations the valuation may use (each is one evaluation
     of the rule's aggregate of a subset); ``seed``: the sampling seed, recorded by the caller
@@ -335,6 +339,15 @@ class ValuePricing:
     significance: float = 2.0
     """How many standard errors below 0 a value must lie to be refused (about 2.5 % of
     values that are really 0 would be, by chance, at 2)."""
+    newcomer_share_cap: float | None = None
+    """The most one training of newcomers (accounts below ``rules.ESTABLISHED_REPUTATION``)
+    earns, in fixed shares (None: no cap). What the cap keeps back stays with the creator
+    (the close refunds it): given to the others, a newcomer account would pay its owner's
+    established one. A training sent by k accounts shares one cap, so splitting it across
+    fresh accounts never raises what it can earn."""
+    standing: Mapping[str, Reputation] = field(default_factory=dict)
+    """Each worker's reputation as the marketplace reports it (``ReportsReputation``), by
+    the account its submissions name; a worker missing is a fresh account."""
 
     def price(
         self, candidates: Sequence[Candidate], verdicts: Sequence[Verdict], view: RoundView
@@ -398,8 +411,21 @@ class ValuePricing:
                 measured.errors[sid] = valuation.errors.get(leader, 0.0) / len(group)
                 measured.group_size[sid] = len(group)
                 if leader in group_amounts:
-                    measured.amounts[sid] = max(1, group_amounts[leader] // len(group))
+                    amount = max(1, group_amounts[leader] // len(group))
+                    measured.amounts[sid] = self._capped(candidate, amount, len(group), measured)
         return measured
+
+    def _capped(self, candidate: Candidate, amount: int, group: int, measured: _Measured) -> int:
+        """``amount``, or a newcomer's cap if lower (its training's ``group`` accounts share
+        one); a capped result is noted in ``measured`` with its worker's score."""
+        standing = self.standing.get(candidate.submission.worker)
+        if self.newcomer_share_cap is None or not rules.newcomer(standing):
+            return amount
+        cap = max(1, int(self.newcomer_share_cap * self.reward_per_result) // group)
+        if amount <= cap:
+            return amount
+        measured.capped[candidate.submission_id] = (standing or Reputation()).score
+        return cap
 
     def _priced(self, verdict: Verdict, measured: _Measured) -> Verdict:
         value = measured.values.get(verdict.submission_id)
@@ -416,9 +442,15 @@ class ValuePricing:
         amount = measured.amounts[verdict.submission_id]
         others = measured.group_size[verdict.submission_id] - 1
         shared = f", shared with {others} other result(s) of the same training" if others else ""
+        score = measured.capped.get(verdict.submission_id)
+        capped = (
+            ""
+            if score is None
+            else f" (capped: newcomer, reputation {score} < {rules.ESTABLISHED_REPUTATION})"
+        )
         reason = (
             f"{verdict.reason}; value {value:+.4f} ± {error:.4f} ({measured.how}{shared}): "
-            f"paid {amount}"
+            f"paid {amount}{capped}"
         )
         return Verdict(verdict.submission_id, True, reason, amount, value)
 
