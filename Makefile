@@ -81,6 +81,7 @@ bench: venv chain-deps
 	$(BIN)/python bench/bench_attacked_learning.py
 	$(BIN)/python bench/bench_attacks.py
 	$(BIN)/python bench/bench_value.py
+	$(BIN)/python bench/bench_value_cost.py
 	$(BIN)/python bench/bench_backdoor_defences.py
 	$(BIN)/python bench/bench_stress.py --runs 30
 	$(BIN)/python bench/bench_stress.py --sigterm
