@@ -16,7 +16,12 @@ from pathlib import Path
 
 from substrateinterface import Keypair
 
-from decentralml.marketplace.ledger import Ledger, read_transaction, write_transaction
+from decentralml.marketplace.ledger import (
+    Ledger,
+    read_transaction,
+    retry_locked,
+    write_transaction,
+)
 from decentralml.protocol.errors import ConfigError
 from decentralml.protocol.records import (
     Reputation,
@@ -54,7 +59,10 @@ class EmbeddedMarketplace:
             raise ConfigError(f"block_time_seconds must be > 0, got {block_time_seconds}")
         self.ledger = Ledger(path, track_balances=True, review_grace_blocks=review_grace_blocks)
         self.path = self.ledger.path
-        self.genesis_time, self.block_time_seconds = self._init_clock(block_time_seconds)
+        self.genesis_time, self.block_time_seconds = retry_locked(
+            lambda: self._init_clock(block_time_seconds),
+            f"opening the embedded marketplace's clock in {self.path}",
+        )
 
     def _init_clock(self, block_time_seconds: float) -> tuple[float, float]:
         """Store genesis on first use; later processes adopt it. A different block time

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from decentralml.io.storage import Retries, with_retries
 from decentralml.protocol import rules
@@ -52,6 +53,8 @@ from decentralml.protocol.records import (
 from decentralml.protocol.rules import MAX_ID
 
 BUSY_TIMEOUT_SECONDS = 30.0
+T = TypeVar("T")
+
 OPEN_RETRIES = Retries()
 """How often, and after which waits, an open of a ledger whose file stayed locked is tried:
 the one retry policy of our own failures (decentralml.io.storage.Retries)."""
@@ -60,6 +63,32 @@ _sleep: Callable[[float], None] = time.sleep  # the clock of those waits (tests 
 
 class _LockedOpen(sqlite3.OperationalError):
     """The file stayed locked through SQLite's busy timeout while opening: contention."""
+
+
+def retry_locked(open_once: Callable[[], T], what: str) -> T:
+    """``open_once()``, tried again on the one retry schedule (``OPEN_RETRIES``) while SQLite
+    answers that the file is locked or busy; any other error at once, the last refusal as it
+    is. Opening one file from 50-200 agents at once while the creator writes is contention,
+    our own, not a broken file: agents died of it ("database is locked", sometimes within
+    seconds, before SQLite's busy timeout) and their rounds waited out their timeouts a slot
+    short (docs/benchmarks.md, issue 20)."""
+
+    def once() -> T:
+        try:
+            return open_once()
+        except sqlite3.OperationalError as error:
+            if _is_lock_contention(error) and not isinstance(error, _LockedOpen):
+                raise _LockedOpen(*error.args) from error
+            raise
+
+    return with_retries(
+        once,
+        OPEN_RETRIES.attempts,
+        OPEN_RETRIES.delays,
+        retry_on=(_LockedOpen,),
+        sleep=lambda seconds: _sleep(seconds),  # looked up per call: tests replace it
+        what=what,
+    )
 
 
 def _is_lock_contention(error: sqlite3.OperationalError) -> bool:
@@ -451,26 +480,9 @@ class Ledger:
         self._init_schema()
 
     def _init_schema(self) -> None:
-        """The schema, created or completed; a file that stays locked through SQLite's busy
-        timeout is tried again (``OPEN_RETRIES``): 50 agents opening one file at once while
-        the creator writes is contention, our own, not a broken file (one of 50 agents died
-        of it and its round waited out its timeout)."""
-        with_retries(
-            self._create_schema_once,
-            OPEN_RETRIES.attempts,
-            OPEN_RETRIES.delays,
-            retry_on=(_LockedOpen,),
-            sleep=lambda seconds: _sleep(seconds),  # looked up per call: tests replace it
-            what=f"opening the marketplace ledger {self.path}",
-        )
-
-    def _create_schema_once(self) -> None:
-        try:
-            self._create_schema()
-        except sqlite3.OperationalError as error:
-            if _is_lock_contention(error):
-                raise _LockedOpen(*error.args) from error
-            raise
+        """The schema, created or completed, the file's lock contention ridden out
+        (``retry_locked``)."""
+        retry_locked(self._create_schema, f"opening the marketplace ledger {self.path}")
 
     def _create_schema(self) -> None:
         conn = connect(self.path)
