@@ -78,7 +78,7 @@ def suspend_for_results(root: UUID, creator: Creator, round_number: int, task_id
     config = creator.config
     timeout = config.round_timeout_seconds
     grace = min(config.suspend_after_seconds, timeout)
-    if grace and not steps.results_in(creator.market, task_id):  # quick results: no suspension
+    if grace:  # quick results: no suspension (returns at once when they are all in)
         steps.wait_for_results(
             creator.market, task_id, grace, config.poll_seconds,
             reporting.WaitProgress(creator.run, round_number),

@@ -330,11 +330,7 @@ def test_results_within_the_grace_settle_without_suspending(served, tmp_path) ->
     sids = _contribute(published, (0, 1))
     final = _final(served, run_id)
     assert final["state"]["type"] == "COMPLETED", final["state"]
-    states = _answered(lambda: httpx.get(
-        f"{served['PREFECT_API_URL']}/flow_run_states/", params={"flow_run_id": run_id},
-        auth=AUTH, timeout=TIMEOUT,
-    )).json()  # fmt: skip
-    assert "Suspended" not in {state["name"] for state in states}
+    assert "Suspended" not in _state_names(served, run_id)
     assert {published["market"].get_submission(sid).paid for sid in sids} == {500}
 
 
@@ -359,13 +355,18 @@ def test_without_the_waker_deployment_the_round_waits_in_its_process(served, tmp
     sids = _contribute(published, (0, 1))
     final = _final(served, run_id)
     assert final["state"]["type"] == "COMPLETED", final["state"]
-    states = _answered(lambda: httpx.get(
-        f"{served['PREFECT_API_URL']}/flow_run_states/", params={"flow_run_id": run_id},
-        auth=AUTH, timeout=TIMEOUT,
-    )).json()  # fmt: skip
-    assert "Suspended" not in {state["name"] for state in states}
+    assert "Suspended" not in _state_names(served, run_id)
     market = published["market"]
     assert {market.get_submission(sid).paid for sid in sids} == {500}
+
+
+def _state_names(env: dict, run_id: str) -> set[str]:
+    """Every state the flow run went through."""
+    states = _answered(lambda: httpx.get(
+        f"{env['PREFECT_API_URL']}/flow_run_states/", params={"flow_run_id": run_id},
+        auth=AUTH, timeout=TIMEOUT,
+    )).json()  # fmt: skip
+    return {state["name"] for state in states}
 
 
 def _warned(env: dict, text: str) -> bool:
